@@ -1,0 +1,59 @@
+//! A branch filter that misbehaves on purpose, so the host's sandbox can be tested
+//! against a real component. The config string picks the misbehaviour.
+//! Never embedded in the service; only the test suite loads it.
+
+use mirror_plugin_sdk::branch_filter::Guest;
+use mirror_plugin_sdk::log::{Level, log};
+use mirror_plugin_sdk::types::{CandidateRef, MirrorContext, PluginInfo};
+
+struct Hostile;
+
+impl Guest for Hostile {
+    fn info() -> PluginInfo {
+        mirror_plugin_sdk::plugin_info!()
+    }
+
+    fn validate_config(_config: String) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn filter(
+        _ctx: MirrorContext,
+        config: String,
+        refs: Vec<CandidateRef>,
+    ) -> Result<Vec<String>, String> {
+        match config.as_str() {
+            "loop" => spin(),
+            "memory-bomb" => hoard(),
+            "panic" => panic!("hostile plugin panics on purpose"),
+            "oversized" => Ok((0..40_000)
+                .map(|i| format!("refs/heads/{i:0>60}"))
+                .collect()),
+            "log-flood" => loop {
+                log(Level::Info, "flooding the plugin log");
+            },
+            "stdout-flood" => loop {
+                println!("flooding stdout");
+            },
+            "stranger" => Ok(vec!["refs/heads/never-offered".to_string()]),
+            _ => Ok(refs.into_iter().map(|r| r.name).collect()),
+        }
+    }
+}
+
+fn spin() -> ! {
+    let mut n = 0u64;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+fn hoard() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1; 1 << 20]);
+        std::hint::black_box(&hoard);
+    }
+}
+
+mirror_plugin_sdk::branch_filter::export!(Hostile);
