@@ -1,0 +1,181 @@
+//! Service settings: built-in defaults, overridden by a TOML file (`--config`),
+//! overridden by environment variables, overridden by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::plugins::Limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+/// Settings given on the command line or in the environment; `None` means "not given".
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// TOML config file; flags and environment variables win over it.
+    #[arg(long, env = "MIRRORHOST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "MIRRORHOST_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the database, the repositories and the caches [default: ./data].
+    #[arg(long, env = "MIRRORHOST_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Let remotes on file://, loopback and private addresses through (tests, labs).
+    #[arg(long, env = "MIRRORHOST_ALLOW_LOCAL_REMOTES")]
+    pub allow_local_remotes: Option<bool>,
+    /// Where compiled plugins are cached [default: <data-dir>/cache/plugins].
+    #[arg(long, env = "MIRRORHOST_PLUGIN_CACHE_DIR")]
+    pub plugin_cache_dir: Option<PathBuf>,
+}
+
+/// The TOML file. Every key is optional; unknown keys are an error so that a
+/// typo does not silently fall back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    allow_local_remotes: Option<bool>,
+    plugin_cache_dir: Option<PathBuf>,
+    plugins: PluginLimitsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PluginLimitsFile {
+    timeout_ms: Option<u64>,
+    fuel: Option<u64>,
+    memory_bytes: Option<usize>,
+    max_input_bytes: Option<usize>,
+    max_output_bytes: Option<usize>,
+    max_log_lines: Option<usize>,
+    max_log_bytes: Option<usize>,
+}
+
+/// The resolved settings the service runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub allow_local_remotes: bool,
+    pub plugin_cache_dir: PathBuf,
+    pub plugin_limits: Limits,
+}
+
+impl Config {
+    pub fn resolve(overrides: Overrides) -> Result<Self, ConfigError> {
+        let file = match &overrides.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = overrides
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let plugin_cache_dir = overrides
+            .plugin_cache_dir
+            .or(file.plugin_cache_dir)
+            .unwrap_or_else(|| data_dir.join("cache").join("plugins"));
+        Ok(Self {
+            listen: overrides
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            allow_local_remotes: overrides
+                .allow_local_remotes
+                .or(file.allow_local_remotes)
+                .unwrap_or(false),
+            plugin_limits: file.plugins.apply(Limits::default()),
+            plugin_cache_dir,
+            data_dir,
+        })
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("mirrorhost.db")
+    }
+}
+
+impl PluginLimitsFile {
+    fn apply(self, defaults: Limits) -> Limits {
+        Limits {
+            timeout: self
+                .timeout_ms
+                .map_or(defaults.timeout, Duration::from_millis),
+            fuel: self.fuel.unwrap_or(defaults.fuel),
+            memory_bytes: self.memory_bytes.unwrap_or(defaults.memory_bytes),
+            max_input_bytes: self.max_input_bytes.unwrap_or(defaults.max_input_bytes),
+            max_output_bytes: self.max_output_bytes.unwrap_or(defaults.max_output_bytes),
+            max_log_lines: self.max_log_lines.unwrap_or(defaults.max_log_lines),
+            max_log_bytes: self.max_log_bytes.unwrap_or(defaults.max_log_bytes),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mirrorhost.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9999\"\nallow_local_remotes = true\ndata_dir = \"/srv/m\"\n\
+             [plugins]\ntimeout_ms = 50\n",
+        )
+        .unwrap();
+        let config = Config::resolve(Overrides {
+            config: Some(path),
+            data_dir: Some("/tmp/x".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(config.listen.port(), 9999);
+        assert!(config.allow_local_remotes);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(
+            config.plugin_cache_dir,
+            PathBuf::from("/tmp/x/cache/plugins")
+        );
+        assert_eq!(config.plugin_limits.timeout, Duration::from_millis(50));
+        assert_eq!(config.plugin_limits.fuel, Limits::default().fuel);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "allow_local_remote = true\n").unwrap();
+        let err = Config::resolve(Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("allow_local_remote"), "{err}");
+    }
+}

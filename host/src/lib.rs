@@ -1,0 +1,12 @@
+//! mirrorhost: keeps local bare copies of Git projects and mirrors them, with
+//! every policy decision made by a sandboxed WebAssembly plugin.
+//!
+//! Module map (see ARCHITECTURE.md): `config` resolves settings, `store` owns the
+//! SQLite schema, `plugins` runs policy components, `api` serves HTTP, `server`
+//! wires them together.
+
+pub mod api;
+pub mod config;
+pub mod plugins;
+pub mod server;
+pub mod store;

@@ -1,0 +1,254 @@
+//! The wasmtime side: one engine, one linker, compiled components cached on disk,
+//! and `Runtime::call`, which runs one guest call inside a fresh sandbox.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use super::bindings::log;
+use super::sandbox::{HostState, Limits, LogLine};
+use super::{PluginError, PluginErrorKind};
+
+/// How often the epoch advances; the time budget is counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// What a successful call returns besides its value: the cost, for metrics and
+/// for `mirrorhost plugin test`, and what the guest logged.
+#[derive(Debug, Clone)]
+pub struct Outcome<T> {
+    pub value: T,
+    pub fuel_used: u64,
+    pub peak_memory_bytes: usize,
+    pub elapsed: Duration,
+    pub log: Vec<LogLine>,
+}
+
+/// Shared by every plugin: compiling, linking and calling.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    cache_dir: Option<PathBuf>,
+    pooling: bool,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("limits", &self.inner.limits)
+            .field("cache_dir", &self.inner.cache_dir)
+            .field("pooling", &self.inner.pooling)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator when the machine grants the address
+    /// space, on-demand otherwise) and starts its epoch ticker.
+    /// `cache_dir` keeps compiled components across restarts.
+    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
+        let (engine, pooling) = match Engine::new(&engine_config(&limits, true)) {
+            Ok(engine) => (engine, true),
+            Err(error) => {
+                tracing::warn!(%error, "pooling allocator unavailable, using on-demand instances");
+                let engine = Engine::new(&engine_config(&limits, false)).map_err(runtime_error)?;
+                (engine, false)
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime_error)?;
+        log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(runtime_error)?;
+        spawn_epoch_ticker(&engine);
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir).map_err(runtime_error)?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                limits,
+                cache_dir,
+                pooling,
+            }),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub fn uses_pooling(&self) -> bool {
+        self.inner.pooling
+    }
+
+    /// Compiles `bytes` (or loads the cached compilation) and links it against the
+    /// host's imports. Fails when the bytes are not a component, or import
+    /// something beyond WASI and the `mirror:plugin` host interface.
+    pub fn prepare(&self, bytes: &[u8]) -> Result<InstancePre<HostState>, String> {
+        let component = self.compile(bytes)?;
+        self.inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    fn compile(&self, bytes: &[u8]) -> Result<Component, String> {
+        let engine = &self.inner.engine;
+        let Some(path) = self.cache_path(bytes) else {
+            return Component::new(engine, bytes).map_err(|e| format!("{e:#}"));
+        };
+        if path.exists() {
+            // SAFETY: `deserialize_file` trusts its input to be wasmtime's own output.
+            // The file sits in our private cache dir, was written by `serialize` below
+            // (renamed into place only once complete), and its name binds it to the
+            // component's sha256 and this engine's compatibility hash.
+            #[allow(unsafe_code)]
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(error) => tracing::warn!(%error, path = %path.display(), "recompiling"),
+            }
+        }
+        let component = Component::new(engine, bytes).map_err(|e| format!("{e:#}"))?;
+        if let Err(error) = store_compiled(&component, &path) {
+            tracing::warn!(%error, path = %path.display(), "could not cache compiled plugin");
+        }
+        Ok(component)
+    }
+
+    fn cache_path(&self, bytes: &[u8]) -> Option<PathBuf> {
+        let dir = self.inner.cache_dir.as_ref()?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.inner
+            .engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        let engine_hash = hasher.finish();
+        let sha = hex::encode(Sha256::digest(bytes));
+        Some(dir.join(format!("{sha}-{engine_hash:016x}.cwasm")))
+    }
+
+    /// Runs `body` against a fresh store: fuel, deadline and memory cap set, the
+    /// store dropped afterwards whatever happened. `body` instantiates and calls.
+    pub fn call<T>(
+        &self,
+        plugin: &str,
+        input_bytes: usize,
+        body: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<T, String>>,
+        output_bytes: impl FnOnce(&T) -> usize,
+    ) -> Result<Outcome<T>, PluginError> {
+        let limits = self.inner.limits;
+        let fail = |kind| PluginError::new(plugin, kind);
+        if input_bytes > limits.max_input_bytes {
+            return Err(fail(PluginErrorKind::InputTooLarge {
+                size: input_bytes,
+                limit: limits.max_input_bytes,
+            }));
+        }
+        let started = Instant::now();
+        let mut store = Store::new(&self.inner.engine, HostState::new(limits));
+        store.limiter(|state| state);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| fail(runtime_kind(e)))?;
+        store.set_epoch_deadline(deadline_ticks(limits.timeout));
+        store.epoch_deadline_trap();
+
+        let result = body(&mut store);
+        let fuel_left = store.get_fuel().unwrap_or(0);
+        let state = store.data_mut();
+        state.drain_stdio();
+        let value = match result {
+            Err(error) => return Err(fail(state.explain(&error, fuel_left))),
+            Ok(Err(message)) if message.len() > limits.max_output_bytes => {
+                return Err(fail(PluginErrorKind::OutputTooLarge {
+                    size: message.len(),
+                    limit: limits.max_output_bytes,
+                }));
+            }
+            Ok(Err(message)) => return Err(fail(PluginErrorKind::Rejected(message))),
+            Ok(Ok(value)) => value,
+        };
+        let size = output_bytes(&value);
+        if size > limits.max_output_bytes {
+            return Err(fail(PluginErrorKind::OutputTooLarge {
+                size,
+                limit: limits.max_output_bytes,
+            }));
+        }
+        Ok(Outcome {
+            value,
+            fuel_used: limits.fuel - fuel_left,
+            peak_memory_bytes: state.peak_memory,
+            elapsed: started.elapsed(),
+            log: std::mem::take(&mut state.log),
+        })
+    }
+}
+
+fn engine_config(limits: &Limits, pooling: bool) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(256)
+            .total_core_instances(1024)
+            .total_memories(512)
+            .total_tables(512)
+            .max_memory_size(limits.memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Advances the engine's epoch until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("plugin-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(error) = spawned {
+        // Without a ticker the fuel budget still bounds every call.
+        tracing::error!(%error, "cannot start the plugin epoch ticker");
+    }
+}
+
+/// Ticks until the deadline; one extra tick because the current one is partly over.
+fn deadline_ticks(timeout: Duration) -> u64 {
+    let ticks = timeout.as_micros().div_ceil(EPOCH_TICK.as_micros());
+    u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
+}
+
+fn store_compiled(component: &Component, path: &Path) -> std::io::Result<()> {
+    let bytes = component.serialize().map_err(std::io::Error::other)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn runtime_error(error: impl std::fmt::Display) -> PluginError {
+    PluginError::new("<runtime>", runtime_kind(error))
+}
+
+fn runtime_kind(error: impl std::fmt::Display) -> PluginErrorKind {
+    PluginErrorKind::Runtime(error.to_string())
+}

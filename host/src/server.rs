@@ -1,0 +1,121 @@
+//! Start-up and shutdown: data dir, admin token, database, plugins, then the
+//! HTTP server until SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, AdminToken, App, AppState, TokenSource};
+use crate::config::Config;
+use crate::plugins::{PluginError, Registry, Runtime};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("admin token: {0}")]
+    Token(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+    #[error("start-up task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Everything the service holds, built from `config`. Separate from [`serve`] so
+/// that tests and tools can build the same state without a socket.
+pub async fn build(config: Config, admin_token: Option<&str>) -> Result<App, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let (admin_token, source) =
+        AdminToken::load(admin_token, &config.data_dir).map_err(ServerError::Token)?;
+    match source {
+        TokenSource::Environment => tracing::info!("admin token from MIRRORHOST_ADMIN_TOKEN"),
+        TokenSource::File(path) => tracing::info!(path = %path.display(), "admin token from file"),
+        TokenSource::Generated(path) => {
+            tracing::info!(path = %path.display(), "generated a new admin token")
+        }
+    }
+    let store = Store::open(&config.database_path())?;
+    let (limits, cache_dir) = (config.plugin_limits, config.plugin_cache_dir.clone());
+    // Compiling the built-ins is CPU work: keep it off the async workers.
+    let plugins = tokio::task::spawn_blocking(move || {
+        Registry::with_builtins(Runtime::new(limits, Some(cache_dir))?)
+    })
+    .await??;
+    tracing::info!(count = plugins.list().len(), "plugins loaded");
+    Ok(App {
+        config,
+        store,
+        plugins,
+        admin_token,
+    })
+}
+
+/// Binds the configured address and serves until SIGTERM or Ctrl-C.
+pub async fn run(app: App) -> Result<(), ServerError> {
+    let addr = app.config.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Listen { addr, source })?;
+    serve(Arc::new(app), listener, shutdown_signal()).await
+}
+
+/// Serves on `listener` until `shutdown` completes, then lets in-flight requests
+/// finish. The bound address is logged as `listening bound=<addr>`.
+pub async fn serve(
+    app: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let bound = listener.local_addr().map_err(ServerError::Serve)?;
+    tracing::info!(%bound, "listening");
+    axum::serve(listener, api::router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServerError::Serve)?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,73 @@
+//! SQLite state. This module owns the connection and the schema: every table is
+//! created by a migration in `migrations.rs`, applied in order at open.
+//!
+//! The connection sits behind a mutex and every method is synchronous; async
+//! callers go through `tokio::task::spawn_blocking`.
+
+mod migrations;
+
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use rusqlite::Connection;
+
+pub use migrations::SCHEMA_VERSION;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database schema is version {found}, newer than this binary knows ({known})")]
+    TooNew { found: u32, known: u32 },
+}
+
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, in WAL mode with
+    /// foreign keys enforced, and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::init(Connection::open(path)?)
+    }
+
+    /// A private in-memory database, for tests and tools.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        // WAL lets readers proceed during a write; NORMAL sync is durable across
+        // process crashes (the case we care about) and much faster than FULL.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrations::apply(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Runs `f` with the connection. A panic in an earlier holder cannot leave the
+    /// connection half-changed (every change is a transaction), so a poisoned lock
+    /// is still safe to use.
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut conn)
+    }
+
+    /// Cheap liveness probe for `/readyz`.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+    }
+
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        self.with(|conn| migrations::current_version(conn))
+    }
+}
