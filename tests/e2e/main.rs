@@ -1,0 +1,9 @@
+//! End-to-end tests: the real binary and the real plugin runtime against real
+//! servers started by the tests. One test binary, one module per area.
+
+// Fixtures panic on setup failure: that is how a test reports it.
+#![allow(clippy::unwrap_used)]
+
+mod sandbox;
+mod serve;
+mod support;

@@ -1,0 +1,129 @@
+//! The `mirrorhost serve` binary as an operator runs it.
+
+use serde_json::Value;
+
+use crate::support::{ADMIN_TOKEN, Server, client};
+
+const BUILTIN_NAMES: [&str; 9] = [
+    "abort",
+    "manual",
+    "ours",
+    "password",
+    "protected-only",
+    "regex-filter",
+    "ssh-key",
+    "theirs",
+    "token",
+];
+
+#[tokio::test]
+async fn serve_answers_probes_lists_plugins_and_stops_on_sigterm() {
+    let server = Server::start(&[("MIRRORHOST_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let http = client();
+
+    let health: Value = http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready = http.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let listed: Value = http
+        .get(server.url("/api/v1/plugins"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, BUILTIN_NAMES);
+    for plugin in listed["plugins"].as_array().unwrap() {
+        assert_eq!(plugin["builtin"], true);
+        assert!(plugin["world"].is_string() && plugin["version"].is_string());
+        assert_eq!(plugin["sha256"].as_str().unwrap().len(), 64);
+    }
+
+    let (status, log) = server.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        log.iter().any(|l| l.contains("shut down")),
+        "no graceful shutdown in {log:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_wants_the_token() {
+    let server = Server::start(&[("MIRRORHOST_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let http = client();
+    for auth in [None, Some("Bearer wrong"), Some(ADMIN_TOKEN)] {
+        let mut req = http.get(server.url("/api/v1/plugins"));
+        if let Some(value) = auth {
+            req = req.header("Authorization", value);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401, "auth {auth:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Bearer")
+        );
+    }
+    let resp = http
+        .get(server.url("/api/v1/nope"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn without_a_token_one_is_generated_privately_and_never_logged() {
+    let server = Server::start(&[]);
+    let path = server.data_dir.path().join("admin-token");
+    let token = std::fs::read_to_string(&path).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    assert!(server.data_dir.path().join("mirrorhost.db").exists());
+    let resp = client()
+        .get(server.url("/api/v1/plugins"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (status, log) = server.terminate();
+    assert!(status.success());
+    assert!(
+        log.iter()
+            .any(|l| l.contains("generated a new admin token") && l.contains("admin-token"))
+    );
+    assert!(
+        !log.iter().any(|l| l.contains(token.trim())),
+        "token leaked into the log"
+    );
+}
