@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::jobs::Caps;
 use crate::plugins::Limits;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,12 @@ pub struct Overrides {
     /// Where compiled plugins are cached [default: <data-dir>/cache/plugins].
     #[arg(long, env = "MIRRORHOST_PLUGIN_CACHE_DIR")]
     pub plugin_cache_dir: Option<PathBuf>,
+    /// Runs at once across all mirrors [default: 4].
+    #[arg(long, env = "MIRRORHOST_MAX_CONCURRENT_RUNS")]
+    pub max_concurrent_runs: Option<usize>,
+    /// Runs at once against one remote host [default: 2].
+    #[arg(long, env = "MIRRORHOST_MAX_RUNS_PER_HOST")]
+    pub max_runs_per_host: Option<usize>,
 }
 
 /// The TOML file. Every key is optional; unknown keys are an error so that a
@@ -49,6 +56,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     allow_local_remotes: Option<bool>,
     plugin_cache_dir: Option<PathBuf>,
+    max_concurrent_runs: Option<usize>,
+    max_runs_per_host: Option<usize>,
     plugins: PluginLimitsFile,
 }
 
@@ -72,6 +81,7 @@ pub struct Config {
     pub allow_local_remotes: bool,
     pub plugin_cache_dir: PathBuf,
     pub plugin_limits: Limits,
+    pub caps: Caps,
 }
 
 impl Config {
@@ -98,6 +108,18 @@ impl Config {
                 .or(file.allow_local_remotes)
                 .unwrap_or(false),
             plugin_limits: file.plugins.apply(Limits::default()),
+            caps: Caps {
+                global: overrides
+                    .max_concurrent_runs
+                    .or(file.max_concurrent_runs)
+                    .unwrap_or(Caps::default().global)
+                    .max(1),
+                per_host: overrides
+                    .max_runs_per_host
+                    .or(file.max_runs_per_host)
+                    .unwrap_or(Caps::default().per_host)
+                    .max(1),
+            },
             plugin_cache_dir,
             data_dir,
         })
@@ -105,6 +127,11 @@ impl Config {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("mirrorhost.db")
+    }
+
+    /// Where the projects' bare repositories live.
+    pub fn repos_dir(&self) -> PathBuf {
+        self.data_dir.join("repos")
     }
 }
 

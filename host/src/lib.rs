@@ -2,11 +2,13 @@
 //! every policy decision made by a sandboxed WebAssembly plugin.
 //!
 //! Module map (see ARCHITECTURE.md): `config` resolves settings, `store` owns the
-//! SQLite schema, `plugins` runs policy components, `api` serves HTTP, `server`
-//! wires them together.
+//! SQLite schema, `plugins` runs policy components, `sync` moves refs with git2,
+//! `jobs` turns triggers into runs, `api` serves HTTP, `server` wires them together.
 
 pub mod api;
 pub mod config;
+pub mod jobs;
 pub mod plugins;
 pub mod server;
 pub mod store;
+pub mod sync;

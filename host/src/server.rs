@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AdminToken, App, AppState, TokenSource};
 use crate::config::Config;
+use crate::jobs::{self, Queue};
 use crate::plugins::{PluginError, Registry, Runtime};
 use crate::store::{Store, StoreError};
 
@@ -51,6 +52,13 @@ pub async fn build(config: Config, admin_token: Option<&str>) -> Result<App, Ser
         }
     }
     let store = Store::open(&config.database_path())?;
+    let interrupted = store.with(crate::store::runs::recover)?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "runs interrupted by the last stop are marked and retried"
+        );
+    }
     let (limits, cache_dir) = (config.plugin_limits, config.plugin_cache_dir.clone());
     // Compiling the built-ins is CPU work: keep it off the async workers.
     let plugins = tokio::task::spawn_blocking(move || {
@@ -59,6 +67,8 @@ pub async fn build(config: Config, admin_token: Option<&str>) -> Result<App, Ser
     .await??;
     tracing::info!(count = plugins.list().len(), "plugins loaded");
     Ok(App {
+        repos_dir: config.repos_dir(),
+        jobs: Queue::new(config.caps),
         config,
         store,
         plugins,
@@ -83,11 +93,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let bound = listener.local_addr().map_err(ServerError::Serve)?;
+    let dispatcher = tokio::spawn(jobs::dispatch(app.clone()));
     tracing::info!(%bound, "listening");
     axum::serve(listener, api::router(app))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ServerError::Serve)?;
+    // Runs in flight are cut off here; the next start marks them interrupted
+    // and retries them.
+    dispatcher.abort();
     tracing::info!("shut down");
     Ok(())
 }

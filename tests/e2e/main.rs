@@ -4,6 +4,10 @@
 // Fixtures panic on setup failure: that is how a test reports it.
 #![allow(clippy::unwrap_used)]
 
+mod api_input;
+mod pull;
+mod push;
+mod recovery;
 mod sandbox;
 mod serve;
 mod support;

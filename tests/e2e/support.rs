@@ -27,7 +27,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(envs: &[(&str, &str)]) -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), envs)
+    }
+
+    /// Starts on an existing data dir, as a restart does.
+    pub fn start_in(data_dir: tempfile::TempDir, envs: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mirrorhost"));
         cmd.arg("serve")
             .arg("--listen")
@@ -105,6 +109,14 @@ impl Server {
         }
         (exit, std::mem::take(&mut self.seen))
     }
+
+    /// SIGKILL, as a crash; hands back the data dir for a restart.
+    pub fn crash(mut self) -> tempfile::TempDir {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let placeholder = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.data_dir, placeholder)
+    }
 }
 
 impl Drop for Server {
@@ -119,4 +131,234 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
+}
+
+/// Runs the git CLI in `dir` and returns its stdout; panics with stderr on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `refname oid` of every ref of a repository, as `git for-each-ref` sees it.
+pub fn refs_of(repo: &Path) -> std::collections::BTreeMap<String, String> {
+    git(repo, &["for-each-ref", "--format=%(refname) %(objectname)"])
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, oid)| (name.to_string(), oid.to_string()))
+        .collect()
+}
+
+pub fn fsck(repo: &Path) {
+    git(repo, &["fsck", "--strict", "--no-dangling"]);
+}
+
+/// An upstream: a bare repository plus a work tree that commits and pushes to it.
+pub struct Upstream {
+    pub dir: tempfile::TempDir,
+}
+
+impl Upstream {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(
+            root,
+            &["init", "-q", "--bare", "-b", "main", "upstream.git"],
+        );
+        git(root, &["init", "-q", "-b", "main", "work"]);
+        let up = Self { dir };
+        git(
+            &up.work(),
+            &["remote", "add", "origin", up.bare().to_str().unwrap()],
+        );
+        up
+    }
+
+    pub fn bare(&self) -> PathBuf {
+        self.dir.path().join("upstream.git")
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub fn url(&self) -> String {
+        format!("file://{}", self.bare().display())
+    }
+
+    /// Commits a change to `file` on `branch` (created from the current HEAD if new)
+    /// and returns the commit id.
+    pub fn commit(&self, branch: &str, file: &str) -> String {
+        let work = self.work();
+        let has_commits = Command::new("git")
+            .current_dir(&work)
+            .args(["rev-parse", "--verify", "-q", "HEAD"])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if has_commits {
+            git(&work, &["checkout", "-q", "-B", branch]);
+        } else {
+            git(&work, &["checkout", "-q", "--orphan", branch]);
+        }
+        let path = work.join(file);
+        let previous = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, format!("{previous}{branch} {file}\n")).unwrap();
+        git(&work, &["add", file]);
+        git(&work, &["commit", "-q", "-m", &format!("{branch}: {file}")]);
+        git(&work, &["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    pub fn push(&self, refspecs: &[&str]) {
+        let mut args = vec!["push", "-q", "origin"];
+        args.extend_from_slice(refspecs);
+        git(&self.work(), &args);
+    }
+}
+
+/// A bare repository to push into, standing for a push mirror's destination.
+pub fn bare_repo(dir: &Path, name: &str) -> PathBuf {
+    git(dir, &["init", "-q", "--bare", "-b", "main", name]);
+    dir.join(name)
+}
+
+/// Thin JSON client for the admin API of a [`Server`].
+pub struct Api<'a> {
+    pub server: &'a Server,
+    http: reqwest::Client,
+}
+
+impl<'a> Api<'a> {
+    pub fn new(server: &'a Server) -> Self {
+        Self {
+            server,
+            http: client(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .http
+            .request(method, self.server.url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+        };
+        (status, json)
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// Creates a mirror and returns its id; panics unless the API says 201.
+    pub async fn create(&self, direction: &str, body: serde_json::Value) -> i64 {
+        let (status, mirror) = self
+            .post(&format!("/api/v1/mirrors/{direction}"), body)
+            .await;
+        assert_eq!(status, 201, "{mirror}");
+        mirror["mirror_id"].as_i64().unwrap()
+    }
+
+    /// A manual sync, waited for; returns the finished run.
+    pub async fn sync(&self, mirror_id: i64) -> serde_json::Value {
+        let (status, run) = self
+            .post(
+                &format!("/api/v1/mirrors/{mirror_id}/sync?wait=true"),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{run}");
+        run
+    }
+}
+
+/// Starts a server that accepts file:// remotes, as the mirror tests need.
+pub fn local_server() -> Server {
+    Server::start(&[
+        ("MIRRORHOST_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("MIRRORHOST_ALLOW_LOCAL_REMOTES", "true"),
+    ])
+}
+
+/// Where the server keeps a project's bare repository.
+pub fn project_repo(server: &Server, project_id: &str) -> PathBuf {
+    server
+        .data_dir
+        .path()
+        .join("repos")
+        .join(format!("{project_id}.git"))
+}
+
+/// Fills the bare repository `repo` on `main` with `commits` commits, each adding
+/// a file of `blob_bytes` pseudo-random (incompressible) bytes, through
+/// `git fast-import`: seconds for what `git commit` would take minutes for.
+pub fn generate_history(repo: &Path, commits: usize, blob_bytes: usize) {
+    use std::io::Write;
+    let mut child = Command::new("git")
+        .current_dir(repo)
+        .args(["fast-import", "--quiet"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = std::io::BufWriter::new(child.stdin.take().unwrap());
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for i in 0..commits {
+        let blob: Vec<u8> = (0..blob_bytes)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        writeln!(input, "commit refs/heads/main").unwrap();
+        writeln!(
+            input,
+            "committer Test <test@example.com> {} +0000",
+            1_700_000_000 + i
+        )
+        .unwrap();
+        let message = format!("commit {i}");
+        writeln!(input, "data {}\n{message}", message.len()).unwrap();
+        writeln!(input, "M 644 inline file-{i}.bin\ndata {}", blob.len()).unwrap();
+        input.write_all(&blob).unwrap();
+        writeln!(input).unwrap();
+    }
+    drop(input);
+    assert!(child.wait().unwrap().success());
 }

@@ -4,19 +4,25 @@
 
 mod auth;
 mod error;
+mod json;
+mod mirrors;
 mod plugins;
+mod runs;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::{Json, Router, middleware};
 use serde_json::json;
 
 use crate::config::Config;
+use crate::jobs::Queue;
 use crate::plugins::{BUILTINS, Registry};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+use crate::sync::Engine;
 
 pub use auth::{AdminToken, TOKEN_FILE, TokenSource};
 pub use error::ApiError;
@@ -27,14 +33,45 @@ pub type AppState = Arc<App>;
 #[derive(Debug)]
 pub struct App {
     pub config: Config,
+    pub repos_dir: PathBuf,
     pub store: Store,
     pub plugins: Registry,
+    pub jobs: Queue,
     pub admin_token: AdminToken,
+}
+
+impl App {
+    /// The sync engine over this service's repositories, plugins and database.
+    pub fn engine(&self) -> Engine<'_> {
+        Engine {
+            repos_dir: &self.repos_dir,
+            plugins: &self.plugins,
+            store: &self.store,
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/plugins", get(plugins::list))
+        .route("/mirrors", get(mirrors::list))
+        .route("/mirrors/pull", post(mirrors::create_pull))
+        .route("/mirrors/push", post(mirrors::create_push))
+        .route(
+            "/mirrors/{id}",
+            get(mirrors::get)
+                .patch(mirrors::patch)
+                .delete(mirrors::delete),
+        )
+        .route("/mirrors/{id}/sync", post(runs::sync))
+        .route("/mirrors/{id}/runs", get(runs::list))
+        .route("/mirrors/{id}/conflicts", get(runs::conflicts))
+        .route("/mirrors/{id}/conflicts/detect", post(runs::detect))
+        .route("/mirrors/{id}/conflicts/{cid}/resolve", post(runs::resolve))
+        .route(
+            "/projects/{id}/protected-branches",
+            put(mirrors::set_protected_branches),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
@@ -73,4 +110,29 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
         "plugins_loaded": plugins_loaded,
     });
     (status, Json(body))
+}
+
+/// Runs `f` on the blocking pool: store access, git and plugin calls all block.
+async fn blocking<T: Send + 'static>(
+    state: AppState,
+    f: impl FnOnce(&App) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || f(&state))
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// Parses a `{id}` path segment.
+fn mirror_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("no mirror {raw:?}")))
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => ApiError::not_found(format!("no such {what}")),
+            other => ApiError::internal(other),
+        }
+    }
 }

@@ -14,6 +14,83 @@ const MIGRATIONS: &[&str] = &[
         protected_branches  TEXT NOT NULL DEFAULT '[]',
         created_at          TEXT NOT NULL
     ) STRICT;",
+    // 2: mirrors, their runs, the job queue, conflicts, and what push mirrors pushed.
+    "CREATE TABLE mirrors (
+        id                        INTEGER PRIMARY KEY,
+        project_id                TEXT NOT NULL REFERENCES projects(id),
+        direction                 TEXT NOT NULL CHECK (direction IN ('pull', 'push')),
+        url                       TEXT NOT NULL,
+        remote_host               TEXT NOT NULL,
+        auth_method               TEXT NOT NULL,
+        enabled                   INTEGER NOT NULL,
+        update_interval           INTEGER,
+        only_protected_branches   INTEGER NOT NULL,
+        keep_divergent_refs       INTEGER NOT NULL,
+        mirror_branch_regex       TEXT,
+        conflict_strategy         TEXT NOT NULL,
+        conflict_strategy_config  TEXT NOT NULL,
+        branch_filter             TEXT,
+        branch_filter_config      TEXT NOT NULL,
+        created_at                TEXT NOT NULL,
+        updated_at                TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX mirrors_by_project ON mirrors(project_id, direction);
+
+    CREATE TABLE runs (
+        id                 INTEGER PRIMARY KEY,
+        mirror_id          INTEGER NOT NULL REFERENCES mirrors(id) ON DELETE CASCADE,
+        trigger            TEXT NOT NULL,
+        status             TEXT NOT NULL
+                           CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'interrupted')),
+        queued_at          TEXT NOT NULL,
+        started_at         TEXT,
+        finished_at        TEXT,
+        duration_ms        INTEGER,
+        bytes_transferred  INTEGER NOT NULL DEFAULT 0,
+        refs_created       INTEGER NOT NULL DEFAULT 0,
+        refs_updated       INTEGER NOT NULL DEFAULT 0,
+        refs_deleted       INTEGER NOT NULL DEFAULT 0,
+        refs_skipped       INTEGER NOT NULL DEFAULT 0,
+        conflicts          INTEGER NOT NULL DEFAULT 0,
+        error              TEXT
+    ) STRICT;
+    CREATE INDEX runs_by_mirror ON runs(mirror_id, id);
+
+    -- At most one pending and one running job per mirror.
+    CREATE TABLE jobs (
+        id          INTEGER PRIMARY KEY,
+        mirror_id   INTEGER NOT NULL REFERENCES mirrors(id) ON DELETE CASCADE,
+        run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        state       TEXT NOT NULL CHECK (state IN ('pending', 'running')),
+        created_at  TEXT NOT NULL
+    ) STRICT;
+    CREATE UNIQUE INDEX jobs_one_per_state ON jobs(mirror_id, state);
+
+    CREATE TABLE conflicts (
+        id            INTEGER PRIMARY KEY,
+        mirror_id     INTEGER NOT NULL REFERENCES mirrors(id) ON DELETE CASCADE,
+        run_id        INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+        ref_name      TEXT NOT NULL,
+        local_oid     TEXT NOT NULL,
+        remote_oid    TEXT NOT NULL,
+        merge_base    TEXT,
+        ahead         INTEGER NOT NULL,
+        behind        INTEGER NOT NULL,
+        strategy      TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('open', 'resolved', 'aborted')),
+        resolution    TEXT,
+        detected_at   TEXT NOT NULL,
+        resolved_at   TEXT
+    ) STRICT;
+    CREATE INDEX conflicts_by_mirror ON conflicts(mirror_id, id);
+
+    -- Refs a push mirror has put on its destination: only these may be deleted there.
+    CREATE TABLE pushed_refs (
+        mirror_id  INTEGER NOT NULL REFERENCES mirrors(id) ON DELETE CASCADE,
+        ref_name   TEXT NOT NULL,
+        oid        TEXT NOT NULL,
+        PRIMARY KEY (mirror_id, ref_name)
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 /// The schema version this binary writes.

@@ -4,14 +4,20 @@
 //! The connection sits behind a mutex and every method is synchronous; async
 //! callers go through `tokio::task::spawn_blocking`.
 
+pub mod conflicts;
 mod migrations;
+pub mod mirrors;
+pub mod runs;
 
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use rusqlite::Connection;
 
+pub use conflicts::{Conflict, ConflictStatus, NewConflict};
 pub use migrations::SCHEMA_VERSION;
+pub use mirrors::{AuthMethod, Direction, Mirror, MirrorSettings, Project};
+pub use runs::{Enqueued, PendingJob, Run, RunOutcome, RunStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -19,6 +25,15 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database schema is version {found}, newer than this binary knows ({known})")]
     TooNew { found: u32, known: u32 },
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("cannot encode a value for the database: {0}")]
+    Encode(String),
+}
+
+/// The timestamp format of every `*_at` column: RFC 3339, UTC, milliseconds.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[derive(Debug)]

@@ -1,0 +1,187 @@
+//! Runs and conflicts of a mirror: manual sync, run history, dry-run detection,
+//! conflict history and resolution.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::json::ApiJson;
+use super::mirrors::load;
+use super::{ApiError, AppState, blocking, mirror_id};
+use crate::store::{self, Run};
+use crate::sync::Resolution;
+
+/// How long `?wait=true` waits for a run before answering with its current state.
+const WAIT_LIMIT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SyncQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+pub async fn sync(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<SyncQuery>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = mirror_id(&id)?;
+    // Subscribe before queueing, so the run's end cannot be missed.
+    let mut finished = state.jobs.finished();
+    let enqueued = blocking(state.clone(), move |app| {
+        let mirror = load(app, id)?;
+        if !mirror.enabled {
+            return Err(ApiError::conflict(format!(
+                "mirror {id} is disabled; enable it first"
+            )));
+        }
+        Ok(app.jobs.trigger(&app.store, id, "manual")?)
+    })
+    .await?;
+    let run_id = enqueued.run_id;
+    if !query.wait {
+        let body = json!({"run_id": run_id, "status": "queued", "coalesced": enqueued.coalesced});
+        return Ok((StatusCode::ACCEPTED, Json(body)));
+    }
+    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+    loop {
+        let run = current_run(&state, run_id).await?;
+        if run.status.is_finished() {
+            return Ok((StatusCode::OK, Json(json!(run))));
+        }
+        // A lagged receiver only means we re-read the run sooner.
+        match tokio::time::timeout_at(deadline, finished.recv()).await {
+            Ok(_) => {}
+            Err(_) => return Ok((StatusCode::ACCEPTED, Json(json!(run)))),
+        }
+    }
+}
+
+async fn current_run(state: &AppState, run_id: i64) -> Result<Run, ApiError> {
+    blocking(state.clone(), move |app| {
+        app.store
+            .with(|c| store::runs::get(c, run_id))?
+            .ok_or_else(|| ApiError::not_found(format!("no run {run_id}")))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RunsQuery {
+    limit: Option<u32>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<RunsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let id = mirror_id(&id)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let runs = blocking(state, move |app| {
+        load(app, id)?;
+        Ok(app.store.with(|c| store::runs::list(c, id, limit))?)
+    })
+    .await?;
+    Ok(Json(json!({ "runs": runs })))
+}
+
+/// A dry run: the plan per ref, with the strategy's decisions, and no ref changed.
+pub async fn detect(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = mirror_id(&id)?;
+    blocking(state, move |app| {
+        let mirror = load(app, id)?;
+        let project = app
+            .store
+            .with(|c| store::mirrors::project(c, &mirror.project_id))?
+            .ok_or_else(|| ApiError::not_found("project"))?;
+        let report = app
+            .engine()
+            .run(&mirror, &project, true)
+            .map_err(sync_failed)?;
+        let conflicts: Vec<&str> = report
+            .plan
+            .iter()
+            .filter(|p| p.merge_base.is_some() || p.ahead.is_some())
+            .map(|p| p.ref_name.as_str())
+            .collect();
+        Ok(Json(json!({
+            "mirror_id": id,
+            "diverged": conflicts,
+            "plan": report.plan,
+            "aborted": report.aborted,
+        })))
+    })
+    .await
+}
+
+pub async fn conflicts(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = mirror_id(&id)?;
+    let conflicts = blocking(state, move |app| {
+        load(app, id)?;
+        Ok(app.store.with(|c| store::conflicts::list(c, id))?)
+    })
+    .await?;
+    Ok(Json(json!({ "conflicts": conflicts })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBody {
+    strategy: Resolution,
+}
+
+pub async fn resolve(
+    State(state): State<AppState>,
+    Path((id, conflict_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ResolveBody>,
+) -> Result<Json<Value>, ApiError> {
+    let id = mirror_id(&id)?;
+    let conflict_id: i64 = conflict_id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no conflict {conflict_id}")))?;
+    blocking(state, move |app| {
+        let mirror = load(app, id)?;
+        let conflict = app
+            .store
+            .with(|c| store::conflicts::get(c, id, conflict_id))?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no conflict {conflict_id} on mirror {id}"))
+            })?;
+        if conflict.status != store::ConflictStatus::Open {
+            return Err(ApiError::conflict(format!(
+                "conflict {conflict_id} is not open"
+            )));
+        }
+        let project = app
+            .store
+            .with(|c| store::mirrors::project(c, &mirror.project_id))?
+            .ok_or_else(|| ApiError::not_found("project"))?;
+        app.engine()
+            .resolve(&mirror, &project, &conflict, body.strategy)
+            .map_err(sync_failed)?;
+        app.store
+            .with(|c| store::conflicts::resolve(c, conflict_id, body.strategy.as_str()))?;
+        let resolved = app
+            .store
+            .with(|c| store::conflicts::get(c, id, conflict_id))?;
+        Ok(Json(json!(resolved)))
+    })
+    .await
+}
+
+/// A sync failure during a request is the remote's or the repository's state,
+/// not the caller's input: 409 with the engine's (redacted) message.
+fn sync_failed(e: crate::sync::SyncError) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "sync_failed", e.to_string())
+}

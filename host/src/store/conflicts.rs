@@ -1,0 +1,232 @@
+//! Conflict history, and the refs each push mirror has put on its destination.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::{StoreError, now};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    pub conflict_id: i64,
+    pub mirror_id: i64,
+    pub run_id: Option<i64>,
+    pub ref_name: String,
+    pub local_oid: String,
+    pub remote_oid: String,
+    pub merge_base: Option<String>,
+    pub ahead: i64,
+    pub behind: i64,
+    /// The strategy (or push rule) that met the divergence.
+    pub strategy: String,
+    pub status: ConflictStatus,
+    pub resolution: Option<String>,
+    pub detected_at: String,
+    pub resolved_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictStatus {
+    /// Waiting for an operator.
+    Open,
+    /// Settled, by the strategy at detection time or later through the API.
+    Resolved,
+    /// Its run was aborted: nothing changed.
+    Aborted,
+}
+
+impl ConflictStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            ConflictStatus::Open => "open",
+            ConflictStatus::Resolved => "resolved",
+            ConflictStatus::Aborted => "aborted",
+        }
+    }
+
+    fn parse(s: &str) -> rusqlite::Result<Self> {
+        Ok(match s {
+            "open" => ConflictStatus::Open,
+            "resolved" => ConflictStatus::Resolved,
+            "aborted" => ConflictStatus::Aborted,
+            other => {
+                return Err(rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    format!("unexpected conflict status {other:?}").into(),
+                ));
+            }
+        })
+    }
+}
+
+/// A divergence as the engine met it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewConflict {
+    pub ref_name: String,
+    pub local_oid: String,
+    pub remote_oid: String,
+    pub merge_base: Option<String>,
+    pub ahead: i64,
+    pub behind: i64,
+    pub strategy: String,
+    pub status: ConflictStatus,
+    pub resolution: Option<String>,
+}
+
+const COLUMNS: &str = "id, mirror_id, run_id, ref_name, local_oid, remote_oid, merge_base, ahead, \
+     behind, strategy, status, resolution, detected_at, resolved_at";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<Conflict> {
+    Ok(Conflict {
+        conflict_id: row.get(0)?,
+        mirror_id: row.get(1)?,
+        run_id: row.get(2)?,
+        ref_name: row.get(3)?,
+        local_oid: row.get(4)?,
+        remote_oid: row.get(5)?,
+        merge_base: row.get(6)?,
+        ahead: row.get(7)?,
+        behind: row.get(8)?,
+        strategy: row.get(9)?,
+        status: ConflictStatus::parse(&row.get::<_, String>(10)?)?,
+        resolution: row.get(11)?,
+        detected_at: row.get(12)?,
+        resolved_at: row.get(13)?,
+    })
+}
+
+/// Records the divergences of a run. An open conflict already on record for the
+/// same ref and the same two tips is not recorded twice.
+pub fn record(
+    conn: &mut Connection,
+    mirror_id: i64,
+    run_id: i64,
+    conflicts: &[NewConflict],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    let at = now();
+    for c in conflicts {
+        let known: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM conflicts WHERE mirror_id = ?1 AND ref_name = ?2 \
+             AND local_oid = ?3 AND remote_oid = ?4 AND status = 'open')",
+            params![mirror_id, c.ref_name, c.local_oid, c.remote_oid],
+            |row| row.get(0),
+        )?;
+        if known && c.status == ConflictStatus::Open {
+            continue;
+        }
+        let resolved_at = (c.status == ConflictStatus::Resolved).then_some(&at);
+        tx.execute(
+            "INSERT INTO conflicts (mirror_id, run_id, ref_name, local_oid, remote_oid, merge_base, \
+             ahead, behind, strategy, status, resolution, detected_at, resolved_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                mirror_id,
+                run_id,
+                c.ref_name,
+                c.local_oid,
+                c.remote_oid,
+                c.merge_base,
+                c.ahead,
+                c.behind,
+                c.strategy,
+                c.status.as_str(),
+                c.resolution,
+                at,
+                resolved_at,
+            ],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Whether an operator settled this exact divergence with `ours`: the engine
+/// then leaves the ref alone until one of the tips moves.
+pub fn kept_by_operator(
+    conn: &Connection,
+    mirror_id: i64,
+    ref_name: &str,
+    local_oid: &str,
+    remote_oid: &str,
+) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM conflicts WHERE mirror_id = ?1 AND ref_name = ?2 \
+         AND local_oid = ?3 AND remote_oid = ?4 AND status = 'resolved' AND resolution = 'ours')",
+        params![mirror_id, ref_name, local_oid, remote_oid],
+        |row| row.get(0),
+    )?)
+}
+
+pub fn list(conn: &Connection, mirror_id: i64) -> Result<Vec<Conflict>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM conflicts WHERE mirror_id = ?1 ORDER BY id DESC"
+    ))?;
+    let rows = stmt.query_map([mirror_id], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn get(
+    conn: &Connection,
+    mirror_id: i64,
+    conflict_id: i64,
+) -> Result<Option<Conflict>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM conflicts WHERE mirror_id = ?1 AND id = ?2"),
+        params![mirror_id, conflict_id],
+        from_row,
+    )
+    .optional()
+    .map_err(Into::into)
+}
+
+/// Marks an open conflict resolved with `resolution` (`ours` or `theirs`).
+pub fn resolve(conn: &Connection, conflict_id: i64, resolution: &str) -> Result<(), StoreError> {
+    let changed = conn.execute(
+        "UPDATE conflicts SET status = 'resolved', resolution = ?2, resolved_at = ?3 \
+         WHERE id = ?1 AND status = 'open'",
+        params![conflict_id, resolution, now()],
+    )?;
+    match changed {
+        0 => Err(StoreError::NotFound("open conflict")),
+        _ => Ok(()),
+    }
+}
+
+/// Ref name -> oid of everything this push mirror has put on its destination.
+pub fn pushed_refs(
+    conn: &Connection,
+    mirror_id: i64,
+) -> Result<BTreeMap<String, String>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT ref_name, oid FROM pushed_refs WHERE mirror_id = ?1")?;
+    let rows = stmt.query_map([mirror_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Applies what a push run did on the destination: `Some(oid)` pushed, `None` deleted.
+pub fn update_pushed_refs(
+    conn: &mut Connection,
+    mirror_id: i64,
+    changes: &[(String, Option<String>)],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    for (name, oid) in changes {
+        match oid {
+            Some(oid) => tx.execute(
+                "INSERT INTO pushed_refs (mirror_id, ref_name, oid) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(mirror_id, ref_name) DO UPDATE SET oid = excluded.oid",
+                params![mirror_id, name, oid],
+            )?,
+            None => tx.execute(
+                "DELETE FROM pushed_refs WHERE mirror_id = ?1 AND ref_name = ?2",
+                params![mirror_id, name],
+            )?,
+        };
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! Projects and mirrors.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+
+use super::{StoreError, now};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Pull,
+    Push,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Pull => "pull",
+            Direction::Push => "push",
+        }
+    }
+
+    fn parse(s: &str) -> rusqlite::Result<Self> {
+        match s {
+            "pull" => Ok(Direction::Pull),
+            "push" => Ok(Direction::Push),
+            other => Err(bad_column("direction", other)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    None,
+    Password,
+    Token,
+    SshKey,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::Password => "password",
+            AuthMethod::Token => "token",
+            AuthMethod::SshKey => "ssh_key",
+        }
+    }
+
+    fn parse(s: &str) -> rusqlite::Result<Self> {
+        match s {
+            "none" => Ok(AuthMethod::None),
+            "password" => Ok(AuthMethod::Password),
+            "token" => Ok(AuthMethod::Token),
+            "ssh_key" => Ok(AuthMethod::SshKey),
+            other => Err(bad_column("auth_method", other)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Project {
+    pub project_id: String,
+    pub protected_branches: Vec<String>,
+    pub created_at: String,
+}
+
+/// A mirror's settings, as stored and as the API shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mirror {
+    pub mirror_id: i64,
+    pub project_id: String,
+    pub direction: Direction,
+    /// Never carries credentials: URLs with userinfo are refused at creation.
+    pub url: String,
+    #[serde(skip)]
+    pub remote_host: String,
+    pub auth_method: AuthMethod,
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_interval: Option<u32>,
+    pub only_protected_branches: bool,
+    pub keep_divergent_refs: bool,
+    pub mirror_branch_regex: Option<String>,
+    pub conflict_strategy: String,
+    pub conflict_strategy_config: String,
+    pub branch_filter: Option<String>,
+    pub branch_filter_config: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Everything a caller sets on a mirror; `mirror_id` and times are the store's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorSettings {
+    pub project_id: String,
+    pub direction: Direction,
+    pub url: String,
+    pub remote_host: String,
+    pub auth_method: AuthMethod,
+    pub enabled: bool,
+    pub update_interval: Option<u32>,
+    pub only_protected_branches: bool,
+    pub keep_divergent_refs: bool,
+    pub mirror_branch_regex: Option<String>,
+    pub conflict_strategy: String,
+    pub conflict_strategy_config: String,
+    pub branch_filter: Option<String>,
+    pub branch_filter_config: String,
+}
+
+impl Mirror {
+    pub fn settings(&self) -> MirrorSettings {
+        MirrorSettings {
+            project_id: self.project_id.clone(),
+            direction: self.direction,
+            url: self.url.clone(),
+            remote_host: self.remote_host.clone(),
+            auth_method: self.auth_method,
+            enabled: self.enabled,
+            update_interval: self.update_interval,
+            only_protected_branches: self.only_protected_branches,
+            keep_divergent_refs: self.keep_divergent_refs,
+            mirror_branch_regex: self.mirror_branch_regex.clone(),
+            conflict_strategy: self.conflict_strategy.clone(),
+            conflict_strategy_config: self.conflict_strategy_config.clone(),
+            branch_filter: self.branch_filter.clone(),
+            branch_filter_config: self.branch_filter_config.clone(),
+        }
+    }
+}
+
+const MIRROR_COLUMNS: &str = "id, project_id, direction, url, remote_host, auth_method, enabled, \
+     update_interval, only_protected_branches, keep_divergent_refs, mirror_branch_regex, \
+     conflict_strategy, conflict_strategy_config, branch_filter, branch_filter_config, \
+     created_at, updated_at";
+
+fn mirror_from_row(row: &Row<'_>) -> rusqlite::Result<Mirror> {
+    Ok(Mirror {
+        mirror_id: row.get(0)?,
+        project_id: row.get(1)?,
+        direction: Direction::parse(&row.get::<_, String>(2)?)?,
+        url: row.get(3)?,
+        remote_host: row.get(4)?,
+        auth_method: AuthMethod::parse(&row.get::<_, String>(5)?)?,
+        enabled: row.get(6)?,
+        update_interval: row.get(7)?,
+        only_protected_branches: row.get(8)?,
+        keep_divergent_refs: row.get(9)?,
+        mirror_branch_regex: row.get(10)?,
+        conflict_strategy: row.get(11)?,
+        conflict_strategy_config: row.get(12)?,
+        branch_filter: row.get(13)?,
+        branch_filter_config: row.get(14)?,
+        created_at: row.get(15)?,
+        updated_at: row.get(16)?,
+    })
+}
+
+/// Creates the project on first use; returns it either way.
+pub fn ensure_project(conn: &Connection, project_id: &str) -> Result<Project, StoreError> {
+    conn.execute(
+        "INSERT INTO projects (id, created_at) VALUES (?1, ?2) ON CONFLICT(id) DO NOTHING",
+        params![project_id, now()],
+    )?;
+    project(conn, project_id)?.ok_or(StoreError::NotFound("project"))
+}
+
+pub fn project(conn: &Connection, project_id: &str) -> Result<Option<Project>, StoreError> {
+    conn.query_row(
+        "SELECT id, protected_branches, created_at FROM projects WHERE id = ?1",
+        [project_id],
+        |row| {
+            let patterns: String = row.get(1)?;
+            Ok(Project {
+                project_id: row.get(0)?,
+                protected_branches: serde_json::from_str(&patterns)
+                    .map_err(|_| bad_column("protected_branches", &patterns))?,
+                created_at: row.get(2)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(Into::into)
+}
+
+pub fn set_protected_branches(
+    conn: &Connection,
+    project_id: &str,
+    patterns: &[String],
+) -> Result<Project, StoreError> {
+    ensure_project(conn, project_id)?;
+    let json = serde_json::to_string(patterns).map_err(|e| StoreError::Encode(e.to_string()))?;
+    conn.execute(
+        "UPDATE projects SET protected_branches = ?2 WHERE id = ?1",
+        params![project_id, json],
+    )?;
+    project(conn, project_id)?.ok_or(StoreError::NotFound("project"))
+}
+
+pub fn insert(conn: &mut Connection, s: &MirrorSettings) -> Result<Mirror, StoreError> {
+    let tx = conn.transaction()?;
+    ensure_project(&tx, &s.project_id)?;
+    let at = now();
+    tx.execute(
+        "INSERT INTO mirrors (project_id, direction, url, remote_host, auth_method, enabled, \
+         update_interval, only_protected_branches, keep_divergent_refs, mirror_branch_regex, \
+         conflict_strategy, conflict_strategy_config, branch_filter, branch_filter_config, \
+         created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)",
+        params![
+            s.project_id,
+            s.direction.as_str(),
+            s.url,
+            s.remote_host,
+            s.auth_method.as_str(),
+            s.enabled,
+            s.update_interval,
+            s.only_protected_branches,
+            s.keep_divergent_refs,
+            s.mirror_branch_regex,
+            s.conflict_strategy,
+            s.conflict_strategy_config,
+            s.branch_filter,
+            s.branch_filter_config,
+            at,
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    let mirror = get(&tx, id)?.ok_or(StoreError::NotFound("mirror"))?;
+    tx.commit()?;
+    Ok(mirror)
+}
+
+pub fn update(conn: &Connection, id: i64, s: &MirrorSettings) -> Result<Mirror, StoreError> {
+    let changed = conn.execute(
+        "UPDATE mirrors SET url = ?2, remote_host = ?3, auth_method = ?4, enabled = ?5, \
+         update_interval = ?6, only_protected_branches = ?7, keep_divergent_refs = ?8, \
+         mirror_branch_regex = ?9, conflict_strategy = ?10, conflict_strategy_config = ?11, \
+         branch_filter = ?12, branch_filter_config = ?13, updated_at = ?14 WHERE id = ?1",
+        params![
+            id,
+            s.url,
+            s.remote_host,
+            s.auth_method.as_str(),
+            s.enabled,
+            s.update_interval,
+            s.only_protected_branches,
+            s.keep_divergent_refs,
+            s.mirror_branch_regex,
+            s.conflict_strategy,
+            s.conflict_strategy_config,
+            s.branch_filter,
+            s.branch_filter_config,
+            now(),
+        ],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::NotFound("mirror"));
+    }
+    get(conn, id)?.ok_or(StoreError::NotFound("mirror"))
+}
+
+pub fn get(conn: &Connection, id: i64) -> Result<Option<Mirror>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {MIRROR_COLUMNS} FROM mirrors WHERE id = ?1"),
+        [id],
+        mirror_from_row,
+    )
+    .optional()
+    .map_err(Into::into)
+}
+
+/// All mirrors, or a project's, optionally of one direction; oldest first.
+pub fn list(
+    conn: &Connection,
+    project_id: Option<&str>,
+    direction: Option<Direction>,
+) -> Result<Vec<Mirror>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MIRROR_COLUMNS} FROM mirrors \
+         WHERE (?1 IS NULL OR project_id = ?1) AND (?2 IS NULL OR direction = ?2) ORDER BY id"
+    ))?;
+    let rows = stmt.query_map(
+        params![project_id, direction.map(Direction::as_str)],
+        mirror_from_row,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Deletes the mirror with its runs, jobs, conflicts and push records.
+pub fn delete(conn: &Connection, id: i64) -> Result<(), StoreError> {
+    match conn.execute("DELETE FROM mirrors WHERE id = ?1", [id])? {
+        0 => Err(StoreError::NotFound("mirror")),
+        _ => Ok(()),
+    }
+}
+
+fn bad_column(column: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("unexpected {column} value {value:?}").into(),
+    )
+}

@@ -1,0 +1,369 @@
+//! Runs and the durable job queue behind them.
+//!
+//! A trigger becomes a pending job plus a `queued` run. Per mirror there is at
+//! most one pending and one running job (a unique index enforces it); a trigger
+//! that finds a pending job joins it and gets its run id, so none is lost and a
+//! burst costs at most two runs.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::{StoreError, now};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Interrupted
+        )
+    }
+
+    fn parse(s: &str) -> rusqlite::Result<Self> {
+        Ok(match s {
+            "queued" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            other => {
+                return Err(rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    format!("unexpected run status {other:?}").into(),
+                ));
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Run {
+    pub run_id: i64,
+    pub mirror_id: i64,
+    pub trigger: String,
+    pub status: RunStatus,
+    pub queued_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub bytes_transferred: i64,
+    pub refs_created: i64,
+    pub refs_updated: i64,
+    pub refs_deleted: i64,
+    pub refs_skipped: i64,
+    pub conflicts: i64,
+    pub error: Option<String>,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub succeeded: bool,
+    pub duration_ms: i64,
+    pub bytes_transferred: i64,
+    pub refs_created: i64,
+    pub refs_updated: i64,
+    pub refs_deleted: i64,
+    pub refs_skipped: i64,
+    pub conflicts: i64,
+    pub error: Option<String>,
+}
+
+/// A job the dispatcher may start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingJob {
+    pub job_id: i64,
+    pub run_id: i64,
+    pub mirror_id: i64,
+    pub remote_host: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    pub run_id: i64,
+    /// True when the trigger joined a job that was already pending.
+    pub coalesced: bool,
+}
+
+const RUN_COLUMNS: &str = "id, mirror_id, trigger, status, queued_at, started_at, finished_at, \
+     duration_ms, bytes_transferred, refs_created, refs_updated, refs_deleted, refs_skipped, \
+     conflicts, error";
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
+    Ok(Run {
+        run_id: row.get(0)?,
+        mirror_id: row.get(1)?,
+        trigger: row.get(2)?,
+        status: RunStatus::parse(&row.get::<_, String>(3)?)?,
+        queued_at: row.get(4)?,
+        started_at: row.get(5)?,
+        finished_at: row.get(6)?,
+        duration_ms: row.get(7)?,
+        bytes_transferred: row.get(8)?,
+        refs_created: row.get(9)?,
+        refs_updated: row.get(10)?,
+        refs_deleted: row.get(11)?,
+        refs_skipped: row.get(12)?,
+        conflicts: row.get(13)?,
+        error: row.get(14)?,
+    })
+}
+
+/// Queues a run of `mirror_id`, or joins the one already pending.
+pub fn enqueue(
+    conn: &mut Connection,
+    mirror_id: i64,
+    trigger: &str,
+) -> Result<Enqueued, StoreError> {
+    let tx = conn.transaction()?;
+    let pending: Option<i64> = tx
+        .query_row(
+            "SELECT run_id FROM jobs WHERE mirror_id = ?1 AND state = 'pending'",
+            [mirror_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if let Some(run_id) = pending {
+        return Ok(Enqueued {
+            run_id,
+            coalesced: true,
+        });
+    }
+    let at = now();
+    tx.execute(
+        "INSERT INTO runs (mirror_id, trigger, status, queued_at) VALUES (?1, ?2, 'queued', ?3)",
+        params![mirror_id, trigger, at],
+    )?;
+    let run_id = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO jobs (mirror_id, run_id, state, created_at) VALUES (?1, ?2, 'pending', ?3)",
+        params![mirror_id, run_id, at],
+    )?;
+    tx.commit()?;
+    Ok(Enqueued {
+        run_id,
+        coalesced: false,
+    })
+}
+
+/// Pending jobs whose mirror has nothing running, oldest first.
+pub fn startable(conn: &Connection) -> Result<Vec<PendingJob>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT j.id, j.run_id, j.mirror_id, m.remote_host FROM jobs j \
+         JOIN mirrors m ON m.id = j.mirror_id \
+         WHERE j.state = 'pending' AND NOT EXISTS \
+           (SELECT 1 FROM jobs r WHERE r.mirror_id = j.mirror_id AND r.state = 'running') \
+         ORDER BY j.id",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok(PendingJob {
+            job_id: row.get(0)?,
+            run_id: row.get(1)?,
+            mirror_id: row.get(2)?,
+            remote_host: row.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Marks a pending job and its run as running.
+pub fn start(conn: &mut Connection, job: &PendingJob) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "UPDATE jobs SET state = 'running' WHERE id = ?1",
+        [job.job_id],
+    )?;
+    tx.execute(
+        "UPDATE runs SET status = 'running', started_at = ?2 WHERE id = ?1",
+        params![job.run_id, now()],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Records the outcome of a run and removes its job.
+pub fn finish(
+    conn: &mut Connection,
+    job_id: i64,
+    run_id: i64,
+    o: &RunOutcome,
+) -> Result<Run, StoreError> {
+    let tx = conn.transaction()?;
+    let status = if o.succeeded {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::Failed
+    };
+    tx.execute(
+        "UPDATE runs SET status = ?2, finished_at = ?3, duration_ms = ?4, bytes_transferred = ?5, \
+         refs_created = ?6, refs_updated = ?7, refs_deleted = ?8, refs_skipped = ?9, \
+         conflicts = ?10, error = ?11 WHERE id = ?1",
+        params![
+            run_id,
+            status.as_str(),
+            now(),
+            o.duration_ms,
+            o.bytes_transferred,
+            o.refs_created,
+            o.refs_updated,
+            o.refs_deleted,
+            o.refs_skipped,
+            o.conflicts,
+            o.error,
+        ],
+    )?;
+    tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;
+    let run = get(&tx, run_id)?.ok_or(StoreError::NotFound("run"))?;
+    tx.commit()?;
+    Ok(run)
+}
+
+/// After a crash: runs that were running are marked `interrupted`, and their jobs
+/// go back to pending under a fresh run (or join the job already pending).
+/// Returns how many runs were interrupted.
+pub fn recover(conn: &mut Connection) -> Result<usize, StoreError> {
+    let tx = conn.transaction()?;
+    let running: Vec<(i64, i64, i64)> = {
+        let mut stmt =
+            tx.prepare("SELECT id, mirror_id, run_id FROM jobs WHERE state = 'running'")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let at = now();
+    for (job_id, mirror_id, run_id) in &running {
+        tx.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = ?2, \
+             error = 'the service stopped during this run; it is retried' WHERE id = ?1",
+            params![run_id, at],
+        )?;
+        tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;
+        let has_pending: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE mirror_id = ?1 AND state = 'pending')",
+            [mirror_id],
+            |row| row.get(0),
+        )?;
+        if !has_pending {
+            tx.execute(
+                "INSERT INTO runs (mirror_id, trigger, status, queued_at) VALUES (?1, 'retry', 'queued', ?2)",
+                params![mirror_id, at],
+            )?;
+            let retry_run = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO jobs (mirror_id, run_id, state, created_at) VALUES (?1, ?2, 'pending', ?3)",
+                params![mirror_id, retry_run, at],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(running.len())
+}
+
+pub fn get(conn: &Connection, run_id: i64) -> Result<Option<Run>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+        [run_id],
+        run_from_row,
+    )
+    .optional()
+    .map_err(Into::into)
+}
+
+/// A mirror's runs, newest first.
+pub fn list(conn: &Connection, mirror_id: i64, limit: u32) -> Result<Vec<Run>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE mirror_id = ?1 ORDER BY id DESC LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![mirror_id, limit], run_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AuthMethod, Direction, MirrorSettings, Store, mirrors};
+
+    fn store_with_mirror() -> (Store, i64) {
+        let store = Store::open_in_memory().unwrap();
+        let settings = MirrorSettings {
+            project_id: "a/b".into(),
+            direction: Direction::Pull,
+            url: "https://example.com/a/b.git".into(),
+            remote_host: "example.com".into(),
+            auth_method: AuthMethod::None,
+            enabled: true,
+            update_interval: None,
+            only_protected_branches: false,
+            keep_divergent_refs: false,
+            mirror_branch_regex: None,
+            conflict_strategy: "theirs".into(),
+            conflict_strategy_config: String::new(),
+            branch_filter: None,
+            branch_filter_config: String::new(),
+        };
+        let mirror = store.with(|c| mirrors::insert(c, &settings)).unwrap();
+        (store, mirror.mirror_id)
+    }
+
+    #[test]
+    fn triggers_coalesce_into_one_running_and_one_pending() {
+        let (store, id) = store_with_mirror();
+        let first = store.with(|c| enqueue(c, id, "webhook")).unwrap();
+        let second = store.with(|c| enqueue(c, id, "webhook")).unwrap();
+        assert!(!first.coalesced && second.coalesced);
+        assert_eq!(first.run_id, second.run_id);
+
+        let job = store.with(|c| startable(c)).unwrap().remove(0);
+        store.with(|c| start(c, &job)).unwrap();
+        assert!(store.with(|c| startable(c)).unwrap().is_empty());
+        let third = store.with(|c| enqueue(c, id, "manual")).unwrap();
+        let fourth = store.with(|c| enqueue(c, id, "manual")).unwrap();
+        assert!(!third.coalesced && fourth.coalesced);
+        assert_ne!(third.run_id, first.run_id);
+        // The pending job waits while its mirror has one running.
+        assert!(store.with(|c| startable(c)).unwrap().is_empty());
+
+        let done = store
+            .with(|c| finish(c, job.job_id, job.run_id, &RunOutcome { succeeded: true, ..RunOutcome::default() }))
+            .unwrap();
+        assert_eq!(done.status, RunStatus::Succeeded);
+        assert_eq!(store.with(|c| startable(c)).unwrap()[0].run_id, third.run_id);
+    }
+
+    #[test]
+    fn recovery_marks_running_runs_interrupted_and_requeues_them() {
+        let (store, id) = store_with_mirror();
+        let queued = store.with(|c| enqueue(c, id, "manual")).unwrap();
+        let job = store.with(|c| startable(c)).unwrap().remove(0);
+        store.with(|c| start(c, &job)).unwrap();
+
+        assert_eq!(store.with(recover).unwrap(), 1);
+        let interrupted = store.with(|c| get(c, queued.run_id)).unwrap().unwrap();
+        assert_eq!(interrupted.status, RunStatus::Interrupted);
+        assert!(interrupted.error.unwrap().contains("retried"));
+        let retry = store.with(|c| startable(c)).unwrap();
+        assert_eq!(retry.len(), 1);
+        let run = store.with(|c| get(c, retry[0].run_id)).unwrap().unwrap();
+        assert_eq!((run.trigger.as_str(), run.status), ("retry", RunStatus::Queued));
+        assert_eq!(store.with(recover).unwrap(), 0, "recovery is idempotent");
+    }
+}

@@ -1,0 +1,283 @@
+//! The sync engine: pull mirrors import refs from upstream into the project's
+//! bare repository, push mirrors export them to a destination. Only this module
+//! writes refs of a project repository.
+//!
+//! A run lists the remote's refs, asks the branch filters which refs are in
+//! scope, fetches only objects it lacks, relates each ref pair, asks the
+//! conflict strategy about each diverged ref, and then applies all of the run's
+//! ref updates as one transaction (`refs::apply`). Everything here is blocking
+//! (libgit2 and plugin calls); callers run it on the blocking pool.
+
+mod pull;
+mod push;
+pub mod refs;
+pub mod remote;
+mod resolve;
+mod transport;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::plugins::{self, CandidateRef, MirrorContext, PluginError, Registry};
+use crate::store::{Direction, Mirror, NewConflict, Project, Store, StoreError};
+
+pub use remote::{RemoteUrl, UrlError};
+pub use resolve::Resolution;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("git: {0}")]
+    Git(String),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0} changed while the run was planning; nothing was applied, the next run retries")]
+    RefMoved(String),
+    #[error("aborted by the conflict strategy: {0}; no ref was changed")]
+    Aborted(String),
+    #[error("the destination refused {0}")]
+    PushRejected(String),
+    #[error("repository path: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<git2::Error> for SyncError {
+    fn from(e: git2::Error) -> Self {
+        SyncError::Git(e.message().to_string())
+    }
+}
+
+/// What a run did to one ref (or, for a dry run, would do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    FastForward,
+    /// Diverged and overwritten (`theirs` on pull, force on push).
+    Overwrite,
+    Delete,
+    Unchanged,
+    /// Diverged and left as it is (`ours`, `keep_divergent_refs`, or an operator's `ours`).
+    KeepLocal,
+    /// Diverged and left for an operator.
+    Manual,
+    /// Diverged, and the strategy cancelled the run.
+    Abort,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedRef {
+    pub ref_name: String,
+    pub action: Action,
+    pub local_oid: Option<String>,
+    pub remote_oid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge_base: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ahead: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behind: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub plan: Vec<PlannedRef>,
+    pub bytes_transferred: u64,
+    #[serde(skip)]
+    pub conflicts: Vec<NewConflict>,
+    /// Set when a run ended without applying anything because of an abort decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<String>,
+}
+
+impl Report {
+    pub fn count(&self, action: Action) -> usize {
+        self.plan.iter().filter(|p| p.action == action).count()
+    }
+
+    /// Whether the run moved any ref.
+    pub fn changed(&self) -> bool {
+        self.aborted.is_none()
+            && self.plan.iter().any(|p| {
+                matches!(
+                    p.action,
+                    Action::Create | Action::FastForward | Action::Overwrite | Action::Delete
+                )
+            })
+    }
+}
+
+/// Everything a run needs besides the mirror itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Engine<'a> {
+    pub repos_dir: &'a Path,
+    pub plugins: &'a Registry,
+    pub store: &'a Store,
+}
+
+impl Engine<'_> {
+    /// Runs `mirror` once. With `dry_run` no ref changes: the plan is returned
+    /// (objects may be downloaded, which changes nothing visible).
+    pub fn run(
+        &self,
+        mirror: &Mirror,
+        project: &Project,
+        dry_run: bool,
+    ) -> Result<Report, SyncError> {
+        std::fs::create_dir_all(self.repos_dir)?;
+        let repo = open_project_repo(&repo_path(self.repos_dir, &project.project_id))?;
+        let run = Run {
+            engine: self,
+            repo: &repo,
+            mirror,
+            project,
+            dry_run,
+        };
+        match mirror.direction {
+            Direction::Pull => run.pull(),
+            Direction::Push => run.push(),
+        }
+    }
+}
+
+/// Where a project's bare repository lives. Project ids are validated at the API
+/// (`segment/segment`, no `..`), so the join stays under `repos_dir`.
+pub fn repo_path(repos_dir: &Path, project_id: &str) -> PathBuf {
+    repos_dir.join(format!("{project_id}.git"))
+}
+
+pub fn open_project_repo(path: &Path) -> Result<git2::Repository, SyncError> {
+    match git2::Repository::open_bare(path) {
+        Ok(repo) => Ok(repo),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            Ok(git2::Repository::init_bare(path)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One run of one mirror.
+struct Run<'a> {
+    engine: &'a Engine<'a>,
+    repo: &'a git2::Repository,
+    mirror: &'a Mirror,
+    project: &'a Project,
+    dry_run: bool,
+}
+
+impl Run<'_> {
+    fn context(&self) -> MirrorContext {
+        MirrorContext {
+            mirror_id: self.mirror.mirror_id.to_string(),
+            project_id: self.project.project_id.clone(),
+            direction: match self.mirror.direction {
+                Direction::Pull => plugins::Direction::Pull,
+                Direction::Push => plugins::Direction::Push,
+            },
+            remote_url: remote::redact(&self.mirror.url),
+        }
+    }
+
+    /// The names among `candidates` that every configured filter keeps: the
+    /// protected-only filter, the regex, then the mirror's own plugin. With no
+    /// filter configured, branches and tags are in scope.
+    fn scope(&self, candidates: &[(String, git2::Oid)]) -> Result<HashSet<String>, SyncError> {
+        let ctx = self.context();
+        let mut refs: Vec<CandidateRef> = candidates
+            .iter()
+            .map(|(name, oid)| CandidateRef {
+                name: name.clone(),
+                oid: oid.to_string(),
+                protected: is_protected(name, &self.project.protected_branches),
+            })
+            .collect();
+        for (plugin, config) in self.filters() {
+            let kept: HashSet<String> = self
+                .engine
+                .plugins
+                .filter(plugin, &ctx, &config, &refs)?
+                .value
+                .into_iter()
+                .collect();
+            refs.retain(|r| kept.contains(&r.name));
+        }
+        Ok(refs.into_iter().map(|r| r.name).collect())
+    }
+
+    fn filters(&self) -> Vec<(&str, String)> {
+        let m = self.mirror;
+        let mut filters = Vec::new();
+        if m.only_protected_branches {
+            filters.push(("protected-only", String::new()));
+        }
+        if let Some(regex) = &m.mirror_branch_regex {
+            filters.push((
+                "regex-filter",
+                serde_json::json!({ "include": regex }).to_string(),
+            ));
+        }
+        if let Some(plugin) = &m.branch_filter {
+            filters.push((plugin.as_str(), m.branch_filter_config.clone()));
+        }
+        if filters.is_empty() {
+            filters.push(("regex-filter", String::new()));
+        }
+        filters
+    }
+}
+
+/// Whether a branch matches one of the project's protected patterns (GitLab
+/// wildcards: `*` matches any run of characters).
+pub fn is_protected(ref_name: &str, patterns: &[String]) -> bool {
+    let Some(branch) = ref_name.strip_prefix("refs/heads/") else {
+        return false;
+    };
+    patterns.iter().any(|p| wildcard_match(p, branch))
+}
+
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let mut middle: Vec<&str> = parts.collect();
+    let Some(last) = middle.pop() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
+fn oid_string(oid: Option<git2::Oid>) -> Option<String> {
+    oid.map(|o| o.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_patterns_follow_gitlab_wildcards() {
+        let patterns = vec!["main".to_string(), "release/*".to_string()];
+        assert!(is_protected("refs/heads/main", &patterns));
+        assert!(is_protected("refs/heads/release/1.0", &patterns));
+        assert!(!is_protected("refs/heads/mainline", &patterns));
+        assert!(!is_protected("refs/tags/main", &patterns));
+        assert!(!is_protected("refs/heads/main", &[]));
+    }
+}

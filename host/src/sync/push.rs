@@ -1,0 +1,213 @@
+//! Push: local refs in scope go to the destination. A destination ref that is not
+//! an ancestor of ours is divergent: kept and recorded with `keep_divergent_refs`,
+//! force-updated otherwise. Only refs this mirror pushed before may be deleted
+//! there; a destination ref that never came from us is left alone.
+
+use std::collections::BTreeMap;
+
+use git2::Oid;
+
+use super::refs::{self, Relation};
+use super::transport::{self, Counter};
+use super::{Action, PlannedRef, Report, Run, SyncError, oid_string};
+use crate::store::{self, ConflictStatus, NewConflict};
+
+impl Run<'_> {
+    pub(super) fn push(&self) -> Result<Report, SyncError> {
+        let local = refs::local_refs(self.repo)?;
+        let candidates: Vec<(String, Oid)> = local.iter().map(|(n, o)| (n.clone(), *o)).collect();
+        let scope = self.scope(&candidates)?;
+        let destination = self.destination_refs()?;
+        let pushed_before = self
+            .engine
+            .store
+            .with(|conn| store::conflicts::pushed_refs(conn, self.mirror.mirror_id))?;
+
+        let mut report = Report::default();
+        let mut divergent_missing = Vec::new();
+        for (name, &ours) in local.iter().filter(|(n, _)| scope.contains(*n)) {
+            let theirs = destination.get(name).copied();
+            if theirs.is_some_and(|t| !self.repo.odb().is_ok_and(|odb| odb.exists(t))) {
+                divergent_missing.push(name.clone());
+            }
+            report.plan.push(PlannedRef {
+                ref_name: name.clone(),
+                action: Action::Create,
+                local_oid: Some(ours.to_string()),
+                remote_oid: oid_string(theirs),
+                merge_base: None,
+                ahead: None,
+                behind: None,
+                reason: None,
+            });
+        }
+        // Objects of divergent destination tips, so their merge base can be recorded.
+        let counter = Counter::default();
+        if !divergent_missing.is_empty() {
+            let mut remote = self.repo.remote_anonymous(&self.mirror.url)?;
+            let mut options = transport::fetch_options(&counter);
+            remote
+                .download(&divergent_missing, Some(&mut options))
+                .map_err(|e| self.git_error(e))?;
+        }
+        for planned in &mut report.plan {
+            self.plan_push(planned, &mut report.conflicts)?;
+        }
+        for (name, pushed_oid) in &pushed_before {
+            let gone_locally = !local.contains_key(name);
+            let still_ours = destination.get(name).map(Oid::to_string).as_ref() == Some(pushed_oid);
+            if gone_locally && still_ours {
+                report.plan.push(PlannedRef {
+                    ref_name: name.clone(),
+                    action: Action::Delete,
+                    local_oid: None,
+                    remote_oid: Some(pushed_oid.clone()),
+                    merge_base: None,
+                    ahead: None,
+                    behind: None,
+                    reason: Some("pushed by this mirror, deleted locally".into()),
+                });
+            }
+        }
+        if self.dry_run {
+            return Ok(report);
+        }
+        self.send(&mut report, &counter)?;
+        Ok(report)
+    }
+
+    fn destination_refs(&self) -> Result<BTreeMap<String, Oid>, SyncError> {
+        let counter = Counter::default();
+        let mut remote = self.repo.remote_anonymous(&self.mirror.url)?;
+        let connection = remote
+            .connect_auth(
+                git2::Direction::Push,
+                Some(transport::callbacks(&counter)),
+                None,
+            )
+            .map_err(|e| self.git_error(e))?;
+        Ok(connection
+            .list()?
+            .iter()
+            .filter(|head| refs::is_mirrorable(head.name()))
+            .map(|head| (head.name().to_string(), head.oid()))
+            .collect())
+    }
+
+    /// Settles the action of one local ref against its destination tip.
+    fn plan_push(
+        &self,
+        planned: &mut PlannedRef,
+        conflicts: &mut Vec<NewConflict>,
+    ) -> Result<(), SyncError> {
+        let (Some(ours), Some(theirs)) = (&planned.local_oid, &planned.remote_oid) else {
+            return Ok(()); // not on the destination: create
+        };
+        let (ours, theirs) = (Oid::from_str(ours)?, Oid::from_str(theirs)?);
+        // `relate(current = theirs, target = ours)`: pushing moves their tip to ours.
+        let (merge_base, behind, ahead) = match refs::relate(self.repo, theirs, ours)? {
+            Relation::Same => {
+                planned.action = Action::Unchanged;
+                return Ok(());
+            }
+            Relation::FastForward => {
+                planned.action = Action::FastForward;
+                return Ok(());
+            }
+            Relation::Diverged {
+                merge_base,
+                ahead,
+                behind,
+            } => (merge_base, ahead, behind),
+        };
+        planned.merge_base = oid_string(merge_base);
+        planned.ahead = Some(ahead);
+        planned.behind = Some(behind);
+        let keep = self.mirror.keep_divergent_refs;
+        planned.action = if keep {
+            Action::KeepLocal
+        } else {
+            Action::Overwrite
+        };
+        planned.reason = Some(if keep {
+            "destination diverged; kept (keep_divergent_refs)".into()
+        } else {
+            "destination diverged; force-updated".into()
+        });
+        conflicts.push(NewConflict {
+            ref_name: planned.ref_name.clone(),
+            local_oid: ours.to_string(),
+            remote_oid: theirs.to_string(),
+            merge_base: oid_string(merge_base),
+            ahead: ahead as i64,
+            behind: behind as i64,
+            strategy: if keep {
+                "keep_divergent_refs"
+            } else {
+                "force_push"
+            }
+            .into(),
+            status: if keep {
+                ConflictStatus::Open
+            } else {
+                ConflictStatus::Resolved
+            },
+            resolution: (!keep).then(|| "ours".into()),
+        });
+        Ok(())
+    }
+
+    /// Pushes every planned change in one push and records what the destination
+    /// accepted. A ref the destination refuses fails the run, naming the ref.
+    pub(super) fn send(&self, report: &mut Report, counter: &Counter) -> Result<(), SyncError> {
+        let specs: Vec<String> = report
+            .plan
+            .iter()
+            .filter_map(|p| match p.action {
+                Action::Create | Action::FastForward => Some(format!("{0}:{0}", p.ref_name)),
+                Action::Overwrite => Some(format!("+{0}:{0}", p.ref_name)),
+                Action::Delete => Some(format!(":{}", p.ref_name)),
+                _ => None,
+            })
+            .collect();
+        if specs.is_empty() {
+            return Ok(());
+        }
+        let mut rejected: BTreeMap<String, String> = BTreeMap::new();
+        let mut remote = self.repo.remote_anonymous(&self.mirror.url)?;
+        {
+            let mut options = transport::push_options(counter, |name, status| {
+                if let Some(status) = status {
+                    rejected.insert(name.to_string(), status.to_string());
+                }
+            });
+            remote
+                .push(&specs, Some(&mut options))
+                .map_err(|e| self.git_error(e))?;
+        }
+        report.bytes_transferred += counter.bytes();
+        let accepted: Vec<(String, Option<String>)> = report
+            .plan
+            .iter()
+            .filter(|p| !rejected.contains_key(&p.ref_name))
+            .filter_map(|p| match p.action {
+                Action::Create | Action::FastForward | Action::Overwrite => {
+                    Some((p.ref_name.clone(), p.local_oid.clone()))
+                }
+                Action::Delete => Some((p.ref_name.clone(), None)),
+                _ => None,
+            })
+            .collect();
+        self.engine.store.with(|conn| {
+            store::conflicts::update_pushed_refs(conn, self.mirror.mirror_id, &accepted)
+        })?;
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        let refused: Vec<String> = rejected
+            .iter()
+            .map(|(name, why)| format!("{name} ({why})"))
+            .collect();
+        Err(SyncError::PushRejected(refused.join(", ")))
+    }
+}

@@ -1,0 +1,129 @@
+//! Ref bookkeeping shared by pull and push: reading a repo's refs, relating two
+//! tips, and applying a run's ref updates as one transaction.
+
+use std::collections::BTreeMap;
+
+use git2::{Oid, Repository};
+
+use super::SyncError;
+
+/// Our own scratch namespace; never mirrored, never offered to filters.
+pub const PRIVATE_NAMESPACE: &str = "refs/mirrorhost/";
+
+/// The refs a mirror can move: everything but HEAD, peeled entries and our own
+/// namespace.
+pub fn is_mirrorable(name: &str) -> bool {
+    name.starts_with("refs/") && !name.starts_with(PRIVATE_NAMESPACE) && !name.ends_with("^{}")
+}
+
+/// Name -> oid of the repo's mirrorable refs (symbolic refs are skipped).
+pub fn local_refs(repo: &Repository) -> Result<BTreeMap<String, Oid>, git2::Error> {
+    let mut refs = BTreeMap::new();
+    for reference in repo.references()? {
+        let reference = reference?;
+        let (Ok(name), Some(oid)) = (reference.name(), reference.target()) else {
+            continue;
+        };
+        if is_mirrorable(name) {
+            refs.insert(name.to_string(), oid);
+        }
+    }
+    Ok(refs)
+}
+
+/// How a target tip relates to the current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    Same,
+    /// `current` is an ancestor of `target`.
+    FastForward,
+    Diverged {
+        merge_base: Option<Oid>,
+        /// Commits on `current` not on `target`.
+        ahead: usize,
+        /// Commits on `target` not on `current`.
+        behind: usize,
+    },
+}
+
+/// Relates `current` to `target` through their commits (tags are peeled). Objects
+/// that are not commits, or that we do not have, can only be the same or diverged.
+pub fn relate(repo: &Repository, current: Oid, target: Oid) -> Result<Relation, git2::Error> {
+    if current == target {
+        return Ok(Relation::Same);
+    }
+    let (Some(current), Some(target)) = (peel_commit(repo, current), peel_commit(repo, target))
+    else {
+        return Ok(Relation::Diverged {
+            merge_base: None,
+            ahead: 0,
+            behind: 0,
+        });
+    };
+    if current == target {
+        // Different tag objects over the same commit: a retag, not a fast-forward.
+        return Ok(Relation::Diverged {
+            merge_base: Some(current),
+            ahead: 0,
+            behind: 0,
+        });
+    }
+    if repo.graph_descendant_of(target, current)? {
+        return Ok(Relation::FastForward);
+    }
+    let merge_base = match repo.merge_base(current, target) {
+        Ok(base) => Some(base),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let (ahead, behind) = repo.graph_ahead_behind(current, target)?;
+    Ok(Relation::Diverged {
+        merge_base,
+        ahead,
+        behind,
+    })
+}
+
+fn peel_commit(repo: &Repository, oid: Oid) -> Option<Oid> {
+    let object = repo.find_object(oid, None).ok()?;
+    object.peel_to_commit().ok().map(|c| c.id())
+}
+
+/// One ref change: `old` is what the ref must still hold (None: must not exist),
+/// `new` what it becomes (None: deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefUpdate {
+    pub name: String,
+    pub old: Option<Oid>,
+    pub new: Option<Oid>,
+}
+
+/// Applies every update or none: all refs are locked first, each is checked to
+/// still hold its expected value, and only then are they written.
+pub fn apply(repo: &Repository, updates: &[RefUpdate], message: &str) -> Result<(), SyncError> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let mut tx = repo.transaction()?;
+    for update in updates {
+        tx.lock_ref(&update.name)?;
+    }
+    for update in updates {
+        let current = match repo.refname_to_id(&update.name) {
+            Ok(oid) => Some(oid),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        if current != update.old {
+            return Err(SyncError::RefMoved(update.name.clone()));
+        }
+    }
+    for update in updates {
+        match update.new {
+            Some(oid) => tx.set_target(&update.name, oid, None, message)?,
+            None => tx.remove(&update.name)?,
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! An operator's answer to an open conflict.
+//!
+//! Pull mirror: `theirs` moves the local ref to the remote's current tip; `ours`
+//! keeps it (later runs leave that divergence alone until a tip moves).
+//! Push mirror: `ours` force-pushes the local ref over the destination's; `theirs`
+//! leaves the destination's ref as it is.
+
+use serde::Deserialize;
+
+use super::refs::{self, RefUpdate};
+use super::transport::{self, Counter};
+use super::{Engine, Run, SyncError};
+use crate::store::{Conflict, Direction, Mirror, Project};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolution {
+    Ours,
+    Theirs,
+}
+
+impl Resolution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Ours => "ours",
+            Resolution::Theirs => "theirs",
+        }
+    }
+}
+
+impl Engine<'_> {
+    pub fn resolve(
+        &self,
+        mirror: &Mirror,
+        project: &Project,
+        conflict: &Conflict,
+        resolution: Resolution,
+    ) -> Result<(), SyncError> {
+        let repo =
+            super::open_project_repo(&super::repo_path(self.repos_dir, &project.project_id))?;
+        let run = Run {
+            engine: self,
+            repo: &repo,
+            mirror,
+            project,
+            dry_run: false,
+        };
+        match (mirror.direction, resolution) {
+            (Direction::Pull, Resolution::Theirs) => run.take_remote(&conflict.ref_name),
+            (Direction::Push, Resolution::Ours) => run.force_push(&conflict.ref_name),
+            (Direction::Pull, Resolution::Ours) | (Direction::Push, Resolution::Theirs) => Ok(()),
+        }
+    }
+}
+
+impl Run<'_> {
+    fn take_remote(&self, name: &str) -> Result<(), SyncError> {
+        let counter = Counter::default();
+        let mut upstream = self.repo.remote_anonymous(&self.mirror.url)?;
+        let mut connection = upstream
+            .connect_auth(
+                git2::Direction::Fetch,
+                Some(transport::callbacks(&counter)),
+                None,
+            )
+            .map_err(|e| self.git_error(e))?;
+        let theirs = connection
+            .list()?
+            .iter()
+            .find(|head| head.name() == name)
+            .map(|head| head.oid())
+            .ok_or_else(|| SyncError::Git(format!("{name} no longer exists upstream")))?;
+        if !self.repo.odb()?.exists(theirs) {
+            let mut options = transport::fetch_options(&counter);
+            connection
+                .remote()
+                .download(&[name], Some(&mut options))
+                .map_err(|e| self.git_error(e))?;
+        }
+        drop(connection);
+        let ours = self.repo.refname_to_id(name).ok();
+        let update = RefUpdate {
+            name: name.to_string(),
+            old: ours,
+            new: Some(theirs),
+        };
+        refs::apply(
+            self.repo,
+            &[update],
+            "mirrorhost: conflict resolved with theirs",
+        )
+    }
+
+    fn force_push(&self, name: &str) -> Result<(), SyncError> {
+        let ours = self.repo.refname_to_id(name)?;
+        let mut report = super::Report {
+            plan: vec![super::PlannedRef {
+                ref_name: name.to_string(),
+                action: super::Action::Overwrite,
+                local_oid: Some(ours.to_string()),
+                remote_oid: None,
+                merge_base: None,
+                ahead: None,
+                behind: None,
+                reason: Some("conflict resolved with ours".into()),
+            }],
+            ..super::Report::default()
+        };
+        self.send(&mut report, &Counter::default())
+    }
+}

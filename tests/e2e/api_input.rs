@@ -1,0 +1,176 @@
+//! Bad input to the mirror API: the right status, a JSON error naming the field,
+//! and nothing stored.
+
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN_TOKEN, Api, Server};
+
+#[tokio::test]
+async fn bad_mirror_input_is_refused_by_field_and_stores_nothing() {
+    // Local remotes are not allowed here: the URL policy is part of the check.
+    let server = Server::start(&[("MIRRORHOST_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let api = Api::new(&server);
+    let base = json!({"project_id": "acme/widgets", "url": "https://example.com/acme/widgets.git"});
+    let with = |patch: Value| {
+        let mut body = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                body.as_object_mut().unwrap().remove(k);
+            } else {
+                body[k] = v.clone();
+            }
+        }
+        body
+    };
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (with(json!({"url": "not a url"})), 422, "url"),
+        (with(json!({"url": "file:///srv/x.git"})), 422, "url"),
+        (with(json!({"url": "http://127.0.0.1/x.git"})), 422, "url"),
+        (
+            with(json!({"url": "https://user:secret@example.com/x.git"})),
+            422,
+            "url",
+        ),
+        (with(json!({"project_id": "../../etc"})), 422, "project_id"),
+        (with(json!({"project_id": "noslash"})), 422, "project_id"),
+        (
+            with(json!({"mirror_branch_regex": "(unclosed"})),
+            422,
+            "mirror_branch_regex_config",
+        ),
+        (
+            with(json!({"conflict_strategy": "sideways"})),
+            422,
+            "conflict_strategy",
+        ),
+        (
+            with(json!({"conflict_strategy": "regex-filter"})),
+            422,
+            "conflict_strategy",
+        ),
+        (with(json!({"branch_filter": "nope"})), 422, "branch_filter"),
+        (with(json!({"update_interval": -5})), 422, "update_interval"),
+        (
+            with(json!({"update_interval": "often"})),
+            422,
+            "update_interval",
+        ),
+        (with(json!({"auth_method": "magic"})), 422, "auth_method"),
+        (with(json!({"enabled": "yes"})), 422, "enabled"),
+        (
+            with(json!({"keep_divergent_refs": true})),
+            422,
+            "keep_divergent_refs",
+        ),
+    ];
+    for (body, status, field) in cases {
+        let (got, err) = api.post("/api/v1/mirrors/pull", body.clone()).await;
+        assert_eq!(got, status, "{body} -> {err}");
+        assert_eq!(err["error"]["field"], field, "{body} -> {err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(field.trim_end_matches("_config"))
+        );
+    }
+    let (got, err) = api
+        .post("/api/v1/mirrors/pull", with(json!({"url": null})))
+        .await;
+    assert_eq!(got, 422, "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("url"),
+        "{err}"
+    );
+
+    let resp = crate::support::client()
+        .post(server.url("/api/v1/mirrors/pull"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body("{\"project_id\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "invalid_json");
+
+    let (status, listed) = api.get("/api/v1/mirrors").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["mirrors"], json!([]), "nothing was stored");
+
+    for path in [
+        "/api/v1/mirrors/999",
+        "/api/v1/mirrors/abc",
+        "/api/v1/mirrors/999/runs",
+    ] {
+        let (status, err) = api.get(path).await;
+        assert_eq!(status, 404, "{path}: {err}");
+        assert_eq!(err["error"]["code"], "not_found");
+    }
+    let (status, _) = api.post("/api/v1/mirrors/999/sync", json!({})).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn mirrors_are_listed_patched_and_deleted() {
+    let server = Server::start(&[("MIRRORHOST_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let api = Api::new(&server);
+    let body = json!({"project_id": "acme/widgets", "url": "https://example.com/acme/widgets.git",
+                      "update_interval": 300, "mirror_branch_regex": "^main$"});
+    let id = api.create("pull", body).await;
+    api.create(
+        "push",
+        json!({"project_id": "acme/widgets", "url": "git@example.org:acme/widgets.git",
+                              "keep_divergent_refs": true}),
+    )
+    .await;
+    api.create(
+        "pull",
+        json!({"project_id": "other/thing", "url": "https://example.com/o/t.git"}),
+    )
+    .await;
+    let (_, listed) = api.get("/api/v1/mirrors?project_id=acme%2Fwidgets").await;
+    let listed = listed["mirrors"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["direction"], "pull");
+    assert_eq!(listed[1]["keep_divergent_refs"], true);
+
+    let path = format!("/api/v1/mirrors/{id}");
+    let (status, patched) = api
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"mirror_branch_regex": null, "enabled": false})),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(
+        (&patched["mirror_branch_regex"], &patched["enabled"]),
+        (&Value::Null, &json!(false))
+    );
+    assert_eq!(patched["update_interval"], 300);
+    let (status, err) = api
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"conflict_strategy": "nope"})),
+        )
+        .await;
+    assert_eq!(
+        (status, &err["error"]["field"]),
+        (422, &json!("conflict_strategy"))
+    );
+    let (_, unchanged) = api.get(&path).await;
+    assert_eq!(
+        unchanged["conflict_strategy"], "theirs",
+        "a refused patch changes nothing"
+    );
+    let (status, _) = api.post(&format!("{path}/sync"), json!({})).await;
+    assert_eq!(status, 409, "a disabled mirror is not synced");
+
+    let (status, _) = api.call(reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(status, 204);
+    let (status, _) = api.get(&path).await;
+    assert_eq!(status, 404);
+}

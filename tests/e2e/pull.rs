@@ -1,0 +1,296 @@
+//! Pull mirrors over file:// against repositories made with the git CLI; results
+//! checked with `git for-each-ref` and `git fsck`.
+
+use serde_json::{Value, json};
+
+use crate::support::{Api, Upstream, fsck, git, local_server, project_repo, refs_of};
+
+const PROJECT: &str = "acme/widgets";
+
+fn pull_body(up: &Upstream, extra: Value) -> Value {
+    let mut body = json!({"project_id": PROJECT, "url": up.url()});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    body
+}
+
+#[tokio::test]
+async fn initial_incremental_and_noop_pulls_match_upstream() {
+    let up = Upstream::new();
+    up.commit("main", "a");
+    up.commit("feature", "b");
+    up.commit("main", "c");
+    git(&up.work(), &["tag", "-a", "v1.0", "-m", "release", "main"]);
+    git(&up.work(), &["tag", "light", "feature"]);
+    up.push(&["main", "feature", "v1.0", "light"]);
+
+    let server = local_server();
+    let api = Api::new(&server);
+    let id = api.create("pull", pull_body(&up, json!({}))).await;
+    let run = api.sync(id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["refs_created"], 4, "{run}");
+    assert!(run["bytes_transferred"].as_i64().unwrap() > 0, "{run}");
+    let local = project_repo(&server, PROJECT);
+    assert_eq!(refs_of(&local), refs_of(&up.bare()));
+    fsck(&local);
+
+    // Incremental: a new commit, a new branch, a deleted branch, a new tag.
+    up.commit("main", "d");
+    up.commit("topic", "e");
+    git(&up.work(), &["tag", "v1.1", "main"]);
+    up.push(&["main", "topic", "v1.1", ":feature"]);
+    let run = api.sync(id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        (
+            &run["refs_created"],
+            &run["refs_updated"],
+            &run["refs_deleted"]
+        ),
+        (&json!(2), &json!(1), &json!(1)),
+        "{run}"
+    );
+    assert_eq!(refs_of(&local), refs_of(&up.bare()));
+    fsck(&local);
+
+    // Nothing changed upstream: no pack, no ref change.
+    let run = api.sync(id).await;
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["bytes_transferred"], 0, "{run}");
+    assert_eq!(
+        run["refs_created"].as_i64().unwrap() + run["refs_updated"].as_i64().unwrap(),
+        0
+    );
+
+    let (status, runs) = api.get(&format!("/api/v1/mirrors/{id}/runs")).await;
+    assert_eq!(status, 200);
+    let runs = runs["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    assert!(
+        runs[0]["run_id"].as_i64() > runs[1]["run_id"].as_i64(),
+        "newest first"
+    );
+    for run in runs {
+        assert_eq!(run["trigger"], "manual");
+        assert!(run["duration_ms"].is_i64() && run["finished_at"].is_string());
+    }
+}
+
+/// Upstream rewrites `main` (force-push) and adds `other` in the same push.
+struct Diverged {
+    /// Keeps the upstream's directory alive for the rest of the test.
+    _upstream: Upstream,
+    before: String,
+    after: String,
+}
+
+fn diverge(up: Upstream) -> Diverged {
+    let before = git(&up.bare(), &["rev-parse", "refs/heads/main"])
+        .trim()
+        .to_string();
+    git(&up.work(), &["checkout", "-q", "main"]);
+    git(&up.work(), &["reset", "-q", "--hard", "HEAD~1"]);
+    let after = up.commit("main", "rewritten");
+    up.commit("other", "o");
+    git(
+        &up.work(),
+        &["push", "-q", "--force", "origin", "main", "other"],
+    );
+    Diverged {
+        _upstream: up,
+        before,
+        after,
+    }
+}
+
+fn two_commit_upstream() -> Upstream {
+    let up = Upstream::new();
+    up.commit("main", "a");
+    up.commit("main", "b");
+    up.push(&["main"]);
+    up
+}
+
+async fn local_main(server: &crate::support::Server) -> String {
+    git(
+        &project_repo(server, PROJECT),
+        &["rev-parse", "refs/heads/main"],
+    )
+    .trim()
+    .to_string()
+}
+
+#[tokio::test]
+async fn force_push_upstream_under_each_strategy() {
+    let server = local_server();
+    let api = Api::new(&server);
+    for strategy in ["theirs", "ours", "manual", "abort"] {
+        let up = two_commit_upstream();
+        let project = format!("strategies/{strategy}");
+        let body = json!({"project_id": project, "url": up.url(), "conflict_strategy": strategy});
+        let id = api.create("pull", body).await;
+        assert_eq!(api.sync(id).await["status"], "succeeded");
+        let d = diverge(up);
+        let run = api.sync(id).await;
+        let local = project_repo(&server, &project);
+        let main = git(&local, &["rev-parse", "refs/heads/main"])
+            .trim()
+            .to_string();
+        let has_other = refs_of(&local).contains_key("refs/heads/other");
+        let (_, conflicts) = api.get(&format!("/api/v1/mirrors/{id}/conflicts")).await;
+        let conflict = &conflicts["conflicts"][0];
+        match strategy {
+            "theirs" => {
+                assert_eq!(run["status"], "succeeded", "{run}");
+                assert_eq!(main, d.after);
+                assert!(has_other);
+                assert_eq!(
+                    (&conflict["status"], &conflict["resolution"]),
+                    (&json!("resolved"), &json!("theirs"))
+                );
+            }
+            "ours" => {
+                assert_eq!(run["status"], "succeeded", "{run}");
+                assert_eq!(main, d.before);
+                assert!(has_other, "other refs still move");
+                assert_eq!(run["refs_skipped"], 1, "{run}");
+                assert_eq!(conflict["resolution"], "ours");
+            }
+            "manual" => {
+                assert_eq!(run["status"], "succeeded", "{run}");
+                assert_eq!(main, d.before);
+                assert_eq!(conflict["status"], "open", "{conflicts}");
+                assert_eq!(conflict["local_oid"], d.before.as_str());
+                assert_eq!(conflict["remote_oid"], d.after.as_str());
+                assert!(conflict["merge_base"].is_string(), "{conflict}");
+                assert_eq!(
+                    (&conflict["ahead"], &conflict["behind"]),
+                    (&json!(1), &json!(1))
+                );
+            }
+            _ => {
+                assert_eq!(run["status"], "failed", "{run}");
+                assert!(
+                    run["error"].as_str().unwrap().contains("refs/heads/main"),
+                    "{run}"
+                );
+                assert_eq!(main, d.before);
+                assert!(!has_other, "an aborted run changes nothing");
+                assert_eq!(conflict["status"], "aborted");
+            }
+        }
+        fsck(&local);
+    }
+}
+
+#[tokio::test]
+async fn manual_conflicts_are_resolved_through_the_api() {
+    let server = local_server();
+    let api = Api::new(&server);
+    let up = two_commit_upstream();
+    let id = api
+        .create(
+            "pull",
+            json!({"project_id": PROJECT, "url": up.url(), "conflict_strategy": "manual"}),
+        )
+        .await;
+    api.sync(id).await;
+    let d = diverge(up);
+
+    // Detection is a dry run: it reports the divergence and changes nothing.
+    let before_refs = refs_of(&project_repo(&server, PROJECT));
+    let (status, detected) = api
+        .post(&format!("/api/v1/mirrors/{id}/conflicts/detect"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{detected}");
+    assert_eq!(detected["diverged"], json!(["refs/heads/main"]));
+    let main_plan = detected["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["ref_name"] == "refs/heads/main")
+        .unwrap();
+    assert_eq!(main_plan["action"], "manual");
+    assert_eq!(refs_of(&project_repo(&server, PROJECT)), before_refs);
+
+    api.sync(id).await;
+    // A second run does not open the same conflict twice.
+    api.sync(id).await;
+    let (_, conflicts) = api.get(&format!("/api/v1/mirrors/{id}/conflicts")).await;
+    let open: Vec<&Value> = conflicts["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "open")
+        .collect();
+    assert_eq!(open.len(), 1, "{conflicts}");
+    let cid = open[0]["conflict_id"].as_i64().unwrap();
+
+    let path = format!("/api/v1/mirrors/{id}/conflicts/{cid}/resolve");
+    let (status, err) = api.post(&path, json!({"strategy": "sideways"})).await;
+    assert_eq!(status, 422, "{err}");
+    let (status, resolved) = api.post(&path, json!({"strategy": "theirs"})).await;
+    assert_eq!(status, 200, "{resolved}");
+    assert_eq!(
+        (&resolved["status"], &resolved["resolution"]),
+        (&json!("resolved"), &json!("theirs"))
+    );
+    assert!(resolved["resolved_at"].is_string());
+    assert_eq!(local_main(&server).await, d.after);
+    let (status, _) = api.post(&path, json!({"strategy": "ours"})).await;
+    assert_eq!(status, 409, "a resolved conflict is not resolved again");
+    fsck(&project_repo(&server, PROJECT));
+}
+
+#[tokio::test]
+async fn scope_by_regex_and_protected_branches() {
+    let up = Upstream::new();
+    up.commit("main", "a");
+    up.commit("release/1.0", "b");
+    up.commit("wip", "c");
+    git(&up.work(), &["tag", "v1", "main"]);
+    up.push(&["main", "release/1.0", "wip", "v1"]);
+    let server = local_server();
+    let api = Api::new(&server);
+
+    let id = api
+        .create("pull", json!({"project_id": "scope/regex", "url": up.url(), "mirror_branch_regex": "^(main|release/.*)$"}))
+        .await;
+    assert_eq!(api.sync(id).await["status"], "succeeded");
+    let names: Vec<String> = refs_of(&project_repo(&server, "scope/regex"))
+        .into_keys()
+        .collect();
+    assert_eq!(names, ["refs/heads/main", "refs/heads/release/1.0"]);
+
+    // Protected-only with no protected branch mirrors nothing (GitLab would mirror all).
+    let id = api
+        .create("pull", json!({"project_id": "scope/protected", "url": up.url(), "only_protected_branches": true}))
+        .await;
+    assert_eq!(api.sync(id).await["status"], "succeeded");
+    assert!(refs_of(&project_repo(&server, "scope/protected")).is_empty());
+
+    let (status, _) = api
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/projects/scope%2Fprotected/protected-branches",
+            Some(json!(["main", "release/*"])),
+        )
+        .await;
+    assert_eq!(status, 200);
+    api.sync(id).await;
+    let names: Vec<String> = refs_of(&project_repo(&server, "scope/protected"))
+        .into_keys()
+        .collect();
+    assert_eq!(names, ["refs/heads/main", "refs/heads/release/1.0"]);
+
+    // Pruning stays inside the scope: deleting an out-of-scope branch upstream, or
+    // having one locally, touches nothing else.
+    up.push(&[":wip"]);
+    api.sync(id).await;
+    let names: Vec<String> = refs_of(&project_repo(&server, "scope/protected"))
+        .into_keys()
+        .collect();
+    assert_eq!(names, ["refs/heads/main", "refs/heads/release/1.0"]);
+}

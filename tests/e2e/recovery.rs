@@ -1,0 +1,67 @@
+//! A crash in the middle of a run: the repository stays fsck-clean, the run is
+//! marked interrupted, and the job is retried at start.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{
+    ADMIN_TOKEN, Api, Server, bare_repo, fsck, generate_history, git, local_server, project_repo,
+    refs_of,
+};
+
+#[tokio::test]
+async fn a_run_killed_mid_fetch_is_marked_interrupted_and_retried() {
+    let upstream = tempfile::tempdir().unwrap();
+    let bare = bare_repo(upstream.path(), "big.git");
+    // About 48 MiB of incompressible history: the fetch takes a while.
+    generate_history(&bare, 192, 256 << 10);
+    let url = format!("file://{}", bare.display());
+
+    let server = local_server();
+    let api = Api::new(&server);
+    let id = api
+        .create("pull", json!({"project_id": "crash/test", "url": url}))
+        .await;
+    let (status, queued) = api
+        .post(&format!("/api/v1/mirrors/{id}/sync"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    let first_run = queued["run_id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, runs) = api.get(&format!("/api/v1/mirrors/{id}/runs")).await;
+        if runs["runs"][0]["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never started: {runs}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let data_dir = server.crash();
+
+    let server = Server::start_in(
+        data_dir,
+        &[
+            ("MIRRORHOST_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("MIRRORHOST_ALLOW_LOCAL_REMOTES", "true"),
+        ],
+    );
+    let api = Api::new(&server);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let runs = loop {
+        let (_, runs) = api.get(&format!("/api/v1/mirrors/{id}/runs")).await;
+        let list = runs["runs"].as_array().unwrap().clone();
+        if list.len() == 2 && list[0]["status"] == "succeeded" {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "no successful retry: {runs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(runs[1]["run_id"], first_run);
+    assert_eq!(runs[1]["status"], "interrupted", "{:?}", runs[1]);
+    assert_eq!(runs[0]["trigger"], "retry");
+    let local = project_repo(&server, "crash/test");
+    fsck(&local);
+    assert_eq!(refs_of(&local), refs_of(&bare));
+    git(&local, &["cat-file", "-e", "refs/heads/main"]);
+}
