@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api_input;
+mod http_git;
 mod pull;
 mod push;
 mod recovery;

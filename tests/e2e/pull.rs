@@ -294,3 +294,57 @@ async fn scope_by_regex_and_protected_branches() {
         .collect();
     assert_eq!(names, ["refs/heads/main", "refs/heads/release/1.0"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_and_push_over_smart_http() {
+    let up = Upstream::new();
+    up.commit("main", "a");
+    up.commit("dev", "b");
+    git(&up.work(), &["tag", "-a", "v1", "-m", "v1", "main"]);
+    up.push(&["main", "dev", "v1"]);
+    let dest = crate::support::bare_repo(up.dir.path(), "dest.git");
+    let http = crate::http_git::HttpGit::start(up.dir.path()).await;
+
+    let server = local_server();
+    let api = Api::new(&server);
+    let pull = api
+        .create(
+            "pull",
+            json!({"project_id": "http/project", "url": http.url("upstream.git")}),
+        )
+        .await;
+    let run = api.sync(pull).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let local = project_repo(&server, "http/project");
+    assert_eq!(refs_of(&local), refs_of(&up.bare()));
+    fsck(&local);
+
+    let push = api
+        .create(
+            "push",
+            json!({"project_id": "http/project", "url": http.url("dest.git")}),
+        )
+        .await;
+    let run = api.sync(push).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(refs_of(&dest), refs_of(&local));
+    fsck(&dest);
+
+    up.commit("main", "c");
+    up.push(&["main"]);
+    let run = api.sync(pull).await;
+    assert_eq!(
+        (&run["status"], &run["refs_updated"]),
+        (&json!("succeeded"), &json!(1)),
+        "{run}"
+    );
+    let run = api.sync(push).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(refs_of(&dest), refs_of(&up.bare()));
+
+    let run = api.sync(pull).await;
+    assert_eq!(
+        run["bytes_transferred"], 0,
+        "a no-op pull transfers nothing: {run}"
+    );
+}

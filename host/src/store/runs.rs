@@ -343,10 +343,23 @@ mod tests {
         assert!(store.with(|c| startable(c)).unwrap().is_empty());
 
         let done = store
-            .with(|c| finish(c, job.job_id, job.run_id, &RunOutcome { succeeded: true, ..RunOutcome::default() }))
+            .with(|c| {
+                finish(
+                    c,
+                    job.job_id,
+                    job.run_id,
+                    &RunOutcome {
+                        succeeded: true,
+                        ..RunOutcome::default()
+                    },
+                )
+            })
             .unwrap();
         assert_eq!(done.status, RunStatus::Succeeded);
-        assert_eq!(store.with(|c| startable(c)).unwrap()[0].run_id, third.run_id);
+        assert_eq!(
+            store.with(|c| startable(c)).unwrap()[0].run_id,
+            third.run_id
+        );
     }
 
     #[test]
@@ -363,7 +376,10 @@ mod tests {
         let retry = store.with(|c| startable(c)).unwrap();
         assert_eq!(retry.len(), 1);
         let run = store.with(|c| get(c, retry[0].run_id)).unwrap().unwrap();
-        assert_eq!((run.trigger.as_str(), run.status), ("retry", RunStatus::Queued));
+        assert_eq!(
+            (run.trigger.as_str(), run.status),
+            ("retry", RunStatus::Queued)
+        );
         assert_eq!(store.with(recover).unwrap(), 0, "recovery is idempotent");
     }
 }

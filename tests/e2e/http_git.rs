@@ -1,0 +1,121 @@
+//! A real smart-HTTP Git server for tests: `git http-backend` run as a CGI
+//! program behind a small axum front on a free loopback port.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use tokio::io::AsyncWriteExt;
+
+/// Serves every repository under `root` at `http://<addr>/<name>`, with push
+/// (receive-pack) enabled. Stops when dropped.
+pub struct HttpGit {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpGit {
+    pub async fn start(root: &Path) -> Self {
+        let root = Arc::new(root.to_path_buf());
+        let app = axum::Router::new().fallback(cgi).with_state(root);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { addr, task }
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("http://{}/{repo}", self.addr)
+    }
+}
+
+impl Drop for HttpGit {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn cgi(State(root): State<Arc<PathBuf>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body: Bytes = axum::body::to_bytes(body, 1 << 30).await.unwrap();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut child = tokio::process::Command::new("git")
+        .arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GIT_PROJECT_ROOT", root.as_os_str())
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "http.receivepack")
+        .env("GIT_CONFIG_VALUE_0", "true")
+        .env("REQUEST_METHOD", parts.method.as_str())
+        .env("PATH_INFO", parts.uri.path())
+        .env("QUERY_STRING", parts.uri.query().unwrap_or_default())
+        .env("CONTENT_TYPE", header("content-type"))
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
+        .env("GIT_PROTOCOL", header("git-protocol"))
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feed = tokio::spawn(async move {
+        let _ = stdin.write_all(&body).await;
+    });
+    let output = child.wait_with_output().await.unwrap();
+    feed.await.unwrap();
+    cgi_response(&output.stdout)
+}
+
+/// Splits a CGI answer into status, headers and body.
+fn cgi_response(raw: &[u8]) -> Response {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| (at, at + 4))
+        .or_else(|| {
+            raw.windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|at| (at, at + 2))
+        })
+        .unwrap_or((raw.len(), raw.len()));
+    let head = String::from_utf8_lossy(&raw[..split.0]);
+    let mut status = StatusCode::OK;
+    let mut headers = HeaderMap::new();
+    for line in head.lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next().unwrap_or("200");
+            status = StatusCode::from_u16(code.parse().unwrap()).unwrap();
+        } else if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.trim().as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    let mut response = Response::new(Body::from(raw[split.1..].to_vec()));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
