@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod api_input;
+#[path = "../fixtures/history.rs"]
+mod history;
 mod http_git;
 mod pull;
 mod push;

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::history::{History, generate};
 use crate::support::{
-    ADMIN_TOKEN, Api, Server, bare_repo, fsck, generate_history, git, local_server, project_repo,
-    refs_of,
+    ADMIN_TOKEN, Api, Server, bare_repo, fsck, git, local_server, project_repo, refs_of,
 };
 
 #[tokio::test]
@@ -15,7 +15,15 @@ async fn a_run_killed_mid_fetch_is_marked_interrupted_and_retried() {
     let upstream = tempfile::tempdir().unwrap();
     let bare = bare_repo(upstream.path(), "big.git");
     // About 48 MiB of incompressible history: the fetch takes a while.
-    generate_history(&bare, 192, 256 << 10);
+    generate(
+        &bare,
+        History {
+            commits: 192,
+            blob_bytes: 256 << 10,
+            dirs: 1,
+            refs_every: 0,
+        },
+    );
     let url = format!("file://{}", bare.display());
 
     let server = local_server();

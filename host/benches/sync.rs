@@ -1,0 +1,251 @@
+//! Sync engine benchmark: `cargo bench --bench sync`.
+//!
+//! 1. Initial pull mirror of a large generated repository (100k objects, 500 refs)
+//!    against `git clone --mirror --no-local` of the same repository: wall time and
+//!    peak memory of each, as separate processes (the engine runs in a re-exec of
+//!    this binary), over file://.
+//! 2. A no-op sync of 200 mirrors against a `git fetch` loop over the same 200.
+//!
+//! Targets (issue 7): initial pull at most 1.0x git's time and peak memory; the
+//! no-op sync at least 10x faster.
+
+#[path = "../../tests/fixtures/history.rs"]
+mod history;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use history::{History, generate};
+use mirrorhost::plugins::{Limits, Registry, Runtime};
+use mirrorhost::store::{self, AuthMethod, Direction, Mirror, MirrorSettings, Project, Store};
+use mirrorhost::sync::Engine;
+
+const CHILD: &str = "child-pull";
+const NOOP_MIRRORS: usize = 200;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(CHILD) {
+        child_pull(&args[2], Path::new(&args[3]));
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    initial_pull(work.path());
+    noop_sync(work.path());
+}
+
+fn initial_pull(work: &Path) {
+    let upstream = bare(work, "big.git");
+    let history = History {
+        commits: 25_000,
+        blob_bytes: 200,
+        dirs: 50,
+        refs_every: 100,
+    };
+    let started = Instant::now();
+    generate(&upstream, history);
+    let objects = git(&upstream, &["rev-list", "--all", "--objects"])
+        .lines()
+        .count();
+    let refs = git(&upstream, &["for-each-ref"]).lines().count();
+    println!(
+        "generated {objects} objects, {refs} refs in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let url = format!("file://{}", upstream.display());
+
+    let clone = work.join("clone.git");
+    let git_run = measure(
+        Command::new("git")
+            .args(["clone", "-q", "--mirror", "--no-local", &url])
+            .arg(&clone),
+    );
+    let data = work.join("engine");
+    let exe = std::env::current_exe().expect("own path");
+    let ours = measure(Command::new(exe).args([CHILD, &url]).arg(&data));
+    let mirrored = data.join("repos").join("bench/big.git");
+    assert_eq!(
+        git(&mirrored, &["for-each-ref"]),
+        git(&clone, &["for-each-ref"]),
+        "the two mirrors differ"
+    );
+    report("git clone --mirror --no-local", &git_run);
+    report("mirrorhost initial pull", &ours);
+    println!(
+        "initial pull ratio vs git: time {:.2}x, peak memory {:.2}x  (target <= 1.0x both)",
+        ours.wall.as_secs_f64() / git_run.wall.as_secs_f64(),
+        ours.max_rss_kib as f64 / git_run.max_rss_kib as f64
+    );
+}
+
+/// Runs in the re-executed child: one pull of `url` into a fresh service state.
+fn child_pull(url: &str, data: &Path) {
+    std::fs::create_dir_all(data).expect("data dir");
+    let (store, registry) = service(data);
+    let (mirror, project) = mirror(&store, "bench/big", url);
+    let engine = Engine {
+        repos_dir: &data.join("repos"),
+        plugins: &registry,
+        store: &store,
+    };
+    engine.run(&mirror, &project, false).expect("pull");
+}
+
+fn noop_sync(work: &Path) {
+    let upstreams = work.join("upstreams");
+    std::fs::create_dir_all(&upstreams).expect("dir");
+    let clones = work.join("clones");
+    std::fs::create_dir_all(&clones).expect("dir");
+    let data = work.join("noop");
+    std::fs::create_dir_all(&data).expect("dir");
+    let (store, registry) = service(&data);
+    let repos = data.join("repos");
+    let engine = Engine {
+        repos_dir: &repos,
+        plugins: &registry,
+        store: &store,
+    };
+    let mut mirrors = Vec::new();
+    for i in 0..NOOP_MIRRORS {
+        let upstream = bare(&upstreams, &format!("u{i}.git"));
+        generate(
+            &upstream,
+            History {
+                commits: 20,
+                blob_bytes: 100,
+                dirs: 2,
+                refs_every: 5,
+            },
+        );
+        let url = format!("file://{}", upstream.display());
+        let (mirror, project) = mirror(&store, &format!("noop/p{i}"), &url);
+        engine.run(&mirror, &project, false).expect("initial pull");
+        git(
+            &clones,
+            &[
+                "clone",
+                "-q",
+                "--mirror",
+                "--no-local",
+                &url,
+                &format!("c{i}.git"),
+            ],
+        );
+        mirrors.push((mirror, project));
+    }
+    let started = Instant::now();
+    for (mirror, project) in &mirrors {
+        let report = engine.run(mirror, project, false).expect("no-op pull");
+        assert!(!report.changed() && report.bytes_transferred == 0);
+    }
+    let ours = started.elapsed();
+    let started = Instant::now();
+    for i in 0..NOOP_MIRRORS {
+        git(
+            &clones.join(format!("c{i}.git")),
+            &["fetch", "-q", "--prune", "origin"],
+        );
+    }
+    let theirs = started.elapsed();
+    println!(
+        "no-op sync of {NOOP_MIRRORS} mirrors: mirrorhost {:.1} ms ({:.2} ms each), git fetch loop {:.1} ms ({:.2} ms each)",
+        ours.as_secs_f64() * 1e3,
+        ours.as_secs_f64() * 1e3 / NOOP_MIRRORS as f64,
+        theirs.as_secs_f64() * 1e3,
+        theirs.as_secs_f64() * 1e3 / NOOP_MIRRORS as f64,
+    );
+    println!(
+        "no-op speed-up vs git: {:.1}x  (target >= 10x)",
+        theirs.as_secs_f64() / ours.as_secs_f64()
+    );
+}
+
+fn service(data: &Path) -> (Store, Registry) {
+    let store = Store::open(&data.join("mirrorhost.db")).expect("store");
+    let cache = std::env::temp_dir().join("mirrorhost-bench-plugin-cache");
+    let runtime = Runtime::new(Limits::default(), Some(cache)).expect("runtime");
+    (store, Registry::with_builtins(runtime).expect("plugins"))
+}
+
+fn mirror(store: &Store, project_id: &str, url: &str) -> (Mirror, Project) {
+    let settings = MirrorSettings {
+        project_id: project_id.into(),
+        direction: Direction::Pull,
+        url: url.into(),
+        remote_host: "local".into(),
+        auth_method: AuthMethod::None,
+        enabled: true,
+        update_interval: None,
+        only_protected_branches: false,
+        keep_divergent_refs: false,
+        mirror_branch_regex: None,
+        conflict_strategy: "theirs".into(),
+        conflict_strategy_config: String::new(),
+        branch_filter: None,
+        branch_filter_config: String::new(),
+    };
+    let mirror = store
+        .with(|c| store::mirrors::insert(c, &settings))
+        .expect("insert");
+    let project = store
+        .with(|c| store::mirrors::ensure_project(c, project_id))
+        .expect("project");
+    (mirror, project)
+}
+
+fn bare(dir: &Path, name: &str) -> PathBuf {
+    git(dir, &["init", "-q", "--bare", "-b", "main", name]);
+    dir.join(name)
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+struct Measured {
+    wall: Duration,
+    max_rss_kib: i64,
+}
+
+/// Runs `cmd` to completion; wall time and the child's peak resident set (wait4).
+#[allow(unsafe_code)]
+fn measure(cmd: &mut Command) -> Measured {
+    let started = Instant::now();
+    let child = cmd.spawn().expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child and not yet reaped; both pointers are valid.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    assert_eq!(reaped, pid, "wait4 failed");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed"
+    );
+    std::mem::forget(child);
+    Measured {
+        wall,
+        max_rss_kib: usage.ru_maxrss,
+    }
+}
+
+fn report(name: &str, m: &Measured) {
+    println!(
+        "{name:<32} {:>8.2} s  peak RSS {:>8.1} MiB",
+        m.wall.as_secs_f64(),
+        m.max_rss_kib as f64 / 1024.0
+    );
+}
