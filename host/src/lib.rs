@@ -7,8 +7,10 @@
 
 pub mod api;
 pub mod config;
+mod fsutil;
 pub mod jobs;
 pub mod plugins;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod sync;

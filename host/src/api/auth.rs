@@ -1,7 +1,6 @@
 //! The admin token. Only its SHA-256 is kept in memory; requests are checked by
 //! comparing digests in constant time.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use axum::extract::{Request, State};
@@ -57,7 +56,7 @@ impl AdminToken {
             Err(e) => return Err(e),
         }
         let token = hex::encode(rand::random::<[u8; 32]>());
-        write_private(&path, token.as_bytes())?;
+        crate::fsutil::write_private(&path, token.as_bytes())?;
         Ok((Self::new(&token), TokenSource::Generated(path)))
     }
 
@@ -65,28 +64,6 @@ impl AdminToken {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         self.digest.ct_eq(&digest).into()
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 /// Middleware for every `/api` route.

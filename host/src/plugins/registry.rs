@@ -1,6 +1,6 @@
 //! Loaded plugins by name, and one typed method per world call.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::Serialize;
@@ -10,7 +10,7 @@ use wasmtime::Store;
 use super::bindings::auth_provider::AuthProviderPre;
 use super::bindings::branch_filter::BranchFilterPre;
 use super::bindings::conflict_strategy::ConflictStrategyPre;
-use super::bindings::types::PluginInfo;
+use super::bindings::types::{CandidateRefs, PluginInfo};
 use super::runtime::{Outcome, Runtime};
 use super::sandbox::HostState;
 use super::{
@@ -197,23 +197,19 @@ impl Registry {
         let Prepared::BranchFilter(pre) = &plugin.prepared else {
             return Err(wrong_world(&plugin, World::BranchFilter));
         };
-        let input = context_bytes(ctx)
-            + config.len()
-            + refs
-                .iter()
-                .map(|r| r.name.len() + r.oid.len() + 1)
-                .sum::<usize>();
+        let (sorted, packed) = pack(refs);
+        let input = context_bytes(ctx) + config.len() + packed.names.len() + packed.oids.len();
         let outcome = self.runtime.call(
             name,
             input,
             |store: &mut Store<HostState>| {
                 pre.instantiate(&mut *store)?
-                    .call_filter(store, ctx, config, refs)
+                    .call_filter(store, ctx, config, &packed)
             },
             |names| names.iter().map(String::len).sum(),
         )?;
-        let offered: HashSet<&str> = refs.iter().map(|r| r.name.as_str()).collect();
-        if let Some(stranger) = outcome.value.iter().find(|n| !offered.contains(n.as_str())) {
+        let offered = |n: &String| sorted.binary_search_by(|r| r.name.as_str().cmp(n)).is_ok();
+        if let Some(stranger) = outcome.value.iter().find(|n| !offered(n)) {
             return Err(PluginError::new(
                 name,
                 PluginErrorKind::Malformed(format!("returned {stranger:?}, which was not offered")),
@@ -306,6 +302,30 @@ fn wrong_world(plugin: &Plugin, expected: World) -> PluginError {
             actual: plugin.meta.world,
         },
     )
+}
+
+/// Sorts the candidates by name and packs them column-wise, one line per ref.
+/// Names with a newline are not valid Git refs and are left out.
+fn pack(refs: &[CandidateRef]) -> (Vec<&CandidateRef>, CandidateRefs) {
+    let mut sorted: Vec<&CandidateRef> = refs.iter().filter(|r| !r.name.contains('\n')).collect();
+    // Usually already sorted (refs come from ordered maps): a linear pass then.
+    sorted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    sorted.dedup_by(|a, b| a.name == b.name);
+    let mut packed = CandidateRefs {
+        names: String::with_capacity(sorted.iter().map(|r| r.name.len() + 1).sum()),
+        oids: String::with_capacity(sorted.iter().map(|r| r.oid.len() + 1).sum()),
+        protected: Vec::with_capacity(sorted.len()),
+    };
+    for (i, r) in sorted.iter().enumerate() {
+        if i > 0 {
+            packed.names.push('\n');
+            packed.oids.push('\n');
+        }
+        packed.names.push_str(&r.name);
+        packed.oids.push_str(&r.oid);
+        packed.protected.push(r.protected);
+    }
+    (sorted, packed)
 }
 
 fn context_bytes(ctx: &MirrorContext) -> usize {

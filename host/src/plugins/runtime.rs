@@ -208,7 +208,12 @@ fn engine_config(limits: &Limits, pooling: bool) -> Config {
             .total_core_instances(1024)
             .total_memories(512)
             .total_tables(512)
-            .max_memory_size(limits.memory_bytes);
+            .max_memory_size(limits.memory_bytes)
+            // Reset a returned slot by zeroing its first pages instead of asking
+            // the kernel to discard them: a call touches little memory, and the
+            // syscalls were a large part of a fresh instance's cost.
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(64 << 10);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config

@@ -7,7 +7,7 @@
 
 use mirror_plugin_sdk::branch_filter::Guest;
 use mirror_plugin_sdk::refs::{RefKind, classify};
-use mirror_plugin_sdk::types::{CandidateRef, MirrorContext, PluginInfo};
+use mirror_plugin_sdk::types::{CandidateRefs, MirrorContext, PluginInfo};
 use serde::Deserialize;
 
 #[derive(Deserialize, Default)]
@@ -30,17 +30,17 @@ impl Guest for ProtectedOnly {
     fn filter(
         _ctx: MirrorContext,
         config: String,
-        refs: Vec<CandidateRef>,
+        refs: CandidateRefs,
     ) -> Result<Vec<String>, String> {
         let config: Config = mirror_plugin_sdk::config::parse(&config)?;
         Ok(refs
-            .into_iter()
-            .filter(|r| match classify(&r.name) {
+            .iter()
+            .filter(|r| match classify(r.name) {
                 RefKind::Branch(_) => r.protected,
                 RefKind::Tag(_) => config.include_tags,
                 RefKind::Other(_) => false,
             })
-            .map(|r| r.name)
+            .map(|r| r.name.to_string())
             .collect())
     }
 }

@@ -11,7 +11,7 @@
 
 use mirror_plugin_sdk::branch_filter::Guest;
 use mirror_plugin_sdk::refs::{RefKind, classify};
-use mirror_plugin_sdk::types::{CandidateRef, MirrorContext, PluginInfo};
+use mirror_plugin_sdk::types::{CandidateRefs, MirrorContext, PluginInfo};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -104,13 +104,13 @@ impl Guest for RegexFilter {
     fn filter(
         _ctx: MirrorContext,
         config: String,
-        refs: Vec<CandidateRef>,
+        refs: CandidateRefs,
     ) -> Result<Vec<String>, String> {
         let compiled = Compiled::new(&config)?;
         Ok(refs
-            .into_iter()
-            .filter(|r| compiled.keeps(&r.name))
-            .map(|r| r.name)
+            .iter()
+            .filter(|r| compiled.keeps(r.name))
+            .map(|r| r.name.to_string())
             .collect())
     }
 }

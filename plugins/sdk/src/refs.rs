@@ -1,4 +1,6 @@
-//! Ref-name helpers shared by filters.
+//! Ref-name helpers shared by filters, and the view over packed candidates.
+
+use crate::types::CandidateRefs;
 
 const HEADS: &str = "refs/heads/";
 const TAGS: &str = "refs/tags/";
@@ -24,9 +26,60 @@ pub fn classify(full: &str) -> RefKind<'_> {
     }
 }
 
+/// One offered ref, borrowed from the packed [`CandidateRefs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate<'a> {
+    pub name: &'a str,
+    pub oid: &'a str,
+    pub protected: bool,
+}
+
+impl CandidateRefs {
+    /// The offered refs in order, without copying.
+    pub fn iter(&self) -> impl Iterator<Item = Candidate<'_>> {
+        self.names
+            .lines()
+            .zip(self.oids.lines())
+            .zip(self.protected.iter())
+            .map(|((name, oid), &protected)| Candidate {
+                name,
+                oid,
+                protected,
+            })
+    }
+
+    pub fn len(&self) -> usize {
+        self.protected.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.protected.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidates_unpack_in_order() {
+        let refs = CandidateRefs {
+            names: "refs/heads/a\nrefs/tags/b".into(),
+            oids: "1111\n2222".into(),
+            protected: vec![true, false],
+        };
+        let got: Vec<Candidate<'_>> = refs.iter().collect();
+        assert_eq!(got.len(), refs.len());
+        assert_eq!(
+            got[1],
+            Candidate {
+                name: "refs/tags/b",
+                oid: "2222",
+                protected: false
+            }
+        );
+        assert!(got[0].protected);
+    }
 
     #[test]
     fn classify_splits_kinds() {

@@ -4,7 +4,7 @@
 
 use mirror_plugin_sdk::branch_filter::Guest;
 use mirror_plugin_sdk::log::{Level, log};
-use mirror_plugin_sdk::types::{CandidateRef, MirrorContext, PluginInfo};
+use mirror_plugin_sdk::types::{CandidateRefs, MirrorContext, PluginInfo};
 
 struct Hostile;
 
@@ -20,7 +20,7 @@ impl Guest for Hostile {
     fn filter(
         _ctx: MirrorContext,
         config: String,
-        refs: Vec<CandidateRef>,
+        refs: CandidateRefs,
     ) -> Result<Vec<String>, String> {
         match config.as_str() {
             "loop" => spin(),
@@ -36,7 +36,7 @@ impl Guest for Hostile {
                 println!("flooding stdout");
             },
             "stranger" => Ok(vec!["refs/heads/never-offered".to_string()]),
-            _ => Ok(refs.into_iter().map(|r| r.name).collect()),
+            _ => Ok(refs.iter().map(|r| r.name.to_string()).collect()),
         }
     }
 }

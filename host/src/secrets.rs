@@ -1,0 +1,213 @@
+//! Credentials at rest: sealed with XChaCha20-Poly1305 under a master key that
+//! never enters the database. The key comes from `MIRRORHOST_MASTER_KEY` (64 hex
+//! characters) or from `<data-dir>/master.key`, generated on first start with
+//! mode 0600. Each sealed secret is bound to its mirror id (associated data), so
+//! a ciphertext copied to another row does not open.
+
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{Key, KeyInit, XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const KEY_FILE: &str = "master.key";
+const NONCE_LEN: usize = 24;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("master key file {path}: {source}")]
+    KeyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("master key must be 64 hex characters (32 bytes)")]
+    BadKey,
+    #[error("a stored secret does not open with this master key (wrong key, or tampered)")]
+    Open,
+    #[error("cannot seal the secret")]
+    Seal,
+}
+
+/// A secret as the operator stored it. `Debug` never shows the secret parts.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Secret {
+    Password {
+        username: String,
+        password: String,
+    },
+    Token {
+        token: String,
+        username: Option<String>,
+    },
+    SshKey {
+        private_key: String,
+        passphrase: Option<String>,
+        username: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Secret::Password { .. } => "Password",
+            Secret::Token { .. } => "Token",
+            Secret::SshKey { .. } => "SshKey",
+        };
+        write!(f, "Secret::{kind}(<redacted>)")
+    }
+}
+
+/// The master key. Only ever in memory (and in its file or environment variable).
+#[derive(Clone)]
+pub struct MasterKey {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MasterKey(id {})", self.id())
+    }
+}
+
+impl MasterKey {
+    pub fn from_hex(text: &str) -> Result<Self, SecretsError> {
+        let bytes = hex::decode(text.trim()).map_err(|_| SecretsError::BadKey)?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| SecretsError::BadKey)?;
+        Ok(Self { key })
+    }
+
+    pub fn generate() -> Self {
+        Self {
+            key: rand::random(),
+        }
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.key)
+    }
+
+    /// A short public identifier of the key (not derived in a way that helps
+    /// guess it): which key sealed a row, for rotation.
+    pub fn id(&self) -> String {
+        let digest = Sha256::digest([b"mirrorhost key id".as_slice(), &self.key].concat());
+        hex::encode(&digest[..4])
+    }
+
+    /// The key from `MIRRORHOST_MASTER_KEY` if given, else `<data_dir>/master.key`,
+    /// created (mode 0600) when missing.
+    pub fn load(from_env: Option<&str>, data_dir: &Path) -> Result<Self, SecretsError> {
+        if let Some(text) = from_env.filter(|t| !t.trim().is_empty()) {
+            return Self::from_hex(text);
+        }
+        let path = data_dir.join(KEY_FILE);
+        let key_error = |source| SecretsError::KeyFile {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::from_hex(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Self::generate();
+                crate::fsutil::write_private(&path, key.to_hex().as_bytes()).map_err(key_error)?;
+                Ok(key)
+            }
+            Err(e) => Err(key_error(e)),
+        }
+    }
+
+    /// Seals `secret` for `mirror_id`: a random nonce followed by the ciphertext.
+    pub fn seal(&self, mirror_id: i64, secret: &Secret) -> Result<Vec<u8>, SecretsError> {
+        let plaintext = serde_json::to_vec(secret).map_err(|_| SecretsError::Seal)?;
+        let nonce_bytes: [u8; NONCE_LEN] = rand::random();
+        let cipher = XChaCha20Poly1305::new(&Key::from(self.key));
+        let aad = mirror_id.to_be_bytes();
+        let sealed = cipher
+            .encrypt(
+                &XNonce::from(nonce_bytes),
+                Payload {
+                    msg: &plaintext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| SecretsError::Seal)?;
+        Ok([nonce_bytes.as_slice(), &sealed].concat())
+    }
+
+    pub fn open(&self, mirror_id: i64, sealed: &[u8]) -> Result<Secret, SecretsError> {
+        if sealed.len() < NONCE_LEN {
+            return Err(SecretsError::Open);
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let nonce = XNonce::try_from(nonce).map_err(|_| SecretsError::Open)?;
+        let cipher = XChaCha20Poly1305::new(&Key::from(self.key));
+        let aad = mirror_id.to_be_bytes();
+        let plaintext = cipher
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| SecretsError::Open)?;
+        serde_json::from_slice(&plaintext).map_err(|_| SecretsError::Open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> Secret {
+        Secret::Token {
+            token: "ghp_distinctive".into(),
+            username: None,
+        }
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_with_their_key_and_mirror() {
+        let key = MasterKey::generate();
+        let sealed = key.seal(7, &token()).unwrap();
+        assert!(!sealed.windows(15).any(|w| w == b"ghp_distinctive"));
+        assert_eq!(key.open(7, &sealed).unwrap(), token());
+        assert!(matches!(key.open(8, &sealed), Err(SecretsError::Open)));
+        assert!(matches!(
+            MasterKey::generate().open(7, &sealed),
+            Err(SecretsError::Open)
+        ));
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(matches!(key.open(7, &tampered), Err(SecretsError::Open)));
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        assert_eq!(format!("{:?}", token()), "Secret::Token(<redacted>)");
+        let key = MasterKey::generate();
+        assert!(!format!("{key:?}").contains(&key.to_hex()));
+    }
+
+    #[test]
+    fn key_file_is_generated_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = MasterKey::load(None, dir.path()).unwrap();
+        let second = MasterKey::load(None, dir.path()).unwrap();
+        assert_eq!(first.to_hex(), second.to_hex());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(matches!(
+            MasterKey::load(Some("zz"), dir.path()),
+            Err(SecretsError::BadKey)
+        ));
+    }
+}
