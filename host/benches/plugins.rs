@@ -68,7 +68,11 @@ fn main() {
     );
     // The cost of handing 10k refs over and back, with almost no guest work.
     let handover = measure(300, || {
-        black_box(registry.filter("protected-only", &ctx, "", &refs).expect("filter"));
+        black_box(
+            registry
+                .filter("protected-only", &ctx, "", &refs)
+                .expect("filter"),
+        );
     });
     report("protected-only (hand-over cost)", &handover);
     let wasm = measure(300, || {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use history::{History, generate};
 use mirrorhost::plugins::{Limits, Registry, Runtime};
+use mirrorhost::secrets::MasterKey;
 use mirrorhost::store::{self, AuthMethod, Direction, Mirror, MirrorSettings, Project, Store};
 use mirrorhost::sync::Engine;
 
@@ -88,6 +89,7 @@ fn child_pull(url: &str, data: &Path) {
         repos_dir: &data.join("repos"),
         plugins: &registry,
         store: &store,
+        master_key: &MasterKey::generate(),
     };
     engine.run(&mirror, &project, false).expect("pull");
 }
@@ -105,6 +107,7 @@ fn noop_sync(work: &Path) {
         repos_dir: &repos,
         plugins: &registry,
         store: &store,
+        master_key: &MasterKey::generate(),
     };
     let mut mirrors = Vec::new();
     for i in 0..NOOP_MIRRORS {

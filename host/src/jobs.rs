@@ -151,7 +151,7 @@ async fn execute(app: Arc<App>, job: PendingJob) {
 /// changed refs, so that its push mirrors follow.
 fn run_blocking(app: &App, job: &PendingJob) -> Result<Option<String>, StoreError> {
     let started = Instant::now();
-    let (mirror, project) = app.store.with(|c| {
+    let (mirror, project) = app.store.with(|c| -> Result<_, StoreError> {
         let mirror =
             store::mirrors::get(c, job.mirror_id)?.ok_or(StoreError::NotFound("mirror"))?;
         let project = store::mirrors::project(c, &mirror.project_id)?

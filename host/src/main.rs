@@ -5,6 +5,8 @@ use std::io::IsTerminal;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use mirrorhost::config::{Config, Overrides};
+use mirrorhost::secrets::{self, MasterKey};
+use mirrorhost::store::Store;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -34,6 +36,21 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Manage the master key that seals stored credentials.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretsCommand {
+    /// Re-seal every stored credential under a new master key. Run it with the
+    /// service stopped (a running service keeps the old key until restarted).
+    RotateKey {
+        #[command(flatten)]
+        overrides: Overrides,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,12 +60,45 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { overrides } => {
             let config = Config::resolve(overrides)?;
             let admin_token = std::env::var("MIRRORHOST_ADMIN_TOKEN").ok();
+            let master_key = std::env::var("MIRRORHOST_MASTER_KEY").ok();
+            let secrets = mirrorhost::server::Secrets {
+                admin_token: admin_token.as_deref(),
+                master_key: master_key.as_deref(),
+            };
             let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
             runtime.block_on(async {
-                let app = mirrorhost::server::build(config, admin_token.as_deref()).await?;
+                let app = mirrorhost::server::build(config, &secrets).await?;
                 mirrorhost::server::run(app).await
             })?;
         }
+        Command::Secrets {
+            command: SecretsCommand::RotateKey { overrides },
+        } => rotate_key(Config::resolve(overrides)?)?,
+    }
+    Ok(())
+}
+
+fn rotate_key(config: Config) -> anyhow::Result<()> {
+    let from_env = std::env::var("MIRRORHOST_MASTER_KEY").ok();
+    let old = MasterKey::load(from_env.as_deref(), &config.data_dir)?;
+    let store = Store::open(&config.database_path())?;
+    let new = MasterKey::generate();
+    let key_in_file = from_env.is_none();
+    let moved = secrets::rotate(&store, &config.data_dir, &old, &new, key_in_file)?;
+    eprintln!(
+        "re-sealed {moved} credentials: key {} -> {}",
+        old.id(),
+        new.id()
+    );
+    if key_in_file {
+        eprintln!(
+            "the new key is in {}",
+            config.data_dir.join(secrets::KEY_FILE).display()
+        );
+    } else {
+        // The operator owns the variable: hand the key over on stdout only.
+        eprintln!("set MIRRORHOST_MASTER_KEY to the key printed on standard output");
+        println!("{}", new.to_hex());
     }
     Ok(())
 }

@@ -29,9 +29,10 @@ pub enum SecretsError {
     Seal,
 }
 
-/// A secret as the operator stored it. `Debug` never shows the secret parts.
+/// A secret as the operator stored it (and as `PUT .../credentials` takes it).
+/// `Debug` never shows the secret parts.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Secret {
     Password {
         username: String,
@@ -57,6 +58,92 @@ impl std::fmt::Debug for Secret {
         };
         write!(f, "Secret::{kind}(<redacted>)")
     }
+}
+
+/// What may be shown about a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    pub kind: &'static str,
+    pub username: Option<String>,
+    pub fingerprint: Option<String>,
+}
+
+/// Why a secret cannot be stored; names the field at fault and never quotes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    pub field: &'static str,
+    pub message: &'static str,
+}
+
+impl Secret {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Secret::Password { .. } => "password",
+            Secret::Token { .. } => "token",
+            Secret::SshKey { .. } => "ssh_key",
+        }
+    }
+
+    /// Checks the secret is usable (non-empty parts; an SSH key that parses and
+    /// opens with its passphrase) and returns what may be shown about it.
+    pub fn describe(&self) -> Result<Described, Invalid> {
+        let invalid = |field, message| Err(Invalid { field, message });
+        let (username, fingerprint) = match self {
+            Secret::Password { username, password } => {
+                if username.is_empty() {
+                    return invalid("username", "must not be empty");
+                }
+                if password.is_empty() {
+                    return invalid("password", "must not be empty");
+                }
+                (Some(username.clone()), None)
+            }
+            Secret::Token { token, username } => {
+                if token.trim().is_empty() {
+                    return invalid("token", "must not be empty");
+                }
+                (username.clone(), None)
+            }
+            Secret::SshKey {
+                private_key,
+                passphrase,
+                username,
+            } => (
+                username.clone(),
+                Some(ssh_fingerprint(private_key, passphrase.as_deref())?),
+            ),
+        };
+        Ok(Described {
+            kind: self.kind(),
+            username,
+            fingerprint,
+        })
+    }
+}
+
+/// The `SHA256:` fingerprint of an OpenSSH private key, once it is known to open.
+fn ssh_fingerprint(private_key: &str, passphrase: Option<&str>) -> Result<String, Invalid> {
+    let key = ssh_key::PrivateKey::from_openssh(private_key).map_err(|_| Invalid {
+        field: "private_key",
+        message: "not an OpenSSH private key (-----BEGIN OPENSSH PRIVATE KEY-----)",
+    })?;
+    if key.is_encrypted() {
+        let Some(passphrase) = passphrase else {
+            return Err(Invalid {
+                field: "passphrase",
+                message: "the key is encrypted: a passphrase is required",
+            });
+        };
+        key.decrypt(passphrase).map_err(|_| Invalid {
+            field: "passphrase",
+            message: "does not open the key",
+        })?;
+    }
+    Ok(key
+        .public_key()
+        .fingerprint(ssh_key::HashAlg::Sha256)
+        .to_string())
 }
 
 /// The master key. Only ever in memory (and in its file or environment variable).
@@ -154,6 +241,52 @@ impl MasterKey {
             .map_err(|_| SecretsError::Open)?;
         serde_json::from_slice(&plaintext).map_err(|_| SecretsError::Open)
     }
+}
+
+/// Re-seals every stored credential under `new`, all or nothing, and, when the
+/// old key lives in `<data_dir>/master.key`, replaces that file. The new key file
+/// is written (0600) before the database changes and renamed over the old one
+/// after, so a crash leaves either the old key with old rows or
+/// `master.key.new` beside re-sealed rows. Returns how many credentials moved.
+pub fn rotate(
+    store: &crate::store::Store,
+    data_dir: &Path,
+    old: &MasterKey,
+    new: &MasterKey,
+    key_in_file: bool,
+) -> Result<usize, RotateError> {
+    let path = data_dir.join(KEY_FILE);
+    let staged = data_dir.join(format!("{KEY_FILE}.new"));
+    if key_in_file {
+        let _ = std::fs::remove_file(&staged);
+        crate::fsutil::write_private(&staged, new.to_hex().as_bytes()).map_err(|source| {
+            SecretsError::KeyFile {
+                path: staged.clone(),
+                source,
+            }
+        })?;
+    }
+    let moved = store.with(|conn| {
+        crate::store::credentials::reseal_all(conn, &new.id(), |mirror_id, sealed| {
+            let secret = old.open(mirror_id, sealed)?;
+            Ok::<_, RotateError>(new.seal(mirror_id, &secret)?)
+        })
+    })?;
+    if key_in_file {
+        std::fs::rename(&staged, &path).map_err(|source| SecretsError::KeyFile {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(moved)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use crate::api::{self, AdminToken, App, AppState, TokenSource};
 use crate::config::Config;
 use crate::jobs::{self, Queue};
 use crate::plugins::{PluginError, Registry, Runtime};
+use crate::secrets::{MasterKey, SecretsError};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,8 @@ pub enum ServerError {
     Token(std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
     #[error(transparent)]
     Plugin(#[from] PluginError),
     #[error("cannot listen on {addr}: {source}")]
@@ -37,13 +40,14 @@ pub enum ServerError {
 
 /// Everything the service holds, built from `config`. Separate from [`serve`] so
 /// that tests and tools can build the same state without a socket.
-pub async fn build(config: Config, admin_token: Option<&str>) -> Result<App, ServerError> {
+pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
     let (admin_token, source) =
-        AdminToken::load(admin_token, &config.data_dir).map_err(ServerError::Token)?;
+        AdminToken::load(secrets.admin_token, &config.data_dir).map_err(ServerError::Token)?;
+    let master_key = MasterKey::load(secrets.master_key, &config.data_dir)?;
     match source {
         TokenSource::Environment => tracing::info!("admin token from MIRRORHOST_ADMIN_TOKEN"),
         TokenSource::File(path) => tracing::info!(path = %path.display(), "admin token from file"),
@@ -73,7 +77,16 @@ pub async fn build(config: Config, admin_token: Option<&str>) -> Result<App, Ser
         store,
         plugins,
         admin_token,
+        master_key,
     })
+}
+
+/// Secrets handed over from the environment (`MIRRORHOST_ADMIN_TOKEN`,
+/// `MIRRORHOST_MASTER_KEY`); each falls back to its file in the data dir.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Secrets<'a> {
+    pub admin_token: Option<&'a str>,
+    pub master_key: Option<&'a str>,
 }
 
 /// Binds the configured address and serves until SIGTERM or Ctrl-C.

@@ -12,6 +12,19 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use tokio::io::AsyncWriteExt;
 
+/// HTTP Basic auth the server demands. `username: None` accepts any username
+/// with the password, the way GitHub accepts a token.
+#[derive(Debug, Clone)]
+pub struct BasicAuth {
+    pub username: Option<String>,
+    pub password: String,
+}
+
+struct Front {
+    root: PathBuf,
+    auth: Option<BasicAuth>,
+}
+
 /// Serves every repository under `root` at `http://<addr>/<name>`, with push
 /// (receive-pack) enabled. Stops when dropped.
 pub struct HttpGit {
@@ -21,8 +34,15 @@ pub struct HttpGit {
 
 impl HttpGit {
     pub async fn start(root: &Path) -> Self {
-        let root = Arc::new(root.to_path_buf());
-        let app = axum::Router::new().fallback(cgi).with_state(root);
+        Self::start_with_auth(root, None).await
+    }
+
+    pub async fn start_with_auth(root: &Path, auth: Option<BasicAuth>) -> Self {
+        let front = Arc::new(Front {
+            root: root.to_path_buf(),
+            auth,
+        });
+        let app = axum::Router::new().fallback(cgi).with_state(front);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -42,8 +62,20 @@ impl Drop for HttpGit {
     }
 }
 
-async fn cgi(State(root): State<Arc<PathBuf>>, request: Request) -> Response {
+async fn cgi(State(front): State<Arc<Front>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if let Some(auth) = &front.auth
+        && !authorized(&parts.headers, auth)
+    {
+        let mut denied = Response::new(Body::from("authentication required"));
+        *denied.status_mut() = StatusCode::UNAUTHORIZED;
+        denied.headers_mut().insert(
+            "www-authenticate",
+            HeaderValue::from_static("Basic realm=\"git\""),
+        );
+        return denied;
+    }
+    let root = &front.root;
     let body: Bytes = axum::body::to_bytes(body, 1 << 30).await.unwrap();
     let header = |name: &str| {
         parts
@@ -70,6 +102,10 @@ async fn cgi(State(root): State<Arc<PathBuf>>, request: Request) -> Response {
         .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
         .env("GIT_PROTOCOL", header("git-protocol"))
         .env("REMOTE_ADDR", "127.0.0.1")
+        .env(
+            "REMOTE_USER",
+            if front.auth.is_some() { "mirror" } else { "" },
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -82,6 +118,42 @@ async fn cgi(State(root): State<Arc<PathBuf>>, request: Request) -> Response {
     let output = child.wait_with_output().await.unwrap();
     feed.await.unwrap();
     cgi_response(&output.stdout)
+}
+
+fn authorized(headers: &HeaderMap, auth: &BasicAuth) -> bool {
+    let Some(encoded) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    else {
+        return false;
+    };
+    let Some(decoded) = base64_decode(encoded.trim()) else {
+        return false;
+    };
+    let Some((user, password)) = decoded.split_once(':') else {
+        return false;
+    };
+    password == auth.password && auth.username.as_deref().is_none_or(|u| u == user)
+}
+
+/// Standard base64, enough for an Authorization header.
+fn base64_decode(text: &str) -> Option<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let value = ALPHABET.iter().position(|&a| a == c)? as u32;
+        bits = (bits << 6) | value;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Splits a CGI answer into status, headers and body.

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api_input;
+mod auth;
 #[path = "../fixtures/history.rs"]
 mod history;
 mod http_git;

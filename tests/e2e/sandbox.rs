@@ -63,9 +63,15 @@ async fn hostile_guests_fail_cleanly_while_the_server_answers() {
     })
     .unwrap();
     let app = Arc::new(
-        mirrorhost::server::build(config, Some(ADMIN_TOKEN))
-            .await
-            .unwrap(),
+        mirrorhost::server::build(
+            config,
+            &mirrorhost::server::Secrets {
+                admin_token: Some(ADMIN_TOKEN),
+                master_key: None,
+            },
+        )
+        .await
+        .unwrap(),
     );
     app.plugins
         .load("hostile", World::BranchFilter, HOSTILE, false)

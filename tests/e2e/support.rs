@@ -110,6 +110,15 @@ impl Server {
         (exit, std::mem::take(&mut self.seen))
     }
 
+    /// SIGTERM and wait; hands back the data dir for a restart.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(self.child.wait().unwrap().success());
+        let placeholder = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.data_dir, placeholder)
+    }
+
     /// SIGKILL, as a crash; hands back the data dir for a restart.
     pub fn crash(mut self) -> tempfile::TempDir {
         self.child.kill().unwrap();

@@ -3,6 +3,7 @@
 //! to [`ApiError`].
 
 mod auth;
+mod credentials;
 mod error;
 mod json;
 mod mirrors;
@@ -21,6 +22,7 @@ use serde_json::json;
 use crate::config::Config;
 use crate::jobs::Queue;
 use crate::plugins::{BUILTINS, Registry};
+use crate::secrets::MasterKey;
 use crate::store::{Store, StoreError};
 use crate::sync::Engine;
 
@@ -38,6 +40,7 @@ pub struct App {
     pub plugins: Registry,
     pub jobs: Queue,
     pub admin_token: AdminToken,
+    pub master_key: MasterKey,
 }
 
 impl App {
@@ -47,6 +50,7 @@ impl App {
             repos_dir: &self.repos_dir,
             plugins: &self.plugins,
             store: &self.store,
+            master_key: &self.master_key,
         }
     }
 }
@@ -62,6 +66,12 @@ pub fn router(state: AppState) -> Router {
             get(mirrors::get)
                 .patch(mirrors::patch)
                 .delete(mirrors::delete),
+        )
+        .route(
+            "/mirrors/{id}/credentials",
+            put(credentials::put)
+                .get(credentials::get)
+                .delete(credentials::delete),
         )
         .route("/mirrors/{id}/sync", post(runs::sync))
         .route("/mirrors/{id}/runs", get(runs::list))

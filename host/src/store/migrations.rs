@@ -91,6 +91,17 @@ const MIGRATIONS: &[&str] = &[
         oid        TEXT NOT NULL,
         PRIMARY KEY (mirror_id, ref_name)
     ) STRICT, WITHOUT ROWID;",
+    // 3: credentials, sealed by the secrets module; only metadata is readable.
+    "CREATE TABLE credentials (
+        mirror_id    INTEGER PRIMARY KEY REFERENCES mirrors(id) ON DELETE CASCADE,
+        kind         TEXT NOT NULL CHECK (kind IN ('password', 'token', 'ssh_key')),
+        username     TEXT,
+        fingerprint  TEXT,
+        key_id       TEXT NOT NULL,
+        sealed       BLOB NOT NULL,
+        created_at   TEXT NOT NULL,
+        rotated_at   TEXT
+    ) STRICT;",
 ];
 
 /// The schema version this binary writes.
@@ -139,7 +150,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.db")).unwrap();
         store
-            .with(|conn| {
+            .with(|conn| -> Result<(), StoreError> {
                 let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
                 let fk: i64 = conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
                 assert_eq!(mode, "wal");

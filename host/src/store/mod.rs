@@ -5,6 +5,7 @@
 //! callers go through `tokio::task::spawn_blocking`.
 
 pub mod conflicts;
+pub mod credentials;
 mod migrations;
 pub mod mirrors;
 pub mod runs;
@@ -69,10 +70,7 @@ impl Store {
     /// Runs `f` with the connection. A panic in an earlier holder cannot leave the
     /// connection half-changed (every change is a transaction), so a poisoned lock
     /// is still safe to use.
-    pub fn with<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    pub fn with<T, E>(&self, f: impl FnOnce(&mut Connection) -> Result<T, E>) -> Result<T, E> {
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut conn)
     }

@@ -8,6 +8,7 @@
 //! ref updates as one transaction (`refs::apply`). Everything here is blocking
 //! (libgit2 and plugin calls); callers run it on the blocking pool.
 
+mod credentials;
 mod pull;
 mod push;
 pub mod refs;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::plugins::{self, CandidateRef, MirrorContext, PluginError, Registry};
+use crate::secrets::MasterKey;
 use crate::store::{Direction, Mirror, NewConflict, Project, Store, StoreError};
 
 pub use remote::{RemoteUrl, UrlError};
@@ -42,6 +44,8 @@ pub enum SyncError {
     PushRejected(String),
     #[error("repository path: {0}")]
     Io(#[from] std::io::Error),
+    #[error("credentials: {0}")]
+    Credentials(String),
 }
 
 impl From<git2::Error> for SyncError {
@@ -119,6 +123,8 @@ pub struct Engine<'a> {
     pub repos_dir: &'a Path,
     pub plugins: &'a Registry,
     pub store: &'a Store,
+    /// Opens the mirror's sealed credential when the transport asks for one.
+    pub master_key: &'a MasterKey,
 }
 
 impl Engine<'_> {

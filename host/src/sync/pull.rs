@@ -5,21 +5,17 @@ use std::collections::BTreeMap;
 use git2::Oid;
 
 use super::refs::{self, RefUpdate, Relation};
-use super::transport::{self, Counter};
+use super::transport::Transfer;
 use super::{Action, PlannedRef, Report, Run, SyncError, oid_string, remote};
 use crate::plugins::{Decision, DivergedRef};
 use crate::store::{self, ConflictStatus, NewConflict};
 
 impl Run<'_> {
     pub(super) fn pull(&self) -> Result<Report, SyncError> {
-        let counter = Counter::default();
+        let counter = Transfer::default();
         let mut upstream = self.repo.remote_anonymous(&self.mirror.url)?;
         let mut connection = upstream
-            .connect_auth(
-                git2::Direction::Fetch,
-                Some(transport::callbacks(&counter)),
-                None,
-            )
+            .connect_auth(git2::Direction::Fetch, Some(self.callbacks(&counter)), None)
             .map_err(|e| self.git_error(e))?;
         let advertised: BTreeMap<String, Oid> = connection
             .list()?
@@ -49,7 +45,7 @@ impl Run<'_> {
             .map(|(name, _)| name.as_str())
             .collect();
         if !wanted.is_empty() {
-            let mut options = transport::fetch_options(&counter);
+            let mut options = self.fetch_options(&counter);
             connection
                 .remote()
                 .download(&wanted, Some(&mut options))

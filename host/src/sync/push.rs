@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use git2::Oid;
 
 use super::refs::{self, Relation};
-use super::transport::{self, Counter};
+use super::transport::Transfer;
 use super::{Action, PlannedRef, Report, Run, SyncError, oid_string};
 use crate::store::{self, ConflictStatus, NewConflict};
 
@@ -42,10 +42,10 @@ impl Run<'_> {
             });
         }
         // Objects of divergent destination tips, so their merge base can be recorded.
-        let counter = Counter::default();
+        let counter = Transfer::default();
         if !divergent_missing.is_empty() {
             let mut remote = self.repo.remote_anonymous(&self.mirror.url)?;
-            let mut options = transport::fetch_options(&counter);
+            let mut options = self.fetch_options(&counter);
             remote
                 .download(&divergent_missing, Some(&mut options))
                 .map_err(|e| self.git_error(e))?;
@@ -77,14 +77,10 @@ impl Run<'_> {
     }
 
     fn destination_refs(&self) -> Result<BTreeMap<String, Oid>, SyncError> {
-        let counter = Counter::default();
+        let counter = Transfer::default();
         let mut remote = self.repo.remote_anonymous(&self.mirror.url)?;
         let connection = remote
-            .connect_auth(
-                git2::Direction::Push,
-                Some(transport::callbacks(&counter)),
-                None,
-            )
+            .connect_auth(git2::Direction::Push, Some(self.callbacks(&counter)), None)
             .map_err(|e| self.git_error(e))?;
         Ok(connection
             .list()?
@@ -159,7 +155,7 @@ impl Run<'_> {
 
     /// Pushes every planned change in one push and records what the destination
     /// accepted. A ref the destination refuses fails the run, naming the ref.
-    pub(super) fn send(&self, report: &mut Report, counter: &Counter) -> Result<(), SyncError> {
+    pub(super) fn send(&self, report: &mut Report, counter: &Transfer) -> Result<(), SyncError> {
         let specs: Vec<String> = report
             .plan
             .iter()
@@ -176,7 +172,7 @@ impl Run<'_> {
         let mut rejected: BTreeMap<String, String> = BTreeMap::new();
         let mut remote = self.repo.remote_anonymous(&self.mirror.url)?;
         {
-            let mut options = transport::push_options(counter, |name, status| {
+            let mut options = self.push_options(counter, |name, status| {
                 if let Some(status) = status {
                     rejected.insert(name.to_string(), status.to_string());
                 }

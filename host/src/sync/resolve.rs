@@ -8,7 +8,7 @@
 use serde::Deserialize;
 
 use super::refs::{self, RefUpdate};
-use super::transport::{self, Counter};
+use super::transport::Transfer;
 use super::{Engine, Run, SyncError};
 use crate::store::{Conflict, Direction, Mirror, Project};
 
@@ -55,14 +55,10 @@ impl Engine<'_> {
 
 impl Run<'_> {
     fn take_remote(&self, name: &str) -> Result<(), SyncError> {
-        let counter = Counter::default();
+        let counter = Transfer::default();
         let mut upstream = self.repo.remote_anonymous(&self.mirror.url)?;
         let mut connection = upstream
-            .connect_auth(
-                git2::Direction::Fetch,
-                Some(transport::callbacks(&counter)),
-                None,
-            )
+            .connect_auth(git2::Direction::Fetch, Some(self.callbacks(&counter)), None)
             .map_err(|e| self.git_error(e))?;
         let theirs = connection
             .list()?
@@ -71,7 +67,7 @@ impl Run<'_> {
             .map(|head| head.oid())
             .ok_or_else(|| SyncError::Git(format!("{name} no longer exists upstream")))?;
         if !self.repo.odb()?.exists(theirs) {
-            let mut options = transport::fetch_options(&counter);
+            let mut options = self.fetch_options(&counter);
             connection
                 .remote()
                 .download(&[name], Some(&mut options))
@@ -106,6 +102,6 @@ impl Run<'_> {
             }],
             ..super::Report::default()
         };
-        self.send(&mut report, &Counter::default())
+        self.send(&mut report, &Transfer::default())
     }
 }

@@ -1,0 +1,110 @@
+//! Sealed credentials, one per mirror. The store never sees a plaintext secret:
+//! it keeps what `secrets` sealed plus metadata that is safe to show.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use super::{StoreError, now};
+
+/// What `GET .../credentials` shows: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CredentialMeta {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub username: Option<String>,
+    /// `SHA256:...` of the SSH public key, for SSH keys.
+    pub fingerprint: Option<String>,
+    pub created_at: String,
+    pub rotated_at: Option<String>,
+}
+
+/// A credential ready to store: metadata plus the sealed secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedCredential {
+    pub kind: &'static str,
+    pub username: Option<String>,
+    pub fingerprint: Option<String>,
+    pub key_id: String,
+    pub sealed: Vec<u8>,
+}
+
+/// Stores the mirror's credential, replacing (rotating) any previous one in place.
+pub fn put(
+    conn: &Connection,
+    mirror_id: i64,
+    c: &SealedCredential,
+) -> Result<CredentialMeta, StoreError> {
+    conn.execute(
+        "INSERT INTO credentials (mirror_id, kind, username, fingerprint, key_id, sealed, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT(mirror_id) DO UPDATE SET kind = excluded.kind, username = excluded.username, \
+         fingerprint = excluded.fingerprint, key_id = excluded.key_id, sealed = excluded.sealed, \
+         rotated_at = excluded.created_at",
+        params![mirror_id, c.kind, c.username, c.fingerprint, c.key_id, c.sealed, now()],
+    )?;
+    meta(conn, mirror_id)?.ok_or(StoreError::NotFound("credential"))
+}
+
+pub fn meta(conn: &Connection, mirror_id: i64) -> Result<Option<CredentialMeta>, StoreError> {
+    conn.query_row(
+        "SELECT kind, username, fingerprint, created_at, rotated_at FROM credentials WHERE mirror_id = ?1",
+        [mirror_id],
+        |row| {
+            Ok(CredentialMeta {
+                kind: row.get(0)?,
+                username: row.get(1)?,
+                fingerprint: row.get(2)?,
+                created_at: row.get(3)?,
+                rotated_at: row.get(4)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(Into::into)
+}
+
+pub fn sealed(conn: &Connection, mirror_id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+    conn.query_row(
+        "SELECT sealed FROM credentials WHERE mirror_id = ?1",
+        [mirror_id],
+        |row| row.get(0),
+    )
+    .optional()
+    .map_err(Into::into)
+}
+
+pub fn delete(conn: &Connection, mirror_id: i64) -> Result<(), StoreError> {
+    match conn.execute("DELETE FROM credentials WHERE mirror_id = ?1", [mirror_id])? {
+        0 => Err(StoreError::NotFound("credential")),
+        _ => Ok(()),
+    }
+}
+
+/// Re-seals every credential in one transaction: `reseal(mirror_id, sealed)`
+/// returns the new sealed bytes; an error leaves every row as it was.
+pub fn reseal_all<E: From<StoreError>>(
+    conn: &mut Connection,
+    key_id: &str,
+    mut reseal: impl FnMut(i64, &[u8]) -> Result<Vec<u8>, E>,
+) -> Result<usize, E> {
+    let tx = conn.transaction().map_err(StoreError::from)?;
+    let rows: Vec<(i64, Vec<u8>)> = {
+        let mut stmt = tx
+            .prepare("SELECT mirror_id, sealed FROM credentials")
+            .map_err(StoreError::from)?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(StoreError::from)?;
+        rows.collect::<Result<_, _>>().map_err(StoreError::from)?
+    };
+    for (mirror_id, sealed) in &rows {
+        let resealed = reseal(*mirror_id, sealed)?;
+        tx.execute(
+            "UPDATE credentials SET sealed = ?2, key_id = ?3 WHERE mirror_id = ?1",
+            params![mirror_id, resealed, key_id],
+        )
+        .map_err(StoreError::from)?;
+    }
+    tx.commit().map_err(StoreError::from)?;
+    Ok(rows.len())
+}
