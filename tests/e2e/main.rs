@@ -14,4 +14,6 @@ mod push;
 mod recovery;
 mod sandbox;
 mod serve;
+mod ssh;
+mod sshd;
 mod support;

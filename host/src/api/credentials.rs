@@ -9,7 +9,8 @@ use super::json::ApiJson;
 use super::mirrors::load;
 use super::{ApiError, AppState, blocking, mirror_id};
 use crate::secrets::Secret;
-use crate::store::credentials::{self, CredentialMeta, SealedCredential};
+use crate::store::credentials::{self, CredentialMeta, HostKey, SealedCredential};
+use serde_json::{Value, json};
 
 pub async fn put(
     State(state): State<AppState>,
@@ -74,6 +75,77 @@ pub async fn delete(
         load(app, id)?;
         app.store.with(|c| credentials::delete(c, id))?;
         Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostKeysBody {
+    host_keys: Vec<HostKey>,
+}
+
+pub async fn get_host_keys(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = mirror_id(&id)?;
+    blocking(state, move |app| {
+        load(app, id)?;
+        let keys = app.store.with(|c| credentials::host_keys(c, id))?;
+        Ok(Json(json!({ "host_keys": keys })))
+    })
+    .await
+}
+
+/// Replaces the host keys the mirror trusts.
+pub async fn put_host_keys(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<HostKeysBody>,
+) -> Result<Json<Value>, ApiError> {
+    let id = mirror_id(&id)?;
+    for (i, key) in body.host_keys.iter().enumerate() {
+        let digest = key.fingerprint.strip_prefix("SHA256:").unwrap_or_default();
+        let well_formed = digest.len() == 43
+            && digest
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/');
+        if !well_formed {
+            return Err(ApiError::invalid(
+                format!("host_keys[{i}].fingerprint"),
+                "expected SHA256:<43 base64 characters>, as ssh-keygen -lf prints it",
+            ));
+        }
+    }
+    blocking(state, move |app| {
+        load(app, id)?;
+        app.store
+            .with(|c| credentials::set_host_keys(c, id, &body.host_keys))?;
+        let keys = app.store.with(|c| credentials::host_keys(c, id))?;
+        Ok(Json(json!({ "host_keys": keys })))
+    })
+    .await
+}
+
+/// The host keys the remote offers, to be checked and confirmed by the operator;
+/// nothing is stored.
+pub async fn detect_host_keys(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = mirror_id(&id)?;
+    blocking(state, move |app| {
+        let mirror = load(app, id)?;
+        let project = app
+            .store
+            .with(|c| crate::store::mirrors::project(c, &mirror.project_id))?
+            .ok_or_else(|| ApiError::not_found("project"))?;
+        let keys = app
+            .engine()
+            .detect_host_keys(&mirror, &project)
+            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "detect_failed", e.to_string()))?;
+        Ok(Json(json!({ "host_keys": keys })))
     })
     .await
 }

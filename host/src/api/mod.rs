@@ -73,6 +73,14 @@ pub fn router(state: AppState) -> Router {
                 .get(credentials::get)
                 .delete(credentials::delete),
         )
+        .route(
+            "/mirrors/{id}/ssh-host-keys",
+            get(credentials::get_host_keys).put(credentials::put_host_keys),
+        )
+        .route(
+            "/mirrors/{id}/ssh-host-keys/detect",
+            post(credentials::detect_host_keys),
+        )
         .route("/mirrors/{id}/sync", post(runs::sync))
         .route("/mirrors/{id}/runs", get(runs::list))
         .route("/mirrors/{id}/conflicts", get(runs::conflicts))

@@ -108,3 +108,49 @@ pub fn reseal_all<E: From<StoreError>>(
     tx.commit().map_err(StoreError::from)?;
     Ok(rows.len())
 }
+
+/// A host key an operator trusts for a mirror.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct HostKey {
+    /// `SHA256:<base64>`, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+    /// e.g. `ssh-ed25519`; informative only.
+    #[serde(default, rename = "type")]
+    pub key_type: Option<String>,
+}
+
+pub fn host_keys(conn: &Connection, mirror_id: i64) -> Result<Vec<HostKey>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT fingerprint, key_type FROM ssh_host_keys WHERE mirror_id = ?1 ORDER BY added_at, fingerprint",
+    )?;
+    let rows = stmt.query_map([mirror_id], |row| {
+        Ok(HostKey {
+            fingerprint: row.get(0)?,
+            key_type: row.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Replaces the mirror's trusted host keys with `keys`.
+pub fn set_host_keys(
+    conn: &mut Connection,
+    mirror_id: i64,
+    keys: &[HostKey],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "DELETE FROM ssh_host_keys WHERE mirror_id = ?1",
+        [mirror_id],
+    )?;
+    let at = now();
+    for key in keys {
+        tx.execute(
+            "INSERT OR IGNORE INTO ssh_host_keys (mirror_id, fingerprint, key_type, added_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![mirror_id, key.fingerprint, key.key_type, at],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -102,6 +102,14 @@ const MIGRATIONS: &[&str] = &[
         created_at   TEXT NOT NULL,
         rotated_at   TEXT
     ) STRICT;",
+    // 4: the SSH host keys an operator trusts for each mirror.
+    "CREATE TABLE ssh_host_keys (
+        mirror_id    INTEGER NOT NULL REFERENCES mirrors(id) ON DELETE CASCADE,
+        fingerprint  TEXT NOT NULL,
+        key_type     TEXT,
+        added_at     TEXT NOT NULL,
+        PRIMARY KEY (mirror_id, fingerprint)
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 /// The schema version this binary writes.

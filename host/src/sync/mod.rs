@@ -9,6 +9,7 @@
 //! (libgit2 and plugin calls); callers run it on the blocking pool.
 
 mod credentials;
+mod hostkeys;
 mod pull;
 mod push;
 pub mod refs;
@@ -138,17 +139,23 @@ impl Engine<'_> {
     ) -> Result<Report, SyncError> {
         std::fs::create_dir_all(self.repos_dir)?;
         let repo = open_project_repo(&repo_path(self.repos_dir, &project.project_id))?;
-        let run = Run {
-            engine: self,
-            repo: &repo,
-            mirror,
-            project,
-            dry_run,
-        };
+        let run = Run::new(self, &repo, mirror, project, dry_run);
         match mirror.direction {
             Direction::Pull => run.pull(),
             Direction::Push => run.push(),
         }
+    }
+}
+
+impl Engine<'_> {
+    /// The SSH host keys `mirror`'s remote offers, for an operator to confirm.
+    pub fn detect_host_keys(
+        &self,
+        mirror: &Mirror,
+        project: &Project,
+    ) -> Result<Vec<crate::store::credentials::HostKey>, SyncError> {
+        let repo = open_project_repo(&repo_path(self.repos_dir, &project.project_id))?;
+        Run::new(self, &repo, mirror, project, true).detect_host_keys()
     }
 }
 
@@ -178,6 +185,28 @@ struct Run<'a> {
     mirror: &'a Mirror,
     project: &'a Project,
     dry_run: bool,
+    /// Why a callback refused a connection, when libgit2 replaces the callback's
+    /// message with a generic one (it does for host keys).
+    refusal: std::cell::RefCell<Option<String>>,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        engine: &'a Engine<'a>,
+        repo: &'a git2::Repository,
+        mirror: &'a Mirror,
+        project: &'a Project,
+        dry_run: bool,
+    ) -> Self {
+        Self {
+            engine,
+            repo,
+            mirror,
+            project,
+            dry_run,
+            refusal: std::cell::RefCell::new(None),
+        }
+    }
 }
 
 impl Run<'_> {

@@ -221,9 +221,13 @@ impl Run<'_> {
         Ok(planned)
     }
 
-    /// A libgit2 error with the remote URL redacted, should it quote it.
+    /// A libgit2 error with the remote URL redacted, should it quote it; our own
+    /// refusal instead, when a callback refused the connection.
     pub(super) fn git_error(&self, e: git2::Error) -> SyncError {
-        SyncError::Git(remote::redact_in(e.message(), &self.mirror.url))
+        match self.refusal.borrow_mut().take() {
+            Some(refusal) => SyncError::Git(refusal),
+            None => SyncError::Git(remote::redact_in(e.message(), &self.mirror.url)),
+        }
     }
 }
 

@@ -38,13 +38,7 @@ impl Engine<'_> {
     ) -> Result<(), SyncError> {
         let repo =
             super::open_project_repo(&super::repo_path(self.repos_dir, &project.project_id))?;
-        let run = Run {
-            engine: self,
-            repo: &repo,
-            mirror,
-            project,
-            dry_run: false,
-        };
+        let run = Run::new(self, &repo, mirror, project, false);
         match (mirror.direction, resolution) {
             (Direction::Pull, Resolution::Theirs) => run.take_remote(&conflict.ref_name),
             (Direction::Push, Resolution::Ours) => run.force_push(&conflict.ref_name),

@@ -28,6 +28,7 @@ impl<'r> Run<'r> {
         callbacks.credentials(move |_url, username, allowed| {
             self.credential(&transfer.attempts, username, allowed)
         });
+        callbacks.certificate_check(|cert, host| self.check_certificate(cert, host));
         callbacks.transfer_progress(|progress| {
             transfer.bytes.set(progress.received_bytes() as u64);
             true
