@@ -35,16 +35,28 @@ pub struct Candidate<'a> {
 }
 
 impl CandidateRefs {
-    /// The offered refs in order, without copying.
+    /// The offered refs in order, without copying. Names are found with a
+    /// vectorised newline search; oids, all of one width, by offset.
     pub fn iter(&self) -> impl Iterator<Item = Candidate<'_>> {
-        self.names
-            .lines()
-            .zip(self.oids.lines())
+        let width = self.oids.find('\n').unwrap_or(self.oids.len());
+        let mut start = 0;
+        let names = memchr::memchr_iter(b'\n', self.names.as_bytes())
+            .chain(std::iter::once(self.names.len()))
+            .map(move |end| {
+                let name = &self.names[start..end];
+                start = end + 1;
+                name
+            });
+        names
             .zip(self.protected.iter())
-            .map(|((name, oid), &protected)| Candidate {
-                name,
-                oid,
-                protected,
+            .enumerate()
+            .map(move |(i, (name, &protected))| {
+                let at = i * (width + 1);
+                Candidate {
+                    name,
+                    oid: self.oids.get(at..at + width).unwrap_or_default(),
+                    protected,
+                }
             })
     }
 
