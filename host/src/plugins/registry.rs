@@ -197,7 +197,7 @@ impl Registry {
         let Prepared::BranchFilter(pre) = &plugin.prepared else {
             return Err(wrong_world(&plugin, World::BranchFilter));
         };
-        let (sorted, packed) = pack(refs);
+        let (offered, packed) = pack(refs);
         let input = context_bytes(ctx) + config.len() + packed.names.len() + packed.oids.len();
         let outcome = self.runtime.call(
             name,
@@ -208,8 +208,7 @@ impl Registry {
             },
             |names| names.iter().map(String::len).sum(),
         )?;
-        let offered = |n: &String| sorted.binary_search_by(|r| r.name.as_str().cmp(n)).is_ok();
-        if let Some(stranger) = outcome.value.iter().find(|n| !offered(n)) {
+        if let Some(stranger) = stranger(&offered, &outcome.value) {
             return Err(PluginError::new(
                 name,
                 PluginErrorKind::Malformed(format!("returned {stranger:?}, which was not offered")),
@@ -304,19 +303,16 @@ fn wrong_world(plugin: &Plugin, expected: World) -> PluginError {
     )
 }
 
-/// Sorts the candidates by name and packs them column-wise, one line per ref.
+/// Packs the candidates column-wise, one line per ref, in the order given.
 /// Names with a newline are not valid Git refs and are left out.
 fn pack(refs: &[CandidateRef]) -> (Vec<&CandidateRef>, CandidateRefs) {
-    let mut sorted: Vec<&CandidateRef> = refs.iter().filter(|r| !r.name.contains('\n')).collect();
-    // Usually already sorted (refs come from ordered maps): a linear pass then.
-    sorted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    sorted.dedup_by(|a, b| a.name == b.name);
+    let offered: Vec<&CandidateRef> = refs.iter().filter(|r| !r.name.contains('\n')).collect();
     let mut packed = CandidateRefs {
-        names: String::with_capacity(sorted.iter().map(|r| r.name.len() + 1).sum()),
-        oids: String::with_capacity(sorted.iter().map(|r| r.oid.len() + 1).sum()),
-        protected: Vec::with_capacity(sorted.len()),
+        names: String::with_capacity(offered.iter().map(|r| r.name.len() + 1).sum()),
+        oids: String::with_capacity(offered.iter().map(|r| r.oid.len() + 1).sum()),
+        protected: Vec::with_capacity(offered.len()),
     };
-    for (i, r) in sorted.iter().enumerate() {
+    for (i, r) in offered.iter().enumerate() {
         if i > 0 {
             packed.names.push('\n');
             packed.oids.push('\n');
@@ -325,7 +321,25 @@ fn pack(refs: &[CandidateRef]) -> (Vec<&CandidateRef>, CandidateRefs) {
         packed.oids.push_str(&r.oid);
         packed.protected.push(r.protected);
     }
-    (sorted, packed)
+    (offered, packed)
+}
+
+/// The first answered name that was not offered. Filters answer in the order
+/// offered, so a cursor walks both lists once; an answer out of that order
+/// falls back to a set of the offered names.
+fn stranger<'a>(offered: &[&CandidateRef], answer: &'a [String]) -> Option<&'a String> {
+    let mut cursor = 0;
+    for (i, name) in answer.iter().enumerate() {
+        match offered[cursor..].iter().position(|r| r.name == *name) {
+            Some(step) => cursor += step + 1,
+            None => {
+                let all: std::collections::HashSet<&str> =
+                    offered.iter().map(|r| r.name.as_str()).collect();
+                return answer[i..].iter().find(|n| !all.contains(n.as_str()));
+            }
+        }
+    }
+    None
 }
 
 fn context_bytes(ctx: &MirrorContext) -> usize {
@@ -356,5 +370,41 @@ fn credential_bytes(credential: &Credential) -> usize {
                 + key.private_key.len()
                 + key.passphrase.as_ref().map_or(0, String::len)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(name: &str) -> CandidateRef {
+        CandidateRef {
+            name: name.into(),
+            oid: "0".repeat(40),
+            protected: false,
+        }
+    }
+
+    #[test]
+    fn answers_are_checked_against_the_offer_in_any_order() {
+        let refs: Vec<CandidateRef> = ["a", "b", "c", "bad\nname"].map(candidate).into();
+        let (offered, packed) = pack(&refs);
+        assert_eq!(packed.names, "a\nb\nc");
+        assert_eq!(packed.protected.len(), 3);
+        let answer = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(stranger(&offered, &answer(&["a", "c"])), None);
+        assert_eq!(stranger(&offered, &answer(&["c", "a"])), None);
+        assert_eq!(
+            stranger(&offered, &answer(&["a", "x"])).map(String::as_str),
+            Some("x")
+        );
+        assert_eq!(
+            stranger(&offered, &answer(&["c", "a", "x"])).map(String::as_str),
+            Some("x")
+        );
+        assert_eq!(
+            stranger(&offered, &answer(&["bad\nname"])).map(String::as_str),
+            Some("bad\nname")
+        );
     }
 }

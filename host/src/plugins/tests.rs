@@ -46,8 +46,7 @@ const REFS: &[&str] = &[
     "refs/pull/1/head",
 ];
 
-/// The kept names, sorted (filters answer in the order refs were offered, which
-/// the registry sorts).
+/// The kept names, sorted, so expectations do not depend on answer order.
 fn filter(name: &str, config: &str, protected: &[&str]) -> Result<Vec<String>, PluginError> {
     registry()
         .filter(name, &ctx(), config, &candidates(REFS, protected))
