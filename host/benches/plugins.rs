@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use mirrorhost::plugins::{
-    CandidateRef, Direction, DivergedRef, Limits, MirrorContext, Registry, Runtime,
+    Candidates, Direction, DivergedRef, Limits, MirrorContext, Registry, Runtime,
 };
 use regex::Regex;
 
@@ -50,11 +50,16 @@ fn main() {
     });
     report("fresh store + instantiate + trivial call", &call);
 
-    // Sorted by name, as git advertises refs and as the engine passes them.
-    let mut refs = candidate_refs(REFS);
-    refs.sort_by(|a, b| a.name.cmp(&b.name));
+    // Sorted by name, as git advertises refs. The native filter gets them as a
+    // plain Vec; the registry in the packed form the engine builds them in.
+    let mut native_refs = candidate_refs(REFS);
+    native_refs.sort_by(|a, b| a.name.cmp(&b.name));
+    let refs: Candidates = native_refs
+        .iter()
+        .map(|r| (r.name.as_str(), r.oid.as_str(), r.protected))
+        .collect();
     let config = serde_json::json!({"include": INCLUDE, "exclude": EXCLUDE}).to_string();
-    let expected = native_filter(&refs);
+    let expected = native_filter(&native_refs);
     let wasm_kept = registry
         .filter("regex-filter", &ctx, &config, &refs)
         .expect("filter");
@@ -89,7 +94,7 @@ fn main() {
         );
     });
     let native = measure(300, || {
-        black_box(native_filter(&refs));
+        black_box(native_filter(&native_refs));
     });
     report("regex-filter, wasm guest", &wasm);
     report("regex-filter, native Rust", &native);
@@ -101,6 +106,14 @@ fn main() {
         "instantiate+call median: {:.1} us  (target <= 20 us)",
         call.median.as_secs_f64() * 1e6
     );
+}
+
+/// A ref as a native program would hold it.
+#[derive(Clone)]
+struct CandidateRef {
+    name: String,
+    oid: String,
+    protected: bool,
 }
 
 /// A repository's worth of refs: mostly feature branches, some releases, tags.

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use mirrorhost::api::App;
 use mirrorhost::config::{Config, Overrides};
 use mirrorhost::plugins::{
-    CandidateRef, Direction, Limits, MirrorContext, PluginError, PluginErrorKind, Registry,
-    Runtime, World,
+    Candidates, Direction, Limits, MirrorContext, PluginError, PluginErrorKind, Registry, Runtime,
+    World,
 };
 
 use crate::support::{ADMIN_TOKEN, client, plugin_cache_dir};
@@ -29,14 +29,13 @@ fn ctx() -> MirrorContext {
     }
 }
 
-fn refs(count: usize) -> Vec<CandidateRef> {
-    (0..count)
-        .map(|i| CandidateRef {
-            name: format!("refs/heads/b{i}"),
-            oid: "0".repeat(40),
-            protected: false,
-        })
-        .collect()
+fn refs(count: usize) -> Candidates {
+    let oid = "0".repeat(40);
+    let mut refs = Candidates::new();
+    for i in 0..count {
+        refs.push(&format!("refs/heads/b{i}"), &oid, false);
+    }
+    refs
 }
 
 /// Runs the hostile filter with `behaviour` on the blocking pool, as the service

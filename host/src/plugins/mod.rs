@@ -7,6 +7,7 @@
 
 mod bindings;
 mod builtin;
+mod candidates;
 mod error;
 mod registry;
 mod runtime;
@@ -21,22 +22,11 @@ pub use bindings::types::{
     SshKeyCredential, SshKeySecret, StoredSecret, TokenSecret, UserPass,
 };
 pub use builtin::{BUILTINS, Builtin};
+pub use candidates::Candidates;
 pub use error::{PluginError, PluginErrorKind};
 pub use registry::{PluginMeta, Registry};
 pub use runtime::{Outcome, Runtime};
 pub use sandbox::{Limits, LogLine};
-
-/// A ref offered to a branch filter. The registry packs a slice of these into
-/// the WIT `candidate-refs` record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CandidateRef {
-    /// Full name, e.g. `refs/heads/main`.
-    pub name: String,
-    /// Hex object id.
-    pub oid: String,
-    /// True when the name matches one of the project's protected-branch patterns.
-    pub protected: bool,
-}
 
 /// The contract a plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -10,11 +10,11 @@ use wasmtime::Store;
 use super::bindings::auth_provider::AuthProviderPre;
 use super::bindings::branch_filter::BranchFilterPre;
 use super::bindings::conflict_strategy::ConflictStrategyPre;
-use super::bindings::types::{CandidateRefs, PluginInfo};
+use super::bindings::types::PluginInfo;
 use super::runtime::{Outcome, Runtime};
 use super::sandbox::HostState;
 use super::{
-    AuthRequest, BUILTINS, CandidateRef, Credential, CredentialKinds, Decision, DivergedRef,
+    AuthRequest, BUILTINS, Candidates, Credential, CredentialKinds, Decision, DivergedRef,
     MirrorContext, PluginError, PluginErrorKind, World,
 };
 
@@ -191,24 +191,23 @@ impl Registry {
         name: &str,
         ctx: &MirrorContext,
         config: &str,
-        refs: &[CandidateRef],
+        refs: &Candidates,
     ) -> Result<Outcome<Vec<String>>, PluginError> {
         let plugin = self.find(name)?;
         let Prepared::BranchFilter(pre) = &plugin.prepared else {
             return Err(wrong_world(&plugin, World::BranchFilter));
         };
-        let (offered, packed) = pack(refs);
-        let input = context_bytes(ctx) + config.len() + packed.names.len() + packed.oids.len();
+        let input = context_bytes(ctx) + config.len() + refs.byte_len();
         let outcome = self.runtime.call(
             name,
             input,
             |store: &mut Store<HostState>| {
                 pre.instantiate(&mut *store)?
-                    .call_filter(store, ctx, config, &packed)
+                    .call_filter(store, ctx, config, &refs.packed)
             },
             |names| names.iter().map(String::len).sum(),
         )?;
-        if let Some(stranger) = stranger(&offered, &outcome.value) {
+        if let Some(stranger) = refs.stranger(&outcome.value) {
             return Err(PluginError::new(
                 name,
                 PluginErrorKind::Malformed(format!("returned {stranger:?}, which was not offered")),
@@ -303,45 +302,6 @@ fn wrong_world(plugin: &Plugin, expected: World) -> PluginError {
     )
 }
 
-/// Packs the candidates column-wise, one line per ref, in the order given.
-/// Names with a newline are not valid Git refs and are left out.
-fn pack(refs: &[CandidateRef]) -> (Vec<&CandidateRef>, CandidateRefs) {
-    let offered: Vec<&CandidateRef> = refs.iter().filter(|r| !r.name.contains('\n')).collect();
-    let mut packed = CandidateRefs {
-        names: String::with_capacity(offered.iter().map(|r| r.name.len() + 1).sum()),
-        oids: String::with_capacity(offered.iter().map(|r| r.oid.len() + 1).sum()),
-        protected: Vec::with_capacity(offered.len()),
-    };
-    for (i, r) in offered.iter().enumerate() {
-        if i > 0 {
-            packed.names.push('\n');
-            packed.oids.push('\n');
-        }
-        packed.names.push_str(&r.name);
-        packed.oids.push_str(&r.oid);
-        packed.protected.push(r.protected);
-    }
-    (offered, packed)
-}
-
-/// The first answered name that was not offered. Filters answer in the order
-/// offered, so a cursor walks both lists once; an answer out of that order
-/// falls back to a set of the offered names.
-fn stranger<'a>(offered: &[&CandidateRef], answer: &'a [String]) -> Option<&'a String> {
-    let mut cursor = 0;
-    for (i, name) in answer.iter().enumerate() {
-        match offered[cursor..].iter().position(|r| r.name == *name) {
-            Some(step) => cursor += step + 1,
-            None => {
-                let all: std::collections::HashSet<&str> =
-                    offered.iter().map(|r| r.name.as_str()).collect();
-                return answer[i..].iter().find(|n| !all.contains(n.as_str()));
-            }
-        }
-    }
-    None
-}
-
 fn context_bytes(ctx: &MirrorContext) -> usize {
     ctx.mirror_id.len() + ctx.project_id.len() + ctx.remote_url.len()
 }
@@ -370,41 +330,5 @@ fn credential_bytes(credential: &Credential) -> usize {
                 + key.private_key.len()
                 + key.passphrase.as_ref().map_or(0, String::len)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn candidate(name: &str) -> CandidateRef {
-        CandidateRef {
-            name: name.into(),
-            oid: "0".repeat(40),
-            protected: false,
-        }
-    }
-
-    #[test]
-    fn answers_are_checked_against_the_offer_in_any_order() {
-        let refs: Vec<CandidateRef> = ["a", "b", "c", "bad\nname"].map(candidate).into();
-        let (offered, packed) = pack(&refs);
-        assert_eq!(packed.names, "a\nb\nc");
-        assert_eq!(packed.protected.len(), 3);
-        let answer = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        assert_eq!(stranger(&offered, &answer(&["a", "c"])), None);
-        assert_eq!(stranger(&offered, &answer(&["c", "a"])), None);
-        assert_eq!(
-            stranger(&offered, &answer(&["a", "x"])).map(String::as_str),
-            Some("x")
-        );
-        assert_eq!(
-            stranger(&offered, &answer(&["c", "a", "x"])).map(String::as_str),
-            Some("x")
-        );
-        assert_eq!(
-            stranger(&offered, &answer(&["bad\nname"])).map(String::as_str),
-            Some("bad\nname")
-        );
     }
 }

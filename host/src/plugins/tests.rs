@@ -26,14 +26,11 @@ fn ctx() -> MirrorContext {
     }
 }
 
-fn candidates(names: &[&str], protected: &[&str]) -> Vec<CandidateRef> {
+fn candidates(names: &[&str], protected: &[&str]) -> Candidates {
+    let oid = "a".repeat(40);
     names
         .iter()
-        .map(|n| CandidateRef {
-            name: n.to_string(),
-            oid: "a".repeat(40),
-            protected: protected.contains(n),
-        })
+        .map(|n| (*n, oid.as_str(), protected.contains(n)))
         .collect()
 }
 

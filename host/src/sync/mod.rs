@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::plugins::{self, CandidateRef, MirrorContext, PluginError, Registry};
+use crate::plugins::{self, Candidates, MirrorContext, PluginError, Registry};
 use crate::secrets::MasterKey;
 use crate::store::{Direction, Mirror, NewConflict, Project, Store, StoreError};
 
@@ -227,14 +227,11 @@ impl Run<'_> {
     /// filter configured, branches and tags are in scope.
     fn scope(&self, candidates: &[(String, git2::Oid)]) -> Result<HashSet<String>, SyncError> {
         let ctx = self.context();
-        let mut refs: Vec<CandidateRef> = candidates
-            .iter()
-            .map(|(name, oid)| CandidateRef {
-                name: name.clone(),
-                oid: oid.to_string(),
-                protected: is_protected(name, &self.project.protected_branches),
-            })
-            .collect();
+        let mut refs = Candidates::new();
+        for (name, oid) in candidates {
+            let protected = is_protected(name, &self.project.protected_branches);
+            refs.push(name, &oid.to_string(), protected);
+        }
         for (plugin, config) in self.filters() {
             let kept: HashSet<String> = self
                 .engine
@@ -243,9 +240,9 @@ impl Run<'_> {
                 .value
                 .into_iter()
                 .collect();
-            refs.retain(|r| kept.contains(&r.name));
+            refs = refs.retain(&kept);
         }
-        Ok(refs.into_iter().map(|r| r.name).collect())
+        Ok(refs.names().map(str::to_string).collect())
     }
 
     fn filters(&self) -> Vec<(&str, String)> {
