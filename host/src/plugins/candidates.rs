@@ -106,7 +106,8 @@ impl Candidates {
     pub fn stranger<'a>(&self, answer: &'a [String]) -> Option<&'a String> {
         let mut cursor = 0;
         for (i, name) in answer.iter().enumerate() {
-            match self.names().skip(cursor).position(|n| n == name) {
+            let rest = &self.spans[cursor..];
+            match rest.iter().position(|&(s, e)| &self.packed.names[s..e] == name) {
                 Some(step) => cursor += step + 1,
                 None => {
                     let all: HashSet<&str> = self.names().collect();
