@@ -107,7 +107,10 @@ impl Candidates {
         let mut cursor = 0;
         for (i, name) in answer.iter().enumerate() {
             let rest = &self.spans[cursor..];
-            match rest.iter().position(|&(s, e)| &self.packed.names[s..e] == name) {
+            match rest
+                .iter()
+                .position(|&(s, e)| &self.packed.names[s..e] == name)
+            {
                 Some(step) => cursor += step + 1,
                 None => {
                     let all: HashSet<&str> = self.names().collect();
