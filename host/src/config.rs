@@ -36,6 +36,9 @@ pub struct Overrides {
     /// Let remotes on file://, loopback and private addresses through (tests, labs).
     #[arg(long, env = "MIRRORHOST_ALLOW_LOCAL_REMOTES")]
     pub allow_local_remotes: Option<bool>,
+    /// Let plain http:// and git:// remotes through.
+    #[arg(long, env = "MIRRORHOST_ALLOW_HTTP_REMOTES")]
+    pub allow_http_remotes: Option<bool>,
     /// Where compiled plugins are cached [default: <data-dir>/cache/plugins].
     #[arg(long, env = "MIRRORHOST_PLUGIN_CACHE_DIR")]
     pub plugin_cache_dir: Option<PathBuf>,
@@ -55,6 +58,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     allow_local_remotes: Option<bool>,
+    allow_http_remotes: Option<bool>,
     plugin_cache_dir: Option<PathBuf>,
     max_concurrent_runs: Option<usize>,
     max_runs_per_host: Option<usize>,
@@ -79,6 +83,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub allow_local_remotes: bool,
+    pub allow_http_remotes: bool,
     pub plugin_cache_dir: PathBuf,
     pub plugin_limits: Limits,
     pub caps: Caps,
@@ -106,6 +111,10 @@ impl Config {
             allow_local_remotes: overrides
                 .allow_local_remotes
                 .or(file.allow_local_remotes)
+                .unwrap_or(false),
+            allow_http_remotes: overrides
+                .allow_http_remotes
+                .or(file.allow_http_remotes)
                 .unwrap_or(false),
             plugin_limits: file.plugins.apply(Limits::default()),
             caps: Caps {

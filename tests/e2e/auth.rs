@@ -132,13 +132,19 @@ async fn password_and_token_auth_pull_and_push_and_never_leak() {
                                "auth_method": "token"}),
         )
         .await;
-    put_credentials(
-        &api,
-        &mut seen,
-        pull_token,
-        json!({"type": "token", "token": TOKEN}),
-    )
-    .await;
+    let wrong_token = json!({"type": "token", "token": WRONG_PASSWORD});
+    put_credentials(&api, &mut seen, pull_token, wrong_token).await;
+    let run = seen.keep((200, api.sync(pull_token).await)).1;
+    assert_eq!(run["status"], "failed", "a wrong token fails: {run}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("authentication failed"),
+        "{run}"
+    );
+    let token = json!({"type": "token", "token": TOKEN});
+    put_credentials(&api, &mut seen, pull_token, token).await;
     let run = seen.keep((200, api.sync(pull_token).await)).1;
     assert_eq!(run["status"], "succeeded", "{run}");
     let push = api
@@ -230,7 +236,7 @@ async fn password_and_token_auth_pull_and_push_and_never_leak() {
     }
 }
 
-fn assert_no_secret_in(dir: &Path, secrets: &[&str]) {
+pub fn assert_no_secret_in(dir: &Path, secrets: &[&str]) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
@@ -295,13 +301,7 @@ async fn rotating_the_master_key_keeps_credentials_usable() {
     assert_ne!(old_key, new_key);
     assert!(out.stdout.is_empty(), "a key kept in a file is not printed");
 
-    let server = crate::support::Server::start_in(
-        data_dir,
-        &[
-            ("MIRRORHOST_ADMIN_TOKEN", crate::support::ADMIN_TOKEN),
-            ("MIRRORHOST_ALLOW_LOCAL_REMOTES", "true"),
-        ],
-    );
+    let server = crate::support::Server::start_in(data_dir, crate::support::LOCAL_REMOTES);
     let api = Api::new(&server);
     up.commit("main", "b");
     up.push(&["main"]);

@@ -36,11 +36,12 @@ async fn initial_incremental_and_noop_pulls_match_upstream() {
     assert_eq!(refs_of(&local), refs_of(&up.bare()));
     fsck(&local);
 
-    // Incremental: a new commit, a new branch, a deleted branch, a new tag.
+    // Incremental: a new commit, a new branch, a deleted branch, a new tag, a
+    // deleted tag.
     up.commit("main", "d");
     up.commit("topic", "e");
     git(&up.work(), &["tag", "v1.1", "main"]);
-    up.push(&["main", "topic", "v1.1", ":feature"]);
+    up.push(&["main", "topic", "v1.1", ":feature", ":refs/tags/light"]);
     let run = api.sync(id).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(
@@ -49,7 +50,7 @@ async fn initial_incremental_and_noop_pulls_match_upstream() {
             &run["refs_updated"],
             &run["refs_deleted"]
         ),
-        (&json!(2), &json!(1), &json!(1)),
+        (&json!(2), &json!(1), &json!(2)),
         "{run}"
     );
     assert_eq!(refs_of(&local), refs_of(&up.bare()));

@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::history::{History, generate};
-use crate::support::{
-    ADMIN_TOKEN, Api, Server, bare_repo, fsck, git, local_server, project_repo, refs_of,
-};
+use crate::support::{Api, bare_repo, fsck, git, local_server, project_repo, refs_of};
 
 #[tokio::test]
 async fn a_run_killed_mid_fetch_is_marked_interrupted_and_retried() {
@@ -47,13 +45,7 @@ async fn a_run_killed_mid_fetch_is_marked_interrupted_and_retried() {
     }
     let data_dir = server.crash();
 
-    let server = Server::start_in(
-        data_dir,
-        &[
-            ("MIRRORHOST_ADMIN_TOKEN", ADMIN_TOKEN),
-            ("MIRRORHOST_ALLOW_LOCAL_REMOTES", "true"),
-        ],
-    );
+    let server = crate::support::Server::start_in(data_dir, crate::support::LOCAL_REMOTES);
     let api = Api::new(&server);
     let deadline = Instant::now() + Duration::from_secs(120);
     let runs = loop {

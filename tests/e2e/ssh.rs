@@ -158,4 +158,10 @@ async fn ssh_keys_and_host_keys() {
         "{run}"
     );
     assert_eq!(refs_of(&local), before);
+
+    // Neither the passphrase nor any key's body is anywhere in the data dir.
+    let key_body = |k: &crate::sshd::KeyPair| k.private_key.lines().nth(2).unwrap().to_string();
+    let secrets = [PASSPHRASE.to_string(), key_body(&plain), key_body(&locked)];
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    crate::auth::assert_no_secret_in(server.data_dir.path(), &secrets);
 }

@@ -316,12 +316,17 @@ impl<'a> Api<'a> {
     }
 }
 
-/// Starts a server that accepts file:// remotes, as the mirror tests need.
+/// The settings of a server that accepts the tests' remotes: file://, and plain
+/// http on loopback.
+pub const LOCAL_REMOTES: &[(&str, &str)] = &[
+    ("MIRRORHOST_ADMIN_TOKEN", ADMIN_TOKEN),
+    ("MIRRORHOST_ALLOW_LOCAL_REMOTES", "true"),
+    ("MIRRORHOST_ALLOW_HTTP_REMOTES", "true"),
+];
+
+/// Starts a server that accepts the tests' local remotes.
 pub fn local_server() -> Server {
-    Server::start(&[
-        ("MIRRORHOST_ADMIN_TOKEN", ADMIN_TOKEN),
-        ("MIRRORHOST_ALLOW_LOCAL_REMOTES", "true"),
-    ])
+    Server::start(LOCAL_REMOTES)
 }
 
 /// Where the server keeps a project's bare repository.

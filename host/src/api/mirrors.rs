@@ -225,8 +225,11 @@ pub fn load(app: &super::App, id: i64) -> Result<Mirror, ApiError> {
 /// Checks every setting; returns them with the derived remote host filled in.
 fn validate(app: &super::App, mut s: MirrorSettings) -> Result<MirrorSettings, ApiError> {
     check_project_id(&s.project_id)?;
-    let url = remote::parse(&s.url, app.config.allow_local_remotes)
-        .map_err(|e| ApiError::invalid("url", e.to_string()))?;
+    let policy = remote::Policy {
+        allow_local: app.config.allow_local_remotes,
+        allow_http: app.config.allow_http_remotes,
+    };
+    let url = remote::parse(&s.url, policy).map_err(|e| ApiError::invalid("url", e.to_string()))?;
     s.url = url.url;
     s.remote_host = url.host;
     if s.direction == Direction::Pull && s.keep_divergent_refs {

@@ -16,6 +16,20 @@ pub enum UrlError {
     Credentials,
     #[error("{0} remotes are refused; set MIRRORHOST_ALLOW_LOCAL_REMOTES=true to allow them")]
     Local(&'static str),
+    #[error(
+        "plain http carries code and credentials unprotected; use https, or set \
+         MIRRORHOST_ALLOW_HTTP_REMOTES=true to allow it"
+    )]
+    InsecureHttp,
+}
+
+/// Which remotes the operator lets through besides the safe default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// file://, paths, loopback and private-range hosts.
+    pub allow_local: bool,
+    /// http:// (and git://, which is just as unprotected).
+    pub allow_http: bool,
 }
 
 /// A remote URL that passed the policy.
@@ -29,9 +43,10 @@ pub struct RemoteUrl {
 }
 
 /// Checks `url` against the policy: supported scheme, no password or (for HTTP)
-/// no userinfo at all, and no file, loopback or private-range remote unless
-/// `allow_local`.
-pub fn parse(url: &str, allow_local: bool) -> Result<RemoteUrl, UrlError> {
+/// no userinfo at all, no file, loopback or private-range remote unless
+/// `allow_local`, no plain http or git:// unless `allow_http`.
+pub fn parse(url: &str, policy: Policy) -> Result<RemoteUrl, UrlError> {
+    let allow_local = policy.allow_local;
     let url = url.trim();
     if url.is_empty() || url.chars().any(char::is_control) {
         return Err(UrlError::Malformed(
@@ -47,6 +62,9 @@ pub fn parse(url: &str, allow_local: bool) -> Result<RemoteUrl, UrlError> {
     };
     if parsed.host == "local" {
         return local_path(url, allow_local);
+    }
+    if !policy.allow_http && (url.starts_with("http://") || url.starts_with("git://")) {
+        return Err(UrlError::InsecureHttp);
     }
     if !allow_local && let Some(kind) = local_kind(&parsed.host) {
         return Err(UrlError::Local(kind));
@@ -194,21 +212,42 @@ pub fn redact_in(message: &str, url: &str) -> String {
 mod tests {
     use super::*;
 
+    const STRICT: Policy = Policy {
+        allow_local: false,
+        allow_http: false,
+    };
+    const LAX: Policy = Policy {
+        allow_local: true,
+        allow_http: true,
+    };
+
     #[test]
     fn accepts_the_usual_remotes() {
-        let r = parse("https://GitHub.com/acme/widgets.git", false).unwrap();
+        let r = parse("https://GitHub.com/acme/widgets.git", STRICT).unwrap();
         assert_eq!(r.host, "github.com");
-        let r = parse("ssh://git@gitlab.com:2222/acme/widgets.git", false).unwrap();
+        let r = parse("ssh://git@gitlab.com:2222/acme/widgets.git", STRICT).unwrap();
         assert_eq!(
             (r.host.as_str(), r.username.as_deref()),
             ("gitlab.com", Some("git"))
         );
-        let r = parse("git@bitbucket.org:acme/widgets.git", false).unwrap();
+        let r = parse("git@bitbucket.org:acme/widgets.git", STRICT).unwrap();
         assert_eq!(
             (r.host.as_str(), r.username.as_deref()),
             ("bitbucket.org", Some("git"))
         );
-        assert!(parse("git://example.com/x.git", false).is_ok());
+        assert!(parse("git://example.com/x.git", LAX).is_ok());
+    }
+
+    #[test]
+    fn plain_http_needs_the_operator() {
+        for url in ["http://example.com/x.git", "git://example.com/x.git"] {
+            assert_eq!(parse(url, STRICT), Err(UrlError::InsecureHttp), "{url}");
+            let http_only = Policy {
+                allow_http: true,
+                ..STRICT
+            };
+            assert!(parse(url, http_only).is_ok(), "{url}");
+        }
     }
 
     #[test]
@@ -219,7 +258,7 @@ mod tests {
             "ssh://git:pw@host/a.git",
             "git:pw@host:a.git",
         ] {
-            assert_eq!(parse(url, true), Err(UrlError::Credentials), "{url}");
+            assert_eq!(parse(url, LAX), Err(UrlError::Credentials), "{url}");
         }
         assert!(UrlError::Credentials.to_string().contains("credentials"));
     }
@@ -236,11 +275,15 @@ mod tests {
             "ssh://git@[::1]/repo.git",
             "git@172.16.0.9:repo.git",
         ] {
+            let http_allowed = Policy {
+                allow_http: true,
+                ..STRICT
+            };
             assert!(
-                matches!(parse(url, false), Err(UrlError::Local(_))),
+                matches!(parse(url, http_allowed), Err(UrlError::Local(_))),
                 "{url}"
             );
-            assert!(parse(url, true).is_ok(), "{url}");
+            assert!(parse(url, LAX).is_ok(), "{url}");
         }
     }
 
@@ -254,7 +297,7 @@ mod tests {
             "not a url",
             "host:",
         ] {
-            assert!(parse(url, true).is_err(), "{url:?}");
+            assert!(parse(url, LAX).is_err(), "{url:?}");
         }
     }
 
