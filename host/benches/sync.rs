@@ -60,12 +60,16 @@ fn initial_pull(work: &Path) {
         "generated {objects} objects, {refs} refs in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    let url = format!("file://{}", upstream.display());
+    // Both sides fetch from the same git http-backend; the server runs on this
+    // runtime's threads until the comparison is done.
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let server = runtime.block_on(http_git::HttpGit::start(work));
+    let url = server.url("big.git");
 
     let clone = work.join("clone.git");
     let git_run = measure(
         Command::new("git")
-            .args(["clone", "-q", "--mirror", "--no-local", &url])
+            .args(["clone", "-q", "--mirror", &url])
             .arg(&clone),
     );
     let data = work.join("engine");
