@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::json::ApiJson;
-use super::mirrors::load;
+use super::mirrors::{load, load_with_project};
 use super::{ApiError, AppState, blocking, mirror_id};
 use crate::secrets::Secret;
 use crate::store::credentials::{self, CredentialMeta, HostKey, SealedCredential};
@@ -136,11 +136,7 @@ pub async fn detect_host_keys(
 ) -> Result<Json<Value>, ApiError> {
     let id = mirror_id(&id)?;
     blocking(state, move |app| {
-        let mirror = load(app, id)?;
-        let project = app
-            .store
-            .with(|c| crate::store::mirrors::project(c, &mirror.project_id))?
-            .ok_or_else(|| ApiError::not_found("project"))?;
+        let (mirror, project) = load_with_project(app, id)?;
         let keys = app
             .engine()
             .detect_host_keys(&mirror, &project)

@@ -222,6 +222,16 @@ pub fn load(app: &super::App, id: i64) -> Result<Mirror, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no mirror {id}")))
 }
 
+/// The mirror and its project, for the calls that run the engine.
+pub fn load_with_project(app: &super::App, id: i64) -> Result<(Mirror, store::Project), ApiError> {
+    let mirror = load(app, id)?;
+    let project = app
+        .store
+        .with(|c| store::mirrors::project(c, &mirror.project_id))?
+        .ok_or_else(|| ApiError::not_found(format!("no project {}", mirror.project_id)))?;
+    Ok((mirror, project))
+}
+
 /// Checks every setting; returns them with the derived remote host filled in.
 fn validate(app: &super::App, mut s: MirrorSettings) -> Result<MirrorSettings, ApiError> {
     check_project_id(&s.project_id)?;

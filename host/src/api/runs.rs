@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::json::ApiJson;
-use super::mirrors::load;
+use super::mirrors::{load, load_with_project};
 use super::{ApiError, AppState, blocking, mirror_id};
 use crate::store::{self, Run};
 use crate::sync::Resolution;
@@ -97,11 +97,7 @@ pub async fn detect(
 ) -> Result<Json<Value>, ApiError> {
     let id = mirror_id(&id)?;
     blocking(state, move |app| {
-        let mirror = load(app, id)?;
-        let project = app
-            .store
-            .with(|c| store::mirrors::project(c, &mirror.project_id))?
-            .ok_or_else(|| ApiError::not_found("project"))?;
+        let (mirror, project) = load_with_project(app, id)?;
         let report = app
             .engine()
             .run(&mirror, &project, true)
@@ -151,7 +147,7 @@ pub async fn resolve(
         .parse()
         .map_err(|_| ApiError::not_found(format!("no conflict {conflict_id}")))?;
     blocking(state, move |app| {
-        let mirror = load(app, id)?;
+        let (mirror, project) = load_with_project(app, id)?;
         let conflict = app
             .store
             .with(|c| store::conflicts::get(c, id, conflict_id))?
@@ -163,10 +159,6 @@ pub async fn resolve(
                 "conflict {conflict_id} is not open"
             )));
         }
-        let project = app
-            .store
-            .with(|c| store::mirrors::project(c, &mirror.project_id))?
-            .ok_or_else(|| ApiError::not_found("project"))?;
         app.engine()
             .resolve(&mirror, &project, &conflict, body.strategy)
             .map_err(sync_failed)?;

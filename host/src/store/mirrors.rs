@@ -39,6 +39,16 @@ pub enum AuthMethod {
 }
 
 impl AuthMethod {
+    /// The stored name in a `'static` place, so a SQL parameter can borrow it.
+    fn as_sql(&self) -> &'static &'static str {
+        match self {
+            AuthMethod::None => &"none",
+            AuthMethod::Password => &"password",
+            AuthMethod::Token => &"token",
+            AuthMethod::SshKey => &"ssh_key",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AuthMethod::None => "none",
@@ -199,33 +209,42 @@ pub fn set_protected_branches(
     project(conn, project_id)?.ok_or(StoreError::NotFound("project"))
 }
 
+/// The settings a caller may change, in the column order of [`SETTABLE`]:
+/// the first twelve parameters of both the INSERT and the UPDATE.
+const SETTABLE: &str = "url, remote_host, auth_method, enabled, update_interval, \
+     only_protected_branches, keep_divergent_refs, mirror_branch_regex, conflict_strategy, \
+     conflict_strategy_config, branch_filter, branch_filter_config";
+
+fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; 12] {
+    [
+        &s.url,
+        &s.remote_host,
+        s.auth_method.as_sql(),
+        &s.enabled,
+        &s.update_interval,
+        &s.only_protected_branches,
+        &s.keep_divergent_refs,
+        &s.mirror_branch_regex,
+        &s.conflict_strategy,
+        &s.conflict_strategy_config,
+        &s.branch_filter,
+        &s.branch_filter_config,
+    ]
+}
+
 pub fn insert(conn: &mut Connection, s: &MirrorSettings) -> Result<Mirror, StoreError> {
     let tx = conn.transaction()?;
     ensure_project(&tx, &s.project_id)?;
     let at = now();
+    let mut values: Vec<&dyn rusqlite::ToSql> = settable_params(s).to_vec();
+    let direction = s.direction.as_str();
+    values.extend([&s.project_id as &dyn rusqlite::ToSql, &direction, &at]);
     tx.execute(
-        "INSERT INTO mirrors (project_id, direction, url, remote_host, auth_method, enabled, \
-         update_interval, only_protected_branches, keep_divergent_refs, mirror_branch_regex, \
-         conflict_strategy, conflict_strategy_config, branch_filter, branch_filter_config, \
-         created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)",
-        params![
-            s.project_id,
-            s.direction.as_str(),
-            s.url,
-            s.remote_host,
-            s.auth_method.as_str(),
-            s.enabled,
-            s.update_interval,
-            s.only_protected_branches,
-            s.keep_divergent_refs,
-            s.mirror_branch_regex,
-            s.conflict_strategy,
-            s.conflict_strategy_config,
-            s.branch_filter,
-            s.branch_filter_config,
-            at,
-        ],
+        &format!(
+            "INSERT INTO mirrors ({SETTABLE}, project_id, direction, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)"
+        ),
+        values.as_slice(),
     )?;
     let id = tx.last_insert_rowid();
     let mirror = get(&tx, id)?.ok_or(StoreError::NotFound("mirror"))?;
@@ -234,27 +253,20 @@ pub fn insert(conn: &mut Connection, s: &MirrorSettings) -> Result<Mirror, Store
 }
 
 pub fn update(conn: &Connection, id: i64, s: &MirrorSettings) -> Result<Mirror, StoreError> {
+    let assignments: Vec<String> = SETTABLE
+        .split(", ")
+        .enumerate()
+        .map(|(i, column)| format!("{} = ?{}", column.trim(), i + 1))
+        .collect();
+    let at = now();
+    let mut values: Vec<&dyn rusqlite::ToSql> = settable_params(s).to_vec();
+    values.extend([&at as &dyn rusqlite::ToSql, &id]);
     let changed = conn.execute(
-        "UPDATE mirrors SET url = ?2, remote_host = ?3, auth_method = ?4, enabled = ?5, \
-         update_interval = ?6, only_protected_branches = ?7, keep_divergent_refs = ?8, \
-         mirror_branch_regex = ?9, conflict_strategy = ?10, conflict_strategy_config = ?11, \
-         branch_filter = ?12, branch_filter_config = ?13, updated_at = ?14 WHERE id = ?1",
-        params![
-            id,
-            s.url,
-            s.remote_host,
-            s.auth_method.as_str(),
-            s.enabled,
-            s.update_interval,
-            s.only_protected_branches,
-            s.keep_divergent_refs,
-            s.mirror_branch_regex,
-            s.conflict_strategy,
-            s.conflict_strategy_config,
-            s.branch_filter,
-            s.branch_filter_config,
-            now(),
-        ],
+        &format!(
+            "UPDATE mirrors SET {}, updated_at = ?13 WHERE id = ?14",
+            assignments.join(", ")
+        ),
+        values.as_slice(),
     )?;
     if changed == 0 {
         return Err(StoreError::NotFound("mirror"));
