@@ -113,6 +113,16 @@ async fn password_and_token_auth_pull_and_push_and_never_leak() {
         refs_of(&project_repo(&server, "auth/pw")),
         refs_of(&up.bare())
     );
+    // And a push through the password server.
+    let pw_dest = bare_repo(up.dir.path(), "pw-dest.git");
+    let body = json!({"project_id": "auth/pw", "url": password_server.url("pw-dest.git"),
+                      "auth_method": "password"});
+    let pw_push = api.create("push", body).await;
+    let alice = json!({"type": "password", "username": "alice", "password": PASSWORD});
+    put_credentials(&api, &mut seen, pw_push, alice).await;
+    let run = seen.keep((200, api.sync(pw_push).await)).1;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(refs_of(&pw_dest), refs_of(&up.bare()));
     let (status, meta) = seen.keep(
         api.get(&format!("/api/v1/mirrors/{pull}/credentials"))
             .await,

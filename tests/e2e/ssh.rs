@@ -138,6 +138,47 @@ async fn ssh_keys_and_host_keys() {
     assert_eq!(refs_of(&dest), refs_of(&up.bare()));
     fsck(&dest);
 
+    // The other way round: pull with the protected key, push with the plain one.
+    let body =
+        json!({"project_id": "ssh/other", "url": sshd.url(&up.bare()), "auth_method": "ssh_key"});
+    let pull_locked = api.create("pull", body).await;
+    let locked_key =
+        json!({"type": "ssh_key", "private_key": locked.private_key, "passphrase": PASSPHRASE});
+    put(
+        &api,
+        &format!("/api/v1/mirrors/{pull_locked}/credentials"),
+        locked_key,
+    )
+    .await;
+    let pinned = json!({"host_keys": [{"fingerprint": sshd.host_key_fingerprint}]});
+    put(
+        &api,
+        &format!("/api/v1/mirrors/{pull_locked}/ssh-host-keys"),
+        pinned.clone(),
+    )
+    .await;
+    assert_eq!(api.sync(pull_locked).await["status"], "succeeded");
+    let other_dest = bare_repo(up.dir.path(), "other-dest.git");
+    let body =
+        json!({"project_id": "ssh/other", "url": sshd.url(&other_dest), "auth_method": "ssh_key"});
+    let push_plain = api.create("push", body).await;
+    let plain_key = json!({"type": "ssh_key", "private_key": plain.private_key});
+    put(
+        &api,
+        &format!("/api/v1/mirrors/{push_plain}/credentials"),
+        plain_key,
+    )
+    .await;
+    put(
+        &api,
+        &format!("/api/v1/mirrors/{push_plain}/ssh-host-keys"),
+        pinned,
+    )
+    .await;
+    let run = api.sync(push_plain).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(refs_of(&other_dest), refs_of(&up.bare()));
+
     // A key the server does not accept fails the run cleanly.
     put(
         &api,
