@@ -116,7 +116,12 @@ pub async fn dispatch(app: Arc<App>) {
 }
 
 async fn execute(app: Arc<App>, job: PendingJob) {
-    let span = tracing::info_span!("run", mirror_id = job.mirror_id, run_id = job.run_id);
+    let span = tracing::info_span!(
+        "run",
+        mirror_id = job.mirror_id,
+        run_id = job.run_id,
+        trigger = %job.trigger
+    );
     async move {
         let started = {
             let app = app.clone();
@@ -130,7 +135,13 @@ async fn execute(app: Arc<App>, job: PendingJob) {
         }
         let run_id = job.run_id;
         let app_for_run = app.clone();
-        let result = tokio::task::spawn_blocking(move || run_blocking(&app_for_run, &job)).await;
+        // The blocking pool does not inherit the task's span: carry it over.
+        let span = tracing::Span::current();
+        let result = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            run_blocking(&app_for_run, &job)
+        })
+        .await;
         match result {
             Ok(Ok(cascade)) => {
                 if let Some(project_id) = cascade {
@@ -158,12 +169,7 @@ fn run_blocking(app: &App, job: &PendingJob) -> Result<Option<String>, StoreErro
             .ok_or(StoreError::NotFound("project"))?;
         Ok((mirror, project))
     })?;
-    let trigger = app
-        .store
-        .with(|c| store::runs::get(c, job.run_id))?
-        .map(|r| r.trigger)
-        .unwrap_or_default();
-    tracing::info!(%trigger, direction = mirror.direction.as_str(), "run started");
+    tracing::info!(direction = mirror.direction.as_str(), "run started");
     let result = app.engine().run(&mirror, &project, false);
     let mut outcome = RunOutcome {
         duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),

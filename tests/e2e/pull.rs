@@ -77,6 +77,20 @@ async fn initial_incremental_and_noop_pulls_match_upstream() {
         assert_eq!(run["trigger"], "manual");
         assert!(run["duration_ms"].is_i64() && run["finished_at"].is_string());
     }
+
+    // One span per run, carrying the mirror and the trigger.
+    let (_, log) = server.terminate();
+    let in_span = |event: &str| {
+        log.iter().any(|l| {
+            l.contains(&format!("run{{mirror_id={id} run_id="))
+                && l.contains("trigger=manual}")
+                && l.contains(event)
+        })
+    };
+    assert!(
+        in_span("run started") && in_span("run succeeded"),
+        "{log:#?}"
+    );
 }
 
 /// Upstream rewrites `main` (force-push) and adds `other` in the same push.

@@ -96,6 +96,8 @@ pub struct PendingJob {
     pub run_id: i64,
     pub mirror_id: i64,
     pub remote_host: String,
+    /// What queued the run (`manual`, `cascade`, `retry`, ...).
+    pub trigger: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,8 +171,8 @@ pub fn enqueue(
 /// Pending jobs whose mirror has nothing running, oldest first.
 pub fn startable(conn: &Connection) -> Result<Vec<PendingJob>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT j.id, j.run_id, j.mirror_id, m.remote_host FROM jobs j \
-         JOIN mirrors m ON m.id = j.mirror_id \
+        "SELECT j.id, j.run_id, j.mirror_id, m.remote_host, r.trigger FROM jobs j \
+         JOIN mirrors m ON m.id = j.mirror_id JOIN runs r ON r.id = j.run_id \
          WHERE j.state = 'pending' AND NOT EXISTS \
            (SELECT 1 FROM jobs r WHERE r.mirror_id = j.mirror_id AND r.state = 'running') \
          ORDER BY j.id",
@@ -181,6 +183,7 @@ pub fn startable(conn: &Connection) -> Result<Vec<PendingJob>, StoreError> {
             run_id: row.get(1)?,
             mirror_id: row.get(2)?,
             remote_host: row.get(3)?,
+            trigger: row.get(4)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
