@@ -133,6 +133,21 @@ async fn password_and_token_auth_pull_and_push_and_never_leak() {
         (&json!("password"), &json!("alice"))
     );
     assert!(meta.get("password").is_none(), "{meta}");
+    // DELETE removes them: the next run has none and says so.
+    let creds = format!("/api/v1/mirrors/{pull}/credentials");
+    let (status, _) = api.call(reqwest::Method::DELETE, &creds, None).await;
+    assert_eq!(status, 204);
+    assert_eq!(seen.keep(api.get(&creds).await).0, 404);
+    up.commit("main", "after-delete");
+    up.push(&["main"]);
+    let run = seen.keep((200, api.sync(pull).await)).1;
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("no stored credentials"),
+        "{run}"
+    );
 
     // Token: a pull from the token server and a push through it.
     let pull_token = api
