@@ -138,6 +138,11 @@ impl Config {
         self.data_dir.join("mirrorhost.db")
     }
 
+    /// Uploaded plugins, and components an operator drops in.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.data_dir.join("plugins")
+    }
+
     /// Where the projects' bare repositories live.
     pub fn repos_dir(&self) -> PathBuf {
         self.data_dir.join("repos")

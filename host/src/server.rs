@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, AdminToken, App, AppState, TokenSource};
 use crate::config::Config;
 use crate::jobs::{self, Queue};
-use crate::plugins::{PluginError, Registry, Runtime};
+use crate::plugins::{PluginError, Registry, Runtime, uploaded};
 use crate::secrets::{MasterKey, SecretsError};
 use crate::store::{Store, StoreError};
 
@@ -65,8 +65,20 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
     }
     let (limits, cache_dir) = (config.plugin_limits, config.plugin_cache_dir.clone());
     // Compiling the built-ins is CPU work: keep it off the async workers.
+    let plugins_dir = config.plugins_dir();
     let plugins = tokio::task::spawn_blocking(move || {
-        Registry::with_builtins(Runtime::new(limits, Some(cache_dir))?)
+        let registry = Registry::with_builtins(Runtime::new(limits, Some(cache_dir))?)?;
+        for loaded in uploaded::load_all(&registry, &plugins_dir) {
+            match loaded {
+                Ok(meta) => {
+                    tracing::info!(plugin = %meta.name, world = %meta.world, "plugin loaded")
+                }
+                Err((path, error)) => {
+                    tracing::error!(path = %path.display(), %error, "plugin skipped")
+                }
+            }
+        }
+        Ok::<_, PluginError>(registry)
     })
     .await??;
     tracing::info!(count = plugins.list().len(), "plugins loaded");

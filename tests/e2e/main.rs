@@ -9,6 +9,7 @@ mod auth;
 #[path = "../fixtures/history.rs"]
 mod history;
 mod http_git;
+mod plugins;
 mod pull;
 mod push;
 mod recovery;

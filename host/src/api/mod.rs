@@ -13,6 +13,7 @@ mod runs;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
@@ -27,6 +28,9 @@ use crate::store::{Store, StoreError};
 use crate::sync::Engine;
 
 pub use auth::{AdminToken, TOKEN_FILE, TokenSource};
+
+/// Largest component an upload may carry.
+const MAX_COMPONENT_BYTES: usize = 64 << 20;
 pub use error::ApiError;
 
 /// What every handler can reach.
@@ -57,7 +61,13 @@ impl App {
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route("/plugins", get(plugins::list))
+        .route(
+            "/plugins",
+            get(plugins::list)
+                .post(plugins::upload)
+                .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
+        )
+        .route("/plugins/{name}", axum::routing::delete(plugins::delete))
         .route("/mirrors", get(mirrors::list))
         .route("/mirrors/pull", post(mirrors::create_pull))
         .route("/mirrors/push", post(mirrors::create_push))

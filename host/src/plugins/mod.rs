@@ -14,6 +14,7 @@ mod runtime;
 mod sandbox;
 #[cfg(test)]
 mod tests;
+pub mod uploaded;
 
 use serde::{Deserialize, Serialize};
 

@@ -116,6 +116,15 @@ impl Registry {
         Ok(meta)
     }
 
+    /// Forgets an uploaded plugin. Built-ins stay.
+    pub fn remove(&self, name: &str) -> Option<PluginMeta> {
+        let mut plugins = self.plugins.write().unwrap_or_else(PoisonError::into_inner);
+        if plugins.get(name).is_some_and(|p| p.meta.builtin) {
+            return None;
+        }
+        plugins.remove(name).map(|p| p.meta.clone())
+    }
+
     pub fn list(&self) -> Vec<PluginMeta> {
         let plugins = self.plugins.read().unwrap_or_else(PoisonError::into_inner);
         plugins.values().map(|p| p.meta.clone()).collect()
