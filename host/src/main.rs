@@ -86,7 +86,7 @@ fn rotate_key(config: Config) -> anyhow::Result<()> {
     let key_in_file = from_env.is_none();
     let moved = secrets::rotate(&store, &config.data_dir, &old, &new, key_in_file)?;
     eprintln!(
-        "re-sealed {moved} credentials: key {} -> {}",
+        "re-sealed {moved} stored secrets: key {} -> {}",
         old.id(),
         new.id()
     );

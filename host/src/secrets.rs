@@ -11,6 +11,8 @@ use chacha20poly1305::{Key, KeyInit, XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::store::SealedOwner;
+
 pub const KEY_FILE: &str = "master.key";
 const NONCE_LEN: usize = 24;
 
@@ -204,46 +206,55 @@ impl MasterKey {
         }
     }
 
-    /// Seals `secret` for `mirror_id`: a random nonce followed by the ciphertext.
+    /// Seals `secret` for `mirror_id`.
     pub fn seal(&self, mirror_id: i64, secret: &Secret) -> Result<Vec<u8>, SecretsError> {
         let plaintext = serde_json::to_vec(secret).map_err(|_| SecretsError::Seal)?;
+        self.seal_bytes(&mirror_id.to_be_bytes(), &plaintext)
+    }
+
+    pub fn open(&self, mirror_id: i64, sealed: &[u8]) -> Result<Secret, SecretsError> {
+        let plaintext = self.open_bytes(&mirror_id.to_be_bytes(), sealed)?;
+        serde_json::from_slice(&plaintext).map_err(|_| SecretsError::Open)
+    }
+
+    /// Seals `plaintext` bound to `aad` (what it belongs to): a random nonce
+    /// followed by the ciphertext.
+    pub fn seal_bytes(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SecretsError> {
         let nonce_bytes: [u8; NONCE_LEN] = rand::random();
         let cipher = XChaCha20Poly1305::new(&Key::from(self.key));
-        let aad = mirror_id.to_be_bytes();
         let sealed = cipher
             .encrypt(
                 &XNonce::from(nonce_bytes),
                 Payload {
-                    msg: &plaintext,
-                    aad: &aad,
+                    msg: plaintext,
+                    aad,
                 },
             )
             .map_err(|_| SecretsError::Seal)?;
         Ok([nonce_bytes.as_slice(), &sealed].concat())
     }
 
-    pub fn open(&self, mirror_id: i64, sealed: &[u8]) -> Result<Secret, SecretsError> {
+    pub fn open_bytes(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SecretsError> {
         if sealed.len() < NONCE_LEN {
             return Err(SecretsError::Open);
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let nonce = XNonce::try_from(nonce).map_err(|_| SecretsError::Open)?;
         let cipher = XChaCha20Poly1305::new(&Key::from(self.key));
-        let aad = mirror_id.to_be_bytes();
-        let plaintext = cipher
+        cipher
             .decrypt(
                 &nonce,
                 Payload {
                     msg: ciphertext,
-                    aad: &aad,
+                    aad,
                 },
             )
-            .map_err(|_| SecretsError::Open)?;
-        serde_json::from_slice(&plaintext).map_err(|_| SecretsError::Open)
+            .map_err(|_| SecretsError::Open)
     }
 }
 
-/// Re-seals every stored credential under `new`, all or nothing, and, when the
+/// Re-seals every stored secret (credentials, webhook secrets) under `new`, all
+/// or nothing, and, when the
 /// old key lives in `<data_dir>/master.key`, replaces that file. The new key file
 /// is written (0600) before the database changes and renamed over the old one
 /// after, so a crash leaves either the old key with old rows or
@@ -267,9 +278,13 @@ pub fn rotate(
         })?;
     }
     let moved = store.with(|conn| {
-        crate::store::credentials::reseal_all(conn, &new.id(), |mirror_id, sealed| {
-            let secret = old.open(mirror_id, sealed)?;
-            Ok::<_, RotateError>(new.seal(mirror_id, &secret)?)
+        crate::store::reseal_all(conn, &new.id(), |owner, sealed| {
+            let aad = match owner {
+                SealedOwner::Mirror(id) => id.to_be_bytes().to_vec(),
+                SealedOwner::Project(id) => crate::store::webhooks::aad(id),
+            };
+            let plaintext = old.open_bytes(&aad, sealed)?;
+            Ok::<_, RotateError>(new.seal_bytes(&aad, &plaintext)?)
         })
     })?;
     if key_in_file {

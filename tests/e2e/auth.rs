@@ -321,7 +321,7 @@ async fn rotating_the_master_key_keeps_credentials_usable() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("re-sealed 1 credentials"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("re-sealed 1 stored secrets"));
     let new_key = std::fs::read_to_string(&key_path).unwrap();
     assert_ne!(old_key, new_key);
     assert!(out.stdout.is_empty(), "a key kept in a file is not printed");

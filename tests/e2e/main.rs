@@ -18,3 +18,4 @@ mod serve;
 mod ssh;
 mod sshd;
 mod support;
+mod webhooks;

@@ -26,12 +26,15 @@ use crate::plugins::{BUILTINS, Registry};
 use crate::secrets::MasterKey;
 use crate::store::{Store, StoreError};
 use crate::sync::Engine;
+use crate::webhooks;
 
 pub use auth::{AdminToken, TOKEN_FILE, TokenSource};
 
 /// Largest component an upload may carry.
 const MAX_COMPONENT_BYTES: usize = 64 << 20;
 pub use error::ApiError;
+pub use json::ApiJson;
+pub use mirrors::check_project_id;
 
 /// What every handler can reach.
 pub type AppState = Arc<App>;
@@ -100,14 +103,21 @@ pub fn router(state: AppState) -> Router {
             "/projects/{id}/protected-branches",
             put(mirrors::set_protected_branches),
         )
+        .route("/projects/{id}/webhook", put(webhooks::set_secret))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
         ));
+    // Webhooks authenticate themselves (signature or token), not with the admin token.
+    let hooks = Router::new()
+        .route("/github", post(webhooks::github))
+        .route("/gitlab", post(webhooks::gitlab))
+        .layer(DefaultBodyLimit::max(webhooks::MAX_BODY_BYTES));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api/v1", api)
+        .nest("/hooks", hooks)
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
 }

@@ -80,35 +80,6 @@ pub fn delete(conn: &Connection, mirror_id: i64) -> Result<(), StoreError> {
     }
 }
 
-/// Re-seals every credential in one transaction: `reseal(mirror_id, sealed)`
-/// returns the new sealed bytes; an error leaves every row as it was.
-pub fn reseal_all<E: From<StoreError>>(
-    conn: &mut Connection,
-    key_id: &str,
-    mut reseal: impl FnMut(i64, &[u8]) -> Result<Vec<u8>, E>,
-) -> Result<usize, E> {
-    let tx = conn.transaction().map_err(StoreError::from)?;
-    let rows: Vec<(i64, Vec<u8>)> = {
-        let mut stmt = tx
-            .prepare("SELECT mirror_id, sealed FROM credentials")
-            .map_err(StoreError::from)?;
-        let rows = stmt
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .map_err(StoreError::from)?;
-        rows.collect::<Result<_, _>>().map_err(StoreError::from)?
-    };
-    for (mirror_id, sealed) in &rows {
-        let resealed = reseal(*mirror_id, sealed)?;
-        tx.execute(
-            "UPDATE credentials SET sealed = ?2, key_id = ?3 WHERE mirror_id = ?1",
-            params![mirror_id, resealed, key_id],
-        )
-        .map_err(StoreError::from)?;
-    }
-    tx.commit().map_err(StoreError::from)?;
-    Ok(rows.len())
-}
-
 /// A host key an operator trusts for a mirror.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct HostKey {

@@ -110,6 +110,19 @@ const MIGRATIONS: &[&str] = &[
         added_at     TEXT NOT NULL,
         PRIMARY KEY (mirror_id, fingerprint)
     ) STRICT, WITHOUT ROWID;",
+    // 5: push webhooks: each project's sealed secret, and the deliveries seen.
+    "CREATE TABLE webhook_secrets (
+        project_id  TEXT PRIMARY KEY NOT NULL REFERENCES projects(id),
+        sealed      BLOB NOT NULL,
+        key_id      TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE webhook_deliveries (
+        source       TEXT NOT NULL,
+        delivery_id  TEXT NOT NULL,
+        received_at  TEXT NOT NULL,
+        PRIMARY KEY (source, delivery_id)
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 /// The schema version this binary writes.

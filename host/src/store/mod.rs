@@ -9,6 +9,7 @@ pub mod credentials;
 mod migrations;
 pub mod mirrors;
 pub mod runs;
+pub mod webhooks;
 
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
@@ -83,4 +84,64 @@ impl Store {
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         self.with(|conn| migrations::current_version(conn))
     }
+}
+
+/// Whose sealed secret a row holds, and so what it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealedOwner {
+    /// `credentials`: a mirror's credential.
+    Mirror(i64),
+    /// `webhook_secrets`: a project's webhook secret.
+    Project(String),
+}
+
+/// Re-seals every sealed secret (credentials and webhook secrets) in one
+/// transaction: an error from `reseal` leaves every row as it was.
+pub fn reseal_all<E: From<StoreError>>(
+    conn: &mut Connection,
+    key_id: &str,
+    mut reseal: impl FnMut(&SealedOwner, &[u8]) -> Result<Vec<u8>, E>,
+) -> Result<usize, E> {
+    let tx = conn.transaction().map_err(StoreError::from)?;
+    let mut rows: Vec<(SealedOwner, Vec<u8>)> = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare("SELECT mirror_id, sealed FROM credentials")
+            .map_err(StoreError::from)?;
+        let found = stmt
+            .query_map([], |row| {
+                Ok((SealedOwner::Mirror(row.get(0)?), row.get(1)?))
+            })
+            .map_err(StoreError::from)?;
+        for row in found {
+            rows.push(row.map_err(StoreError::from)?);
+        }
+        let mut stmt = tx
+            .prepare("SELECT project_id, sealed FROM webhook_secrets")
+            .map_err(StoreError::from)?;
+        let found = stmt
+            .query_map([], |row| {
+                Ok((SealedOwner::Project(row.get(0)?), row.get(1)?))
+            })
+            .map_err(StoreError::from)?;
+        for row in found {
+            rows.push(row.map_err(StoreError::from)?);
+        }
+    }
+    for (owner, sealed) in &rows {
+        let resealed = reseal(owner, sealed)?;
+        let updated = match owner {
+            SealedOwner::Mirror(id) => tx.execute(
+                "UPDATE credentials SET sealed = ?2, key_id = ?3 WHERE mirror_id = ?1",
+                rusqlite::params![id, resealed, key_id],
+            ),
+            SealedOwner::Project(id) => tx.execute(
+                "UPDATE webhook_secrets SET sealed = ?2, key_id = ?3 WHERE project_id = ?1",
+                rusqlite::params![id, resealed, key_id],
+            ),
+        };
+        updated.map_err(StoreError::from)?;
+    }
+    tx.commit().map_err(StoreError::from)?;
+    Ok(rows.len())
 }

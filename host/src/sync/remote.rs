@@ -185,6 +185,42 @@ fn v6_kind(ip: Ipv6Addr) -> Option<&'static str> {
     }
 }
 
+/// The identity of a repository behind a URL, for matching webhook payloads to
+/// mirrors: `host/path` with the scheme, userinfo, port, `.git` suffix and
+/// trailing slash dropped and the host lower-cased. `https://GitHub.com/a/b.git`,
+/// `git@github.com:a/b` and `ssh://git@github.com:22/a/b/` all give
+/// `github.com/a/b`.
+pub fn normalize(url: &str) -> Option<String> {
+    let url = url.trim();
+    let (host, path) = match url.split_once("://") {
+        Some((_, rest)) => {
+            let (authority, path) = rest.split_once('/')?;
+            let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            let host = match host_port.strip_prefix('[') {
+                Some(v6) => v6.split(']').next()?,
+                None => host_port.split(':').next()?,
+            };
+            (host, path)
+        }
+        None => {
+            let (authority, path) = url.split_once(':')?;
+            (
+                authority.rsplit_once('@').map_or(authority, |(_, h)| h),
+                path,
+            )
+        }
+    };
+    let path = path.trim_matches('/');
+    let path = path
+        .strip_suffix(".git")
+        .unwrap_or(path)
+        .trim_end_matches('/');
+    if host.is_empty() || path.is_empty() {
+        return None;
+    }
+    Some(format!("{}/{path}", host.to_ascii_lowercase()))
+}
+
 /// `url` with any userinfo replaced by `***`, for logs and error messages.
 pub fn redact(url: &str) -> String {
     match url.split_once("://") {
@@ -299,6 +335,27 @@ mod tests {
         ] {
             assert!(parse(url, LAX).is_err(), "{url:?}");
         }
+    }
+
+    #[test]
+    fn normalizes_the_forms_a_forge_reports() {
+        let id = Some("github.com/acme/widgets".to_string());
+        for url in [
+            "https://github.com/acme/widgets.git",
+            "https://GitHub.com/acme/widgets",
+            "http://github.com/acme/widgets/",
+            "git://github.com/acme/widgets.git",
+            "git@github.com:acme/widgets.git",
+            "ssh://git@github.com:22/acme/widgets.git",
+        ] {
+            assert_eq!(normalize(url), id, "{url}");
+        }
+        assert_ne!(
+            normalize("https://github.com/Acme/widgets"),
+            id,
+            "paths keep their case"
+        );
+        assert_eq!(normalize("https://github.com/"), None);
     }
 
     #[test]

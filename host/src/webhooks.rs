@@ -1,0 +1,297 @@
+//! Push webhooks from GitHub and GitLab as sync triggers.
+//!
+//! A delivery names its repository; the pull mirrors whose URL is that
+//! repository (`sync::remote::normalize`) are candidates. It is acted on only if
+//! it authenticates against the webhook secret of a candidate's project (GitHub:
+//! HMAC-SHA256 of the raw body, compared in constant time; GitLab: the token,
+//! compared in constant time), and only once per delivery id. Acting is queueing:
+//! the answer goes out before any git work starts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::api::{ApiError, App, AppState};
+use crate::store::{self, Direction, Mirror};
+use crate::sync::remote;
+
+/// Deliveries larger than this are refused (GitHub caps payloads at 25 MB).
+pub const MAX_BODY_BYTES: usize = 25 << 20;
+
+/// How a delivery proves where it comes from.
+enum Proof<'a> {
+    /// `X-Hub-Signature-256: sha256=<hex>` over the raw body.
+    GitHubSignature { signature: &'a str, body: &'a [u8] },
+    /// `X-Gitlab-Token`: the secret itself.
+    GitLabToken(&'a str),
+}
+
+impl Proof<'_> {
+    fn holds_for(&self, secret: &[u8]) -> bool {
+        match self {
+            Proof::GitHubSignature { signature, body } => {
+                let Some(expected) = signature
+                    .strip_prefix("sha256=")
+                    .and_then(|h| hex::decode(h).ok())
+                else {
+                    return false;
+                };
+                let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+                    return false;
+                };
+                mac.update(body);
+                mac.verify_slice(&expected).is_ok()
+            }
+            Proof::GitLabToken(token) => token.as_bytes().ct_eq(secret).into(),
+        }
+    }
+}
+
+/// `POST /hooks/github`.
+pub async fn github(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
+    let event = header(&headers, "x-github-event")?;
+    let delivery = header(&headers, "x-github-delivery")?.to_string();
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthorized("missing X-Hub-Signature-256"))?
+        .to_string();
+    let payload: Value = parse(&body)?;
+    let urls = ["clone_url", "git_url", "ssh_url", "html_url", "url"]
+        .iter()
+        .filter_map(|key| payload["repository"][key].as_str())
+        .map(str::to_string)
+        .collect();
+    let is_push = match event {
+        "push" => true,
+        "ping" => false,
+        other => return Ok(ignored(other)),
+    };
+    deliver(app, "github", delivery, urls, is_push, move |secret| {
+        Proof::GitHubSignature {
+            signature: &signature,
+            body: &body,
+        }
+        .holds_for(secret)
+    })
+    .await
+}
+
+/// `POST /hooks/gitlab`.
+pub async fn gitlab(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
+    let event = header(&headers, "x-gitlab-event")?;
+    let delivery = headers
+        .get("idempotency-key")
+        .or_else(|| headers.get("x-gitlab-event-uuid"))
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::invalid("X-Gitlab-Event-UUID", "missing delivery id header"))?
+        .to_string();
+    let token = headers
+        .get("x-gitlab-token")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthorized("missing X-Gitlab-Token"))?
+        .to_string();
+    let payload: Value = parse(&body)?;
+    let urls = [
+        &payload["project"]["git_http_url"],
+        &payload["project"]["git_ssh_url"],
+        &payload["repository"]["git_http_url"],
+        &payload["repository"]["git_ssh_url"],
+    ]
+    .iter()
+    .filter_map(|v| v.as_str())
+    .map(str::to_string)
+    .collect();
+    if !matches!(event, "Push Hook" | "Tag Push Hook") {
+        return Ok(ignored(event));
+    }
+    deliver(app, "gitlab", delivery, urls, true, move |secret| {
+        Proof::GitLabToken(&token).holds_for(secret)
+    })
+    .await
+}
+
+/// Finds the delivery's pull mirrors, authenticates it against their projects'
+/// secrets, records it once, and queues the mirrors of the projects it proved.
+async fn deliver(
+    app: AppState,
+    source: &'static str,
+    delivery: String,
+    urls: Vec<String>,
+    is_push: bool,
+    proves: impl Fn(&[u8]) -> bool + Send + 'static,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let by_project = candidates(&app, &urls)?;
+        if by_project.is_empty() {
+            return Err(ApiError::not_found("no pull mirror of this repository"));
+        }
+        let proven: Vec<&Mirror> = by_project
+            .iter()
+            .filter(|(project, _)| project_secret(&app, project).is_some_and(|s| proves(&s)))
+            .flat_map(|(_, mirrors)| mirrors)
+            .collect();
+        if proven.is_empty() {
+            return Err(unauthorized(
+                "signature or token does not match the project's webhook secret",
+            ));
+        }
+        if !is_push {
+            return Ok((StatusCode::OK, Json(json!({"pong": true}))));
+        }
+        if !app
+            .store
+            .with(|c| store::webhooks::first_delivery(c, source, &delivery))?
+        {
+            return Ok((StatusCode::OK, Json(json!({"duplicate": true}))));
+        }
+        let mut runs = Vec::new();
+        for mirror in proven.iter().filter(|m| m.enabled) {
+            runs.push(
+                app.jobs
+                    .trigger(&app.store, mirror.mirror_id, "webhook")?
+                    .run_id,
+            );
+        }
+        tracing::info!(source, delivery = %delivery, runs = runs.len(), "webhook delivery queued");
+        Ok((StatusCode::ACCEPTED, Json(json!({ "queued": runs }))))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// Pull mirrors whose remote is one of `urls`, by project.
+fn candidates(app: &App, urls: &[String]) -> Result<BTreeMap<String, Vec<Mirror>>, ApiError> {
+    let wanted: Vec<String> = urls.iter().filter_map(|u| remote::normalize(u)).collect();
+    let mut by_project: BTreeMap<String, Vec<Mirror>> = BTreeMap::new();
+    let mirrors = app
+        .store
+        .with(|c| store::mirrors::list(c, None, Some(Direction::Pull)))?;
+    for mirror in mirrors {
+        if remote::normalize(&mirror.url).is_some_and(|id| wanted.contains(&id)) {
+            by_project
+                .entry(mirror.project_id.clone())
+                .or_default()
+                .push(mirror);
+        }
+    }
+    Ok(by_project)
+}
+
+fn project_secret(app: &App, project_id: &str) -> Option<Vec<u8>> {
+    let sealed = app
+        .store
+        .with(|c| store::webhooks::secret(c, project_id))
+        .ok()??;
+    app.master_key
+        .open_bytes(&store::webhooks::aad(project_id), &sealed)
+        .ok()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretBody {
+    secret: String,
+}
+
+/// `PUT /api/v1/projects/{id}/webhook {"secret"}`: sets the project's webhook
+/// secret (GitHub's secret, GitLab's token), stored sealed, never shown again.
+pub async fn set_secret(
+    State(app): State<AppState>,
+    Path(project_id): Path<String>,
+    crate::api::ApiJson(body): crate::api::ApiJson<SecretBody>,
+) -> Result<Json<Value>, ApiError> {
+    crate::api::check_project_id(&project_id)?;
+    if body.secret.len() < 8 {
+        return Err(ApiError::invalid("secret", "at least 8 characters"));
+    }
+    let app: Arc<App> = app;
+    tokio::task::spawn_blocking(move || {
+        let aad = store::webhooks::aad(&project_id);
+        let sealed = app
+            .master_key
+            .seal_bytes(&aad, body.secret.as_bytes())
+            .map_err(ApiError::internal)?;
+        let key_id = app.master_key.id();
+        app.store
+            .with(|c| store::webhooks::set_secret(c, &project_id, &sealed, &key_id))?;
+        Ok(Json(
+            json!({"project_id": project_id, "webhook_secret": "set"}),
+        ))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::invalid(name.to_string(), "missing header"))
+}
+
+fn parse(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("malformed JSON: {e}"),
+        )
+    })
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+fn ignored(event: &str) -> (StatusCode, Json<Value>) {
+    (StatusCode::OK, Json(json!({"ignored": event})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_signatures_are_checked_over_the_raw_body() {
+        let body = br#"{"zen": "Keep it logically awesome."}"#;
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret-hook").unwrap();
+        mac.update(body);
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let proof = |signature: &str, body: &[u8], secret: &[u8]| {
+            Proof::GitHubSignature { signature, body }.holds_for(secret)
+        };
+        assert!(proof(&signature, body, b"s3cret-hook"));
+        assert!(!proof(&signature, body, b"other-secret"));
+        assert!(!proof(&signature, b"{}", b"s3cret-hook"));
+        assert!(!proof("sha1=abc", body, b"s3cret-hook"));
+        assert!(!proof("sha256=zz", body, b"s3cret-hook"));
+    }
+
+    #[test]
+    fn gitlab_tokens_must_match_exactly() {
+        assert!(Proof::GitLabToken("tok-123").holds_for(b"tok-123"));
+        assert!(!Proof::GitLabToken("tok-12").holds_for(b"tok-123"));
+        assert!(!Proof::GitLabToken("").holds_for(b"tok-123"));
+    }
+}

@@ -1,0 +1,241 @@
+//! GitHub and GitLab push webhooks as triggers, with payloads in their formats,
+//! signed the way they sign them.
+
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::http_git::HttpGit;
+use crate::support::{Api, Server, Upstream, bare_repo, client, git, local_server, refs_of};
+
+const SECRET: &str = "hook-secret-Vb7q";
+
+fn sign(body: &[u8], secret: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A push event as GitHub sends it (the fields mirrorhost reads, and their neighbours).
+fn github_push(clone_url: &str, after: &str) -> Value {
+    let html_url = clone_url.trim_end_matches(".git");
+    json!({
+        "ref": "refs/heads/main",
+        "before": "0000000000000000000000000000000000000000",
+        "after": after,
+        "created": false, "deleted": false, "forced": false,
+        "repository": {
+            "id": 1296269, "name": "upstream", "full_name": "acme/upstream", "private": false,
+            "html_url": html_url, "url": html_url, "clone_url": clone_url,
+            "git_url": clone_url.replacen("http://", "git://", 1),
+            "ssh_url": "git@example.invalid:acme/upstream.git",
+            "default_branch": "main"
+        },
+        "pusher": {"name": "octocat", "email": "octocat@example.com"},
+        "sender": {"login": "octocat", "id": 1},
+        "commits": [], "head_commit": null
+    })
+}
+
+fn gitlab_push(http_url: &str, event_ref: &str, after: &str) -> Value {
+    json!({
+        "object_kind": if event_ref.starts_with("refs/tags/") { "tag_push" } else { "push" },
+        "ref": event_ref, "before": "0000000000000000000000000000000000000000", "after": after,
+        "user_name": "Administrator", "project_id": 15,
+        "project": {
+            "id": 15, "name": "upstream", "path_with_namespace": "acme/upstream",
+            "web_url": http_url.trim_end_matches(".git"),
+            "git_http_url": http_url, "git_ssh_url": "git@example.invalid:acme/upstream.git",
+            "default_branch": "main"
+        },
+        "repository": {"name": "upstream", "url": http_url, "git_http_url": http_url},
+        "commits": [], "total_commits_count": 0
+    })
+}
+
+async fn deliver(
+    server: &Server,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let mut req = client()
+        .post(server.url(path))
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    let resp = req.body(body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn github(
+    server: &Server,
+    event: &str,
+    delivery: &str,
+    body: &Value,
+    secret: &str,
+) -> (u16, Value) {
+    let body = serde_json::to_vec(body).unwrap();
+    let headers = [
+        ("x-github-event", event.to_string()),
+        ("x-github-delivery", delivery.to_string()),
+        ("x-hub-signature-256", sign(&body, secret)),
+    ];
+    deliver(server, "/hooks/github", &headers, body).await
+}
+
+async fn run_count(api: &Api<'_>, mirror: i64) -> usize {
+    api.get(&format!("/api/v1/mirrors/{mirror}/runs")).await.1["runs"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+async fn wait_for_tip(dest: &std::path::Path, oid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refs_of(dest).get("refs/heads/main").map(String::as_str) != Some(oid) {
+        assert!(
+            Instant::now() < deadline,
+            "{oid} never reached {}",
+            dest.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_and_gitlab_pushes_reach_every_push_mirror() {
+    let up = Upstream::new();
+    up.commit("main", "a");
+    up.push(&["main"]);
+    let http = HttpGit::start(up.dir.path()).await;
+    let clone_url = http.url("upstream.git");
+    let server = local_server();
+    let api = Api::new(&server);
+    let pull = api
+        .create("pull", json!({"project_id": "hooks/p", "url": clone_url}))
+        .await;
+    let dests = tempfile::tempdir().unwrap();
+    let dest = bare_repo(dests.path(), "dest.git");
+    let dest_url = format!("file://{}", dest.display());
+    api.create("push", json!({"project_id": "hooks/p", "url": dest_url}))
+        .await;
+    let (status, set) = api
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/projects/hooks%2Fp/webhook",
+            Some(json!({"secret": SECRET})),
+        )
+        .await;
+    assert_eq!(status, 200, "{set}");
+    assert!(!set.to_string().contains(SECRET));
+
+    // A signed push: the new commit reaches the push mirror through the cascade.
+    let tip = up.commit("main", "b");
+    up.push(&["main"]);
+    let payload = github_push(&clone_url, &tip);
+    let (status, queued) = github(&server, "push", "delivery-1", &payload, SECRET).await;
+    assert_eq!(status, 202, "{queued}");
+    wait_for_tip(&dest, &tip).await;
+    let runs = run_count(&api, pull).await;
+
+    // Nothing else acts: a replay, a wrong secret, no signature, an unknown repo.
+    let (status, replay) = github(&server, "push", "delivery-1", &payload, SECRET).await;
+    assert_eq!((status, &replay["duplicate"]), (200, &json!(true)));
+    let (status, _) = github(&server, "push", "delivery-2", &payload, "wrong-secret").await;
+    assert_eq!(status, 401);
+    let body = serde_json::to_vec(&payload).unwrap();
+    let unsigned = [
+        ("x-github-event", "push".to_string()),
+        ("x-github-delivery", "delivery-3".to_string()),
+    ];
+    assert_eq!(
+        deliver(&server, "/hooks/github", &unsigned, body).await.0,
+        401
+    );
+    let elsewhere = github_push("https://github.com/someone/else.git", &tip);
+    assert_eq!(
+        github(&server, "push", "delivery-4", &elsewhere, SECRET)
+            .await
+            .0,
+        404
+    );
+    let garbage = b"{not json".to_vec();
+    let headers = [
+        ("x-github-event", "push".to_string()),
+        ("x-github-delivery", "delivery-5".to_string()),
+        ("x-hub-signature-256", sign(&garbage, SECRET)),
+    ];
+    assert_eq!(
+        deliver(&server, "/hooks/github", &headers, garbage).await.0,
+        400
+    );
+    let huge = vec![b' '; 26 << 20];
+    let headers = [
+        ("x-github-event", "push".to_string()),
+        ("x-github-delivery", "delivery-6".to_string()),
+        ("x-hub-signature-256", sign(&huge, SECRET)),
+    ];
+    assert_eq!(
+        deliver(&server, "/hooks/github", &headers, huge).await.0,
+        413
+    );
+    let (status, pong) = github(
+        &server,
+        "ping",
+        "delivery-7",
+        &github_push(&clone_url, &tip),
+        SECRET,
+    )
+    .await;
+    assert_eq!((status, &pong["pong"]), (200, &json!(true)));
+    assert_eq!(
+        run_count(&api, pull).await,
+        runs,
+        "none of those queued a run"
+    );
+
+    // GitLab: a push hook and a tag push hook with the token; a wrong token.
+    let tip = up.commit("main", "c");
+    git(&up.work(), &["tag", "v2", "main"]);
+    up.push(&["main", "v2"]);
+    let gitlab = |event: &str, uuid: &str, token: &str, body: &Value| {
+        let headers = vec![
+            ("x-gitlab-event", event.to_string()),
+            ("x-gitlab-event-uuid", uuid.to_string()),
+            ("x-gitlab-token", token.to_string()),
+        ];
+        (headers, serde_json::to_vec(body).unwrap())
+    };
+    let (headers, body) = gitlab(
+        "Push Hook",
+        "uuid-1",
+        "wrong-token",
+        &gitlab_push(&clone_url, "refs/heads/main", &tip),
+    );
+    assert_eq!(
+        deliver(&server, "/hooks/gitlab", &headers, body).await.0,
+        401
+    );
+    let (headers, body) = gitlab(
+        "Tag Push Hook",
+        "uuid-2",
+        SECRET,
+        &gitlab_push(&clone_url, "refs/tags/v2", &tip),
+    );
+    let (status, queued) = deliver(&server, "/hooks/gitlab", &headers, body).await;
+    assert_eq!(status, 202, "{queued}");
+    wait_for_tip(&dest, &tip).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !refs_of(&dest).contains_key("refs/tags/v2") {
+        assert!(
+            Instant::now() < deadline,
+            "the tag never reached the push mirror"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
