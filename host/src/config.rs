@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::jobs::Caps;
 use crate::plugins::Limits;
+use crate::schedule::Policy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -48,6 +49,12 @@ pub struct Overrides {
     /// Runs at once against one remote host [default: 2].
     #[arg(long, env = "MIRRORHOST_MAX_RUNS_PER_HOST")]
     pub max_runs_per_host: Option<usize>,
+    /// The shortest schedule interval allowed, in seconds [default: 60].
+    #[arg(long, env = "MIRRORHOST_MIN_INTERVAL_SECONDS")]
+    pub min_interval_seconds: Option<u32>,
+    /// Consecutive failures before a mirror is hard-failed [default: 14].
+    #[arg(long, env = "MIRRORHOST_MAX_FAILURES")]
+    pub max_failures: Option<u32>,
 }
 
 /// The TOML file. Every key is optional; unknown keys are an error so that a
@@ -62,6 +69,8 @@ struct FileConfig {
     plugin_cache_dir: Option<PathBuf>,
     max_concurrent_runs: Option<usize>,
     max_runs_per_host: Option<usize>,
+    min_interval_seconds: Option<u32>,
+    max_failures: Option<u32>,
     plugins: PluginLimitsFile,
 }
 
@@ -87,6 +96,7 @@ pub struct Config {
     pub plugin_cache_dir: PathBuf,
     pub plugin_limits: Limits,
     pub caps: Caps,
+    pub schedule: Policy,
 }
 
 impl Config {
@@ -117,6 +127,19 @@ impl Config {
                 .or(file.allow_http_remotes)
                 .unwrap_or(false),
             plugin_limits: file.plugins.apply(Limits::default()),
+            schedule: Policy {
+                min_interval_seconds: overrides
+                    .min_interval_seconds
+                    .or(file.min_interval_seconds)
+                    .unwrap_or(Policy::default().min_interval_seconds)
+                    .max(1),
+                max_failures: overrides
+                    .max_failures
+                    .or(file.max_failures)
+                    .unwrap_or(Policy::default().max_failures)
+                    .max(1),
+                ..Policy::default()
+            },
             caps: Caps {
                 global: overrides
                     .max_concurrent_runs

@@ -213,6 +213,7 @@ fn run_blocking(app: &App, job: &PendingJob) -> Result<Option<String>, StoreErro
     }
     app.store
         .with(|c| store::runs::finish(c, job.job_id, job.run_id, &outcome))?;
+    crate::schedule::record_run(app, mirror.mirror_id, outcome.succeeded, app.clock.now_ms())?;
     Ok(cascade)
 }
 

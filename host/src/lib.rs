@@ -10,6 +10,7 @@ pub mod config;
 mod fsutil;
 pub mod jobs;
 pub mod plugins;
+pub mod schedule;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -9,6 +9,7 @@ use crate::api::{self, AdminToken, App, AppState, TokenSource};
 use crate::config::Config;
 use crate::jobs::{self, Queue};
 use crate::plugins::{PluginError, Registry, Runtime, uploaded};
+use crate::schedule::{self, SystemClock};
 use crate::secrets::{MasterKey, SecretsError};
 use crate::store::{Store, StoreError};
 
@@ -82,6 +83,7 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
     })
     .await??;
     tracing::info!(count = plugins.list().len(), "plugins loaded");
+    let config_schedule = config.schedule;
     Ok(App {
         repos_dir: config.repos_dir(),
         jobs: Queue::new(config.caps),
@@ -90,6 +92,8 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
         plugins,
         admin_token,
         master_key,
+        schedule_policy: config_schedule,
+        clock: Arc::new(SystemClock),
     })
 }
 
@@ -119,6 +123,7 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let bound = listener.local_addr().map_err(ServerError::Serve)?;
     let dispatcher = tokio::spawn(jobs::dispatch(app.clone()));
+    let scheduler = tokio::spawn(schedule::run(app.clone(), app.clock.clone()));
     tracing::info!(%bound, "listening");
     axum::serve(listener, api::router(app))
         .with_graceful_shutdown(shutdown)
@@ -127,6 +132,7 @@ pub async fn serve(
     // Runs in flight are cut off here; the next start marks them interrupted
     // and retries them.
     dispatcher.abort();
+    scheduler.abort();
     tracing::info!("shut down");
     Ok(())
 }

@@ -14,6 +14,7 @@ mod pull;
 mod push;
 mod recovery;
 mod sandbox;
+mod schedule;
 mod serve;
 mod ssh;
 mod sshd;

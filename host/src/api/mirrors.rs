@@ -9,8 +9,10 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 use super::json::ApiJson;
+use super::schedules;
 use super::{ApiError, AppState, blocking, mirror_id};
 use crate::plugins::World;
+use crate::store::schedules::Cadence;
 use crate::store::{self, AuthMethod, Direction, Mirror, MirrorSettings};
 use crate::sync::remote;
 
@@ -99,7 +101,7 @@ async fn create(
             remote_host: String::new(),
             auth_method: body.auth_method,
             enabled: body.enabled,
-            update_interval: checked_interval(body.update_interval, direction)?,
+            update_interval: checked_interval(app, body.update_interval, direction)?,
             only_protected_branches: body.only_protected_branches,
             keep_divergent_refs: body.keep_divergent_refs,
             mirror_branch_regex: body.mirror_branch_regex,
@@ -109,7 +111,16 @@ async fn create(
             branch_filter_config: config_text(body.branch_filter_config),
         };
         let settings = validate(app, settings)?;
-        Ok(app.store.with(|c| store::mirrors::insert(c, &settings))?)
+        let mirror = app.store.with(|c| store::mirrors::insert(c, &settings))?;
+        if let Some(seconds) = mirror.update_interval {
+            schedules::set(
+                app,
+                mirror.mirror_id,
+                &Cadence::Interval(seconds),
+                mirror.enabled,
+            )?;
+        }
+        Ok(mirror)
     })
     .await?;
     tracing::info!(mirror_id = mirror.mirror_id, project_id = %mirror.project_id, "mirror created");
@@ -156,7 +167,7 @@ pub async fn patch(
         }
         s.auth_method = body.auth_method.unwrap_or(s.auth_method);
         if let Some(interval) = body.update_interval {
-            s.update_interval = checked_interval(interval, s.direction)?;
+            s.update_interval = checked_interval(app, interval, s.direction)?;
         }
         s.only_protected_branches = body
             .only_protected_branches
@@ -173,7 +184,12 @@ pub async fn patch(
         }
         s.enabled = body.enabled.unwrap_or(s.enabled);
         let s = validate(app, s)?;
-        Ok(app.store.with(|c| store::mirrors::update(c, id, &s))?)
+        let mirror = app.store.with(|c| store::mirrors::update(c, id, &s))?;
+        // A settings change gives a hard-failed mirror its schedule back.
+        if let Some(seconds) = mirror.update_interval {
+            schedules::set(app, id, &Cadence::Interval(seconds), mirror.enabled)?;
+        }
+        Ok(mirror)
     })
     .await
     .map(Json)
@@ -299,7 +315,11 @@ fn check_plugin(
         })
 }
 
-fn checked_interval(interval: Option<i64>, direction: Direction) -> Result<Option<u32>, ApiError> {
+fn checked_interval(
+    app: &super::App,
+    interval: Option<i64>,
+    direction: Direction,
+) -> Result<Option<u32>, ApiError> {
     let Some(seconds) = interval else {
         return Ok(None);
     };
@@ -309,11 +329,7 @@ fn checked_interval(interval: Option<i64>, direction: Direction) -> Result<Optio
             "push mirrors follow their project's pulls and have no interval",
         ));
     }
-    u32::try_from(seconds)
-        .ok()
-        .filter(|s| *s >= 1)
-        .map(Some)
-        .ok_or_else(|| ApiError::invalid("update_interval", "a positive number of seconds"))
+    schedules::checked_interval(app, seconds, "update_interval").map(Some)
 }
 
 /// A plugin config is given as JSON (an object, usually) and handed to the plugin

@@ -9,6 +9,7 @@ mod json;
 mod mirrors;
 mod plugins;
 mod runs;
+mod schedules;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use serde_json::json;
 use crate::config::Config;
 use crate::jobs::Queue;
 use crate::plugins::{BUILTINS, Registry};
+use crate::schedule::{Clock, Policy};
 use crate::secrets::MasterKey;
 use crate::store::{Store, StoreError};
 use crate::sync::Engine;
@@ -48,6 +50,9 @@ pub struct App {
     pub jobs: Queue,
     pub admin_token: AdminToken,
     pub master_key: MasterKey,
+    pub schedule_policy: Policy,
+    /// The scheduler's time source; tests put their own clock here.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl App {
@@ -94,6 +99,12 @@ pub fn router(state: AppState) -> Router {
             "/mirrors/{id}/ssh-host-keys/detect",
             post(credentials::detect_host_keys),
         )
+        .route(
+            "/mirrors/{id}/schedule",
+            get(schedules::get).put(schedules::put),
+        )
+        .route("/mirrors/{id}/schedule/enable", post(schedules::enable))
+        .route("/mirrors/{id}/schedule/disable", post(schedules::disable))
         .route("/mirrors/{id}/sync", post(runs::sync))
         .route("/mirrors/{id}/runs", get(runs::list))
         .route("/mirrors/{id}/conflicts", get(runs::conflicts))

@@ -39,6 +39,7 @@ pub async fn sync(
                 "mirror {id} is disabled; enable it first"
             )));
         }
+        super::schedules::revive(app, id)?;
         Ok(app.jobs.trigger(&app.store, id, "manual")?)
     })
     .await?;

@@ -123,6 +123,18 @@ const MIGRATIONS: &[&str] = &[
         received_at  TEXT NOT NULL,
         PRIMARY KEY (source, delivery_id)
     ) STRICT, WITHOUT ROWID;",
+    // 6: schedules of pull mirrors, with their failure backoff.
+    "CREATE TABLE schedules (
+        mirror_id             INTEGER PRIMARY KEY REFERENCES mirrors(id) ON DELETE CASCADE,
+        interval_seconds      INTEGER,
+        cron                  TEXT,
+        enabled               INTEGER NOT NULL,
+        next_run_at           INTEGER,
+        consecutive_failures  INTEGER NOT NULL DEFAULT 0,
+        hard_failed           INTEGER NOT NULL DEFAULT 0,
+        CHECK ((interval_seconds IS NULL) <> (cron IS NULL))
+    ) STRICT;
+    CREATE INDEX schedules_due ON schedules(next_run_at) WHERE enabled = 1 AND hard_failed = 0;",
 ];
 
 /// The schema version this binary writes.

@@ -9,6 +9,7 @@ pub mod credentials;
 mod migrations;
 pub mod mirrors;
 pub mod runs;
+pub mod schedules;
 pub mod webhooks;
 
 use std::path::Path;

@@ -1,0 +1,265 @@
+//! Schedule ticks and the slow-down after failures.
+//!
+//! A pull mirror's schedule fires every N seconds or on a cron expression, with
+//! jitter so that many mirrors on one interval spread out. Consecutive failures
+//! push the next run out exponentially (with jitter, up to a cap); after
+//! `max_failures` the mirror is hard-failed and skipped until a manual sync or a
+//! settings change. Every function here takes the time as an argument: the
+//! clock is injected, so tests drive it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::api::App;
+use crate::store::schedules::{self, Cadence, Schedule};
+
+/// The scheduler's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// The shortest interval an operator may set, in seconds.
+    pub min_interval_seconds: u32,
+    /// Consecutive failures after which a mirror is hard-failed (GitLab: 14).
+    pub max_failures: u32,
+    /// The longest a failing mirror waits between attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            min_interval_seconds: 60,
+            max_failures: 14,
+            max_backoff: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
+/// Where "now" comes from.
+pub trait Clock: std::fmt::Debug + Send + Sync {
+    /// Unix milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        Utc::now().timestamp_millis()
+    }
+}
+
+/// Parses a crontab expression: five fields (minute precision) or six (with
+/// seconds first).
+pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
+    let fields = expr.split_whitespace().count();
+    let full = match fields {
+        5 => format!("0 {expr}"),
+        6 => expr.to_string(),
+        n => return Err(format!("expected 5 fields (or 6 with seconds), found {n}")),
+    };
+    full.parse::<cron::Schedule>().map_err(|e| e.to_string())
+}
+
+/// Up to a tenth of `span_ms`, at most five minutes: spreads mirrors that share
+/// a cadence without moving any of them far.
+fn jitter(span_ms: i64, unit: f64) -> i64 {
+    let max = (span_ms / 10).clamp(0, 300_000);
+    (max as f64 * unit) as i64
+}
+
+/// The next run of `cadence` after `now`. `unit` in [0, 1) picks the jitter.
+pub fn next_after(cadence: &Cadence, now: i64, unit: f64) -> Option<i64> {
+    match cadence {
+        Cadence::Interval(seconds) => {
+            let span = i64::from(*seconds) * 1000;
+            Some(now + span + jitter(span, unit))
+        }
+        Cadence::Cron(expr) => {
+            let schedule = parse_cron(expr).ok()?;
+            let at = DateTime::<Utc>::from_timestamp_millis(now)?;
+            let mut upcoming = schedule.after(&at);
+            let first = upcoming.next()?.timestamp_millis();
+            let gap = upcoming
+                .next()
+                .map_or(60_000, |second| second.timestamp_millis() - first);
+            Some(first + jitter(gap, unit))
+        }
+    }
+}
+
+/// What a finished run means for the schedule: (consecutive failures, hard-failed,
+/// next run).
+pub fn after_run(
+    policy: &Policy,
+    schedule: &Schedule,
+    succeeded: bool,
+    now: i64,
+    unit: f64,
+) -> (u32, bool, Option<i64>) {
+    let cadence = cadence_of(schedule);
+    if succeeded {
+        return (0, false, next_after(&cadence, now, unit));
+    }
+    let failures = schedule.consecutive_failures + 1;
+    if failures >= policy.max_failures {
+        return (failures, true, None);
+    }
+    let base_ms = match cadence {
+        Cadence::Interval(seconds) => i64::from(seconds) * 1000,
+        Cadence::Cron(_) => i64::from(policy.min_interval_seconds) * 1000,
+    };
+    let cap = i64::try_from(policy.max_backoff.as_millis()).unwrap_or(i64::MAX);
+    let backoff = base_ms.saturating_mul(1 << (failures - 1).min(30)).min(cap);
+    let regular = next_after(&cadence, now, unit).unwrap_or(now + base_ms);
+    (
+        failures,
+        false,
+        Some(regular.max(now + backoff + jitter(backoff, unit))),
+    )
+}
+
+pub fn cadence_of(schedule: &Schedule) -> Cadence {
+    match (&schedule.cron, schedule.interval_seconds) {
+        (Some(expr), _) => Cadence::Cron(expr.clone()),
+        (None, seconds) => Cadence::Interval(seconds.unwrap_or(3600)),
+    }
+}
+
+/// Queues every due schedule's mirror, once a second, until the service stops.
+pub async fn run(app: Arc<App>, clock: Arc<dyn Clock>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let app = app.clone();
+        let now = clock.now_ms();
+        let fired = tokio::task::spawn_blocking(move || tick(&app, now)).await;
+        match fired {
+            Ok(Ok(0)) => {}
+            Ok(Ok(count)) => tracing::debug!(count, "schedules fired"),
+            Ok(Err(error)) => tracing::error!(%error, "schedule tick failed"),
+            Err(error) => tracing::error!(%error, "schedule task failed"),
+        }
+    }
+}
+
+/// Queues the due mirrors and moves their next run on, so a run still pending
+/// is not queued twice. Returns how many fired.
+pub fn tick(app: &App, now: i64) -> Result<usize, crate::store::StoreError> {
+    let due = app.store.with(|c| schedules::due(c, now))?;
+    for schedule in &due {
+        let next = next_after(&cadence_of(schedule), now, rand::random());
+        app.store
+            .with(|c| schedules::set_next(c, schedule.mirror_id, next))?;
+        app.jobs
+            .trigger(&app.store, schedule.mirror_id, "schedule")?;
+    }
+    Ok(due.len())
+}
+
+/// Called when a run of a scheduled mirror ends.
+pub fn record_run(
+    app: &App,
+    mirror_id: i64,
+    succeeded: bool,
+    now: i64,
+) -> Result<(), crate::store::StoreError> {
+    let Some(schedule) = app.store.with(|c| schedules::get(c, mirror_id))? else {
+        return Ok(());
+    };
+    let (failures, hard_failed, next) = after_run(
+        &app.schedule_policy,
+        &schedule,
+        succeeded,
+        now,
+        rand::random(),
+    );
+    if hard_failed && !schedule.hard_failed {
+        tracing::warn!(
+            mirror_id,
+            failures,
+            "mirror hard-failed: skipped until a manual sync or a settings change"
+        );
+    }
+    app.store
+        .with(|c| schedules::record(c, mirror_id, failures, hard_failed, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = 3_600_000;
+
+    fn schedule(cadence: Cadence, failures: u32) -> Schedule {
+        let (interval_seconds, cron) = match cadence {
+            Cadence::Interval(s) => (Some(s), None),
+            Cadence::Cron(c) => (None, Some(c)),
+        };
+        Schedule {
+            mirror_id: 1,
+            interval_seconds,
+            cron,
+            enabled: true,
+            next_run_at: None,
+            consecutive_failures: failures,
+            hard_failed: false,
+        }
+    }
+
+    #[test]
+    fn intervals_fire_after_their_span_with_bounded_jitter() {
+        let every_hour = Cadence::Interval(3600);
+        assert_eq!(next_after(&every_hour, 0, 0.0), Some(HOUR));
+        let latest = next_after(&every_hour, 0, 0.999).unwrap();
+        assert!((HOUR..=HOUR + HOUR / 10).contains(&latest), "{latest}");
+        // A thousand mirrors on one interval spread over the jitter window.
+        let spread: std::collections::BTreeSet<i64> = (0..1000)
+            .map(|i| next_after(&every_hour, 0, f64::from(i) / 1000.0).unwrap())
+            .collect();
+        assert!(spread.len() > 900);
+    }
+
+    #[test]
+    fn cron_accepts_five_and_six_fields() {
+        assert!(parse_cron("*/15 * * * *").is_ok());
+        assert!(parse_cron("30 */15 * * * *").is_ok());
+        assert!(parse_cron("* * *").is_err());
+        assert!(parse_cron("61 * * * *").is_err());
+        // 2026-11-28T00:07:00Z -> next quarter hour, 00:15:00Z.
+        let now = DateTime::parse_from_rfc3339("2026-11-28T00:07:00Z")
+            .unwrap()
+            .timestamp_millis();
+        let next = next_after(&Cadence::Cron("*/15 * * * *".into()), now, 0.0).unwrap();
+        let expected = DateTime::parse_from_rfc3339("2026-11-28T00:15:00Z")
+            .unwrap()
+            .timestamp_millis();
+        assert_eq!(next, expected);
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_a_cap_then_hard_fail() {
+        let policy = Policy::default();
+        let mut s = schedule(Cadence::Interval(600), 0);
+        let mut waits = Vec::new();
+        loop {
+            let (failures, hard_failed, next) = after_run(&policy, &s, false, 0, 0.0);
+            s.consecutive_failures = failures;
+            if hard_failed {
+                assert_eq!(failures, policy.max_failures);
+                assert_eq!(next, None);
+                break;
+            }
+            waits.push(next.unwrap());
+        }
+        assert_eq!(&waits[..4], &[600_000, 1_200_000, 2_400_000, 4_800_000]);
+        assert!(waits.iter().all(|w| *w <= 6 * HOUR), "capped: {waits:?}");
+        assert_eq!(*waits.last().unwrap(), 6 * HOUR);
+        // A success resets the count and returns to the regular cadence.
+        let (failures, hard_failed, next) = after_run(&policy, &s, true, 0, 0.0);
+        assert_eq!((failures, hard_failed, next), (0, false, Some(600_000)));
+    }
+}

@@ -1,0 +1,114 @@
+//! Schedules of pull mirrors. Times are Unix milliseconds, chosen by the
+//! caller: the scheduler's clock is injectable, so tests drive it.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Schedule {
+    pub mirror_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_seconds: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    pub enabled: bool,
+    /// Unix milliseconds of the next run; none while disabled or hard-failed.
+    pub next_run_at: Option<i64>,
+    pub consecutive_failures: u32,
+    pub hard_failed: bool,
+}
+
+/// When a schedule fires: every N seconds, or on a cron expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cadence {
+    Interval(u32),
+    Cron(String),
+}
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
+    Ok(Schedule {
+        mirror_id: row.get(0)?,
+        interval_seconds: row.get(1)?,
+        cron: row.get(2)?,
+        enabled: row.get(3)?,
+        next_run_at: row.get(4)?,
+        consecutive_failures: row.get(5)?,
+        hard_failed: row.get(6)?,
+    })
+}
+
+const COLUMNS: &str =
+    "mirror_id, interval_seconds, cron, enabled, next_run_at, consecutive_failures, hard_failed";
+
+pub fn get(conn: &Connection, mirror_id: i64) -> Result<Option<Schedule>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM schedules WHERE mirror_id = ?1"),
+        [mirror_id],
+        from_row,
+    )
+    .optional()
+    .map_err(Into::into)
+}
+
+/// Sets the cadence and the first run; a settings change clears any failure state.
+pub fn set(
+    conn: &Connection,
+    mirror_id: i64,
+    cadence: &Cadence,
+    enabled: bool,
+    next_run_at: Option<i64>,
+) -> Result<Schedule, StoreError> {
+    let (interval, cron) = match cadence {
+        Cadence::Interval(seconds) => (Some(*seconds), None),
+        Cadence::Cron(expr) => (None, Some(expr.as_str())),
+    };
+    conn.execute(
+        "INSERT INTO schedules (mirror_id, interval_seconds, cron, enabled, next_run_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT(mirror_id) DO UPDATE SET interval_seconds = excluded.interval_seconds, \
+         cron = excluded.cron, enabled = excluded.enabled, next_run_at = excluded.next_run_at, \
+         consecutive_failures = 0, hard_failed = 0",
+        params![mirror_id, interval, cron, enabled, next_run_at],
+    )?;
+    get(conn, mirror_id)?.ok_or(StoreError::NotFound("schedule"))
+}
+
+/// Enabled, not hard-failed schedules due at `now`.
+pub fn due(conn: &Connection, now: i64) -> Result<Vec<Schedule>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM schedules \
+         WHERE enabled = 1 AND hard_failed = 0 AND next_run_at <= ?1 ORDER BY next_run_at"
+    ))?;
+    let rows = stmt.query_map([now], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Records the outcome of a run and the next time the schedule fires.
+pub fn record(
+    conn: &Connection,
+    mirror_id: i64,
+    consecutive_failures: u32,
+    hard_failed: bool,
+    next_run_at: Option<i64>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE schedules SET consecutive_failures = ?2, hard_failed = ?3, next_run_at = ?4 \
+         WHERE mirror_id = ?1",
+        params![mirror_id, consecutive_failures, hard_failed, next_run_at],
+    )?;
+    Ok(())
+}
+
+pub fn set_next(
+    conn: &Connection,
+    mirror_id: i64,
+    next_run_at: Option<i64>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE schedules SET next_run_at = ?2 WHERE mirror_id = ?1",
+        params![mirror_id, next_run_at],
+    )?;
+    Ok(())
+}
