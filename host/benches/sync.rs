@@ -40,6 +40,7 @@ fn main() {
     let work = tempfile::tempdir().expect("temp dir");
     initial_pull(work.path());
     noop_sync(work.path());
+    capped_pull(work.path());
 }
 
 fn initial_pull(work: &Path) {
@@ -100,6 +101,7 @@ fn child_pull(url: &str, data: &Path) {
         plugins: &registry,
         store: &store,
         master_key: &MasterKey::generate(),
+        shared_bandwidth: None,
     };
     engine.run(&mirror, &project, false).expect("pull");
 }
@@ -118,6 +120,7 @@ fn noop_sync(work: &Path) {
         plugins: &registry,
         store: &store,
         master_key: &MasterKey::generate(),
+        shared_bandwidth: None,
     };
     let mut mirrors = Vec::new();
     for i in 0..NOOP_MIRRORS {
@@ -171,6 +174,53 @@ fn noop_sync(work: &Path) {
     println!(
         "no-op speed-up vs git: {:.1}x  (target >= 10x)",
         theirs.as_secs_f64() / ours.as_secs_f64()
+    );
+}
+
+/// A 20 MB pull over smart HTTP with the mirror capped at 2 MB/s: about 10 s.
+fn capped_pull(work: &Path) {
+    const RATE: u64 = 2_000_000;
+    let root = work.join("capped");
+    std::fs::create_dir_all(&root).expect("dir");
+    let upstream = bare(&root, "big.git");
+    generate(
+        &upstream,
+        History {
+            commits: 80,
+            blob_bytes: 250_000,
+            dirs: 1,
+            refs_every: 0,
+        },
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let server = runtime.block_on(http_git::HttpGit::start(&root));
+    let data = root.join("engine");
+    std::fs::create_dir_all(&data).expect("dir");
+    let (store, registry) = service(&data);
+    let (mirror, project) = mirror(&store, "bench/capped", &server.url("big.git"));
+    let limits = store::bandwidth::Bandwidth {
+        max_bytes_per_second: Some(RATE),
+        ..Default::default()
+    };
+    store
+        .with(|c| store::bandwidth::set(c, mirror.mirror_id, &limits))
+        .expect("limits");
+    let engine = Engine {
+        repos_dir: &data.join("repos"),
+        plugins: &registry,
+        store: &store,
+        master_key: &MasterKey::generate(),
+        shared_bandwidth: None,
+    };
+    let started = Instant::now();
+    let report = engine.run(&mirror, &project, false).expect("capped pull");
+    let took = started.elapsed().as_secs_f64();
+    let expected = report.bytes_transferred as f64 / RATE as f64;
+    println!(
+        "capped pull: {:.1} MB at {:.1} MB/s took {took:.2} s, expected {expected:.2} s: {:+.1}%  (target within 5%)",
+        report.bytes_transferred as f64 / 1e6,
+        RATE as f64 / 1e6,
+        (took / expected - 1.0) * 100.0
     );
 }
 

@@ -55,6 +55,9 @@ pub struct Overrides {
     /// Consecutive failures before a mirror is hard-failed [default: 14].
     #[arg(long, env = "MIRRORHOST_MAX_FAILURES")]
     pub max_failures: Option<u32>,
+    /// Transfer rate cap of the whole service, bytes per second [default: none].
+    #[arg(long, env = "MIRRORHOST_MAX_BYTES_PER_SECOND")]
+    pub max_bytes_per_second: Option<u64>,
 }
 
 /// The TOML file. Every key is optional; unknown keys are an error so that a
@@ -71,6 +74,7 @@ struct FileConfig {
     max_runs_per_host: Option<usize>,
     min_interval_seconds: Option<u32>,
     max_failures: Option<u32>,
+    max_bytes_per_second: Option<u64>,
     plugins: PluginLimitsFile,
 }
 
@@ -97,6 +101,7 @@ pub struct Config {
     pub plugin_limits: Limits,
     pub caps: Caps,
     pub schedule: Policy,
+    pub max_bytes_per_second: Option<u64>,
 }
 
 impl Config {
@@ -127,6 +132,7 @@ impl Config {
                 .or(file.allow_http_remotes)
                 .unwrap_or(false),
             plugin_limits: file.plugins.apply(Limits::default()),
+            max_bytes_per_second: overrides.max_bytes_per_second.or(file.max_bytes_per_second),
             schedule: Policy {
                 min_interval_seconds: overrides
                     .min_interval_seconds

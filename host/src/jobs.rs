@@ -82,8 +82,11 @@ pub async fn dispatch(app: Arc<App>) {
             Ok(Ok(jobs)) => {
                 for job in jobs {
                     let host_load = per_host.get(&job.remote_host).copied().unwrap_or(0);
+                    let host_cap = job
+                        .host_cap
+                        .map_or(caps.per_host, |cap| caps.per_host.min(cap as usize));
                     if running.len() >= caps.global
-                        || host_load >= caps.per_host
+                        || host_load >= host_cap
                         || busy_mirrors.contains(&job.mirror_id)
                     {
                         continue;

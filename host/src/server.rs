@@ -12,6 +12,7 @@ use crate::plugins::{PluginError, Registry, Runtime, uploaded};
 use crate::schedule::{self, SystemClock};
 use crate::secrets::{MasterKey, SecretsError};
 use crate::store::{Store, StoreError};
+use crate::sync::throttle::Bucket;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -84,6 +85,7 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
     .await??;
     tracing::info!(count = plugins.list().len(), "plugins loaded");
     let config_schedule = config.schedule;
+    let bandwidth_cap = config.max_bytes_per_second;
     Ok(App {
         repos_dir: config.repos_dir(),
         jobs: Queue::new(config.caps),
@@ -94,6 +96,7 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
         master_key,
         schedule_policy: config_schedule,
         clock: Arc::new(SystemClock),
+        bandwidth: bandwidth_cap.map(|rate| Arc::new(std::sync::Mutex::new(Bucket::new(rate)))),
     })
 }
 

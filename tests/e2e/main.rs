@@ -6,6 +6,7 @@
 
 mod api_input;
 mod auth;
+mod bandwidth;
 #[path = "../fixtures/history.rs"]
 mod history;
 mod http_git;

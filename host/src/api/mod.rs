@@ -3,6 +3,7 @@
 //! to [`ApiError`].
 
 mod auth;
+mod bandwidth;
 mod credentials;
 mod error;
 mod json;
@@ -28,6 +29,7 @@ use crate::schedule::{Clock, Policy};
 use crate::secrets::MasterKey;
 use crate::store::{Store, StoreError};
 use crate::sync::Engine;
+use crate::sync::throttle::Bucket;
 use crate::webhooks;
 
 pub use auth::{AdminToken, TOKEN_FILE, TokenSource};
@@ -53,6 +55,8 @@ pub struct App {
     pub schedule_policy: Policy,
     /// The scheduler's time source; tests put their own clock here.
     pub clock: Arc<dyn Clock>,
+    /// The service-wide transfer cap (`max_bytes_per_second` in config).
+    pub bandwidth: Option<Arc<std::sync::Mutex<Bucket>>>,
 }
 
 impl App {
@@ -63,6 +67,7 @@ impl App {
             plugins: &self.plugins,
             store: &self.store,
             master_key: &self.master_key,
+            shared_bandwidth: self.bandwidth.as_ref(),
         }
     }
 }
@@ -105,6 +110,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/mirrors/{id}/schedule/enable", post(schedules::enable))
         .route("/mirrors/{id}/schedule/disable", post(schedules::disable))
+        .route(
+            "/mirrors/{id}/bandwidth",
+            get(bandwidth::get).put(bandwidth::put),
+        )
         .route("/mirrors/{id}/sync", post(runs::sync))
         .route("/mirrors/{id}/runs", get(runs::list))
         .route("/mirrors/{id}/conflicts", get(runs::conflicts))

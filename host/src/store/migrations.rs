@@ -135,6 +135,13 @@ const MIGRATIONS: &[&str] = &[
         CHECK ((interval_seconds IS NULL) <> (cron IS NULL))
     ) STRICT;
     CREATE INDEX schedules_due ON schedules(next_run_at) WHERE enabled = 1 AND hard_failed = 0;",
+    // 7: per-mirror bandwidth and concurrency limits.
+    "CREATE TABLE bandwidth (
+        mirror_id               INTEGER PRIMARY KEY REFERENCES mirrors(id) ON DELETE CASCADE,
+        max_bytes_per_second    INTEGER,
+        max_concurrent_updates  INTEGER,
+        throttle_on_failure     INTEGER NOT NULL DEFAULT 0
+    ) STRICT;",
 ];
 
 /// The schema version this binary writes.

@@ -4,6 +4,7 @@
 //! The connection sits behind a mutex and every method is synchronous; async
 //! callers go through `tokio::task::spawn_blocking`.
 
+pub mod bandwidth;
 pub mod conflicts;
 pub mod credentials;
 mod migrations;

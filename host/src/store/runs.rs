@@ -98,6 +98,8 @@ pub struct PendingJob {
     pub remote_host: String,
     /// What queued the run (`manual`, `cascade`, `retry`, ...).
     pub trigger: String,
+    /// The mirror's own cap on runs against its remote host, if it set one.
+    pub host_cap: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,8 +173,9 @@ pub fn enqueue(
 /// Pending jobs whose mirror has nothing running, oldest first.
 pub fn startable(conn: &Connection) -> Result<Vec<PendingJob>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT j.id, j.run_id, j.mirror_id, m.remote_host, r.trigger FROM jobs j \
-         JOIN mirrors m ON m.id = j.mirror_id JOIN runs r ON r.id = j.run_id \
+        "SELECT j.id, j.run_id, j.mirror_id, m.remote_host, r.trigger, b.max_concurrent_updates \
+         FROM jobs j JOIN mirrors m ON m.id = j.mirror_id JOIN runs r ON r.id = j.run_id \
+         LEFT JOIN bandwidth b ON b.mirror_id = j.mirror_id \
          WHERE j.state = 'pending' AND NOT EXISTS \
            (SELECT 1 FROM jobs r WHERE r.mirror_id = j.mirror_id AND r.state = 'running') \
          ORDER BY j.id",
@@ -184,6 +187,7 @@ pub fn startable(conn: &Connection) -> Result<Vec<PendingJob>, StoreError> {
             mirror_id: row.get(2)?,
             remote_host: row.get(3)?,
             trigger: row.get(4)?,
+            host_cap: row.get(5)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

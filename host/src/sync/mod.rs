@@ -15,10 +15,12 @@ mod push;
 pub mod refs;
 pub mod remote;
 mod resolve;
+pub mod throttle;
 mod transport;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -28,6 +30,7 @@ use crate::store::{Direction, Mirror, NewConflict, Project, Store, StoreError};
 
 pub use remote::{RemoteUrl, UrlError};
 pub use resolve::Resolution;
+use throttle::{Bucket, Throttle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -126,6 +129,8 @@ pub struct Engine<'a> {
     pub store: &'a Store,
     /// Opens the mirror's sealed credential when the transport asks for one.
     pub master_key: &'a MasterKey,
+    /// The service-wide transfer cap, shared by every run.
+    pub shared_bandwidth: Option<&'a Arc<Mutex<Bucket>>>,
 }
 
 impl Engine<'_> {
@@ -188,6 +193,8 @@ struct Run<'a> {
     /// Why a callback refused a connection, when libgit2 replaces the callback's
     /// message with a generic one (it does for host keys).
     refusal: std::cell::RefCell<Option<String>>,
+    /// The caps on this run's transfers.
+    throttle: Throttle,
 }
 
 impl<'a> Run<'a> {
@@ -205,8 +212,36 @@ impl<'a> Run<'a> {
             project,
             dry_run,
             refusal: std::cell::RefCell::new(None),
+            throttle: Throttle::new(
+                rate_for(engine.store, mirror.mirror_id),
+                engine.shared_bandwidth.cloned(),
+            ),
         }
     }
+}
+
+/// A failing mirror with `throttle_on_failure` and no cap of its own moves at
+/// most this fast, halved per consecutive failure (down to a sixteenth).
+const FAILING_BASE_RATE: u64 = 8 << 20;
+
+/// The mirror's own rate cap, reduced while it is failing if it asked for that.
+fn rate_for(store: &Store, mirror_id: i64) -> Option<u64> {
+    let limits = store
+        .with(|c| crate::store::bandwidth::get(c, mirror_id))
+        .ok()?;
+    if !limits.throttle_on_failure {
+        return limits.max_bytes_per_second;
+    }
+    let failures = store
+        .with(|c| crate::store::schedules::get(c, mirror_id))
+        .ok()
+        .flatten()
+        .map_or(0, |s| s.consecutive_failures);
+    if failures == 0 {
+        return limits.max_bytes_per_second;
+    }
+    let base = limits.max_bytes_per_second.unwrap_or(FAILING_BASE_RATE);
+    Some(base >> failures.min(4))
 }
 
 impl Run<'_> {

@@ -30,11 +30,14 @@ impl<'r> Run<'r> {
         });
         callbacks.certificate_check(|cert, host| self.check_certificate(cert, host));
         callbacks.transfer_progress(|progress| {
-            transfer.bytes.set(progress.received_bytes() as u64);
+            let bytes = progress.received_bytes() as u64;
+            transfer.bytes.set(bytes);
+            self.throttle.progress(bytes);
             true
         });
         callbacks.push_transfer_progress(|_current, _total, bytes| {
             transfer.bytes.set(bytes as u64);
+            self.throttle.progress(bytes as u64);
         });
         callbacks
     }

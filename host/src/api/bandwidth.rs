@@ -1,0 +1,47 @@
+//! `/api/v1/mirrors/{id}/bandwidth`: a mirror's transfer and concurrency limits.
+
+use axum::Json;
+use axum::extract::{Path, State};
+
+use super::json::ApiJson;
+use super::mirrors::load;
+use super::{ApiError, AppState, blocking, mirror_id};
+use crate::store::bandwidth::{self, Bandwidth};
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Bandwidth>, ApiError> {
+    let id = mirror_id(&id)?;
+    blocking(state, move |app| {
+        load(app, id)?;
+        Ok(Json(app.store.with(|c| bandwidth::get(c, id))?))
+    })
+    .await
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(limits): ApiJson<Bandwidth>,
+) -> Result<Json<Bandwidth>, ApiError> {
+    let id = mirror_id(&id)?;
+    if limits.max_bytes_per_second == Some(0) {
+        return Err(ApiError::invalid(
+            "max_bytes_per_second",
+            "a positive number of bytes, or null for none",
+        ));
+    }
+    if limits.max_concurrent_updates == Some(0) {
+        return Err(ApiError::invalid(
+            "max_concurrent_updates",
+            "a positive number, or null for none",
+        ));
+    }
+    blocking(state, move |app| {
+        load(app, id)?;
+        app.store.with(|c| bandwidth::set(c, id, &limits))?;
+        Ok(Json(app.store.with(|c| bandwidth::get(c, id))?))
+    })
+    .await
+}
