@@ -58,6 +58,9 @@ pub struct Overrides {
     /// Transfer rate cap of the whole service, bytes per second [default: none].
     #[arg(long, env = "MIRRORHOST_MAX_BYTES_PER_SECOND")]
     pub max_bytes_per_second: Option<u64>,
+    /// Seconds between reconciliation sweeps; 0 turns them off [default: 300].
+    #[arg(long, env = "MIRRORHOST_RECONCILE_SECONDS")]
+    pub reconcile_seconds: Option<u64>,
 }
 
 /// The TOML file. Every key is optional; unknown keys are an error so that a
@@ -75,6 +78,7 @@ struct FileConfig {
     min_interval_seconds: Option<u32>,
     max_failures: Option<u32>,
     max_bytes_per_second: Option<u64>,
+    reconcile_seconds: Option<u64>,
     plugins: PluginLimitsFile,
 }
 
@@ -102,6 +106,8 @@ pub struct Config {
     pub caps: Caps,
     pub schedule: Policy,
     pub max_bytes_per_second: Option<u64>,
+    /// Between reconciliation sweeps; `None` when turned off.
+    pub reconcile_every: Option<Duration>,
 }
 
 impl Config {
@@ -133,6 +139,14 @@ impl Config {
                 .unwrap_or(false),
             plugin_limits: file.plugins.apply(Limits::default()),
             max_bytes_per_second: overrides.max_bytes_per_second.or(file.max_bytes_per_second),
+            reconcile_every: Some(
+                overrides
+                    .reconcile_seconds
+                    .or(file.reconcile_seconds)
+                    .unwrap_or(300),
+            )
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
             schedule: Policy {
                 min_interval_seconds: overrides
                     .min_interval_seconds

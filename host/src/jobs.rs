@@ -201,6 +201,11 @@ fn run_blocking(app: &App, job: &PendingJob) -> Result<Option<String>, StoreErro
             app.store.with(|c| {
                 store::conflicts::record(c, mirror.mirror_id, job.run_id, &report.conflicts)
             })?;
+            if let (Some(fingerprint), true) = (&report.remote_fingerprint, outcome.succeeded) {
+                app.store.with(|c| {
+                    store::mirrors::set_remote_fingerprint(c, mirror.mirror_id, fingerprint)
+                })?;
+            }
         }
         Err(error) => outcome.error = Some(error.to_string()),
     }

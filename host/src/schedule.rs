@@ -160,6 +160,64 @@ pub fn tick(app: &App, now: i64) -> Result<usize, crate::store::StoreError> {
     Ok(due.len())
 }
 
+/// Every `every`, compares each enabled pull mirror's remote ref listing with the
+/// one its last successful run saw, and queues a run where they differ. Catches
+/// pushes that sent no webhook (GitHub sends none for more than three tags at
+/// once, GitLab none for more than three refs).
+pub async fn reconcile(app: Arc<App>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let app = app.clone();
+        match tokio::task::spawn_blocking(move || sweep(&app)).await {
+            Ok(Ok((checked, changed))) => tracing::info!(checked, changed, "reconcile sweep"),
+            Ok(Err(error)) => tracing::error!(%error, "reconcile sweep failed"),
+            Err(error) => tracing::error!(%error, "reconcile task failed"),
+        }
+    }
+}
+
+/// One sweep: (mirrors checked, mirrors queued).
+pub fn sweep(app: &App) -> Result<(usize, usize), crate::store::StoreError> {
+    use crate::store::{Direction, mirrors};
+    let pulls = app
+        .store
+        .with(|c| mirrors::list(c, None, Some(Direction::Pull)))?;
+    let mut changed = 0;
+    for mirror in pulls.iter().filter(|m| m.enabled) {
+        let hard_failed = app
+            .store
+            .with(|c| schedules::get(c, mirror.mirror_id))?
+            .is_some_and(|s| s.hard_failed);
+        let Some(project) = app
+            .store
+            .with(|c| mirrors::project(c, &mirror.project_id))?
+        else {
+            continue;
+        };
+        if hard_failed {
+            continue;
+        }
+        let seen = app
+            .store
+            .with(|c| mirrors::remote_fingerprint(c, mirror.mirror_id))?;
+        match app.engine().remote_fingerprint(mirror, &project) {
+            Ok(now) if seen.as_deref() != Some(now.as_str()) => {
+                app.jobs
+                    .trigger(&app.store, mirror.mirror_id, "reconcile")?;
+                changed += 1;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(mirror_id = mirror.mirror_id, %error, "reconcile listing failed")
+            }
+        }
+    }
+    Ok((pulls.len(), changed))
+}
+
 /// Called when a run of a scheduled mirror ends.
 pub fn record_run(
     app: &App,

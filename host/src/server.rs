@@ -127,6 +127,10 @@ pub async fn serve(
     let bound = listener.local_addr().map_err(ServerError::Serve)?;
     let dispatcher = tokio::spawn(jobs::dispatch(app.clone()));
     let scheduler = tokio::spawn(schedule::run(app.clone(), app.clock.clone()));
+    let reconciler = app
+        .config
+        .reconcile_every
+        .map(|every| tokio::spawn(schedule::reconcile(app.clone(), every)));
     tracing::info!(%bound, "listening");
     axum::serve(listener, api::router(app))
         .with_graceful_shutdown(shutdown)
@@ -136,6 +140,9 @@ pub async fn serve(
     // and retries them.
     dispatcher.abort();
     scheduler.abort();
+    if let Some(reconciler) = reconciler {
+        reconciler.abort();
+    }
     tracing::info!("shut down");
     Ok(())
 }

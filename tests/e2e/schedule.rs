@@ -136,3 +136,45 @@ async fn consecutive_failures_hard_fail_until_a_manual_sync() {
         "a manual sync revives it: {schedule}"
     );
 }
+
+#[tokio::test]
+async fn reconciliation_catches_a_push_that_sent_no_webhook() {
+    let up = Upstream::new();
+    up.commit("main", "a");
+    up.push(&["main"]);
+    let mut server = fast_server(&[("MIRRORHOST_RECONCILE_SECONDS", "1")]);
+    let id = {
+        let api = Api::new(&server);
+        let id = api
+            .create("pull", json!({"project_id": "recon/p", "url": up.url()}))
+            .await;
+        assert_eq!(api.sync(id).await["status"], "succeeded");
+        id
+    };
+    // Nothing changed upstream: a sweep queues nothing.
+    let quiet = loop {
+        let line = server
+            .wait_for_log("reconcile sweep", Duration::from_secs(30))
+            .expect("a reconcile sweep");
+        if line.contains("checked=1") {
+            break line;
+        }
+    };
+    assert!(quiet.contains("changed=0"), "{quiet}");
+
+    let tip = up.commit("main", "b");
+    up.push(&["main"]);
+    let api = Api::new(&server);
+    let runs = runs_until(&api, id, "a reconcile run", |runs| {
+        runs.iter()
+            .any(|r| r["trigger"] == "reconcile" && r["status"] == "succeeded")
+    })
+    .await;
+    assert_eq!(
+        runs.iter().filter(|r| r["trigger"] == "reconcile").count(),
+        1,
+        "{runs:?}"
+    );
+    let local = refs_of(&project_repo(&server, "recon/p"));
+    assert_eq!(local.get("refs/heads/main"), Some(&tip));
+}

@@ -142,6 +142,12 @@ const MIGRATIONS: &[&str] = &[
         max_concurrent_updates  INTEGER,
         throttle_on_failure     INTEGER NOT NULL DEFAULT 0
     ) STRICT;",
+    // 8: what each pull mirror's remote advertised at its last successful run.
+    "CREATE TABLE remote_fingerprints (
+        mirror_id    INTEGER PRIMARY KEY REFERENCES mirrors(id) ON DELETE CASCADE,
+        fingerprint  TEXT NOT NULL,
+        seen_at      TEXT NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this binary writes.

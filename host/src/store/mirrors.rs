@@ -316,3 +316,28 @@ fn bad_column(column: &str, value: &str) -> rusqlite::Error {
         format!("unexpected {column} value {value:?}").into(),
     )
 }
+
+/// The fingerprint of the refs the mirror's remote advertised at its last
+/// successful run.
+pub fn remote_fingerprint(conn: &Connection, mirror_id: i64) -> Result<Option<String>, StoreError> {
+    conn.query_row(
+        "SELECT fingerprint FROM remote_fingerprints WHERE mirror_id = ?1",
+        [mirror_id],
+        |row| row.get(0),
+    )
+    .optional()
+    .map_err(Into::into)
+}
+
+pub fn set_remote_fingerprint(
+    conn: &Connection,
+    mirror_id: i64,
+    fingerprint: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO remote_fingerprints (mirror_id, fingerprint, seen_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(mirror_id) DO UPDATE SET fingerprint = excluded.fingerprint, seen_at = excluded.seen_at",
+        params![mirror_id, fingerprint, now()],
+    )?;
+    Ok(())
+}

@@ -102,6 +102,9 @@ pub struct Report {
     /// Set when a run ended without applying anything because of an abort decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aborted: Option<String>,
+    /// Pull only: the fingerprint of the refs the remote advertised.
+    #[serde(skip)]
+    pub remote_fingerprint: Option<String>,
 }
 
 impl Report {
@@ -162,6 +165,44 @@ impl Engine<'_> {
         let repo = open_project_repo(&repo_path(self.repos_dir, &project.project_id))?;
         Run::new(self, &repo, mirror, project, true).detect_host_keys()
     }
+}
+
+impl Engine<'_> {
+    /// The fingerprint of the refs `mirror`'s remote advertises now: one listing,
+    /// no fetch. Equal to the last run's fingerprint means nothing to do.
+    pub fn remote_fingerprint(
+        &self,
+        mirror: &Mirror,
+        project: &Project,
+    ) -> Result<String, SyncError> {
+        let repo = open_project_repo(&repo_path(self.repos_dir, &project.project_id))?;
+        let run = Run::new(self, &repo, mirror, project, true);
+        let transfer = transport::Transfer::default();
+        let mut remote = repo.remote_anonymous(&mirror.url)?;
+        let connection = remote
+            .connect_auth(git2::Direction::Fetch, Some(run.callbacks(&transfer)), None)
+            .map_err(|e| run.git_error(e))?;
+        let advertised: std::collections::BTreeMap<String, git2::Oid> = connection
+            .list()?
+            .iter()
+            .filter(|head| refs::is_mirrorable(head.name()))
+            .map(|head| (head.name().to_string(), head.oid()))
+            .collect();
+        Ok(fingerprint(&advertised))
+    }
+}
+
+/// SHA-256 over the sorted `name oid` lines of a ref listing.
+pub fn fingerprint(refs: &std::collections::BTreeMap<String, git2::Oid>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for (name, oid) in refs {
+        hasher.update(name.as_bytes());
+        hasher.update(b" ");
+        hasher.update(oid.as_bytes());
+        hasher.update(b"\n");
+    }
+    hex::encode(hasher.finalize())
 }
 
 /// Where a project's bare repository lives. Project ids are validated at the API

@@ -55,6 +55,7 @@ impl Run<'_> {
 
         let mut report = Report {
             bytes_transferred: counter.bytes(),
+            remote_fingerprint: Some(super::fingerprint(&advertised)),
             ..Report::default()
         };
         let mut updates = Vec::new();
