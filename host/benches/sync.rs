@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use history::{History, generate};
 use mirrorhost::plugins::{Limits, Registry, Runtime};
 use mirrorhost::secrets::MasterKey;
-use mirrorhost::store::{self, AuthMethod, Direction, Mirror, MirrorSettings, Project, Store};
+use mirrorhost::store::{self, Mirror, MirrorSettings, Project, Store};
 use mirrorhost::sync::Engine;
 
 const CHILD: &str = "child-pull";
@@ -232,22 +232,7 @@ fn service(data: &Path) -> (Store, Registry) {
 }
 
 fn mirror(store: &Store, project_id: &str, url: &str) -> (Mirror, Project) {
-    let settings = MirrorSettings {
-        project_id: project_id.into(),
-        direction: Direction::Pull,
-        url: url.into(),
-        remote_host: "local".into(),
-        auth_method: AuthMethod::None,
-        enabled: true,
-        update_interval: None,
-        only_protected_branches: false,
-        keep_divergent_refs: false,
-        mirror_branch_regex: None,
-        conflict_strategy: "theirs".into(),
-        conflict_strategy_config: String::new(),
-        branch_filter: None,
-        branch_filter_config: String::new(),
-    };
+    let settings = MirrorSettings::pull(project_id, url, "local");
     let mirror = store
         .with(|c| store::mirrors::insert(c, &settings))
         .expect("insert");

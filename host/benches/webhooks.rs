@@ -83,22 +83,11 @@ async fn service_app(data: &std::path::Path) -> Arc<mirrorhost::api::App> {
         master_key: None,
     };
     let app = Arc::new(server::build(config, &secrets).await.expect("app"));
-    let settings = mirrorhost::store::MirrorSettings {
-        project_id: "acme/widgets".into(),
-        direction: mirrorhost::store::Direction::Pull,
-        url: "https://github.com/acme/widgets.git".into(),
-        remote_host: "github.com".into(),
-        auth_method: mirrorhost::store::AuthMethod::None,
-        enabled: true,
-        update_interval: None,
-        only_protected_branches: false,
-        keep_divergent_refs: false,
-        mirror_branch_regex: None,
-        conflict_strategy: "theirs".into(),
-        conflict_strategy_config: String::new(),
-        branch_filter: None,
-        branch_filter_config: String::new(),
-    };
+    let settings = mirrorhost::store::MirrorSettings::pull(
+        "acme/widgets",
+        "https://github.com/acme/widgets.git",
+        "github.com",
+    );
     app.store
         .with(|c| mirrorhost::store::mirrors::insert(c, &settings))
         .expect("mirror");

@@ -24,6 +24,16 @@ impl Seen {
     }
 }
 
+/// A git http-backend that takes any username with TOKEN as the password, the
+/// way GitHub takes a token.
+async fn token_server(root: &Path) -> HttpGit {
+    let auth = BasicAuth {
+        username: None,
+        password: TOKEN.into(),
+    };
+    HttpGit::start_with_auth(root, Some(auth)).await
+}
+
 async fn put_credentials(api: &Api<'_>, seen: &mut Seen, id: i64, body: Value) -> (u16, Value) {
     let path = format!("/api/v1/mirrors/{id}/credentials");
     seen.keep(api.call(reqwest::Method::PUT, &path, Some(body)).await)
@@ -44,14 +54,7 @@ async fn password_and_token_auth_pull_and_push_and_never_leak() {
         }),
     )
     .await;
-    let token_server = HttpGit::start_with_auth(
-        up.dir.path(),
-        Some(BasicAuth {
-            username: None,
-            password: TOKEN.into(),
-        }),
-    )
-    .await;
+    let token_server = token_server(up.dir.path()).await;
 
     let server = local_server();
     let api = Api::new(&server);
@@ -281,14 +284,7 @@ async fn rotating_the_master_key_keeps_credentials_usable() {
     let up = Upstream::new();
     up.commit("main", "a");
     up.push(&["main"]);
-    let http = HttpGit::start_with_auth(
-        up.dir.path(),
-        Some(BasicAuth {
-            username: None,
-            password: TOKEN.into(),
-        }),
-    )
-    .await;
+    let http = token_server(up.dir.path()).await;
     let server = local_server();
     let api = Api::new(&server);
     let id = api

@@ -120,6 +120,29 @@ pub struct MirrorSettings {
     pub branch_filter_config: String,
 }
 
+impl MirrorSettings {
+    /// A pull mirror of `url` with the defaults the API applies: no auth,
+    /// enabled, no schedule, no filter, conflicts resolved with `theirs`.
+    pub fn pull(project_id: &str, url: &str, remote_host: &str) -> Self {
+        Self {
+            project_id: project_id.into(),
+            direction: Direction::Pull,
+            url: url.into(),
+            remote_host: remote_host.into(),
+            auth_method: AuthMethod::None,
+            enabled: true,
+            update_interval: None,
+            only_protected_branches: false,
+            keep_divergent_refs: false,
+            mirror_branch_regex: None,
+            conflict_strategy: "theirs".into(),
+            conflict_strategy_config: String::new(),
+            branch_filter: None,
+            branch_filter_config: String::new(),
+        }
+    }
+}
+
 impl Mirror {
     pub fn settings(&self) -> MirrorSettings {
         MirrorSettings {

@@ -307,26 +307,11 @@ pub fn list(conn: &Connection, mirror_id: i64, limit: u32) -> Result<Vec<Run>, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AuthMethod, Direction, MirrorSettings, Store, mirrors};
+    use crate::store::{MirrorSettings, Store, mirrors};
 
     fn store_with_mirror() -> (Store, i64) {
         let store = Store::open_in_memory().unwrap();
-        let settings = MirrorSettings {
-            project_id: "a/b".into(),
-            direction: Direction::Pull,
-            url: "https://example.com/a/b.git".into(),
-            remote_host: "example.com".into(),
-            auth_method: AuthMethod::None,
-            enabled: true,
-            update_interval: None,
-            only_protected_branches: false,
-            keep_divergent_refs: false,
-            mirror_branch_regex: None,
-            conflict_strategy: "theirs".into(),
-            conflict_strategy_config: String::new(),
-            branch_filter: None,
-            branch_filter_config: String::new(),
-        };
+        let settings = MirrorSettings::pull("a/b", "https://example.com/a/b.git", "example.com");
         let mirror = store.with(|c| mirrors::insert(c, &settings)).unwrap();
         (store, mirror.mirror_id)
     }

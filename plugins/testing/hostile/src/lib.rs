@@ -26,15 +26,18 @@ impl Guest for Hostile {
             "loop" => spin(),
             "memory-bomb" => hoard(),
             "panic" => panic!("hostile plugin panics on purpose"),
-            "oversized" => Ok((0..40_000)
-                .map(|i| format!("refs/heads/{i:0>60}"))
-                .collect()),
+            // Two 1 MiB names: over the 1 MiB answer cap, and cheap to make, so
+            // the cap (not the time budget) stops it even on a loaded machine.
+            "oversized" => Ok(vec![format!("refs/heads/{}", "x".repeat(1 << 20)); 2]),
             "log-flood" => loop {
                 log(Level::Info, "flooding the plugin log");
             },
-            "stdout-flood" => loop {
-                println!("flooding stdout");
-            },
+            "stdout-flood" => {
+                let page = "flooding stdout ".repeat(256);
+                loop {
+                    println!("{page}");
+                }
+            }
             "stranger" => Ok(vec!["refs/heads/never-offered".to_string()]),
             _ => Ok(refs.iter().map(|r| r.name.to_string()).collect()),
         }
