@@ -23,6 +23,8 @@ pub struct BasicAuth {
 struct Front {
     root: PathBuf,
     auth: Option<BasicAuth>,
+    /// Added to every answer, standing for a slow network.
+    latency: std::time::Duration,
 }
 
 /// Serves every repository under `root` at `http://<addr>/<name>`, with push
@@ -38,9 +40,23 @@ impl HttpGit {
     }
 
     pub async fn start_with_auth(root: &Path, auth: Option<BasicAuth>) -> Self {
+        Self::start_with(root, auth, std::time::Duration::ZERO).await
+    }
+
+    /// A server that answers every request `latency` late.
+    pub async fn start_slow(root: &Path, latency: std::time::Duration) -> Self {
+        Self::start_with(root, None, latency).await
+    }
+
+    async fn start_with(
+        root: &Path,
+        auth: Option<BasicAuth>,
+        latency: std::time::Duration,
+    ) -> Self {
         let front = Arc::new(Front {
             root: root.to_path_buf(),
             auth,
+            latency,
         });
         let app = axum::Router::new().fallback(cgi).with_state(front);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -63,6 +79,7 @@ impl Drop for HttpGit {
 }
 
 async fn cgi(State(front): State<Arc<Front>>, request: Request) -> Response {
+    tokio::time::sleep(front.latency).await;
     let (parts, body) = request.into_parts();
     if let Some(auth) = &front.auth
         && !authorized(&parts.headers, auth)

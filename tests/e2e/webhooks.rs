@@ -239,3 +239,83 @@ async fn github_and_gitlab_pushes_reach_every_push_mirror() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_deliveries_give_at_most_two_runs() {
+    let up = Upstream::new();
+    up.commit("main", "a");
+    up.push(&["main"]);
+    // Every answer of this upstream is 300 ms late, so a run takes over a second
+    // and the whole burst lands while the first one is still going.
+    let http = HttpGit::start_slow(up.dir.path(), Duration::from_millis(300)).await;
+    let clone_url = http.url("upstream.git");
+    let server = local_server();
+    let api = Api::new(&server);
+    let pull = api
+        .create(
+            "pull",
+            json!({"project_id": "hooks/burst", "url": clone_url}),
+        )
+        .await;
+    assert_eq!(api.sync(pull).await["status"], "succeeded");
+    let runs_before = run_count(&api, pull).await;
+    put_secret(&api, "hooks%2Fburst").await;
+    for i in 0..3 {
+        up.commit("main", &format!("burst-{i}"));
+    }
+    let tip = git(&up.work(), &["rev-parse", "HEAD"]).trim().to_string();
+    up.push(&["main"]);
+
+    // Fifty deliveries at once, each its own task and connection.
+    let body = serde_json::to_vec(&github_push(&clone_url, &tip)).unwrap();
+    let signature = sign(&body, SECRET);
+    let url = server.url("/hooks/github");
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let (url, body, signature) = (url.clone(), body.clone(), signature.clone());
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("x-github-event", "push")
+                    .header("x-github-delivery", format!("burst-{i}"))
+                    .header("x-hub-signature-256", signature)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 202);
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, runs) = api.get(&format!("/api/v1/mirrors/{pull}/runs")).await;
+        let runs = runs["runs"].as_array().unwrap().clone();
+        let new = &runs[..runs.len() - runs_before];
+        if !new.is_empty() && new.iter().all(|r| r["status"] == "succeeded") {
+            assert!(new.len() <= 2, "50 deliveries made {} runs", new.len());
+            break;
+        }
+        assert!(Instant::now() < deadline, "runs never finished: {runs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let local = refs_of(&crate::support::project_repo(&server, "hooks/burst"));
+    assert_eq!(
+        local.get("refs/heads/main"),
+        refs_of(&up.bare()).get("refs/heads/main")
+    );
+}
+
+async fn put_secret(api: &Api<'_>, project: &str) {
+    let path = format!("/api/v1/projects/{project}/webhook");
+    let (status, _) = api
+        .call(reqwest::Method::PUT, &path, Some(json!({"secret": SECRET})))
+        .await;
+    assert_eq!(status, 200);
+}

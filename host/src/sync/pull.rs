@@ -50,6 +50,9 @@ impl Run<'_> {
                 .remote()
                 .download(&wanted, Some(&mut options))
                 .map_err(|e| self.git_error(e))?;
+            // The progress callbacks may not see the last bytes of a small pack:
+            // take the remote's own count for the report.
+            counter.at_least(connection.remote().stats().received_bytes() as u64);
         }
         drop(connection);
 

@@ -20,6 +20,11 @@ impl Transfer {
     pub fn bytes(&self) -> u64 {
         self.bytes.get()
     }
+
+    /// Raises the count to `bytes` if it is below it.
+    pub fn at_least(&self, bytes: u64) {
+        self.bytes.set(self.bytes.get().max(bytes));
+    }
 }
 
 impl<'r> Run<'r> {
