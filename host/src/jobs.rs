@@ -60,6 +60,11 @@ impl Queue {
         Ok(enqueued)
     }
 
+    /// Tells the dispatcher that jobs were queued directly in the store.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Run ids as their runs finish. Subscribe before checking a run's status so
     /// that its end cannot slip between the two.
     pub fn finished(&self) -> broadcast::Receiver<i64> {

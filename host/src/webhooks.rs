@@ -22,7 +22,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::api::{ApiError, App, AppState};
-use crate::store::{self, Direction, Mirror};
+use crate::store::{self, Direction, Mirror, StoreError};
 use crate::sync::remote;
 
 /// Deliveries larger than this are refused (GitHub caps payloads at 25 MB).
@@ -176,14 +176,20 @@ fn deliver(
     is_push: bool,
     proves: impl Fn(&[u8]) -> bool,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let by_project = candidates(app, urls)?;
-    if by_project.is_empty() {
+    let candidates = app.store.with(|c| candidates(c, urls))?;
+    if candidates.is_empty() {
         return Err(ApiError::not_found("no pull mirror of this repository"));
     }
-    let proven: Vec<&Mirror> = by_project
+    let proven: Vec<&Mirror> = candidates
         .iter()
-        .filter(|(project, _)| project_secret(app, project).is_some_and(|s| proves(&s)))
-        .flat_map(|(_, mirrors)| mirrors)
+        .filter(|(project, (_, sealed))| {
+            let aad = store::webhooks::aad(project);
+            sealed
+                .as_ref()
+                .and_then(|sealed| app.master_key.open_bytes(&aad, sealed).ok())
+                .is_some_and(|secret| proves(&secret))
+        })
+        .flat_map(|(_, (mirrors, _))| mirrors)
         .collect();
     if proven.is_empty() {
         return Err(unauthorized(
@@ -193,50 +199,47 @@ fn deliver(
     if !is_push {
         return Ok((StatusCode::OK, Json(json!({"pong": true}))));
     }
-    if !app
+    // Record the delivery and queue its mirrors under one hold of the database.
+    let runs = app
         .store
-        .with(|c| store::webhooks::first_delivery(c, source, delivery))?
-    {
+        .with(|c| -> Result<Option<Vec<i64>>, StoreError> {
+            if !store::webhooks::first_delivery(c, source, delivery)? {
+                return Ok(None);
+            }
+            let mut runs = Vec::new();
+            for mirror in proven.iter().filter(|m| m.enabled) {
+                runs.push(store::runs::enqueue(c, mirror.mirror_id, "webhook")?.run_id);
+            }
+            Ok(Some(runs))
+        })?;
+    let Some(runs) = runs else {
         return Ok((StatusCode::OK, Json(json!({"duplicate": true}))));
-    }
-    let mut runs = Vec::new();
-    for mirror in proven.iter().filter(|m| m.enabled) {
-        runs.push(
-            app.jobs
-                .trigger(&app.store, mirror.mirror_id, "webhook")?
-                .run_id,
-        );
-    }
+    };
+    app.jobs.wake();
     tracing::info!(source, delivery = %delivery, runs = runs.len(), "webhook delivery queued");
     Ok((StatusCode::ACCEPTED, Json(json!({ "queued": runs }))))
 }
 
-/// Pull mirrors whose remote is one of `urls`, by project.
-fn candidates(app: &App, urls: &[String]) -> Result<BTreeMap<String, Vec<Mirror>>, ApiError> {
+/// Each project with pull mirrors whose remote is one of `urls`: the mirrors and
+/// the project's sealed webhook secret, read in one go.
+type Candidates = BTreeMap<String, (Vec<Mirror>, Option<Vec<u8>>)>;
+
+fn candidates(conn: &mut rusqlite::Connection, urls: &[String]) -> Result<Candidates, StoreError> {
     let wanted: Vec<String> = urls.iter().filter_map(|u| remote::normalize(u)).collect();
-    let mut by_project: BTreeMap<String, Vec<Mirror>> = BTreeMap::new();
-    let mirrors = app
-        .store
-        .with(|c| store::mirrors::list(c, None, Some(Direction::Pull)))?;
-    for mirror in mirrors {
+    let mut found: Candidates = BTreeMap::new();
+    for mirror in store::mirrors::list(conn, None, Some(Direction::Pull))? {
         if remote::normalize(&mirror.url).is_some_and(|id| wanted.contains(&id)) {
-            by_project
+            found
                 .entry(mirror.project_id.clone())
                 .or_default()
+                .0
                 .push(mirror);
         }
     }
-    Ok(by_project)
-}
-
-fn project_secret(app: &App, project_id: &str) -> Option<Vec<u8>> {
-    let sealed = app
-        .store
-        .with(|c| store::webhooks::secret(c, project_id))
-        .ok()??;
-    app.master_key
-        .open_bytes(&store::webhooks::aad(project_id), &sealed)
-        .ok()
+    for (project, (_, sealed)) in found.iter_mut() {
+        *sealed = store::webhooks::secret(conn, project)?;
+    }
+    Ok(found)
 }
 
 #[derive(Debug, Deserialize)]
