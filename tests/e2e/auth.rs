@@ -36,7 +36,7 @@ async fn token_server(root: &Path) -> HttpGit {
 
 async fn put_credentials(api: &Api<'_>, seen: &mut Seen, id: i64, body: Value) -> (u16, Value) {
     let path = format!("/api/v1/mirrors/{id}/credentials");
-    seen.keep(api.call(reqwest::Method::PUT, &path, Some(body)).await)
+    seen.keep(api.put(&path, body).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

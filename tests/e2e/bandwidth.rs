@@ -34,21 +34,13 @@ async fn a_capped_pull_takes_as_long_as_its_rate_says() {
         )
         .await;
     let path = format!("/api/v1/mirrors/{id}/bandwidth");
-    let (status, err) = api
-        .call(
-            reqwest::Method::PUT,
-            &path,
-            Some(json!({"max_bytes_per_second": 0})),
-        )
-        .await;
+    let (status, err) = api.put(&path, json!({"max_bytes_per_second": 0})).await;
     assert_eq!(
         (status, &err["error"]["field"]),
         (422, &json!("max_bytes_per_second"))
     );
     let limits = json!({"max_bytes_per_second": 1 << 20, "max_concurrent_updates": 1, "throttle_on_failure": true});
-    let (status, set) = api
-        .call(reqwest::Method::PUT, &path, Some(limits.clone()))
-        .await;
+    let (status, set) = api.put(&path, limits.clone()).await;
     assert_eq!((status, &set), (200, &limits));
     assert_eq!(api.get(&path).await.1, limits);
 

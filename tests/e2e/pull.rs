@@ -287,10 +287,9 @@ async fn scope_by_regex_and_protected_branches() {
     assert!(refs_of(&project_repo(&server, "scope/protected")).is_empty());
 
     let (status, _) = api
-        .call(
-            reqwest::Method::PUT,
+        .put(
             "/api/v1/projects/scope%2Fprotected/protected-branches",
-            Some(json!(["main", "release/*"])),
+            json!(["main", "release/*"]),
         )
         .await;
     assert_eq!(status, 200);

@@ -35,10 +35,6 @@ async fn runs_until(
     }
 }
 
-async fn put(api: &Api<'_>, path: &str, body: Value) -> (u16, Value) {
-    api.call(reqwest::Method::PUT, path, Some(body)).await
-}
-
 #[tokio::test]
 async fn interval_and_cron_schedules_fire_and_survive_a_restart() {
     let up = Upstream::new();
@@ -63,20 +59,17 @@ async fn interval_and_cron_schedules_fire_and_survive_a_restart() {
     );
 
     let path = format!("/api/v1/mirrors/{id}/schedule");
-    let (status, err) = put(&api, &path, json!({"cron": "61 * * * *"})).await;
+    let (status, err) = api.put(&path, json!({"cron": "61 * * * *"})).await;
     assert_eq!(
         (status, &err["error"]["field"]),
         (422, &json!("cron")),
         "{err}"
     );
-    let (status, err) = put(
-        &api,
-        &path,
-        json!({"interval_seconds": 5, "cron": "* * * * *"}),
-    )
-    .await;
+    let (status, err) = api
+        .put(&path, json!({"interval_seconds": 5, "cron": "* * * * *"}))
+        .await;
     assert_eq!(status, 422, "{err}");
-    let (status, schedule) = put(&api, &path, json!({"cron": "*/2 * * * * *"})).await;
+    let (status, schedule) = api.put(&path, json!({"cron": "*/2 * * * * *"})).await;
     assert_eq!(status, 200, "{schedule}");
     assert_eq!(schedule["cron"], "*/2 * * * * *");
     assert!(schedule["next_run_at"].is_i64());

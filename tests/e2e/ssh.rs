@@ -2,16 +2,12 @@
 //! enforced; a plain key and a passphrase-protected key; wrong keys and
 //! passphrases failing cleanly.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::sshd::{Sshd, keygen};
 use crate::support::{Api, Upstream, bare_repo, fsck, local_server, project_repo, refs_of};
 
 const PASSPHRASE: &str = "open-Sesame-4Rt-distinctive";
-
-async fn put(api: &Api<'_>, path: &str, body: Value) -> (u16, Value) {
-    api.call(reqwest::Method::PUT, path, Some(body)).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_keys_and_host_keys() {
@@ -36,12 +32,12 @@ async fn ssh_keys_and_host_keys() {
         )
         .await;
     let creds = format!("/api/v1/mirrors/{pull}/credentials");
-    let (status, meta) = put(
-        &api,
-        &creds,
-        json!({"type": "ssh_key", "private_key": plain.private_key}),
-    )
-    .await;
+    let (status, meta) = api
+        .put(
+            &creds,
+            json!({"type": "ssh_key", "private_key": plain.private_key}),
+        )
+        .await;
     assert_eq!(status, 200, "{meta}");
     assert!(
         meta["fingerprint"].as_str().unwrap().starts_with("SHA256:"),
@@ -61,7 +57,7 @@ async fn ssh_keys_and_host_keys() {
     // A pinned wrong key is refused too.
     let host_keys = format!("/api/v1/mirrors/{pull}/ssh-host-keys");
     let wrong = json!({"host_keys": [{"fingerprint": format!("SHA256:{}", "A".repeat(43))}]});
-    assert_eq!(put(&api, &host_keys, wrong).await.0, 200);
+    assert_eq!(api.put(&host_keys, wrong).await.0, 200);
     let run = api.sync(pull).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert!(
@@ -77,9 +73,7 @@ async fn ssh_keys_and_host_keys() {
     assert_eq!(offered["fingerprint"], sshd.host_key_fingerprint.as_str());
     assert_eq!(offered["type"], "ssh-ed25519");
     assert_eq!(
-        put(&api, &host_keys, json!({"host_keys": [offered]}))
-            .await
-            .0,
+        api.put(&host_keys, json!({"host_keys": [offered]})).await.0,
         200
     );
     let run = api.sync(pull).await;
@@ -97,38 +91,37 @@ async fn ssh_keys_and_host_keys() {
         )
         .await;
     let push_creds = format!("/api/v1/mirrors/{push}/credentials");
-    let (status, err) = put(
-        &api,
-        &push_creds,
-        json!({"type": "ssh_key", "private_key": locked.private_key}),
-    )
-    .await;
+    let (status, err) = api
+        .put(
+            &push_creds,
+            json!({"type": "ssh_key", "private_key": locked.private_key}),
+        )
+        .await;
     assert_eq!(
         (status, &err["error"]["field"]),
         (422, &json!("passphrase")),
         "{err}"
     );
-    let (status, err) = put(
-        &api,
-        &push_creds,
-        json!({"type": "ssh_key", "private_key": locked.private_key, "passphrase": "wrong"}),
-    )
-    .await;
+    let (status, err) = api
+        .put(
+            &push_creds,
+            json!({"type": "ssh_key", "private_key": locked.private_key, "passphrase": "wrong"}),
+        )
+        .await;
     assert_eq!(
         (status, &err["error"]["field"]),
         (422, &json!("passphrase")),
         "{err}"
     );
-    let (status, _) = put(
-        &api,
-        &push_creds,
-        json!({"type": "ssh_key", "private_key": locked.private_key, "passphrase": PASSPHRASE}),
-    )
-    .await;
+    let (status, _) = api
+        .put(
+            &push_creds,
+            json!({"type": "ssh_key", "private_key": locked.private_key, "passphrase": PASSPHRASE}),
+        )
+        .await;
     assert_eq!(status, 200);
     let push_keys = format!("/api/v1/mirrors/{push}/ssh-host-keys");
-    put(
-        &api,
+    api.put(
         &push_keys,
         json!({"host_keys": [{"fingerprint": sshd.host_key_fingerprint}]}),
     )
@@ -144,15 +137,13 @@ async fn ssh_keys_and_host_keys() {
     let pull_locked = api.create("pull", body).await;
     let locked_key =
         json!({"type": "ssh_key", "private_key": locked.private_key, "passphrase": PASSPHRASE});
-    put(
-        &api,
+    api.put(
         &format!("/api/v1/mirrors/{pull_locked}/credentials"),
         locked_key,
     )
     .await;
     let pinned = json!({"host_keys": [{"fingerprint": sshd.host_key_fingerprint}]});
-    put(
-        &api,
+    api.put(
         &format!("/api/v1/mirrors/{pull_locked}/ssh-host-keys"),
         pinned.clone(),
     )
@@ -163,14 +154,12 @@ async fn ssh_keys_and_host_keys() {
         json!({"project_id": "ssh/other", "url": sshd.url(&other_dest), "auth_method": "ssh_key"});
     let push_plain = api.create("push", body).await;
     let plain_key = json!({"type": "ssh_key", "private_key": plain.private_key});
-    put(
-        &api,
+    api.put(
         &format!("/api/v1/mirrors/{push_plain}/credentials"),
         plain_key,
     )
     .await;
-    put(
-        &api,
+    api.put(
         &format!("/api/v1/mirrors/{push_plain}/ssh-host-keys"),
         pinned,
     )
@@ -180,8 +169,7 @@ async fn ssh_keys_and_host_keys() {
     assert_eq!(refs_of(&other_dest), refs_of(&up.bare()));
 
     // A key the server does not accept fails the run cleanly.
-    put(
-        &api,
+    api.put(
         &creds,
         json!({"type": "ssh_key", "private_key": stranger.private_key}),
     )

@@ -125,10 +125,9 @@ async fn github_and_gitlab_pushes_reach_every_push_mirror() {
     api.create("push", json!({"project_id": "hooks/p", "url": dest_url}))
         .await;
     let (status, set) = api
-        .call(
-            reqwest::Method::PUT,
+        .put(
             "/api/v1/projects/hooks%2Fp/webhook",
-            Some(json!({"secret": SECRET})),
+            json!({"secret": SECRET}),
         )
         .await;
     assert_eq!(status, 200, "{set}");
@@ -314,8 +313,6 @@ async fn fifty_concurrent_deliveries_give_at_most_two_runs() {
 
 async fn put_secret(api: &Api<'_>, project: &str) {
     let path = format!("/api/v1/projects/{project}/webhook");
-    let (status, _) = api
-        .call(reqwest::Method::PUT, &path, Some(json!({"secret": SECRET})))
-        .await;
+    let (status, _) = api.put(&path, json!({"secret": SECRET})).await;
     assert_eq!(status, 200);
 }
