@@ -102,6 +102,7 @@ fn child_pull(url: &str, data: &Path) {
         store: &store,
         master_key: &MasterKey::generate(),
         shared_bandwidth: None,
+        progress: None,
     };
     engine.run(&mirror, &project, false).expect("pull");
 }
@@ -121,6 +122,7 @@ fn noop_sync(work: &Path) {
         store: &store,
         master_key: &MasterKey::generate(),
         shared_bandwidth: None,
+        progress: None,
     };
     let mut mirrors = Vec::new();
     for i in 0..NOOP_MIRRORS {
@@ -211,6 +213,7 @@ fn capped_pull(work: &Path) {
         store: &store,
         master_key: &MasterKey::generate(),
         shared_bandwidth: None,
+        progress: None,
     };
     let started = Instant::now();
     let report = engine.run(&mirror, &project, false).expect("capped pull");

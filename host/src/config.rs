@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::alerts::Target;
 use crate::jobs::Caps;
 use crate::plugins::Limits;
 use crate::schedule::Policy;
@@ -20,6 +21,11 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: &'static str,
+    },
 }
 
 /// Settings given on the command line or in the environment; `None` means "not given".
@@ -61,6 +67,16 @@ pub struct Overrides {
     /// Seconds between reconciliation sweeps; 0 turns them off [default: 300].
     #[arg(long, env = "MIRRORHOST_RECONCILE_SECONDS")]
     pub reconcile_seconds: Option<u64>,
+    /// How many of a mirror's latest finished runs its health covers [default: 100].
+    #[arg(long, env = "MIRRORHOST_HEALTH_WINDOW")]
+    pub health_window: Option<u32>,
+    /// Where to POST an alert when a mirror changes state [default: none].
+    #[arg(long, env = "MIRRORHOST_ALERT_WEBHOOK_URL")]
+    pub alert_webhook_url: Option<url::Url>,
+    /// The HMAC-SHA256 key that signs alerts; required with an alert URL. Prefer
+    /// the environment variable or the file: a flag shows in the process list.
+    #[arg(long, env = "MIRRORHOST_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub alert_webhook_secret: Option<String>,
 }
 
 /// The TOML file. Every key is optional; unknown keys are an error so that a
@@ -79,6 +95,9 @@ struct FileConfig {
     max_failures: Option<u32>,
     max_bytes_per_second: Option<u64>,
     reconcile_seconds: Option<u64>,
+    health_window: Option<u32>,
+    alert_webhook_url: Option<url::Url>,
+    alert_webhook_secret: Option<String>,
     plugins: PluginLimitsFile,
 }
 
@@ -108,6 +127,10 @@ pub struct Config {
     pub max_bytes_per_second: Option<u64>,
     /// Between reconciliation sweeps; `None` when turned off.
     pub reconcile_every: Option<Duration>,
+    /// How many of a mirror's latest finished runs its health covers.
+    pub health_window: u32,
+    /// Where state-change alerts go, if anywhere.
+    pub alerts: Option<Target>,
 }
 
 impl Config {
@@ -172,6 +195,15 @@ impl Config {
                     .unwrap_or(Caps::default().per_host)
                     .max(1),
             },
+            health_window: overrides
+                .health_window
+                .or(file.health_window)
+                .unwrap_or(100)
+                .max(1),
+            alerts: alert_target(
+                overrides.alert_webhook_url.or(file.alert_webhook_url),
+                overrides.alert_webhook_secret.or(file.alert_webhook_secret),
+            )?,
             plugin_cache_dir,
             data_dir,
         })
@@ -205,6 +237,21 @@ impl PluginLimitsFile {
             max_log_lines: self.max_log_lines.unwrap_or(defaults.max_log_lines),
             max_log_bytes: self.max_log_bytes.unwrap_or(defaults.max_log_bytes),
         }
+    }
+}
+
+/// Alerts are always signed: a URL without a secret is refused.
+fn alert_target(
+    url: Option<url::Url>,
+    secret: Option<String>,
+) -> Result<Option<Target>, ConfigError> {
+    match (url, secret.filter(|s| !s.is_empty())) {
+        (None, _) => Ok(None),
+        (Some(_), None) => Err(ConfigError::Invalid {
+            field: "alert_webhook_secret",
+            message: "alerts are signed: set a secret with the alert URL",
+        }),
+        (Some(url), Some(secret)) => Ok(Some(Target { url, secret })),
     }
 }
 

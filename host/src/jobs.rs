@@ -13,7 +13,8 @@ use tracing::Instrument;
 
 use crate::api::App;
 use crate::store::{self, Direction, Enqueued, PendingJob, RunOutcome, StoreError};
-use crate::sync::{Action, SyncError};
+use crate::sync::{Action, Engine, SyncError};
+use crate::{health, telemetry};
 
 /// Concurrency caps of the dispatcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +179,13 @@ fn run_blocking(app: &App, job: &PendingJob) -> Result<Option<String>, StoreErro
         Ok((mirror, project))
     })?;
     tracing::info!(direction = mirror.direction.as_str(), "run started");
-    let result = app.engine().run(&mirror, &project, false);
+    let progress = app.live.start(job.run_id);
+    let engine = Engine {
+        progress: Some(&progress),
+        ..app.engine()
+    };
+    let result = engine.run(&mirror, &project, false);
+    app.live.finish(job.run_id);
     let mut outcome = RunOutcome {
         duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
         ..RunOutcome::default()
@@ -226,7 +233,14 @@ fn run_blocking(app: &App, job: &PendingJob) -> Result<Option<String>, StoreErro
     }
     app.store
         .with(|c| store::runs::finish(c, job.job_id, job.run_id, &outcome))?;
+    telemetry::run_finished(
+        mirror.direction,
+        outcome.succeeded,
+        started.elapsed().as_secs_f64(),
+        outcome.bytes_transferred.unsigned_abs(),
+    );
     crate::schedule::record_run(app, mirror.mirror_id, outcome.succeeded, app.clock.now_ms())?;
+    health::observe(app, mirror.mirror_id)?;
     Ok(cascade)
 }
 

@@ -5,9 +5,11 @@
 //! SQLite schema, `plugins` runs policy components, `sync` moves refs with git2,
 //! `jobs` turns triggers into runs, `api` serves HTTP, `server` wires them together.
 
+pub mod alerts;
 pub mod api;
 pub mod config;
 mod fsutil;
+pub mod health;
 pub mod jobs;
 pub mod plugins;
 pub mod schedule;
@@ -15,4 +17,5 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod sync;
+pub mod telemetry;
 pub mod webhooks;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::api::{self, AdminToken, App, AppState, TokenSource};
+use crate::alerts::Alerts;
+use crate::api::{self, AdminToken, App, AppState, LiveRuns, TokenSource};
 use crate::config::Config;
 use crate::jobs::{self, Queue};
 use crate::plugins::{PluginError, Registry, Runtime, uploaded};
@@ -86,6 +87,7 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
     tracing::info!(count = plugins.list().len(), "plugins loaded");
     let config_schedule = config.schedule;
     let bandwidth_cap = config.max_bytes_per_second;
+    let alerts = config.alerts.clone();
     Ok(App {
         repos_dir: config.repos_dir(),
         jobs: Queue::new(config.caps),
@@ -97,6 +99,9 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
         schedule_policy: config_schedule,
         clock: Arc::new(SystemClock),
         bandwidth: bandwidth_cap.map(|rate| Arc::new(std::sync::Mutex::new(Bucket::new(rate)))),
+        alerts: Alerts::start(alerts),
+        metrics: crate::telemetry::handle(),
+        live: LiveRuns::default(),
     })
 }
 

@@ -103,15 +103,43 @@ impl Proof<'_> {
     }
 }
 
+type Answer = Result<(StatusCode, Json<Value>), ApiError>;
+
 /// `POST /hooks/github`.
 pub async fn github(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Answer {
+    counted("github", receive_github(&app, &headers, body))
+}
+
+/// `POST /hooks/gitlab`.
+pub async fn gitlab(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    counted("gitlab", receive_gitlab(&app, &headers, body))
+}
+
+/// Counts a delivery by what became of it.
+fn counted(provider: &'static str, answer: Answer) -> Answer {
+    let result = match &answer {
+        Ok((StatusCode::ACCEPTED, _)) => "queued",
+        Ok((_, Json(body))) if body.get("duplicate").is_some() => "duplicate",
+        Ok((_, Json(body))) if body.get("pong").is_some() => "ping",
+        Ok(_) => "ignored",
+        Err(e) => e.code,
+    };
+    crate::telemetry::webhook_delivery(provider, result);
+    answer
+}
+
+fn receive_github(app: &App, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
     let body = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
-    let event = header(&headers, "x-github-event")?;
-    let delivery = header(&headers, "x-github-delivery")?.to_string();
+    let event = header(headers, "x-github-event")?;
+    let delivery = header(headers, "x-github-delivery")?.to_string();
     let signature = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok())
@@ -124,7 +152,7 @@ pub async fn github(
         "ping" => false,
         other => return Ok(ignored(other)),
     };
-    deliver(&app, "github", &delivery, &urls, is_push, |secret| {
+    deliver(app, "github", &delivery, &urls, is_push, |secret| {
         Proof::GitHubSignature {
             signature: &signature,
             body: &body,
@@ -133,14 +161,9 @@ pub async fn github(
     })
 }
 
-/// `POST /hooks/gitlab`.
-pub async fn gitlab(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+fn receive_gitlab(app: &App, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
     let body = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
-    let event = header(&headers, "x-gitlab-event")?;
+    let event = header(headers, "x-gitlab-event")?;
     let delivery = headers
         .get("idempotency-key")
         .or_else(|| headers.get("x-gitlab-event-uuid"))
@@ -158,7 +181,7 @@ pub async fn gitlab(
     if !matches!(event, "Push Hook" | "Tag Push Hook") {
         return Ok(ignored(event));
     }
-    deliver(&app, "gitlab", &delivery, &urls, true, |secret| {
+    deliver(app, "gitlab", &delivery, &urls, true, |secret| {
         Proof::GitLabToken(&token).holds_for(secret)
     })
 }
@@ -175,7 +198,7 @@ fn deliver(
     urls: &[String],
     is_push: bool,
     proves: impl Fn(&[u8]) -> bool,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Answer {
     let candidates = app.store.with(|c| candidates(c, urls))?;
     if candidates.is_empty() {
         return Err(ApiError::not_found("no pull mirror of this repository"));

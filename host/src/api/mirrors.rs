@@ -189,6 +189,7 @@ pub async fn patch(
         if let Some(seconds) = mirror.update_interval {
             schedules::set(app, id, &Cadence::Interval(seconds), mirror.enabled)?;
         }
+        crate::health::observe(app, id)?;
         Ok(mirror)
     })
     .await

@@ -6,12 +6,14 @@ mod auth;
 mod bandwidth;
 mod credentials;
 mod error;
+mod health;
 mod json;
 mod mirrors;
 mod plugins;
 mod runs;
 mod schedules;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router, middleware};
 use serde_json::json;
 
+use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::jobs::Queue;
 use crate::plugins::{BUILTINS, Registry};
@@ -29,14 +32,16 @@ use crate::schedule::{Clock, Policy};
 use crate::secrets::MasterKey;
 use crate::store::{Store, StoreError};
 use crate::sync::Engine;
+use crate::sync::progress::{Progress, Snapshot};
 use crate::sync::throttle::Bucket;
 use crate::webhooks;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use auth::{AdminToken, TOKEN_FILE, TokenSource};
 
 /// Largest component an upload may carry.
 const MAX_COMPONENT_BYTES: usize = 64 << 20;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 pub use json::ApiJson;
 pub use mirrors::check_project_id;
 
@@ -57,6 +62,39 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// The service-wide transfer cap (`max_bytes_per_second` in config).
     pub bandwidth: Option<Arc<std::sync::Mutex<Bucket>>>,
+    /// Sends an alert per mirror state change, when configured.
+    pub alerts: Alerts,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Transfer progress of the runs in flight, by run id.
+    pub live: LiveRuns,
+}
+
+/// Progress of the runs in flight. Entries live from a run's start to its end.
+#[derive(Debug, Default)]
+pub struct LiveRuns(std::sync::Mutex<HashMap<i64, Arc<Progress>>>);
+
+impl LiveRuns {
+    pub fn start(&self, run_id: i64) -> Arc<Progress> {
+        let progress = Arc::new(Progress::default());
+        self.lock().insert(run_id, progress.clone());
+        progress
+    }
+
+    pub fn finish(&self, run_id: i64) {
+        self.lock().remove(&run_id);
+    }
+
+    pub fn get(&self, run_id: i64) -> Option<Snapshot> {
+        self.lock().get(&run_id).map(|p| p.snapshot())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Progress>>> {
+        // The map holds no invariant a panicking holder could break.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl App {
@@ -68,6 +106,7 @@ impl App {
             store: &self.store,
             master_key: &self.master_key,
             shared_bandwidth: self.bandwidth.as_ref(),
+            progress: None,
         }
     }
 }
@@ -116,6 +155,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/mirrors/{id}/sync", post(runs::sync))
         .route("/mirrors/{id}/runs", get(runs::list))
+        .route("/mirrors/{id}/health", get(health::mirror))
+        .route("/health/unhealthy", get(health::unhealthy))
+        .route("/runs/{run_id}", get(runs::get))
         .route("/mirrors/{id}/conflicts", get(runs::conflicts))
         .route("/mirrors/{id}/conflicts/detect", post(runs::detect))
         .route("/mirrors/{id}/conflicts/{cid}/resolve", post(runs::resolve))
@@ -136,6 +178,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(health::metrics))
         .nest("/api/v1", api)
         .nest("/hooks", hooks)
         .fallback(|| async { ApiError::not_found("no such route") })

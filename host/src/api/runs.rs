@@ -71,6 +71,27 @@ async fn current_run(state: &AppState, run_id: i64) -> Result<Run, ApiError> {
     .await
 }
 
+/// A run, with its transfer progress while it is running.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RunView {
+    #[serde(flatten)]
+    run: Run,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<crate::sync::progress::Snapshot>,
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+) -> Result<Json<RunView>, ApiError> {
+    let run_id: i64 = run_id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no run {run_id:?}")))?;
+    let run = current_run(&state, run_id).await?;
+    let progress = state.live.get(run_id);
+    Ok(Json(RunView { run, progress }))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct RunsQuery {
     limit: Option<u32>,

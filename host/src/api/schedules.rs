@@ -66,7 +66,9 @@ pub async fn put(
             }
         };
         let enabled = body.enabled.unwrap_or(true);
-        Ok(Json(set(app, id, &cadence, enabled)?))
+        let schedule = set(app, id, &cadence, enabled)?;
+        crate::health::observe(app, id)?;
+        Ok(Json(schedule))
     })
     .await
 }
@@ -91,12 +93,9 @@ async fn toggle(
             .store
             .with(|c| schedules::get(c, id))?
             .ok_or_else(|| ApiError::not_found(format!("mirror {id} has no schedule")))?;
-        Ok(Json(set(
-            app,
-            id,
-            &schedule::cadence_of(&current),
-            enabled,
-        )?))
+        let schedule = set(app, id, &schedule::cadence_of(&current), enabled)?;
+        crate::health::observe(app, id)?;
+        Ok(Json(schedule))
     })
     .await
 }

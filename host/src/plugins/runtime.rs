@@ -149,6 +149,24 @@ impl Runtime {
         body: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<T, String>>,
         output_bytes: impl FnOnce(&T) -> usize,
     ) -> Result<Outcome<T>, PluginError> {
+        let result = self.call_sandboxed(plugin, input_bytes, body, output_bytes);
+        crate::telemetry::plugin_called(
+            plugin,
+            result
+                .as_ref()
+                .map(|o| o.fuel_used)
+                .map_err(PluginError::code),
+        );
+        result
+    }
+
+    fn call_sandboxed<T>(
+        &self,
+        plugin: &str,
+        input_bytes: usize,
+        body: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<T, String>>,
+        output_bytes: impl FnOnce(&T) -> usize,
+    ) -> Result<Outcome<T>, PluginError> {
         let limits = self.inner.limits;
         let fail = |kind| PluginError::new(plugin, kind);
         if input_bytes > limits.max_input_bytes {

@@ -148,6 +148,13 @@ const MIGRATIONS: &[&str] = &[
         fingerprint  TEXT NOT NULL,
         seen_at      TEXT NOT NULL
     ) STRICT;",
+    // 9: the health state each mirror was last seen in, so that a change of
+    // state raises one alert and a repeated failure none.
+    "CREATE TABLE health_states (
+        mirror_id   INTEGER PRIMARY KEY REFERENCES mirrors(id) ON DELETE CASCADE,
+        state       TEXT NOT NULL,
+        changed_at  TEXT NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this binary writes.

@@ -7,6 +7,7 @@
 pub mod bandwidth;
 pub mod conflicts;
 pub mod credentials;
+pub mod health;
 mod migrations;
 pub mod mirrors;
 pub mod runs;

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{StoreError, now};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Queued,
@@ -56,7 +56,7 @@ impl RunStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Run {
     pub run_id: i64,
     pub mirror_id: i64,
@@ -283,6 +283,16 @@ pub fn recover(conn: &mut Connection) -> Result<usize, StoreError> {
     }
     tx.commit()?;
     Ok(running.len())
+}
+
+/// How many jobs are pending and how many running.
+pub fn job_counts(conn: &Connection) -> Result<(i64, i64), StoreError> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FILTER (WHERE state = 'pending'), COUNT(*) FILTER (WHERE state = 'running') \
+         FROM jobs",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?)
 }
 
 pub fn get(conn: &Connection, run_id: i64) -> Result<Option<Run>, StoreError> {

@@ -10,6 +10,7 @@
 
 mod credentials;
 mod hostkeys;
+pub mod progress;
 mod pull;
 mod push;
 pub mod refs;
@@ -134,6 +135,8 @@ pub struct Engine<'a> {
     pub master_key: &'a MasterKey,
     /// The service-wide transfer cap, shared by every run.
     pub shared_bandwidth: Option<&'a Arc<Mutex<Bucket>>>,
+    /// Where the transfer callbacks report progress, for a run someone watches.
+    pub progress: Option<&'a progress::Progress>,
 }
 
 impl Engine<'_> {

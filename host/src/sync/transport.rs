@@ -37,11 +37,21 @@ impl<'r> Run<'r> {
         callbacks.transfer_progress(|progress| {
             let bytes = progress.received_bytes() as u64;
             transfer.bytes.set(bytes);
+            if let Some(live) = self.engine.progress {
+                live.update(
+                    progress.received_objects() as u64,
+                    progress.total_objects() as u64,
+                    bytes,
+                );
+            }
             self.throttle.progress(bytes);
             true
         });
-        callbacks.push_transfer_progress(|_current, _total, bytes| {
+        callbacks.push_transfer_progress(|current, total, bytes| {
             transfer.bytes.set(bytes as u64);
+            if let Some(live) = self.engine.progress {
+                live.update(current as u64, total as u64, bytes as u64);
+            }
             self.throttle.progress(bytes as u64);
         });
         callbacks

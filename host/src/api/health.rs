@@ -1,0 +1,95 @@
+//! `/api/v1/mirrors/{id}/health`, `/api/v1/health/unhealthy` and `/metrics`.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+
+use super::mirrors::load;
+use super::{ApiError, AppState, blocking, mirror_id};
+use crate::health::{self, Health};
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WindowQuery {
+    /// How many of the latest finished runs to cover [default: the `health_window` setting].
+    window: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UnhealthyQuery {
+    /// Percent; mirrors under it are listed [default: 90].
+    min_success_rate: Option<f64>,
+    /// How many of the latest finished runs to cover [default: the `health_window` setting].
+    window: Option<u32>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UnhealthyList {
+    mirrors: Vec<Health>,
+}
+
+fn window(requested: Option<u32>, default: u32) -> Result<u32, ApiError> {
+    match requested {
+        None => Ok(default),
+        Some(0) => Err(ApiError::invalid("window", "must be at least 1")),
+        Some(n) => Ok(n.min(100_000)),
+    }
+}
+
+#[utoipa::path(get, path = "/mirrors/{id}/health", tag = "health",
+    params(("id" = i64, Path, description = "Mirror id"), WindowQuery),
+    responses((status = 200, body = Health), (status = 404, body = super::ErrorBody)))]
+pub async fn mirror(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<WindowQuery>,
+) -> Result<Json<Health>, ApiError> {
+    let id = mirror_id(&id)?;
+    blocking(state, move |app| {
+        let window = window(query.window, app.config.health_window)?;
+        let mirror = load(app, id)?;
+        Ok(app.store.with(|c| health::of(c, &mirror, window))?)
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(get, path = "/health/unhealthy", tag = "health", params(UnhealthyQuery),
+    responses((status = 200, body = UnhealthyList), (status = 422, body = super::ErrorBody)))]
+pub async fn unhealthy(
+    State(state): State<AppState>,
+    Query(query): Query<UnhealthyQuery>,
+) -> Result<Json<UnhealthyList>, ApiError> {
+    let min = query.min_success_rate.unwrap_or(90.0);
+    if !(0.0..=100.0).contains(&min) {
+        return Err(ApiError::invalid(
+            "min_success_rate",
+            "must be a percentage from 0 to 100",
+        ));
+    }
+    blocking(state, move |app| {
+        let window = window(query.window, app.config.health_window)?;
+        let mirrors = app.store.with(|c| health::unhealthy(c, window, min))?;
+        Ok(Json(UnhealthyList { mirrors }))
+    })
+    .await
+}
+
+/// Prometheus text format. Unauthenticated like `/healthz`, as scrapers expect;
+/// it names no mirror, URL or secret.
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let text = blocking(state, |app| {
+        Ok(crate::telemetry::render(&app.metrics, &app.store)?)
+    })
+    .await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
+}

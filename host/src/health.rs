@@ -1,0 +1,228 @@
+//! Mirror health, computed from the run history, and the state changes that
+//! raise alerts. Figures cover the last `window` finished runs; the consecutive
+//! failure count and the last success look at the whole history.
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use crate::api::App;
+use crate::store::health::{self as rows, FinishedRun};
+use crate::store::{self, Mirror, StoreError};
+
+/// Where a mirror stands, from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Healthy,
+    /// Its last run failed.
+    Failing,
+    /// Failed `max_failures` times in a row: skipped until a manual sync or a
+    /// settings change.
+    HardFailed,
+    /// Turned off by an operator.
+    Disabled,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Healthy => "healthy",
+            State::Failing => "failing",
+            State::HardFailed => "hard_failed",
+            State::Disabled => "disabled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub mirror_id: i64,
+    pub project_id: String,
+    pub direction: store::Direction,
+    pub url: String,
+    pub state: State,
+    /// Percent of the window's runs that succeeded, two decimals; null before
+    /// the first finished run.
+    pub success_rate: Option<f64>,
+    pub total_updates: u32,
+    pub successful_updates: u32,
+    pub failed_updates: u32,
+    pub average_duration_ms: Option<i64>,
+    /// Nearest-rank 95th percentile of the window's run durations.
+    pub p95_duration_ms: Option<i64>,
+    /// The error of the last run; null once a run succeeds (as GitLab does).
+    pub last_error: Option<String>,
+    pub last_successful_update_at: Option<String>,
+    pub last_update_at: Option<String>,
+    pub consecutive_failures: u32,
+    /// How many of the latest finished runs the figures cover.
+    pub window: u32,
+}
+
+/// The figures over a window of runs, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Figures {
+    total: u32,
+    succeeded: u32,
+    success_rate: Option<f64>,
+    average_ms: Option<i64>,
+    p95_ms: Option<i64>,
+}
+
+fn figures(runs: &[FinishedRun]) -> Figures {
+    if runs.is_empty() {
+        return Figures::default();
+    }
+    let total = runs.len();
+    let succeeded = runs.iter().filter(|r| r.succeeded).count();
+    let mut durations: Vec<i64> = runs.iter().map(|r| r.duration_ms).collect();
+    durations.sort_unstable();
+    let sum: i64 = durations.iter().sum();
+    // Nearest rank: the smallest value with at least 95% of the values at or below it.
+    let rank = (total * 95).div_ceil(100).max(1);
+    let rate = succeeded as f64 * 100.0 / total as f64;
+    Figures {
+        total: total as u32,
+        succeeded: succeeded as u32,
+        success_rate: Some((rate * 100.0).round() / 100.0),
+        average_ms: Some(sum / total as i64),
+        p95_ms: Some(durations[rank - 1]),
+    }
+}
+
+/// The health of `mirror` over its last `window` finished runs.
+pub fn of(conn: &Connection, mirror: &Mirror, window: u32) -> Result<Health, StoreError> {
+    let id = mirror.mirror_id;
+    let runs = rows::recent(conn, id, window)?;
+    let f = figures(&runs);
+    let consecutive_failures = rows::consecutive_failures(conn, id)?;
+    let hard_failed = store::schedules::get(conn, id)?.is_some_and(|s| s.hard_failed);
+    let state = if !mirror.enabled {
+        State::Disabled
+    } else if hard_failed {
+        State::HardFailed
+    } else if consecutive_failures > 0 {
+        State::Failing
+    } else {
+        State::Healthy
+    };
+    let last = runs.first();
+    Ok(Health {
+        mirror_id: id,
+        project_id: mirror.project_id.clone(),
+        direction: mirror.direction,
+        url: mirror.url.clone(),
+        state,
+        success_rate: f.success_rate,
+        total_updates: f.total,
+        successful_updates: f.succeeded,
+        failed_updates: f.total - f.succeeded,
+        average_duration_ms: f.average_ms,
+        p95_duration_ms: f.p95_ms,
+        last_error: last.filter(|r| !r.succeeded).and_then(|r| r.error.clone()),
+        last_successful_update_at: rows::last_success_at(conn, id)?,
+        last_update_at: last.map(|r| r.finished_at.clone()),
+        consecutive_failures,
+        window,
+    })
+}
+
+/// Mirrors whose success rate is under `min_success_rate`, and hard-failed ones
+/// whatever their rate. Mirrors without a finished run have no rate and are not
+/// listed.
+pub fn unhealthy(
+    conn: &Connection,
+    window: u32,
+    min_success_rate: f64,
+) -> Result<Vec<Health>, StoreError> {
+    let mut found = Vec::new();
+    for mirror in store::mirrors::list(conn, None, None)? {
+        let health = of(conn, &mirror, window)?;
+        let low = health.success_rate.is_some_and(|r| r < min_success_rate);
+        if low || health.state == State::HardFailed {
+            found.push(health);
+        }
+    }
+    Ok(found)
+}
+
+/// A mirror moved from one state to another.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub from: State,
+    pub to: State,
+    pub health: Health,
+}
+
+/// Compares `mirror_id`'s state with the one last recorded; on a change it logs
+/// one event, records the new state and hands the change to the alert sender.
+/// Called after every run and every settings change, so that a repeated failure
+/// (no change) raises nothing. A mirror starts out healthy.
+pub fn observe(app: &App, mirror_id: i64) -> Result<(), StoreError> {
+    let change = app.store.with(|conn| -> Result<_, StoreError> {
+        let Some(mirror) = store::mirrors::get(conn, mirror_id)? else {
+            return Ok(None);
+        };
+        let health = of(conn, &mirror, app.config.health_window)?;
+        let from = match rows::last_state(conn, mirror_id)?.as_deref() {
+            Some("failing") => State::Failing,
+            Some("hard_failed") => State::HardFailed,
+            Some("disabled") => State::Disabled,
+            _ => State::Healthy,
+        };
+        if from == health.state {
+            return Ok(None);
+        }
+        rows::set_state(conn, mirror_id, health.state.as_str())?;
+        Ok(Some(Change {
+            from,
+            to: health.state,
+            health,
+        }))
+    })?;
+    if let Some(change) = change {
+        tracing::warn!(
+            mirror_id,
+            from = change.from.as_str(),
+            to = change.to.as_str(),
+            consecutive_failures = change.health.consecutive_failures,
+            "mirror state changed"
+        );
+        app.alerts.send(change);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(succeeded: bool, duration_ms: i64) -> FinishedRun {
+        FinishedRun {
+            succeeded,
+            duration_ms,
+            finished_at: String::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn figures_follow_the_window() {
+        assert_eq!(figures(&[]), Figures::default());
+        let runs: Vec<_> = (1..=20).map(|i| run(i % 3 != 0, i * 10)).collect();
+        let f = figures(&runs);
+        assert_eq!((f.total, f.succeeded), (20, 14));
+        assert_eq!(f.success_rate, Some(70.0));
+        assert_eq!(f.average_ms, Some(105));
+        // 95% of 20 is 19: the 19th smallest duration.
+        assert_eq!(f.p95_ms, Some(190));
+    }
+
+    #[test]
+    fn rates_round_to_two_decimals_and_one_run_is_its_own_p95() {
+        let f = figures(&[run(true, 7), run(false, 9), run(false, 8)]);
+        assert_eq!(f.success_rate, Some(33.33));
+        assert_eq!(f.p95_ms, Some(9));
+        assert_eq!(figures(&[run(false, 5)]).p95_ms, Some(5));
+    }
+}
