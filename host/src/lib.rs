@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod cli;
 pub mod config;
 mod fsutil;
 pub mod health;

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use mirrorhost::cli::{self, ConflictsCommand, Connection, CredentialsCommand, MirrorCommand};
 use mirrorhost::config::{Config, Overrides};
 use mirrorhost::secrets::{self, MasterKey};
 use mirrorhost::store::Store;
@@ -41,6 +42,27 @@ enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// Mirrors of a running server: add, list, sync, health.
+    Mirror {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: MirrorCommand,
+    },
+    /// Conflicts of a running server's mirrors.
+    Conflicts {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: ConflictsCommand,
+    },
+    /// Credentials of a running server's mirrors.
+    Credentials {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: CredentialsCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +96,32 @@ fn main() -> anyhow::Result<()> {
         Command::Secrets {
             command: SecretsCommand::RotateKey { overrides },
         } => rotate_key(Config::resolve(overrides)?)?,
+        Command::Mirror {
+            connection,
+            command,
+        } => client_command(cli::mirror(&connection, command))?,
+        Command::Conflicts {
+            connection,
+            command,
+        } => client_command(cli::conflicts(&connection, command))?,
+        Command::Credentials {
+            connection,
+            command,
+        } => client_command(cli::credentials(&connection, command))?,
+    }
+    Ok(())
+}
+
+/// Runs a command against the server. Its error is the whole message: printed
+/// as it is, with exit status 1.
+fn client_command(command: impl Future<Output = Result<(), cli::CliError>>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    if let Err(error) = runtime.block_on(command) {
+        eprintln!("error: {error}");
+        std::process::exit(1);
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 mod api_input;
 mod auth;
 mod bandwidth;
+mod cli;
 mod health;
 #[path = "../fixtures/history.rs"]
 mod history;
