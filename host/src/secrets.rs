@@ -33,7 +33,7 @@ pub enum SecretsError {
 
 /// A secret as the operator stored it (and as `PUT .../credentials` takes it).
 /// `Debug` never shows the secret parts.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Secret {
     Password {

@@ -106,6 +106,7 @@ impl Proof<'_> {
 type Answer = Result<(StatusCode, Json<Value>), ApiError>;
 
 /// `POST /hooks/github`.
+#[utoipa::path(post, path = "/github", tag = "webhooks", request_body(content = serde_json::Value, description = "GitHub push or ping payload, signed in X-Hub-Signature-256"), responses((status = 202, body = serde_json::Value), (status = 200, description = "ping, duplicate or ignored event", body = serde_json::Value), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 413)))]
 pub async fn github(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -115,6 +116,7 @@ pub async fn github(
 }
 
 /// `POST /hooks/gitlab`.
+#[utoipa::path(post, path = "/gitlab", tag = "webhooks", request_body(content = serde_json::Value, description = "GitLab Push Hook or Tag Push Hook payload, with X-Gitlab-Token"), responses((status = 202, body = serde_json::Value), (status = 200, description = "duplicate or ignored event", body = serde_json::Value), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 413)))]
 pub async fn gitlab(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -265,7 +267,7 @@ fn candidates(conn: &mut rusqlite::Connection, urls: &[String]) -> Result<Candid
     Ok(found)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretBody {
     secret: String,
@@ -273,6 +275,7 @@ pub struct SecretBody {
 
 /// `PUT /api/v1/projects/{id}/webhook {"secret"}`: sets the project's webhook
 /// secret (GitHub's secret, GitLab's token), stored sealed, never shown again.
+#[utoipa::path(put, path = "/projects/{id}/webhook", tag = "projects", params(("id" = String, Path, description = "Project id, URL-encoded (group%2Fname)")), request_body = SecretBody, responses((status = 200, body = serde_json::Value), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn set_secret(
     State(app): State<AppState>,
     Path(project_id): Path<String>,

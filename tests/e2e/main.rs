@@ -12,6 +12,7 @@ mod health;
 #[path = "../fixtures/history.rs"]
 mod history;
 mod http_git;
+mod openapi;
 mod plugins;
 mod pull;
 mod push;

@@ -8,6 +8,7 @@ use super::mirrors::load;
 use super::{ApiError, AppState, blocking, mirror_id};
 use crate::store::bandwidth::{self, Bandwidth};
 
+#[utoipa::path(get, path = "/mirrors/{id}/bandwidth", tag = "bandwidth", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, body = Bandwidth), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -20,6 +21,7 @@ pub async fn get(
     .await
 }
 
+#[utoipa::path(put, path = "/mirrors/{id}/bandwidth", tag = "bandwidth", params(("id" = i64, Path, description = "Mirror id")), request_body = Bandwidth, responses((status = 200, body = Bandwidth), (status = 404, description = "No such mirror", body = crate::api::ErrorBody), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,
     Path(id): Path<String>,

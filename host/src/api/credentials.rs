@@ -12,6 +12,7 @@ use crate::secrets::Secret;
 use crate::store::credentials::{self, CredentialMeta, HostKey, SealedCredential};
 use serde_json::{Value, json};
 
+#[utoipa::path(put, path = "/mirrors/{id}/credentials", tag = "credentials", params(("id" = i64, Path, description = "Mirror id")), request_body = Secret, responses((status = 200, body = CredentialMeta), (status = 404, description = "No such mirror", body = crate::api::ErrorBody), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -51,6 +52,7 @@ pub async fn put(
     .await
 }
 
+#[utoipa::path(get, path = "/mirrors/{id}/credentials", tag = "credentials", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, body = CredentialMeta), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -66,6 +68,7 @@ pub async fn get(
     .await
 }
 
+#[utoipa::path(delete, path = "/mirrors/{id}/credentials", tag = "credentials", params(("id" = i64, Path, description = "Mirror id")), responses((status = 204), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -79,12 +82,13 @@ pub async fn delete(
     .await
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostKeysBody {
     host_keys: Vec<HostKey>,
 }
 
+#[utoipa::path(get, path = "/mirrors/{id}/ssh-host-keys", tag = "credentials", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, description = "{\"host_keys\": [HostKey]}", body = serde_json::Value), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
 pub async fn get_host_keys(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -99,6 +103,7 @@ pub async fn get_host_keys(
 }
 
 /// Replaces the host keys the mirror trusts.
+#[utoipa::path(put, path = "/mirrors/{id}/ssh-host-keys", tag = "credentials", params(("id" = i64, Path, description = "Mirror id")), request_body = HostKeysBody, responses((status = 200, body = serde_json::Value), (status = 404, description = "No such mirror", body = crate::api::ErrorBody), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn put_host_keys(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -130,6 +135,7 @@ pub async fn put_host_keys(
 
 /// The host keys the remote offers, to be checked and confirmed by the operator;
 /// nothing is stored.
+#[utoipa::path(post, path = "/mirrors/{id}/ssh-host-keys/detect", tag = "credentials", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, body = serde_json::Value), (status = 404, description = "No such mirror", body = crate::api::ErrorBody), (status = 502, body = crate::api::ErrorBody)))]
 pub async fn detect_host_keys(
     State(state): State<AppState>,
     Path(id): Path<String>,

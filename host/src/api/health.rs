@@ -78,6 +78,8 @@ pub async fn unhealthy(
     .await
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "probes",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 /// Prometheus text format. Unauthenticated like `/healthz`, as scrapers expect;
 /// it names no mirror, URL or secret.
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {

@@ -17,7 +17,7 @@ use crate::store::{self, AuthMethod, Direction, Mirror, MirrorSettings};
 use crate::sync::remote;
 
 /// The body of `POST /api/v1/mirrors/{pull,push}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMirror {
     project_id: String,
@@ -31,8 +31,10 @@ pub struct CreateMirror {
     keep_divergent_refs: bool,
     mirror_branch_regex: Option<String>,
     conflict_strategy: Option<String>,
+    #[schema(value_type = Option<Object>)]
     conflict_strategy_config: Option<Value>,
     branch_filter: Option<String>,
+    #[schema(value_type = Option<Object>)]
     branch_filter_config: Option<Value>,
     #[serde(default = "yes")]
     enabled: bool,
@@ -40,7 +42,7 @@ pub struct CreateMirror {
 
 /// The body of `PATCH /api/v1/mirrors/{id}`: every field optional; `null` clears
 /// the optional ones.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchMirror {
     url: Option<String>,
@@ -52,9 +54,11 @@ pub struct PatchMirror {
     #[serde(default, deserialize_with = "present")]
     mirror_branch_regex: Option<Option<String>>,
     conflict_strategy: Option<String>,
+    #[schema(value_type = Option<Object>)]
     conflict_strategy_config: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     branch_filter: Option<Option<String>>,
+    #[schema(value_type = Option<Object>)]
     branch_filter_config: Option<Value>,
     enabled: Option<bool>,
 }
@@ -74,6 +78,7 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+#[utoipa::path(post, path = "/mirrors/pull", tag = "mirrors", request_body = CreateMirror, responses((status = 201, body = Mirror), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn create_pull(
     state: State<AppState>,
     body: ApiJson<CreateMirror>,
@@ -81,6 +86,7 @@ pub async fn create_pull(
     create(state, body, Direction::Pull).await
 }
 
+#[utoipa::path(post, path = "/mirrors/push", tag = "mirrors", request_body = CreateMirror, responses((status = 201, body = Mirror), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn create_push(
     state: State<AppState>,
     body: ApiJson<CreateMirror>,
@@ -127,11 +133,13 @@ async fn create(
     Ok((StatusCode::CREATED, Json(mirror)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     project_id: Option<String>,
 }
 
+#[utoipa::path(get, path = "/mirrors", tag = "mirrors", params(ListQuery), responses((status = 200, description = "{\"mirrors\": [Mirror]}", body = serde_json::Value)))]
 pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
@@ -145,6 +153,7 @@ pub async fn list(
     Ok(Json(json!({ "mirrors": mirrors })))
 }
 
+#[utoipa::path(get, path = "/mirrors/{id}", tag = "mirrors", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, body = Mirror), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -153,6 +162,7 @@ pub async fn get(
     blocking(state, move |app| load(app, id)).await.map(Json)
 }
 
+#[utoipa::path(patch, path = "/mirrors/{id}", tag = "mirrors", params(("id" = i64, Path, description = "Mirror id")), request_body = PatchMirror, responses((status = 200, body = Mirror), (status = 404, description = "No such mirror", body = crate::api::ErrorBody), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn patch(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -196,6 +206,7 @@ pub async fn patch(
     .map(Json)
 }
 
+#[utoipa::path(delete, path = "/mirrors/{id}", tag = "mirrors", params(("id" = i64, Path, description = "Mirror id")), responses((status = 204), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -209,6 +220,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(put, path = "/projects/{id}/protected-branches", tag = "projects", params(("id" = String, Path, description = "Project id, URL-encoded (group%2Fname)")), request_body = Vec<String>, responses((status = 200, body = store::Project), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn set_protected_branches(
     State(state): State<AppState>,
     Path(project_id): Path<String>,

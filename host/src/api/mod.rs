@@ -20,9 +20,11 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
 use axum::{Json, Router, middleware};
 use serde_json::json;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::alerts::Alerts;
 use crate::config::Config;
@@ -111,85 +113,122 @@ impl App {
     }
 }
 
+/// The service's routes. Admin routes are registered with their OpenAPI
+/// operations in one step (`routes!`), so the served document and the router
+/// are built from the same list and cannot disagree.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route(
-            "/plugins",
-            get(plugins::list)
-                .post(plugins::upload)
-                .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
-        )
-        .route("/plugins/{name}", axum::routing::delete(plugins::delete))
-        .route("/mirrors", get(mirrors::list))
-        .route("/mirrors/pull", post(mirrors::create_pull))
-        .route("/mirrors/push", post(mirrors::create_push))
-        .route(
-            "/mirrors/{id}",
-            get(mirrors::get)
-                .patch(mirrors::patch)
-                .delete(mirrors::delete),
-        )
-        .route(
-            "/mirrors/{id}/credentials",
-            put(credentials::put)
-                .get(credentials::get)
-                .delete(credentials::delete),
-        )
-        .route(
-            "/mirrors/{id}/ssh-host-keys",
-            get(credentials::get_host_keys).put(credentials::put_host_keys),
-        )
-        .route(
-            "/mirrors/{id}/ssh-host-keys/detect",
-            post(credentials::detect_host_keys),
-        )
-        .route(
-            "/mirrors/{id}/schedule",
-            get(schedules::get).put(schedules::put),
-        )
-        .route("/mirrors/{id}/schedule/enable", post(schedules::enable))
-        .route("/mirrors/{id}/schedule/disable", post(schedules::disable))
-        .route(
-            "/mirrors/{id}/bandwidth",
-            get(bandwidth::get).put(bandwidth::put),
-        )
-        .route("/mirrors/{id}/sync", post(runs::sync))
-        .route("/mirrors/{id}/runs", get(runs::list))
-        .route("/mirrors/{id}/health", get(health::mirror))
-        .route("/health/unhealthy", get(health::unhealthy))
-        .route("/runs/{run_id}", get(runs::get))
-        .route("/mirrors/{id}/conflicts", get(runs::conflicts))
-        .route("/mirrors/{id}/conflicts/detect", post(runs::detect))
-        .route("/mirrors/{id}/conflicts/{cid}/resolve", post(runs::resolve))
-        .route(
-            "/projects/{id}/protected-branches",
-            put(mirrors::set_protected_branches),
-        )
-        .route("/projects/{id}/webhook", put(webhooks::set_secret))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_admin,
-        ));
-    // Webhooks authenticate themselves (signature or token), not with the admin token.
-    let hooks = Router::new()
-        .route("/github", post(webhooks::github))
-        .route("/gitlab", post(webhooks::gitlab))
-        .layer(DefaultBodyLimit::max(webhooks::MAX_BODY_BYTES));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(health::metrics))
-        .nest("/api/v1", api)
-        .nest("/hooks", hooks)
+    let (router, _) = routes(state.clone()).split_for_parts();
+    router
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
 }
 
+/// The OpenAPI document of every route, as `/api/openapi.json` serves it.
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| routes_without_state().split_for_parts().1)
+}
+
+fn routes(state: AppState) -> OpenApiRouter<AppState> {
+    let admin =
+        admin_routes().route_layer(middleware::from_fn_with_state(state, auth::require_admin));
+    probes_and_hooks().nest("/api/v1", admin)
+}
+
+/// The same routes without the admin layer, which needs a live state; only the
+/// document is taken from them.
+fn routes_without_state() -> OpenApiRouter<AppState> {
+    probes_and_hooks().nest("/api/v1", admin_routes())
+}
+
+fn probes_and_hooks() -> OpenApiRouter<AppState> {
+    // Webhooks authenticate themselves (signature or token), not with the admin token.
+    let hooks = OpenApiRouter::new()
+        .routes(routes!(webhooks::github))
+        .routes(routes!(webhooks::gitlab))
+        .layer(DefaultBodyLimit::max(webhooks::MAX_BODY_BYTES));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(openapi_json))
+        .nest("/hooks", hooks)
+}
+
+fn admin_routes() -> OpenApiRouter<AppState> {
+    let (schemas, paths, plugins) = routes!(plugins::list, plugins::upload);
+    let plugins = plugins.layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES));
+    OpenApiRouter::new()
+        .routes((schemas, paths, plugins))
+        .routes(routes!(plugins::delete))
+        .routes(routes!(mirrors::list))
+        .routes(routes!(mirrors::create_pull))
+        .routes(routes!(mirrors::create_push))
+        .routes(routes!(mirrors::get, mirrors::patch, mirrors::delete))
+        .routes(routes!(
+            credentials::put,
+            credentials::get,
+            credentials::delete
+        ))
+        .routes(routes!(
+            credentials::get_host_keys,
+            credentials::put_host_keys
+        ))
+        .routes(routes!(credentials::detect_host_keys))
+        .routes(routes!(schedules::get, schedules::put))
+        .routes(routes!(schedules::enable))
+        .routes(routes!(schedules::disable))
+        .routes(routes!(bandwidth::get, bandwidth::put))
+        .routes(routes!(runs::sync))
+        .routes(routes!(runs::list))
+        .routes(routes!(runs::get))
+        .routes(routes!(health::mirror))
+        .routes(routes!(health::unhealthy))
+        .routes(routes!(runs::conflicts))
+        .routes(routes!(runs::detect))
+        .routes(routes!(runs::resolve))
+        .routes(routes!(mirrors::set_protected_branches))
+        .routes(routes!(webhooks::set_secret))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "mirrorhost", description = "Admin API of the mirrorhost Git mirroring service."),
+    security(("admin_token" = [])),
+    modifiers(&AdminTokenScheme)
+)]
+struct ApiDoc;
+
+/// Every operation needs `Authorization: Bearer <admin token>` unless it says
+/// otherwise (probes and webhooks do).
+struct AdminTokenScheme;
+
+impl utoipa::Modify for AdminTokenScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[utoipa::path(get, path = "/api/openapi.json", tag = "probes", security(()),
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = serde_json::Value)))]
+async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "probes", security(()),
+    responses((status = 200, description = "The process answers", body = serde_json::Value)))]
 async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready when the database answers and every built-in plugin is loaded.
+#[utoipa::path(get, path = "/readyz", tag = "probes", security(()),
+    responses((status = 200, body = serde_json::Value), (status = 503, body = serde_json::Value)))]
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
     let db = {
         let state = state.clone();

@@ -12,11 +12,13 @@ use crate::plugins::{PluginMeta, World, uploaded};
 use crate::store;
 
 /// Every loaded plugin, built-in or uploaded.
+#[utoipa::path(get, path = "/plugins", tag = "plugins", responses((status = 200, description = "Built-in and uploaded plugins", body = serde_json::Value)))]
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "plugins": state.plugins.list() }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     name: Option<String>,
     world: Option<String>,
@@ -24,6 +26,7 @@ pub struct UploadQuery {
 
 /// `POST /api/v1/plugins?name=NAME&world=WORLD` with the component as the body.
 /// The component is checked against the world it claims before it is stored.
+#[utoipa::path(post, path = "/plugins", tag = "plugins", params(UploadQuery), request_body(content = Vec<u8>, content_type = "application/wasm", description = "A WebAssembly component"), responses((status = 201, body = serde_json::Value), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     Query(query): Query<UploadQuery>,
@@ -70,6 +73,7 @@ pub async fn upload(
 }
 
 /// Refused while a mirror uses the plugin, and for built-ins.
+#[utoipa::path(delete, path = "/plugins/{name}", tag = "plugins", params(("name" = String, Path)), responses((status = 204), (status = 404, body = crate::api::ErrorBody), (status = 409, description = "Built-in, or used by mirrors", body = crate::api::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -18,12 +18,14 @@ use crate::sync::Resolution;
 /// How long `?wait=true` waits for a run before answering with its current state.
 const WAIT_LIMIT: Duration = Duration::from_secs(600);
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SyncQuery {
     #[serde(default)]
     wait: bool,
 }
 
+#[utoipa::path(post, path = "/mirrors/{id}/sync", tag = "runs", params(("id" = i64, Path, description = "Mirror id"), SyncQuery), responses((status = 202, description = "Queued: run_id, status, coalesced", body = serde_json::Value), (status = 200, description = "With wait=true: the finished run", body = Run), (status = 404, description = "No such mirror", body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
 pub async fn sync(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -80,6 +82,7 @@ pub struct RunView {
     progress: Option<crate::sync::progress::Snapshot>,
 }
 
+#[utoipa::path(get, path = "/runs/{run_id}", tag = "runs", params(("run_id" = i64, Path)), responses((status = 200, body = RunView), (status = 404, body = crate::api::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
@@ -92,11 +95,13 @@ pub async fn get(
     Ok(Json(RunView { run, progress }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RunsQuery {
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/mirrors/{id}/runs", tag = "runs", params(("id" = i64, Path, description = "Mirror id"), RunsQuery), responses((status = 200, description = "{\"runs\": [Run]}, newest first", body = serde_json::Value), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -113,6 +118,7 @@ pub async fn list(
 }
 
 /// A dry run: the plan per ref, with the strategy's decisions, and no ref changed.
+#[utoipa::path(post, path = "/mirrors/{id}/conflicts/detect", tag = "conflicts", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, description = "The dry-run plan and the diverged refs", body = serde_json::Value), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
 pub async fn detect(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -140,6 +146,7 @@ pub async fn detect(
     .await
 }
 
+#[utoipa::path(get, path = "/mirrors/{id}/conflicts", tag = "conflicts", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, description = "{\"conflicts\": [Conflict]}", body = serde_json::Value), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
 pub async fn conflicts(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -153,12 +160,13 @@ pub async fn conflicts(
     Ok(Json(json!({ "conflicts": conflicts })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveBody {
     strategy: Resolution,
 }
 
+#[utoipa::path(post, path = "/mirrors/{id}/conflicts/{cid}/resolve", tag = "conflicts", params(("id" = i64, Path, description = "Mirror id"), ("cid" = i64, Path, description = "Conflict id")), request_body = ResolveBody, responses((status = 200, body = serde_json::Value), (status = 404, description = "No such mirror", body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn resolve(
     State(state): State<AppState>,
     Path((id, conflict_id)): Path<(String, String)>,

@@ -11,7 +11,7 @@ use crate::schedule;
 use crate::store::Direction;
 use crate::store::schedules::{self, Cadence, Schedule};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleBody {
     interval_seconds: Option<i64>,
@@ -19,6 +19,7 @@ pub struct ScheduleBody {
     enabled: Option<bool>,
 }
 
+#[utoipa::path(get, path = "/mirrors/{id}/schedule", tag = "schedules", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, body = Schedule), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -36,6 +37,7 @@ pub async fn get(
 
 /// Sets the cadence (exactly one of `interval_seconds` and `cron`) and whether it
 /// is enabled; clears any failure state, hard failure included.
+#[utoipa::path(put, path = "/mirrors/{id}/schedule", tag = "schedules", params(("id" = i64, Path, description = "Mirror id")), request_body = ScheduleBody, responses((status = 200, body = Schedule), (status = 404, description = "No such mirror", body = crate::api::ErrorBody), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -73,10 +75,12 @@ pub async fn put(
     .await
 }
 
+#[utoipa::path(post, path = "/mirrors/{id}/schedule/enable", tag = "schedules", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, body = Schedule), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
 pub async fn enable(state: State<AppState>, id: Path<String>) -> Result<Json<Schedule>, ApiError> {
     toggle(state, id, true).await
 }
 
+#[utoipa::path(post, path = "/mirrors/{id}/schedule/disable", tag = "schedules", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, body = Schedule), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
 pub async fn disable(state: State<AppState>, id: Path<String>) -> Result<Json<Schedule>, ApiError> {
     toggle(state, id, false).await
 }

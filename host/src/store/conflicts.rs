@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{StoreError, now};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Conflict {
     pub conflict_id: i64,
     pub mirror_id: i64,
@@ -26,7 +26,7 @@ pub struct Conflict {
     pub resolved_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ConflictStatus {
     /// Waiting for an operator.

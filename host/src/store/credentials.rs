@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{StoreError, now};
 
 /// What `GET .../credentials` shows: never the secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CredentialMeta {
     #[serde(rename = "type")]
     pub kind: String,
@@ -81,7 +81,7 @@ pub fn delete(conn: &Connection, mirror_id: i64) -> Result<(), StoreError> {
 }
 
 /// A host key an operator trusts for a mirror.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct HostKey {
     /// `SHA256:<base64>`, as `ssh-keygen -lf` prints it.
     pub fingerprint: String,

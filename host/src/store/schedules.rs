@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::StoreError;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Schedule {
     pub mirror_id: i64,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -12,7 +12,7 @@ use super::transport::Transfer;
 use super::{Engine, Run, SyncError};
 use crate::store::{Conflict, Direction, Mirror, Project};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Resolution {
     Ours,
