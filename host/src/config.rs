@@ -298,6 +298,23 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_is_documented_in_the_readme() {
+        use clap::CommandFactory;
+        #[derive(Debug, clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            overrides: Overrides,
+        }
+        let readme = include_str!("../../README.md");
+        for arg in Serve::command().get_arguments() {
+            let long = arg.get_long().unwrap();
+            assert!(readme.contains(&format!("`--{long}`")), "--{long}");
+            let env = arg.get_env().unwrap().to_str().unwrap();
+            assert!(readme.contains(&format!("`{env}`")), "{env}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");

@@ -375,3 +375,30 @@ async fn metrics_count_runs_bytes_plugins_and_webhooks() {
     assert_eq!(sample(&scrape, "mirrorhost_queue_depth", &[]), 0.0);
     assert_eq!(sample(&scrape, "mirrorhost_running_jobs", &[]), 0.0);
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_run_span_with_mirror_and_trigger() {
+    let mut envs = LOCAL_REMOTES.to_vec();
+    envs.push(("MIRRORHOST_LOG_FORMAT", "json"));
+    let server = Server::start(&envs);
+    let api = Api::new(&server);
+    let up = Upstream::new();
+    up.commit("main", "a");
+    up.push(&["main"]);
+    let id = api
+        .create("pull", json!({"project_id": "logs/p", "url": up.url()}))
+        .await;
+    assert_eq!(api.sync(id).await["status"], "succeeded");
+    let (_, log) = server.terminate();
+    let events: Vec<Value> = log
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let done = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "run succeeded")
+        .expect("a run succeeded event");
+    assert_eq!(done["span"]["name"], "run");
+    assert_eq!(done["span"]["mirror_id"], id);
+    assert_eq!(done["span"]["trigger"], "manual");
+}

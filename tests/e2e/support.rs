@@ -67,13 +67,18 @@ impl Server {
         let line = server
             .wait_for_log("listening", Duration::from_secs(120))
             .expect("server never said it was listening");
-        let bound = line
-            .split("bound=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap();
+        let bound = match serde_json::from_str::<serde_json::Value>(&line) {
+            // --log-format json
+            Ok(event) => event["fields"]["bound"].as_str().unwrap().to_string(),
+            Err(_) => line
+                .split("bound=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string(),
+        };
         server.addr = bound.parse().unwrap();
         server
     }

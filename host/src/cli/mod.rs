@@ -23,7 +23,7 @@ pub struct Connection {
         default_value = "http://127.0.0.1:8080"
     )]
     pub server: String,
-    /// Admin token; without it, <data-dir>/admin.token is read (the file `serve`
+    /// Admin token; without it, <data-dir>/admin-token is read (the file `serve`
     /// writes). Prefer the variable or the file: a flag shows in the process list.
     #[arg(
         long,
