@@ -4,7 +4,9 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use mirrorhost::cli::{self, ConflictsCommand, Connection, CredentialsCommand, MirrorCommand};
+use mirrorhost::cli::{
+    self, ConflictsCommand, Connection, CredentialsCommand, MirrorCommand, PluginCommand,
+};
 use mirrorhost::config::{Config, Overrides};
 use mirrorhost::secrets::{self, MasterKey};
 use mirrorhost::store::Store;
@@ -55,6 +57,11 @@ enum Command {
         connection: Connection,
         #[command(subcommand)]
         command: ConflictsCommand,
+    },
+    /// Write and try plugins: scaffold a crate, run a component on an input.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
     },
     /// Credentials of a running server's mirrors.
     Credentials {
@@ -108,6 +115,12 @@ fn main() -> anyhow::Result<()> {
             connection,
             command,
         } => client_command(cli::credentials(&connection, command))?,
+        Command::Plugin { command } => {
+            if let Err(error) = cli::plugin(command) {
+                eprintln!("error: {error}");
+                std::process::exit(1);
+            }
+        }
     }
     Ok(())
 }

@@ -51,6 +51,30 @@ pub enum Secret {
     },
 }
 
+/// The secret as an auth-provider plugin receives it.
+impl From<Secret> for crate::plugins::StoredSecret {
+    fn from(secret: Secret) -> Self {
+        use crate::plugins::{SshKeySecret, StoredSecret, TokenSecret, UserPass};
+        match secret {
+            Secret::Password { username, password } => {
+                StoredSecret::Password(UserPass { username, password })
+            }
+            Secret::Token { token, username } => {
+                StoredSecret::Token(TokenSecret { token, username })
+            }
+            Secret::SshKey {
+                private_key,
+                passphrase,
+                username,
+            } => StoredSecret::SshKey(SshKeySecret {
+                private_key,
+                passphrase,
+                username,
+            }),
+        }
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self {

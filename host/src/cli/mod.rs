@@ -3,6 +3,7 @@
 
 mod client;
 mod output;
+mod plugin;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 pub use client::{Client, ClientError};
+pub use plugin::{PluginCommand, run as plugin};
 
 /// Where the server is and how to prove we may use it.
 #[derive(Debug, Clone, clap::Args)]

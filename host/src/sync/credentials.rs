@@ -7,10 +7,7 @@ use std::cell::Cell;
 use git2::{Cred, CredentialType};
 
 use super::{Run, remote};
-use crate::plugins::{
-    AuthRequest, Credential, CredentialKinds, SshKeySecret, StoredSecret, TokenSecret, UserPass,
-};
-use crate::secrets::Secret;
+use crate::plugins::{AuthRequest, Credential, CredentialKinds, StoredSecret};
 use crate::store::{self, AuthMethod};
 
 /// libgit2 asks again after a rejected credential; one answer per kind is all a
@@ -93,23 +90,7 @@ impl Run<'_> {
             .master_key
             .open(id, &sealed)
             .map_err(|e| e.to_string())?;
-        Ok(match secret {
-            Secret::Password { username, password } => {
-                StoredSecret::Password(UserPass { username, password })
-            }
-            Secret::Token { token, username } => {
-                StoredSecret::Token(TokenSecret { token, username })
-            }
-            Secret::SshKey {
-                private_key,
-                passphrase,
-                username,
-            } => StoredSecret::SshKey(SshKeySecret {
-                private_key,
-                passphrase,
-                username,
-            }),
-        })
+        Ok(secret.into())
     }
 }
 
