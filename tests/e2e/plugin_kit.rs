@@ -166,3 +166,107 @@ async fn a_scaffolded_plugin_builds_tests_runs_uploads_and_filters_a_real_sync()
         .collect();
     assert_eq!(names, ["refs/heads/main", "refs/heads/release/2.0"]);
 }
+
+/// A mirror names its own auth provider and config: the scaffolded token
+/// provider with `{"username": "ci-bot"}` gets through a server that wants
+/// that username, where the built-in token provider (username `oauth2` for an
+/// unknown host) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_selects_its_auth_provider_by_name_and_config() {
+    let work = tempfile::tempdir().unwrap();
+    let out = mirrorhost(
+        work.path(),
+        &["plugin", "new", "bot-token", "--world", "auth-provider"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cargo(
+        &work.path().join("bot-token"),
+        &["build", "--quiet", "--release", "--target", "wasm32-wasip2"],
+    );
+
+    let up = Upstream::new();
+    up.commit("main", "a");
+    up.push(&["main"]);
+    let auth = crate::http_git::BasicAuth {
+        username: Some("ci-bot".into()),
+        password: "tok-7Qx-distinctive".into(),
+    };
+    let http = crate::http_git::HttpGit::start_with_auth(up.dir.path(), Some(auth)).await;
+    let server = local_server();
+    let api = Api::new(&server);
+    let resp = client()
+        .post(server.url("/api/v1/plugins?name=bot-token&world=auth-provider"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/wasm")
+        .body(std::fs::read(target_wasm("bot_token")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+
+    let id = api
+        .create(
+            "pull",
+            json!({"project_id": "kit/auth", "url": http.url("upstream.git"), "auth_method": "token"}),
+        )
+        .await;
+    let (status, _) = api
+        .put(
+            &format!("/api/v1/mirrors/{id}/credentials"),
+            json!({"type": "token", "token": "tok-7Qx-distinctive"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let refused = api.sync(id).await;
+    assert_eq!(
+        refused["status"], "failed",
+        "the built-in provider sends oauth2"
+    );
+
+    let patch = |body: Value| {
+        let api = &api;
+        async move {
+            api.call(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/mirrors/{id}"),
+                Some(body),
+            )
+            .await
+        }
+    };
+    // The plugin checks its config when the mirror is saved.
+    let (status, err) =
+        patch(json!({"auth_provider": "bot-token", "auth_provider_config": {"user": 1}})).await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (422, Some("auth_provider_config")),
+        "{err}"
+    );
+    let (status, err) = patch(json!({"auth_provider": "regex-filter"})).await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (422, Some("auth_provider")),
+        "{err}"
+    );
+    let (status, mirror) = patch(
+        json!({"auth_provider": "bot-token", "auth_provider_config": {"username": "ci-bot"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{mirror}");
+    assert_eq!(mirror["auth_provider"], "bot-token");
+
+    assert_eq!(api.sync(id).await["status"], "succeeded");
+    assert_eq!(
+        refs_of(&project_repo(&server, "kit/auth")),
+        refs_of(&up.bare())
+    );
+    // In use: it cannot be deleted.
+    let (status, _) = api
+        .call(reqwest::Method::DELETE, "/api/v1/plugins/bot-token", None)
+        .await;
+    assert_eq!(status, 409);
+}

@@ -36,6 +36,10 @@ pub struct CreateMirror {
     branch_filter: Option<String>,
     #[schema(value_type = Option<Object>)]
     branch_filter_config: Option<Value>,
+    /// An auth-provider plugin in place of the built-in one of `auth_method`.
+    auth_provider: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    auth_provider_config: Option<Value>,
     #[serde(default = "yes")]
     enabled: bool,
 }
@@ -60,6 +64,10 @@ pub struct PatchMirror {
     branch_filter: Option<Option<String>>,
     #[schema(value_type = Option<Object>)]
     branch_filter_config: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    auth_provider: Option<Option<String>>,
+    #[schema(value_type = Option<Object>)]
+    auth_provider_config: Option<Value>,
     enabled: Option<bool>,
 }
 
@@ -115,6 +123,8 @@ async fn create(
             conflict_strategy_config: config_text(body.conflict_strategy_config),
             branch_filter: body.branch_filter,
             branch_filter_config: config_text(body.branch_filter_config),
+            auth_provider: body.auth_provider,
+            auth_provider_config: config_text(body.auth_provider_config),
         };
         let settings = validate(app, settings)?;
         let mirror = app.store.with(|c| store::mirrors::insert(c, &settings))?;
@@ -191,6 +201,10 @@ pub async fn patch(
         s.branch_filter = body.branch_filter.unwrap_or(s.branch_filter);
         if let Some(config) = body.branch_filter_config {
             s.branch_filter_config = config_text(Some(config));
+        }
+        s.auth_provider = body.auth_provider.unwrap_or(s.auth_provider);
+        if let Some(config) = body.auth_provider_config {
+            s.auth_provider_config = config_text(Some(config));
         }
         s.enabled = body.enabled.unwrap_or(s.enabled);
         let s = validate(app, s)?;
@@ -301,6 +315,21 @@ fn validate(app: &super::App, mut s: MirrorSettings) -> Result<MirrorSettings, A
             filter,
             World::BranchFilter,
             &s.branch_filter_config,
+        )?;
+    }
+    if let Some(provider) = &s.auth_provider {
+        if s.auth_method == AuthMethod::None {
+            return Err(ApiError::invalid(
+                "auth_provider",
+                "a provider answers with the mirror's stored credential: set auth_method too",
+            ));
+        }
+        check_plugin(
+            app,
+            "auth_provider",
+            provider,
+            World::AuthProvider,
+            &s.auth_provider_config,
         )?;
     }
     Ok(s)

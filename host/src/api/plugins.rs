@@ -90,7 +90,7 @@ pub async fn delete(
             .store
             .with(|c| store::mirrors::list(c, None, None))?
             .into_iter()
-            .filter(|m| m.conflict_strategy == name || m.branch_filter.as_deref() == Some(&name))
+            .filter(|m| m.uses_plugin(&name))
             .map(|m| m.mirror_id)
             .collect();
         if !users.is_empty() {

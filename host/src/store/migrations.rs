@@ -155,6 +155,10 @@ const MIGRATIONS: &[&str] = &[
         state       TEXT NOT NULL,
         changed_at  TEXT NOT NULL
     ) STRICT;",
+    // 10: a mirror may name its own auth-provider plugin and config; without
+    // one, the built-in provider of its auth_method answers.
+    "ALTER TABLE mirrors ADD COLUMN auth_provider TEXT;
+    ALTER TABLE mirrors ADD COLUMN auth_provider_config TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema version this binary writes.

@@ -97,6 +97,10 @@ pub struct Mirror {
     pub conflict_strategy_config: String,
     pub branch_filter: Option<String>,
     pub branch_filter_config: String,
+    /// An auth-provider plugin chosen for this mirror; none means the built-in
+    /// provider of `auth_method`.
+    pub auth_provider: Option<String>,
+    pub auth_provider_config: String,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -118,6 +122,8 @@ pub struct MirrorSettings {
     pub conflict_strategy_config: String,
     pub branch_filter: Option<String>,
     pub branch_filter_config: String,
+    pub auth_provider: Option<String>,
+    pub auth_provider_config: String,
 }
 
 impl MirrorSettings {
@@ -139,11 +145,20 @@ impl MirrorSettings {
             conflict_strategy_config: String::new(),
             branch_filter: None,
             branch_filter_config: String::new(),
+            auth_provider: None,
+            auth_provider_config: String::new(),
         }
     }
 }
 
 impl Mirror {
+    /// Whether one of this mirror's policies is the plugin `name`.
+    pub fn uses_plugin(&self, name: &str) -> bool {
+        self.conflict_strategy == name
+            || self.branch_filter.as_deref() == Some(name)
+            || self.auth_provider.as_deref() == Some(name)
+    }
+
     pub fn settings(&self) -> MirrorSettings {
         MirrorSettings {
             project_id: self.project_id.clone(),
@@ -160,6 +175,8 @@ impl Mirror {
             conflict_strategy_config: self.conflict_strategy_config.clone(),
             branch_filter: self.branch_filter.clone(),
             branch_filter_config: self.branch_filter_config.clone(),
+            auth_provider: self.auth_provider.clone(),
+            auth_provider_config: self.auth_provider_config.clone(),
         }
     }
 }
@@ -167,7 +184,7 @@ impl Mirror {
 const MIRROR_COLUMNS: &str = "id, project_id, direction, url, remote_host, auth_method, enabled, \
      update_interval, only_protected_branches, keep_divergent_refs, mirror_branch_regex, \
      conflict_strategy, conflict_strategy_config, branch_filter, branch_filter_config, \
-     created_at, updated_at";
+     created_at, updated_at, auth_provider, auth_provider_config";
 
 fn mirror_from_row(row: &Row<'_>) -> rusqlite::Result<Mirror> {
     Ok(Mirror {
@@ -188,6 +205,8 @@ fn mirror_from_row(row: &Row<'_>) -> rusqlite::Result<Mirror> {
         branch_filter_config: row.get(14)?,
         created_at: row.get(15)?,
         updated_at: row.get(16)?,
+        auth_provider: row.get(17)?,
+        auth_provider_config: row.get(18)?,
     })
 }
 
@@ -233,12 +252,14 @@ pub fn set_protected_branches(
 }
 
 /// The settings a caller may change, in the column order of [`SETTABLE`]:
-/// the first twelve parameters of both the INSERT and the UPDATE.
+/// the first [`SETTABLE_COUNT`] parameters of both the INSERT and the UPDATE.
 const SETTABLE: &str = "url, remote_host, auth_method, enabled, update_interval, \
      only_protected_branches, keep_divergent_refs, mirror_branch_regex, conflict_strategy, \
-     conflict_strategy_config, branch_filter, branch_filter_config";
+     conflict_strategy_config, branch_filter, branch_filter_config, auth_provider, \
+     auth_provider_config";
+const SETTABLE_COUNT: usize = 14;
 
-fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; 12] {
+fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; SETTABLE_COUNT] {
     [
         &s.url,
         &s.remote_host,
@@ -252,7 +273,17 @@ fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; 12] {
         &s.conflict_strategy_config,
         &s.branch_filter,
         &s.branch_filter_config,
+        &s.auth_provider,
+        &s.auth_provider_config,
     ]
+}
+
+/// `?from, ?from+1, ... ?to`.
+fn placeholders(from: usize, to: usize) -> String {
+    (from..=to)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn insert(conn: &mut Connection, s: &MirrorSettings) -> Result<Mirror, StoreError> {
@@ -265,7 +296,9 @@ pub fn insert(conn: &mut Connection, s: &MirrorSettings) -> Result<Mirror, Store
     tx.execute(
         &format!(
             "INSERT INTO mirrors ({SETTABLE}, project_id, direction, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)"
+             VALUES ({}, ?{at})",
+            placeholders(1, SETTABLE_COUNT + 3),
+            at = SETTABLE_COUNT + 3,
         ),
         values.as_slice(),
     )?;
@@ -286,8 +319,10 @@ pub fn update(conn: &Connection, id: i64, s: &MirrorSettings) -> Result<Mirror, 
     values.extend([&at as &dyn rusqlite::ToSql, &id]);
     let changed = conn.execute(
         &format!(
-            "UPDATE mirrors SET {}, updated_at = ?13 WHERE id = ?14",
-            assignments.join(", ")
+            "UPDATE mirrors SET {}, updated_at = ?{} WHERE id = ?{}",
+            assignments.join(", "),
+            SETTABLE_COUNT + 1,
+            SETTABLE_COUNT + 2,
         ),
         values.as_slice(),
     )?;

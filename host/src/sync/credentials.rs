@@ -27,7 +27,7 @@ impl Run<'_> {
         allowed: CredentialType,
     ) -> Result<Cred, git2::Error> {
         let fail = |message: String| Err(git2::Error::from_str(&message));
-        let provider = match self.mirror.auth_method {
+        let builtin = match self.mirror.auth_method {
             AuthMethod::None => {
                 return fail(
                     "the remote asks for credentials, but the mirror has auth_method none".into(),
@@ -36,6 +36,10 @@ impl Run<'_> {
             AuthMethod::Password => "password",
             AuthMethod::Token => "token",
             AuthMethod::SshKey => "ssh-key",
+        };
+        let (provider, config) = match &self.mirror.auth_provider {
+            Some(chosen) => (chosen.as_str(), self.mirror.auth_provider_config.as_str()),
+            None => (builtin, ""),
         };
         if allowed.contains(CredentialType::USERNAME) {
             // SSH asks for the username alone first when the URL has none.
@@ -60,7 +64,7 @@ impl Run<'_> {
         let credential = self
             .engine
             .plugins
-            .provide(provider, &self.context(), "", &request)
+            .provide(provider, &self.context(), config, &request)
             .map_err(|e| git2::Error::from_str(&e.to_string()))?
             .value;
         match credential {
