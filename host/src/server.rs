@@ -102,6 +102,7 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
         alerts: Alerts::start(alerts),
         metrics: crate::telemetry::handle(),
         live: LiveRuns::default(),
+        webhook_routing: Default::default(),
     })
 }
 

@@ -7,7 +7,8 @@
 //! compared in constant time), and only once per delivery id. Acting is queueing:
 //! the answer goes out before any git work starts.
 
-use std::collections::BTreeMap;
+mod routing;
+
 use std::sync::Arc;
 
 use axum::Json;
@@ -22,8 +23,9 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::api::{ApiError, App, AppState};
-use crate::store::{self, Direction, Mirror, StoreError};
-use crate::sync::remote;
+use crate::store::{self, Mirror, StoreError};
+
+pub use routing::RoutingCache;
 
 /// Deliveries larger than this are refused (GitHub caps payloads at 25 MB).
 pub const MAX_BODY_BYTES: usize = 25 << 20;
@@ -201,7 +203,7 @@ fn deliver(
     is_push: bool,
     proves: impl Fn(&[u8]) -> bool,
 ) -> Answer {
-    let candidates = app.store.with(|c| candidates(c, urls))?;
+    let candidates = app.webhook_routing.candidates(&app.store, urls)?;
     if candidates.is_empty() {
         return Err(ApiError::not_found("no pull mirror of this repository"));
     }
@@ -224,6 +226,9 @@ fn deliver(
     if !is_push {
         return Ok((StatusCode::OK, Json(json!({"pong": true}))));
     }
+    if app.webhook_routing.seen(source, delivery) {
+        return Ok((StatusCode::OK, Json(json!({"duplicate": true}))));
+    }
     // Record the delivery and queue its mirrors under one hold of the database.
     let runs = app
         .store
@@ -237,34 +242,13 @@ fn deliver(
             }
             Ok(Some(runs))
         })?;
+    app.webhook_routing.remember(source, delivery);
     let Some(runs) = runs else {
         return Ok((StatusCode::OK, Json(json!({"duplicate": true}))));
     };
     app.jobs.wake();
     tracing::info!(source, delivery = %delivery, runs = runs.len(), "webhook delivery queued");
     Ok((StatusCode::ACCEPTED, Json(json!({ "queued": runs }))))
-}
-
-/// Each project with pull mirrors whose remote is one of `urls`: the mirrors and
-/// the project's sealed webhook secret, read in one go.
-type Candidates = BTreeMap<String, (Vec<Mirror>, Option<Vec<u8>>)>;
-
-fn candidates(conn: &mut rusqlite::Connection, urls: &[String]) -> Result<Candidates, StoreError> {
-    let wanted: Vec<String> = urls.iter().filter_map(|u| remote::normalize(u)).collect();
-    let mut found: Candidates = BTreeMap::new();
-    for mirror in store::mirrors::list(conn, None, Some(Direction::Pull))? {
-        if remote::normalize(&mirror.url).is_some_and(|id| wanted.contains(&id)) {
-            found
-                .entry(mirror.project_id.clone())
-                .or_default()
-                .0
-                .push(mirror);
-        }
-    }
-    for (project, (_, sealed)) in found.iter_mut() {
-        *sealed = store::webhooks::secret(conn, project)?;
-    }
-    Ok(found)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

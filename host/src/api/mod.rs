@@ -70,6 +70,8 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// Transfer progress of the runs in flight, by run id.
     pub live: LiveRuns,
+    /// Which mirrors a webhook delivery reaches, cached.
+    pub webhook_routing: webhooks::RoutingCache,
 }
 
 /// Progress of the runs in flight. Entries live from a run's start to its end.

@@ -15,9 +15,11 @@ pub mod schedules;
 pub mod webhooks;
 
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::Connection;
+use rusqlite::hooks::Action;
 
 pub use conflicts::{Conflict, ConflictStatus, NewConflict};
 pub use migrations::SCHEMA_VERSION;
@@ -44,7 +46,17 @@ pub fn now() -> String {
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Bumped on every row change of the tables that say which mirror a
+    /// webhook delivery reaches (`mirrors`, `projects`, `webhook_secrets`), by
+    /// SQLite's update hook, so no writer can forget to. Caches of those
+    /// tables compare it to know they are stale.
+    routing_generation: Arc<AtomicU64>,
 }
+
+/// Tables whose changes bump [`Store::routing_generation`]. All are rowid
+/// tables (the update hook skips WITHOUT ROWID ones) and none is ever emptied
+/// by an unfiltered DELETE (the hook skips the truncate optimisation).
+const ROUTING_TABLES: &[&str] = &["mirrors", "projects", "webhook_secrets"];
 
 impl Store {
     /// Opens (creating if needed) the database at `path`, in WAL mode with
@@ -66,9 +78,22 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::apply(&mut conn)?;
+        let routing_generation = Arc::new(AtomicU64::new(0));
+        let bump = routing_generation.clone();
+        conn.update_hook(Some(move |_: Action, _: &str, table: &str, _: i64| {
+            if ROUTING_TABLES.contains(&table) {
+                bump.fetch_add(1, Ordering::Release);
+            }
+        }))?;
         Ok(Self {
             conn: Mutex::new(conn),
+            routing_generation,
         })
+    }
+
+    /// Changes with every write to the tables webhook routing reads; see the field.
+    pub fn routing_generation(&self) -> u64 {
+        self.routing_generation.load(Ordering::Acquire)
     }
 
     /// Runs `f` with the connection. A panic in an earlier holder cannot leave the

@@ -48,3 +48,10 @@ pub fn first_delivery(
     )?;
     Ok(inserted == 1)
 }
+
+/// Every project's sealed webhook secret.
+pub fn all_secrets(conn: &Connection) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT project_id, sealed FROM webhook_secrets")?;
+    let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
