@@ -207,7 +207,7 @@ fn deliver(
     if candidates.is_empty() {
         return Err(ApiError::not_found("no pull mirror of this repository"));
     }
-    let proven: Vec<&Mirror> = candidates
+    let proven: Vec<&Arc<Mirror>> = candidates
         .iter()
         .filter(|(project, (_, sealed))| {
             let aad = store::webhooks::aad(project);

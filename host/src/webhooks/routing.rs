@@ -21,13 +21,13 @@ const SEEN_CAPACITY: usize = 100_000;
 
 /// Each project with pull mirrors whose remote is one of a delivery's URLs:
 /// those mirrors and the project's sealed webhook secret.
-pub type Candidates = BTreeMap<String, (Vec<Mirror>, Option<Vec<u8>>)>;
+pub type Candidates = BTreeMap<String, (Vec<Arc<Mirror>>, Option<Arc<[u8]>>)>;
 
 #[derive(Debug)]
 struct Routing {
     generation: u64,
-    by_url: HashMap<String, Vec<Mirror>>,
-    secrets: HashMap<String, Vec<u8>>,
+    by_url: HashMap<String, Vec<Arc<Mirror>>>,
+    secrets: HashMap<String, Arc<[u8]>>,
 }
 
 #[derive(Debug, Default)]
@@ -101,13 +101,16 @@ fn key(source: &str, delivery: &str) -> String {
 
 impl Routing {
     fn load(conn: &mut Connection, generation: u64) -> Result<Self, StoreError> {
-        let mut by_url: HashMap<String, Vec<Mirror>> = HashMap::new();
+        let mut by_url: HashMap<String, Vec<Arc<Mirror>>> = HashMap::new();
         for mirror in store::mirrors::list(conn, None, Some(Direction::Pull))? {
             if let Some(url) = remote::normalize(&mirror.url) {
-                by_url.entry(url).or_default().push(mirror);
+                by_url.entry(url).or_default().push(Arc::new(mirror));
             }
         }
-        let secrets = store::webhooks::all_secrets(conn)?.into_iter().collect();
+        let secrets = store::webhooks::all_secrets(conn)?
+            .into_iter()
+            .map(|(project, sealed)| (project, Arc::from(sealed)))
+            .collect();
         Ok(Self {
             generation,
             by_url,
@@ -138,7 +141,7 @@ mod tests {
             .unwrap();
         let found = cache.candidates(&store, &urls).unwrap();
         assert_eq!(found["acme/widgets"].0[0].mirror_id, first.mirror_id);
-        assert_eq!(found["acme/widgets"].1, None);
+        assert!(found["acme/widgets"].1.is_none());
 
         store
             .with(|c| store::webhooks::set_secret(c, "acme/widgets", b"sealed", "k1"))
