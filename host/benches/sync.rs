@@ -84,6 +84,15 @@ fn initial_pull(work: &Path) {
     );
     report("git clone --mirror (http)", &git_run);
     report("mirrorhost initial pull (http)", &ours);
+    let baseline: f64 = std::fs::read_to_string(data.join("baseline-rss-kib"))
+        .expect("baseline")
+        .trim()
+        .parse()
+        .expect("number");
+    println!(
+        "  of which the service before the transfer (engine, plugins, store): {:.1} MiB",
+        baseline / 1024.0
+    );
     println!(
         "initial pull ratio vs git: time {:.2}x, peak memory {:.2}x  (target <= 1.0x both)",
         ours.wall.as_secs_f64() / git_run.wall.as_secs_f64(),
@@ -96,6 +105,8 @@ fn child_pull(url: &str, data: &Path) {
     std::fs::create_dir_all(data).expect("data dir");
     let (store, registry) = service(data);
     let (mirror, project) = mirror(&store, "bench/big", url);
+    // What the service holds before any transfer, for the parent's report.
+    std::fs::write(data.join("baseline-rss-kib"), rss_kib().to_string()).expect("write");
     let engine = Engine {
         repos_dir: &data.join("repos"),
         plugins: &registry,
@@ -225,6 +236,18 @@ fn capped_pull(work: &Path) {
         RATE as f64 / 1e6,
         (took / expected - 1.0) * 100.0
     );
+}
+
+/// This process's resident set now (VmRSS), in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn service(data: &Path) -> (Store, Registry) {
