@@ -315,6 +315,32 @@ mod tests {
     }
 
     #[test]
+    fn alerts_and_the_health_window_come_from_the_file_and_need_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(
+            &path,
+            "health_window = 20\nalert_webhook_url = \"https://alerts.example.com/hook\"\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config: Some(path.clone()),
+            ..Overrides::default()
+        };
+        let err = Config::resolve(overrides.clone()).unwrap_err();
+        assert!(err.to_string().contains("alert_webhook_secret"), "{err}");
+        let config = Config::resolve(Overrides {
+            alert_webhook_secret: Some("from-the-environment".into()),
+            ..overrides
+        })
+        .unwrap();
+        assert_eq!(config.health_window, 20);
+        let target = config.alerts.unwrap();
+        assert_eq!(target.url.as_str(), "https://alerts.example.com/hook");
+        assert!(!format!("{target:?}").contains("from-the-environment"));
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");

@@ -267,7 +267,6 @@ fn test(component: &Path, world: World, input: &Path) -> Result<Value, CliError>
         || "plugin".into(),
         |s| s.to_string_lossy().replace('_', "-"),
     );
-    let failed = |e: crate::plugins::PluginError| CliError::Failed(e.to_string());
     let registry = Registry::new(Runtime::new(Limits::default(), None).map_err(failed)?);
     registry
         .load(&name, world, &read(component)?, false)
@@ -281,12 +280,7 @@ fn test(component: &Path, world: World, input: &Path) -> Result<Value, CliError>
         .validate_config(&name, world, &config)
         .map_err(|e| CliError::Failed(format!("config refused: {e}")))?;
     let ctx = match case.context {
-        Some(c) => MirrorContext {
-            mirror_id: c.mirror_id,
-            project_id: c.project_id,
-            direction: direction(&c.direction)?,
-            remote_url: c.remote_url,
-        },
+        Some(given) => given.try_into()?,
         None => MirrorContext {
             mirror_id: "0".into(),
             project_id: "test/project".into(),
@@ -295,63 +289,101 @@ fn test(component: &Path, world: World, input: &Path) -> Result<Value, CliError>
         },
     };
     let missing = |field: &str| CliError::Usage(format!("a {world} case needs \"{field}\""));
-    let report = match world {
+    Ok(match world {
         World::BranchFilter => {
-            let mut candidates = Candidates::new();
-            for r in case.refs.ok_or_else(|| missing("refs"))? {
-                if !candidates.push(&r.name, &r.oid, r.protected) {
-                    return Err(CliError::Usage(format!("ref {}: bad name or oid", r.name)));
-                }
-            }
+            let refs = candidates(case.refs.ok_or_else(|| missing("refs"))?)?;
             let outcome = registry
-                .filter(&name, &ctx, &config, &candidates)
+                .filter(&name, &ctx, &config, &refs)
                 .map_err(failed)?;
             report(&outcome, json!({ "kept": outcome.value }))
         }
         World::ConflictStrategy => {
-            let d = case.diverged.ok_or_else(|| missing("diverged"))?;
-            let diverged = DivergedRef {
-                name: d.name,
-                local_oid: d.local_oid,
-                remote_oid: d.remote_oid,
-                merge_base: d.merge_base,
-                ahead: d.ahead,
-                behind: d.behind,
-                protected: d.protected,
-                direction: direction(&d.direction)?,
-            };
+            let diverged = case
+                .diverged
+                .ok_or_else(|| missing("diverged"))?
+                .try_into()?;
             let outcome = registry
                 .decide(&name, &ctx, &config, &diverged)
                 .map_err(failed)?;
             report(&outcome, decision(&outcome.value))
         }
         World::AuthProvider => {
-            let r = case.request.ok_or_else(|| missing("request"))?;
-            let mut allowed = CredentialKinds::empty();
-            for kind in &r.allowed {
-                allowed |= match kind.as_str() {
-                    "user-pass" => CredentialKinds::USER_PASS,
-                    "ssh-key" => CredentialKinds::SSH_KEY,
-                    other => {
-                        return Err(CliError::Usage(format!(
-                            "allowed: {other:?} is not user-pass or ssh-key"
-                        )));
-                    }
-                };
-            }
-            let request = AuthRequest {
-                url: r.url,
-                username_from_url: r.username_from_url,
-                allowed,
-                secret: r.secret.map(Into::into),
-            };
+            let request = case.request.ok_or_else(|| missing("request"))?.try_into()?;
             let outcome = registry
                 .provide(&name, &ctx, &config, &request)
                 .map_err(failed)?;
             report(&outcome, credential(&outcome.value))
         }
-    };
-    Ok(report)
+    })
+}
+
+fn failed(e: crate::plugins::PluginError) -> CliError {
+    CliError::Failed(e.to_string())
+}
+
+fn candidates(refs: Vec<RefInput>) -> Result<Candidates, CliError> {
+    let mut candidates = Candidates::new();
+    for r in refs {
+        if !candidates.push(&r.name, &r.oid, r.protected) {
+            return Err(CliError::Usage(format!("ref {}: bad name or oid", r.name)));
+        }
+    }
+    Ok(candidates)
+}
+
+impl TryFrom<ContextInput> for MirrorContext {
+    type Error = CliError;
+
+    fn try_from(c: ContextInput) -> Result<Self, CliError> {
+        Ok(MirrorContext {
+            mirror_id: c.mirror_id,
+            project_id: c.project_id,
+            direction: direction(&c.direction)?,
+            remote_url: c.remote_url,
+        })
+    }
+}
+
+impl TryFrom<DivergedInput> for DivergedRef {
+    type Error = CliError;
+
+    fn try_from(d: DivergedInput) -> Result<Self, CliError> {
+        Ok(DivergedRef {
+            direction: direction(&d.direction)?,
+            name: d.name,
+            local_oid: d.local_oid,
+            remote_oid: d.remote_oid,
+            merge_base: d.merge_base,
+            ahead: d.ahead,
+            behind: d.behind,
+            protected: d.protected,
+        })
+    }
+}
+
+impl TryFrom<RequestInput> for AuthRequest {
+    type Error = CliError;
+
+    fn try_from(r: RequestInput) -> Result<Self, CliError> {
+        let mut allowed = CredentialKinds::empty();
+        for kind in &r.allowed {
+            allowed |= match kind.as_str() {
+                "user-pass" => CredentialKinds::USER_PASS,
+                "ssh-key" => CredentialKinds::SSH_KEY,
+                other => {
+                    return Err(CliError::Usage(format!(
+                        "allowed: {other:?} is not user-pass or ssh-key"
+                    )));
+                }
+            };
+        }
+        Ok(AuthRequest {
+            url: r.url,
+            username_from_url: r.username_from_url,
+            allowed,
+            secret: r.secret.map(Into::into),
+        })
+    }
 }
 
 fn report<T>(outcome: &Outcome<T>, decision: Value) -> Value {
