@@ -34,10 +34,11 @@ pub fn handle() -> PrometheusHandle {
                 .unwrap_or_else(|_| unreachable!("the bucket list is not empty"))
                 .build_recorder();
             let handle = recorder.handle();
-            describe();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics stays empty");
             }
+            // Descriptions go to the installed recorder, so after installing it.
+            describe();
             handle
         })
         .clone()

@@ -373,6 +373,10 @@ async fn metrics_count_runs_bytes_plugins_and_webhooks() {
         1.0
     );
     assert_eq!(sample(&scrape, "mirrorhost_queue_depth", &[]), 0.0);
+    assert!(
+        text.contains("# HELP mirrorhost_runs_total Finished runs"),
+        "described"
+    );
     assert_eq!(sample(&scrape, "mirrorhost_running_jobs", &[]), 0.0);
 }
 

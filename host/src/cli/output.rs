@@ -40,7 +40,11 @@ pub fn print(answer: &Value, json: bool) {
     }
     for (key, columns) in COLUMNS {
         if let Some(rows) = answer.get(*key).and_then(Value::as_array) {
-            print!("{}", table(rows, columns));
+            if rows.is_empty() {
+                println!("no {key}");
+            } else {
+                print!("{}", table(rows, columns));
+            }
             return;
         }
     }
