@@ -1,7 +1,8 @@
 //! Schedules as a running service uses them: interval and cron, enable and
 //! disable, hard failure and its reset, and a restart keeping them. The
 //! backoff arithmetic itself is unit-tested with an injected clock
-//! (host/src/schedule.rs).
+//! (host/src/schedule.rs), and the last test runs the real scheduler loop on an
+//! injected clock.
 
 use std::time::{Duration, Instant};
 
@@ -170,4 +171,228 @@ async fn reconciliation_catches_a_push_that_sent_no_webhook() {
     );
     let local = refs_of(&project_repo(&server, "recon/p"));
     assert_eq!(local.get("refs/heads/main"), Some(&tip));
+}
+
+/// The scheduler's time, set by the test.
+#[derive(Debug)]
+struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl mirrorhost::schedule::Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The running service with a clock the test moves: the real scheduler loop,
+/// dispatcher and runs, with hours passing in milliseconds.
+struct Driven {
+    clock: std::sync::Arc<ManualClock>,
+    base: String,
+    http: reqwest::Client,
+    _data: tempfile::TempDir,
+}
+
+impl Driven {
+    async fn start(now: i64) -> Self {
+        use mirrorhost::config::{Config, Overrides};
+        let data = tempfile::tempdir().unwrap();
+        let config = Config::resolve(Overrides {
+            data_dir: Some(data.path().to_path_buf()),
+            plugin_cache_dir: Some(crate::support::plugin_cache_dir()),
+            allow_local_remotes: Some(true),
+            max_failures: Some(3),
+            reconcile_seconds: Some(0),
+            ..Overrides::default()
+        })
+        .unwrap();
+        let secrets = mirrorhost::server::Secrets {
+            admin_token: Some(crate::support::ADMIN_TOKEN),
+            master_key: None,
+        };
+        let clock = std::sync::Arc::new(ManualClock(now.into()));
+        let app = mirrorhost::server::build(config, &secrets).await.unwrap();
+        let app = mirrorhost::api::App {
+            clock: clock.clone(),
+            ..app
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(mirrorhost::server::serve(
+            std::sync::Arc::new(app),
+            listener,
+            std::future::pending(),
+        ));
+        Self {
+            clock,
+            base,
+            http: crate::support::client(),
+            _data: data,
+        }
+    }
+
+    fn set_time(&self, ms: i64) {
+        self.clock.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(crate::support::ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
+    async fn schedule(&self, id: i64) -> Value {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/mirrors/{id}/schedule"),
+            None,
+        )
+        .await
+    }
+
+    /// Finished runs with trigger `schedule`, newest first.
+    async fn scheduled_runs(&self, id: i64) -> Vec<Value> {
+        let runs = self
+            .call(reqwest::Method::GET, &format!("/mirrors/{id}/runs"), None)
+            .await;
+        runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["trigger"] == "schedule" && r["finished_at"].is_string())
+            .cloned()
+            .collect()
+    }
+
+    /// Moves the clock to `at` and waits for the scheduled run it fires.
+    async fn fire(&self, id: i64, at: i64) -> Value {
+        let before = self.scheduled_runs(id).await.len();
+        self.set_time(at);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let runs = self.scheduled_runs(id).await;
+            if runs.len() > before {
+                // The schedule is recorded right after the run: let it land.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return runs[0].clone();
+            }
+            assert!(Instant::now() < deadline, "no scheduled run at {at}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Moves the clock to `at` and checks that two scheduler ticks pass
+    /// without a scheduled run.
+    async fn stays_quiet(&self, id: i64, at: i64) {
+        let before = self.scheduled_runs(id).await.len();
+        self.set_time(at);
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        assert_eq!(self.scheduled_runs(id).await.len(), before, "fired at {at}");
+    }
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_clock_drives_firing_backoff_hard_failure_and_reset() {
+    // 2026-11-28T00:00:00Z.
+    let t0 = 1_795_824_000_000;
+    let service = Driven::start(t0).await;
+    let up = Upstream::new();
+    up.commit("main", "a");
+    up.push(&["main"]);
+    let mirror = service
+        .call(
+            reqwest::Method::POST,
+            "/mirrors/pull",
+            Some(json!({"project_id": "clock/p", "url": up.url(), "update_interval": 3600})),
+        )
+        .await;
+    let id = mirror["mirror_id"].as_i64().unwrap();
+    let next = service.schedule(id).await["next_run_at"].as_i64().unwrap();
+    assert!(
+        (t0 + HOUR_MS..=t0 + HOUR_MS + HOUR_MS / 10).contains(&next),
+        "{next}"
+    );
+
+    // Not before its time; at its time, once.
+    service.stays_quiet(id, next - 1000).await;
+    assert_eq!(service.fire(id, next).await["status"], "succeeded");
+
+    // The upstream goes away: each failure pushes the next run out further,
+    // the third hard-fails the mirror (MIRRORHOST_MAX_FAILURES=3 here).
+    let moved = up.dir.path().join("gone.git");
+    std::fs::rename(up.bare(), &moved).unwrap();
+    let mut now = service.schedule(id).await["next_run_at"].as_i64().unwrap();
+    let mut gaps = Vec::new();
+    for failures in 1..=3 {
+        assert_eq!(service.fire(id, now).await["status"], "failed");
+        let s = service.schedule(id).await;
+        assert_eq!(s["consecutive_failures"], failures);
+        if failures < 3 {
+            let next = s["next_run_at"].as_i64().unwrap();
+            gaps.push(next - now);
+            now = next;
+        } else {
+            assert_eq!(
+                (&s["hard_failed"], &s["next_run_at"]),
+                (&json!(true), &Value::Null)
+            );
+        }
+    }
+    // Backoff: one interval after the first failure, two after the second (each
+    // plus up to a tenth of jitter).
+    assert!((HOUR_MS..=HOUR_MS * 11 / 10).contains(&gaps[0]), "{gaps:?}");
+    assert!(
+        (2 * HOUR_MS..=2 * HOUR_MS * 11 / 10).contains(&gaps[1]),
+        "{gaps:?}"
+    );
+    service.stays_quiet(id, now + 100 * HOUR_MS).await;
+
+    // A settings change revives it; the upstream is back, and it succeeds.
+    std::fs::rename(&moved, up.bare()).unwrap();
+    let now = now + 100 * HOUR_MS;
+    let s = service
+        .call(
+            reqwest::Method::PUT,
+            &format!("/mirrors/{id}/schedule"),
+            Some(json!({"interval_seconds": 3600})),
+        )
+        .await;
+    assert_eq!(
+        (&s["hard_failed"], &s["consecutive_failures"]),
+        (&json!(false), &json!(0))
+    );
+    let next = s["next_run_at"].as_i64().unwrap();
+    assert!(next > now, "planned from the injected time");
+    assert_eq!(service.fire(id, next).await["status"], "succeeded");
+
+    // Disabled, it never fires; enabled again, it does.
+    service
+        .call(
+            reqwest::Method::POST,
+            &format!("/mirrors/{id}/schedule/disable"),
+            None,
+        )
+        .await;
+    service.stays_quiet(id, next + 10 * HOUR_MS).await;
+    let s = service
+        .call(
+            reqwest::Method::POST,
+            &format!("/mirrors/{id}/schedule/enable"),
+            None,
+        )
+        .await;
+    let next = s["next_run_at"].as_i64().unwrap();
+    assert_eq!(service.fire(id, next).await["status"], "succeeded");
 }
