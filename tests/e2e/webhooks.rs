@@ -316,3 +316,81 @@ async fn put_secret(api: &Api<'_>, project: &str) {
     let (status, _) = api.put(&path, json!({"secret": SECRET})).await;
     assert_eq!(status, 200);
 }
+
+/// GitHub's push event for a branch created (`before` all zeros, `created`) or
+/// deleted (`after` all zeros, `deleted`).
+fn github_branch_event(clone_url: &str, branch: &str, tip: &str, created: bool) -> Value {
+    let zeros = "0000000000000000000000000000000000000000";
+    let mut event = github_push(clone_url, tip);
+    event["ref"] = json!(format!("refs/heads/{branch}"));
+    event["before"] = json!(if created { zeros } else { tip });
+    event["after"] = json!(if created { tip } else { zeros });
+    event["created"] = json!(created);
+    event["deleted"] = json!(!created);
+    event["head_commit"] = if created {
+        json!({"id": tip})
+    } else {
+        Value::Null
+    };
+    event
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn branch_create_and_delete_events_reach_the_push_mirrors() {
+    let up = Upstream::new();
+    up.commit("main", "a");
+    up.push(&["main"]);
+    let http = HttpGit::start(up.dir.path()).await;
+    let clone_url = http.url("upstream.git");
+    let server = local_server();
+    let api = Api::new(&server);
+    let pull = api
+        .create(
+            "pull",
+            json!({"project_id": "hooks/branches", "url": clone_url}),
+        )
+        .await;
+    let dests = tempfile::tempdir().unwrap();
+    let dest = bare_repo(dests.path(), "dest.git");
+    api.create(
+        "push",
+        json!({"project_id": "hooks/branches", "url": format!("file://{}", dest.display())}),
+    )
+    .await;
+    let (status, _) = api
+        .put(
+            "/api/v1/projects/hooks%2Fbranches/webhook",
+            json!({"secret": SECRET}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(api.sync(pull).await["status"], "succeeded");
+
+    let wait = |present: bool| {
+        let dest = dest.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while refs_of(&dest).contains_key("refs/heads/feature") != present {
+                assert!(
+                    Instant::now() < deadline,
+                    "feature present={present} never held"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let tip = up.commit("feature", "f");
+    up.push(&["feature"]);
+    let created = github_branch_event(&clone_url, "feature", &tip, true);
+    let (status, _) = github(&server, "push", "create-1", &created, SECRET).await;
+    assert_eq!(status, 202);
+    wait(true).await;
+    assert_eq!(refs_of(&dest)["refs/heads/feature"], tip);
+
+    git(&up.work(), &["push", "-q", "origin", "--delete", "feature"]);
+    let deleted = github_branch_event(&clone_url, "feature", &tip, false);
+    let (status, _) = github(&server, "push", "delete-1", &deleted, SECRET).await;
+    assert_eq!(status, 202);
+    wait(false).await;
+    assert!(refs_of(&dest).contains_key("refs/heads/main"), "main stays");
+}
