@@ -178,7 +178,10 @@ pub async fn mirror(conn: &Connection, command: MirrorCommand) -> Result<(), Cli
         MirrorCommand::AddPull(add) => client.post("/mirrors/pull", add.body(true)).await?,
         MirrorCommand::AddPush(add) => client.post("/mirrors/push", add.body(false)).await?,
         MirrorCommand::List { project } => {
-            let query = project.map_or_else(String::new, |p| format!("?project_id={p}"));
+            let query = project.map_or_else(String::new, |p| {
+                let encoded: String = url::form_urlencoded::byte_serialize(p.as_bytes()).collect();
+                format!("?project_id={encoded}")
+            });
             client.get(&format!("/mirrors{query}")).await?
         }
         MirrorCommand::Sync { mirror_id } => return sync(&client, mirror_id, conn.json).await,
