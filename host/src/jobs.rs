@@ -233,12 +233,7 @@ fn run_blocking(app: &App, job: &PendingJob) -> Result<Option<String>, StoreErro
     }
     app.store
         .with(|c| store::runs::finish(c, job.job_id, job.run_id, &outcome))?;
-    telemetry::run_finished(
-        mirror.direction,
-        outcome.succeeded,
-        started.elapsed().as_secs_f64(),
-        outcome.bytes_transferred.unsigned_abs(),
-    );
+    telemetry::run_finished(mirror.direction, &outcome);
     crate::schedule::record_run(app, mirror.mirror_id, outcome.succeeded, app.clock.now_ms())?;
     health::observe(app, mirror.mirror_id)?;
     Ok(cascade)

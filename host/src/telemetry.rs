@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::store::{self, Direction, Store, StoreError};
+use crate::store::{self, Direction, RunOutcome, Store, StoreError};
 
 pub const RUNS: &str = "mirrorhost_runs_total";
 pub const RUN_DURATION: &str = "mirrorhost_run_duration_seconds";
@@ -60,12 +60,20 @@ fn describe() {
     metrics::describe_counter!(WEBHOOKS, "Webhook deliveries by provider and result.");
 }
 
-pub fn run_finished(direction: Direction, succeeded: bool, seconds: f64, bytes: u64) {
+/// Counts a finished run with the duration and bytes its record holds, so the
+/// histogram and the run history agree.
+pub fn run_finished(direction: Direction, outcome: &RunOutcome) {
     let direction = direction.as_str();
-    let result = if succeeded { "succeeded" } else { "failed" };
+    let result = if outcome.succeeded {
+        "succeeded"
+    } else {
+        "failed"
+    };
     metrics::counter!(RUNS, "direction" => direction, "result" => result).increment(1);
-    metrics::histogram!(RUN_DURATION, "direction" => direction).record(seconds);
-    metrics::counter!(BYTES, "direction" => direction).increment(bytes);
+    metrics::histogram!(RUN_DURATION, "direction" => direction)
+        .record(outcome.duration_ms as f64 / 1000.0);
+    metrics::counter!(BYTES, "direction" => direction)
+        .increment(outcome.bytes_transferred.unsigned_abs());
 }
 
 /// `Ok(fuel used)` or `Err(error code)`.
