@@ -119,29 +119,20 @@ impl App {
 /// operations in one step (`routes!`), so the served document and the router
 /// are built from the same list and cannot disagree.
 pub fn router(state: AppState) -> Router {
-    let (router, _) = routes(state.clone()).split_for_parts();
+    let admin = admin_routes().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_admin,
+    ));
+    let (router, doc) = probes_and_hooks().nest("/api/v1", admin).split_for_parts();
+    OPENAPI.get_or_init(|| doc);
     router
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
 }
 
-/// The OpenAPI document of every route, as `/api/openapi.json` serves it.
-pub fn openapi() -> &'static utoipa::openapi::OpenApi {
-    static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
-    DOC.get_or_init(|| routes_without_state().split_for_parts().1)
-}
-
-fn routes(state: AppState) -> OpenApiRouter<AppState> {
-    let admin =
-        admin_routes().route_layer(middleware::from_fn_with_state(state, auth::require_admin));
-    probes_and_hooks().nest("/api/v1", admin)
-}
-
-/// The same routes without the admin layer, which needs a live state; only the
-/// document is taken from them.
-fn routes_without_state() -> OpenApiRouter<AppState> {
-    probes_and_hooks().nest("/api/v1", admin_routes())
-}
+/// The document `/api/openapi.json` serves, kept from the first router built:
+/// every router is built from the same route list, so every document is the same.
+static OPENAPI: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
 
 fn probes_and_hooks() -> OpenApiRouter<AppState> {
     // Webhooks authenticate themselves (signature or token), not with the admin token.
@@ -218,8 +209,12 @@ impl utoipa::Modify for AdminTokenScheme {
 
 #[utoipa::path(get, path = "/api/openapi.json", tag = "probes", security(()),
     responses((status = 200, description = "This document (OpenAPI 3.1)", body = serde_json::Value)))]
-async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
-    Json(openapi())
+async fn openapi_json() -> Result<Json<&'static utoipa::openapi::OpenApi>, ApiError> {
+    // Set by `router` before any request can reach this handler.
+    OPENAPI
+        .get()
+        .map(Json)
+        .ok_or_else(|| ApiError::internal("the OpenAPI document was not built"))
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "probes", security(()),
