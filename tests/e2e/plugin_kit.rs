@@ -7,7 +7,8 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_TOKEN, Api, Upstream, client, local_server, project_repo, refs_of};
+use crate::plugins::upload;
+use crate::support::{Api, Upstream, local_server, project_repo, refs_of};
 
 fn mirrorhost(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_mirrorhost"))
@@ -139,15 +140,9 @@ async fn a_scaffolded_plugin_builds_tests_runs_uploads_and_filters_a_real_sync()
     // Uploaded and used by a mirror: only `main` and `release/*` arrive.
     let server = local_server();
     let api = Api::new(&server);
-    let resp = client()
-        .post(server.url("/api/v1/plugins?name=my-branch-filter&world=branch-filter"))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("content-type", "application/wasm")
-        .body(std::fs::read(&wasm).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
+    let query = "name=my-branch-filter&world=branch-filter";
+    let (status, meta) = upload(&server, query, &std::fs::read(&wasm).unwrap()).await;
+    assert_eq!(status, 201, "{meta}");
     let up = Upstream::new();
     up.commit("main", "a");
     up.commit("release/2.0", "b");
@@ -198,15 +193,9 @@ async fn a_mirror_selects_its_auth_provider_by_name_and_config() {
     let http = crate::http_git::HttpGit::start_with_auth(up.dir.path(), Some(auth)).await;
     let server = local_server();
     let api = Api::new(&server);
-    let resp = client()
-        .post(server.url("/api/v1/plugins?name=bot-token&world=auth-provider"))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("content-type", "application/wasm")
-        .body(std::fs::read(target_wasm("bot_token")).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
+    let component = std::fs::read(target_wasm("bot_token")).unwrap();
+    let (status, meta) = upload(&server, "name=bot-token&world=auth-provider", &component).await;
+    assert_eq!(status, 201, "{meta}");
 
     let id = api
         .create(

@@ -9,7 +9,8 @@ use crate::support::{
 
 const HOSTILE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hostile.wasm"));
 
-async fn upload(server: &Server, query: &str, body: &[u8]) -> (u16, serde_json::Value) {
+/// Uploads a component; (status, answer).
+pub async fn upload(server: &Server, query: &str, body: &[u8]) -> (u16, serde_json::Value) {
     let resp = client()
         .post(server.url(&format!("/api/v1/plugins?{query}")))
         .bearer_auth(ADMIN_TOKEN)

@@ -95,20 +95,43 @@ async fn run_count(api: &Api<'_>, mirror: i64) -> usize {
         .len()
 }
 
-async fn wait_for_tip(dest: &std::path::Path, oid: &str) {
+/// Waits until the refs of `dest` satisfy `holds`.
+async fn wait_for_refs(
+    dest: &std::path::Path,
+    what: &str,
+    holds: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while refs_of(dest).get("refs/heads/main").map(String::as_str) != Some(oid) {
+    while !holds(&refs_of(dest)) {
         assert!(
             Instant::now() < deadline,
-            "{oid} never reached {}",
+            "{} never had {what}",
             dest.display()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn github_and_gitlab_pushes_reach_every_push_mirror() {
+async fn wait_for_tip(dest: &std::path::Path, oid: &str) {
+    wait_for_refs(dest, oid, |refs| {
+        refs.get("refs/heads/main").map(String::as_str) == Some(oid)
+    })
+    .await;
+}
+
+/// An upstream served over smart HTTP; a service with a pull mirror of it and a
+/// push mirror into a local bare repository; the project's webhook secret set.
+struct Hooked {
+    up: Upstream,
+    clone_url: String,
+    server: Server,
+    pull: i64,
+    dest: std::path::PathBuf,
+    _http: HttpGit,
+    _dests: tempfile::TempDir,
+}
+
+async fn hooked(project: &str) -> Hooked {
     let up = Upstream::new();
     up.commit("main", "a");
     up.push(&["main"]);
@@ -117,35 +140,53 @@ async fn github_and_gitlab_pushes_reach_every_push_mirror() {
     let server = local_server();
     let api = Api::new(&server);
     let pull = api
-        .create("pull", json!({"project_id": "hooks/p", "url": clone_url}))
+        .create("pull", json!({"project_id": project, "url": clone_url}))
         .await;
     let dests = tempfile::tempdir().unwrap();
     let dest = bare_repo(dests.path(), "dest.git");
     let dest_url = format!("file://{}", dest.display());
-    api.create("push", json!({"project_id": "hooks/p", "url": dest_url}))
+    api.create("push", json!({"project_id": project, "url": dest_url}))
         .await;
-    let (status, set) = api
-        .put(
-            "/api/v1/projects/hooks%2Fp/webhook",
-            json!({"secret": SECRET}),
-        )
-        .await;
-    assert_eq!(status, 200, "{set}");
-    assert!(!set.to_string().contains(SECRET));
+    put_secret(&api, &project.replace('/', "%2F")).await;
+    drop(api);
+    Hooked {
+        up,
+        clone_url,
+        server,
+        pull,
+        dest,
+        _http: http,
+        _dests: dests,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_and_gitlab_pushes_reach_every_push_mirror() {
+    let fixture = hooked("hooks/p").await;
+    let Hooked {
+        up,
+        clone_url,
+        server,
+        pull,
+        dest,
+        ..
+    } = &fixture;
+    let pull = *pull;
+    let api = Api::new(server);
 
     // A signed push: the new commit reaches the push mirror through the cascade.
     let tip = up.commit("main", "b");
     up.push(&["main"]);
-    let payload = github_push(&clone_url, &tip);
-    let (status, queued) = github(&server, "push", "delivery-1", &payload, SECRET).await;
+    let payload = github_push(clone_url, &tip);
+    let (status, queued) = github(server, "push", "delivery-1", &payload, SECRET).await;
     assert_eq!(status, 202, "{queued}");
-    wait_for_tip(&dest, &tip).await;
+    wait_for_tip(dest, &tip).await;
     let runs = run_count(&api, pull).await;
 
     // Nothing else acts: a replay, a wrong secret, no signature, an unknown repo.
-    let (status, replay) = github(&server, "push", "delivery-1", &payload, SECRET).await;
+    let (status, replay) = github(server, "push", "delivery-1", &payload, SECRET).await;
     assert_eq!((status, &replay["duplicate"]), (200, &json!(true)));
-    let (status, _) = github(&server, "push", "delivery-2", &payload, "wrong-secret").await;
+    let (status, _) = github(server, "push", "delivery-2", &payload, "wrong-secret").await;
     assert_eq!(status, 401);
     let body = serde_json::to_vec(&payload).unwrap();
     let unsigned = [
@@ -153,12 +194,12 @@ async fn github_and_gitlab_pushes_reach_every_push_mirror() {
         ("x-github-delivery", "delivery-3".to_string()),
     ];
     assert_eq!(
-        deliver(&server, "/hooks/github", &unsigned, body).await.0,
+        deliver(server, "/hooks/github", &unsigned, body).await.0,
         401
     );
     let elsewhere = github_push("https://github.com/someone/else.git", &tip);
     assert_eq!(
-        github(&server, "push", "delivery-4", &elsewhere, SECRET)
+        github(server, "push", "delivery-4", &elsewhere, SECRET)
             .await
             .0,
         404
@@ -170,7 +211,7 @@ async fn github_and_gitlab_pushes_reach_every_push_mirror() {
         ("x-hub-signature-256", sign(&garbage, SECRET)),
     ];
     assert_eq!(
-        deliver(&server, "/hooks/github", &headers, garbage).await.0,
+        deliver(server, "/hooks/github", &headers, garbage).await.0,
         400
     );
     let huge = vec![b' '; 26 << 20];
@@ -180,14 +221,14 @@ async fn github_and_gitlab_pushes_reach_every_push_mirror() {
         ("x-hub-signature-256", sign(&huge, SECRET)),
     ];
     assert_eq!(
-        deliver(&server, "/hooks/github", &headers, huge).await.0,
+        deliver(server, "/hooks/github", &headers, huge).await.0,
         413
     );
     let (status, pong) = github(
-        &server,
+        server,
         "ping",
         "delivery-7",
-        &github_push(&clone_url, &tip),
+        &github_push(clone_url, &tip),
         SECRET,
     )
     .await;
@@ -214,29 +255,22 @@ async fn github_and_gitlab_pushes_reach_every_push_mirror() {
         "Push Hook",
         "uuid-1",
         "wrong-token",
-        &gitlab_push(&clone_url, "refs/heads/main", &tip),
+        &gitlab_push(clone_url, "refs/heads/main", &tip),
     );
     assert_eq!(
-        deliver(&server, "/hooks/gitlab", &headers, body).await.0,
+        deliver(server, "/hooks/gitlab", &headers, body).await.0,
         401
     );
     let (headers, body) = gitlab(
         "Tag Push Hook",
         "uuid-2",
         SECRET,
-        &gitlab_push(&clone_url, "refs/tags/v2", &tip),
+        &gitlab_push(clone_url, "refs/tags/v2", &tip),
     );
-    let (status, queued) = deliver(&server, "/hooks/gitlab", &headers, body).await;
+    let (status, queued) = deliver(server, "/hooks/gitlab", &headers, body).await;
     assert_eq!(status, 202, "{queued}");
-    wait_for_tip(&dest, &tip).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !refs_of(&dest).contains_key("refs/tags/v2") {
-        assert!(
-            Instant::now() < deadline,
-            "the tag never reached the push mirror"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_tip(dest, &tip).await;
+    wait_for_refs(dest, "the tag", |refs| refs.contains_key("refs/tags/v2")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,8 +347,12 @@ async fn fifty_concurrent_deliveries_give_at_most_two_runs() {
 
 async fn put_secret(api: &Api<'_>, project: &str) {
     let path = format!("/api/v1/projects/{project}/webhook");
-    let (status, _) = api.put(&path, json!({"secret": SECRET})).await;
-    assert_eq!(status, 200);
+    let (status, set) = api.put(&path, json!({"secret": SECRET})).await;
+    assert_eq!(status, 200, "{set}");
+    assert!(
+        !set.to_string().contains(SECRET),
+        "the secret is never shown"
+    );
 }
 
 /// GitHub's push event for a branch created (`before` all zeros, `created`) or
@@ -337,60 +375,31 @@ fn github_branch_event(clone_url: &str, branch: &str, tip: &str, created: bool) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn branch_create_and_delete_events_reach_the_push_mirrors() {
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.push(&["main"]);
-    let http = HttpGit::start(up.dir.path()).await;
-    let clone_url = http.url("upstream.git");
-    let server = local_server();
-    let api = Api::new(&server);
-    let pull = api
-        .create(
-            "pull",
-            json!({"project_id": "hooks/branches", "url": clone_url}),
-        )
-        .await;
-    let dests = tempfile::tempdir().unwrap();
-    let dest = bare_repo(dests.path(), "dest.git");
-    api.create(
-        "push",
-        json!({"project_id": "hooks/branches", "url": format!("file://{}", dest.display())}),
-    )
-    .await;
-    let (status, _) = api
-        .put(
-            "/api/v1/projects/hooks%2Fbranches/webhook",
-            json!({"secret": SECRET}),
-        )
-        .await;
-    assert_eq!(status, 200);
-    assert_eq!(api.sync(pull).await["status"], "succeeded");
+    let fixture = hooked("hooks/branches").await;
+    let Hooked {
+        up,
+        clone_url,
+        server,
+        pull,
+        dest,
+        ..
+    } = &fixture;
+    assert_eq!(Api::new(server).sync(*pull).await["status"], "succeeded");
+    let has_feature =
+        |refs: &std::collections::BTreeMap<String, String>| refs.contains_key("refs/heads/feature");
 
-    let wait = |present: bool| {
-        let dest = dest.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while refs_of(&dest).contains_key("refs/heads/feature") != present {
-                assert!(
-                    Instant::now() < deadline,
-                    "feature present={present} never held"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
     let tip = up.commit("feature", "f");
     up.push(&["feature"]);
-    let created = github_branch_event(&clone_url, "feature", &tip, true);
-    let (status, _) = github(&server, "push", "create-1", &created, SECRET).await;
+    let created = github_branch_event(clone_url, "feature", &tip, true);
+    let (status, _) = github(server, "push", "create-1", &created, SECRET).await;
     assert_eq!(status, 202);
-    wait(true).await;
-    assert_eq!(refs_of(&dest)["refs/heads/feature"], tip);
+    wait_for_refs(dest, "the new branch", has_feature).await;
+    assert_eq!(refs_of(dest)["refs/heads/feature"], tip);
 
     git(&up.work(), &["push", "-q", "origin", "--delete", "feature"]);
-    let deleted = github_branch_event(&clone_url, "feature", &tip, false);
-    let (status, _) = github(&server, "push", "delete-1", &deleted, SECRET).await;
+    let deleted = github_branch_event(clone_url, "feature", &tip, false);
+    let (status, _) = github(server, "push", "delete-1", &deleted, SECRET).await;
     assert_eq!(status, 202);
-    wait(false).await;
-    assert!(refs_of(&dest).contains_key("refs/heads/main"), "main stays");
+    wait_for_refs(dest, "the branch deleted", |refs| !has_feature(refs)).await;
+    assert!(refs_of(dest).contains_key("refs/heads/main"), "main stays");
 }
