@@ -13,7 +13,6 @@
 //! Target (issue 4): well under one second added beyond the git transfers.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,9 @@ use mirrorhost::config::{Config, Overrides};
 use mirrorhost::server::{self, Secrets};
 use mirrorhost::store::{self, Direction, MirrorSettings};
 use sha2::Sha256;
+
+mod common;
+use common::{bare, git};
 
 // The test suite's smart-HTTP server; the bench uses only its unauthenticated side.
 #[allow(dead_code, clippy::unwrap_used)]
@@ -134,14 +136,7 @@ async fn start(
             .with(|c| store::mirrors::insert(c, &push))
             .expect("push mirror");
     }
-    let aad = store::webhooks::aad("acme/widgets");
-    let sealed = app
-        .master_key
-        .seal_bytes(&aad, SECRET.as_bytes())
-        .expect("seal");
-    app.store
-        .with(|c| store::webhooks::set_secret(c, "acme/widgets", &sealed, &app.master_key.id()))
-        .expect("secret");
+    mirrorhost::webhooks::store_secret(&app, "acme/widgets", SECRET).expect("secret");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -258,29 +253,6 @@ fn commit(tree: &Path, n: usize) -> String {
     git(tree, &["commit", "-q", "-m", &format!("change {n}")]);
     git(tree, &["push", "-q", "origin", "main"]);
     git(tree, &["rev-parse", "HEAD"]).trim().to_string()
-}
-
-fn bare(dir: &Path, name: &str) -> PathBuf {
-    git(dir, &["init", "-q", "--bare", "-b", "main", name]);
-    dir.join(name)
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "bench")
-        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
-        .env("GIT_COMMITTER_NAME", "bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 fn ms(d: Duration) -> f64 {

@@ -11,6 +11,9 @@
 //! Targets (issue 7): initial pull at most 1.0x git's time and peak memory; the
 //! no-op sync at least 10x faster.
 
+mod common;
+use common::{bare, git};
+
 #[path = "../../tests/fixtures/history.rs"]
 mod history;
 // The test suite's smart-HTTP server; the bench uses only its unauthenticated side.
@@ -18,7 +21,7 @@ mod history;
 #[path = "../../tests/e2e/http_git.rs"]
 mod http_git;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -266,25 +269,6 @@ fn mirror(store: &Store, project_id: &str, url: &str) -> (Mirror, Project) {
         .with(|c| store::mirrors::ensure_project(c, project_id))
         .expect("project");
     (mirror, project)
-}
-
-fn bare(dir: &Path, name: &str) -> PathBuf {
-    git(dir, &["init", "-q", "--bare", "-b", "main", name]);
-    dir.join(name)
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
 }
 
 struct Measured {

@@ -91,21 +91,7 @@ async fn service_app(data: &std::path::Path) -> Arc<mirrorhost::api::App> {
     app.store
         .with(|c| mirrorhost::store::mirrors::insert(c, &settings))
         .expect("mirror");
-    let aad = mirrorhost::store::webhooks::aad("acme/widgets");
-    let sealed = app
-        .master_key
-        .seal_bytes(&aad, SECRET.as_bytes())
-        .expect("seal");
-    app.store
-        .with(|c| {
-            mirrorhost::store::webhooks::set_secret(
-                c,
-                "acme/widgets",
-                &sealed,
-                &app.master_key.id(),
-            )
-        })
-        .expect("secret");
+    mirrorhost::webhooks::store_secret(&app, "acme/widgets", SECRET).expect("secret");
     app
 }
 

@@ -271,20 +271,27 @@ pub async fn set_secret(
     }
     let app: Arc<App> = app;
     tokio::task::spawn_blocking(move || {
-        let aad = store::webhooks::aad(&project_id);
-        let sealed = app
-            .master_key
-            .seal_bytes(&aad, body.secret.as_bytes())
-            .map_err(ApiError::internal)?;
-        let key_id = app.master_key.id();
-        app.store
-            .with(|c| store::webhooks::set_secret(c, &project_id, &sealed, &key_id))?;
+        store_secret(&app, &project_id, &body.secret)?;
         Ok(Json(
             json!({"project_id": project_id, "webhook_secret": "set"}),
         ))
     })
     .await
     .map_err(ApiError::internal)?
+}
+
+/// Seals a project's webhook secret under the master key, bound to the
+/// project, and stores it. Blocking.
+pub fn store_secret(app: &App, project_id: &str, secret: &str) -> Result<(), ApiError> {
+    let aad = store::webhooks::aad(project_id);
+    let sealed = app
+        .master_key
+        .seal_bytes(&aad, secret.as_bytes())
+        .map_err(ApiError::internal)?;
+    let key_id = app.master_key.id();
+    app.store
+        .with(|c| store::webhooks::set_secret(c, project_id, &sealed, &key_id))?;
+    Ok(())
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
