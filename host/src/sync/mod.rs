@@ -10,6 +10,7 @@
 
 mod credentials;
 mod hostkeys;
+mod packs;
 pub mod progress;
 mod pull;
 mod push;
@@ -214,17 +215,21 @@ pub fn repo_path(repos_dir: &Path, project_id: &str) -> PathBuf {
     repos_dir.join(format!("{project_id}.git"))
 }
 
+/// Opens (or creates) a project's bare repository, with fetched packs indexed
+/// by [`packs`].
 pub fn open_project_repo(path: &Path) -> Result<git2::Repository, SyncError> {
-    match git2::Repository::open_bare(path) {
-        Ok(repo) => Ok(repo),
+    let repo = match git2::Repository::open_bare(path) {
+        Ok(repo) => repo,
         Err(e) if e.code() == git2::ErrorCode::NotFound => {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            Ok(git2::Repository::init_bare(path)?)
+            git2::Repository::init_bare(path)?
         }
-        Err(e) => Err(e.into()),
-    }
+        Err(e) => return Err(e.into()),
+    };
+    packs::install(&repo)?;
+    Ok(repo)
 }
 
 /// One run of one mirror.
