@@ -66,6 +66,13 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
             "runs interrupted by the last stop are marked and retried"
         );
     }
+    let leftovers = crate::sync::packs::remove_leftovers(&config.repos_dir());
+    if leftovers > 0 {
+        tracing::warn!(
+            leftovers,
+            "removed partial packs of fetches cut off by the last stop"
+        );
+    }
     let (limits, cache_dir) = (config.plugin_limits, config.plugin_cache_dir.clone());
     // Compiling the built-ins is CPU work: keep it off the async workers.
     let plugins_dir = config.plugins_dir();

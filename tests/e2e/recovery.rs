@@ -43,7 +43,14 @@ async fn a_run_killed_mid_fetch_is_marked_interrupted_and_retried() {
         assert!(Instant::now() < deadline, "the run never started: {runs}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Crash while the pack is being written, not before the transfer starts.
+    let pack_dir = project_repo(&server, "crash/test").join("objects/pack");
+    while partial_packs(&pack_dir).is_empty() {
+        assert!(Instant::now() < deadline, "no pack was being written");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let data_dir = server.crash();
+    assert!(!partial_packs(&data_dir.path().join("repos/crash/test.git/objects/pack")).is_empty());
 
     let server = crate::support::Server::start_in(data_dir, crate::support::LOCAL_REMOTES);
     let api = Api::new(&server);
@@ -62,6 +69,24 @@ async fn a_run_killed_mid_fetch_is_marked_interrupted_and_retried() {
     assert_eq!(runs[0]["trigger"], "retry");
     let local = project_repo(&server, "crash/test");
     fsck(&local);
+    let left = partial_packs(&local.join("objects/pack"));
+    assert!(
+        left.is_empty(),
+        "the killed fetch's partial pack is still there: {left:?}"
+    );
     assert_eq!(refs_of(&local), refs_of(&bare));
     git(&local, &["cat-file", "-e", "refs/heads/main"]);
+}
+
+/// The temporary files of pack indexers in `dir`.
+fn partial_packs(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(".tmp"))
+                .collect()
+        })
+        .unwrap_or_default()
 }

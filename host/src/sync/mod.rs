@@ -10,7 +10,7 @@
 
 mod credentials;
 mod hostkeys;
-mod packs;
+pub mod packs;
 pub mod progress;
 mod pull;
 mod push;

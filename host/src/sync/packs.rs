@@ -63,6 +63,30 @@ pub fn install(repo: &git2::Repository) -> Result<(), git2::Error> {
     Ok(())
 }
 
+/// Removes the temporary files that indexers cut off by a crash left in the
+/// pack directories under `repos_dir` (`<owner>/<name>.git`); a killed fetch of
+/// a large repository would otherwise leave its partial pack there for good.
+/// Only for start-up, before any run: a live indexer's files look the same.
+pub fn remove_leftovers(repos_dir: &Path) -> usize {
+    let subdirs = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    subdirs(repos_dir)
+        .iter()
+        .flat_map(|owner| subdirs(owner))
+        .flat_map(|repo| subdirs(&repo.join("objects/pack")))
+        .filter(|file| {
+            file.file_name()
+                .and_then(|name| name.to_str())
+                // gix-pack's temporary files, and libgit2's from before it.
+                .is_some_and(|name| name.starts_with(".tmp") || name.starts_with("pack_git2_"))
+        })
+        .filter(|file| std::fs::remove_file(file).is_ok())
+        .count()
+}
+
 /// The registered backend. `raw` comes first so that the pointer libgit2 hands
 /// back to the callbacks is a pointer to the whole struct.
 #[repr(C)]
