@@ -107,6 +107,40 @@ impl Proof<'_> {
 
 type Answer = Result<(StatusCode, Json<Value>), ApiError>;
 
+/// What became of a delivery that was not refused.
+#[derive(Debug)]
+enum Outcome {
+    /// Runs queued for the proven mirrors (202).
+    Queued(Vec<i64>),
+    /// A delivery id seen before: nothing done again.
+    Duplicate,
+    /// GitHub's ping, authenticated.
+    Pong,
+    /// An event that is not a push, named.
+    Ignored(String),
+}
+
+impl Outcome {
+    /// The `result` label of the deliveries metric.
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Queued(_) => "queued",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Pong => "ping",
+            Outcome::Ignored(_) => "ignored",
+        }
+    }
+
+    fn into_answer(self) -> (StatusCode, Json<Value>) {
+        match self {
+            Outcome::Queued(runs) => (StatusCode::ACCEPTED, Json(json!({ "queued": runs }))),
+            Outcome::Duplicate => (StatusCode::OK, Json(json!({"duplicate": true}))),
+            Outcome::Pong => (StatusCode::OK, Json(json!({"pong": true}))),
+            Outcome::Ignored(event) => (StatusCode::OK, Json(json!({ "ignored": event }))),
+        }
+    }
+}
+
 /// `POST /hooks/github`.
 #[utoipa::path(post, path = "/github", tag = "webhooks", request_body(content = serde_json::Value, description = "GitHub push or ping payload, signed in X-Hub-Signature-256"), responses((status = 202, body = serde_json::Value), (status = 200, description = "ping, duplicate or ignored event", body = serde_json::Value), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 413)))]
 pub async fn github(
@@ -114,7 +148,7 @@ pub async fn github(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    counted("github", receive_github(&app, &headers, body))
+    answer("github", receive_github(&app, &headers, body))
 }
 
 /// `POST /hooks/gitlab`.
@@ -124,23 +158,24 @@ pub async fn gitlab(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    counted("gitlab", receive_gitlab(&app, &headers, body))
+    answer("gitlab", receive_gitlab(&app, &headers, body))
 }
 
-/// Counts a delivery by what became of it.
-fn counted(provider: &'static str, answer: Answer) -> Answer {
-    let result = match &answer {
-        Ok((StatusCode::ACCEPTED, _)) => "queued",
-        Ok((_, Json(body))) if body.get("duplicate").is_some() => "duplicate",
-        Ok((_, Json(body))) if body.get("pong").is_some() => "ping",
-        Ok(_) => "ignored",
+/// Counts a delivery by what became of it, and answers it.
+fn answer(provider: &'static str, outcome: Result<Outcome, ApiError>) -> Answer {
+    let label = match &outcome {
+        Ok(outcome) => outcome.label(),
         Err(e) => e.code,
     };
-    crate::telemetry::webhook_delivery(provider, result);
-    answer
+    crate::telemetry::webhook_delivery(provider, label);
+    outcome.map(Outcome::into_answer)
 }
 
-fn receive_github(app: &App, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
+fn receive_github(
+    app: &App,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Outcome, ApiError> {
     let body = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
     let event = header(headers, "x-github-event")?;
     let delivery = header(headers, "x-github-delivery")?.to_string();
@@ -154,7 +189,7 @@ fn receive_github(app: &App, headers: &HeaderMap, body: Result<Bytes, BytesRejec
     let is_push = match event {
         "push" => true,
         "ping" => false,
-        other => return Ok(ignored(other)),
+        other => return Ok(Outcome::Ignored(other.to_string())),
     };
     deliver(app, "github", &delivery, &urls, is_push, |secret| {
         Proof::GitHubSignature {
@@ -165,7 +200,11 @@ fn receive_github(app: &App, headers: &HeaderMap, body: Result<Bytes, BytesRejec
     })
 }
 
-fn receive_gitlab(app: &App, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
+fn receive_gitlab(
+    app: &App,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Outcome, ApiError> {
     let body = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
     let event = header(headers, "x-gitlab-event")?;
     let delivery = headers
@@ -183,7 +222,7 @@ fn receive_gitlab(app: &App, headers: &HeaderMap, body: Result<Bytes, BytesRejec
     let mut urls = payload.project.into_vec();
     urls.extend(payload.repository.into_vec());
     if !matches!(event, "Push Hook" | "Tag Push Hook") {
-        return Ok(ignored(event));
+        return Ok(Outcome::Ignored(event.to_string()));
     }
     deliver(app, "gitlab", &delivery, &urls, true, |secret| {
         Proof::GitLabToken(&token).holds_for(secret)
@@ -202,7 +241,7 @@ fn deliver(
     urls: &[String],
     is_push: bool,
     proves: impl Fn(&[u8]) -> bool,
-) -> Answer {
+) -> Result<Outcome, ApiError> {
     let candidates = app.webhook_routing.candidates(&app.store, urls)?;
     if candidates.is_empty() {
         return Err(ApiError::not_found("no pull mirror of this repository"));
@@ -224,10 +263,10 @@ fn deliver(
         ));
     }
     if !is_push {
-        return Ok((StatusCode::OK, Json(json!({"pong": true}))));
+        return Ok(Outcome::Pong);
     }
     if app.webhook_routing.seen(source, delivery) {
-        return Ok((StatusCode::OK, Json(json!({"duplicate": true}))));
+        return Ok(Outcome::Duplicate);
     }
     // Record the delivery and queue its mirrors under one hold of the database.
     let runs = app
@@ -244,11 +283,11 @@ fn deliver(
         })?;
     app.webhook_routing.remember(source, delivery);
     let Some(runs) = runs else {
-        return Ok((StatusCode::OK, Json(json!({"duplicate": true}))));
+        return Ok(Outcome::Duplicate);
     };
     app.jobs.wake();
     tracing::info!(source, delivery = %delivery, runs = runs.len(), "webhook delivery queued");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "queued": runs }))))
+    Ok(Outcome::Queued(runs))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -313,10 +352,6 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 
 fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
-}
-
-fn ignored(event: &str) -> (StatusCode, Json<Value>) {
-    (StatusCode::OK, Json(json!({"ignored": event})))
 }
 
 #[cfg(test)]

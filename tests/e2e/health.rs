@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::support::{Api, LOCAL_REMOTES, Server, Upstream};
+use crate::support::{Api, LOCAL_REMOTES, Server, Upstream, sample, scrape};
 
 const ALERT_SECRET: &str = "alert-signing-secret";
 
@@ -259,22 +259,6 @@ async fn an_alert_url_without_a_secret_is_refused_at_start() {
     assert!(stderr.contains("alert_webhook_secret"), "{stderr}");
 }
 
-/// Sums a counter's samples that carry all of `labels`.
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum()
-}
-
 #[tokio::test]
 async fn metrics_count_runs_bytes_plugins_and_webhooks() {
     let server = Server::start(LOCAL_REMOTES);
@@ -304,12 +288,7 @@ async fn metrics_count_runs_bytes_plugins_and_webhooks() {
         .unwrap();
     assert_eq!(hook.status(), 404);
 
-    // Unauthenticated, as scrapers expect.
-    let response = reqwest::get(server.url("/metrics")).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
-    let lines = text.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    let (scrape, text) = scrape(&server).await;
 
     let runs = "mirrorhost_runs_total";
     assert_eq!(

@@ -346,3 +346,28 @@ pub fn project_repo(server: &Server, project_id: &str) -> PathBuf {
         .join("repos")
         .join(format!("{project_id}.git"))
 }
+
+/// `GET /metrics` (unauthenticated, as scrapers expect): parsed, and as text.
+pub async fn scrape(server: &Server) -> (prometheus_parse::Scrape, String) {
+    let response = reqwest::get(server.url("/metrics")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    (prometheus_parse::Scrape::parse(lines).unwrap(), text)
+}
+
+/// Sums a metric's samples that carry all of `labels`.
+pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}

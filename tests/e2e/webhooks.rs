@@ -271,6 +271,28 @@ async fn github_and_gitlab_pushes_reach_every_push_mirror() {
     assert_eq!(status, 202, "{queued}");
     wait_for_tip(dest, &tip).await;
     wait_for_refs(dest, "the tag", |refs| refs.contains_key("refs/tags/v2")).await;
+
+    // Every delivery above is counted by what became of it.
+    let (scrape, _) = crate::support::scrape(server).await;
+    let count = |provider: &str, result: &str| {
+        crate::support::sample(
+            &scrape,
+            "mirrorhost_webhook_deliveries_total",
+            &[("provider", provider), ("result", result)],
+        )
+    };
+    let github_results = [
+        ("queued", 1.0),
+        ("duplicate", 1.0),
+        ("unauthorized", 2.0),
+        ("not_found", 1.0),
+        ("ping", 1.0),
+    ];
+    for (result, expected) in github_results {
+        assert_eq!(count("github", result), expected, "github {result}");
+    }
+    assert_eq!(count("gitlab", "queued"), 1.0);
+    assert_eq!(count("gitlab", "unauthorized"), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
