@@ -281,9 +281,7 @@ pub fn assert_no_secret_in(dir: &Path, secrets: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_master_key_keeps_credentials_usable() {
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.push(&["main"]);
+    let up = Upstream::with_main();
     let http = token_server(up.dir.path()).await;
     let server = local_server();
     let api = Api::new(&server);

@@ -94,9 +94,7 @@ async fn health_follows_real_runs_and_each_state_change_alerts_once() {
     ]);
     let server = Server::start(&envs);
     let api = Api::new(&server);
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.push(&["main"]);
+    let up = Upstream::with_main();
     let id = api
         .create(
             "pull",
@@ -263,9 +261,7 @@ async fn an_alert_url_without_a_secret_is_refused_at_start() {
 async fn metrics_count_runs_bytes_plugins_and_webhooks() {
     let server = Server::start(LOCAL_REMOTES);
     let api = Api::new(&server);
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.push(&["main"]);
+    let up = Upstream::with_main();
     let id = api
         .create("pull", json!({"project_id": "metrics/p", "url": up.url()}))
         .await;
@@ -365,9 +361,7 @@ async fn json_logs_carry_the_run_span_with_mirror_and_trigger() {
     envs.push(("MIRRORHOST_LOG_FORMAT", "json"));
     let server = Server::start(&envs);
     let api = Api::new(&server);
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.push(&["main"]);
+    let up = Upstream::with_main();
     let id = api
         .create("pull", json!({"project_id": "logs/p", "url": up.url()}))
         .await;

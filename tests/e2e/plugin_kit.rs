@@ -183,9 +183,7 @@ async fn a_mirror_selects_its_auth_provider_by_name_and_config() {
         &["build", "--quiet", "--release", "--target", "wasm32-wasip2"],
     );
 
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.push(&["main"]);
+    let up = Upstream::with_main();
     let auth = crate::http_git::BasicAuth {
         username: Some("ci-bot".into()),
         password: "tok-7Qx-distinctive".into(),

@@ -80,9 +80,7 @@ async fn diverged_destination(
     project: &str,
     keep: bool,
 ) -> (Upstream, tempfile::TempDir, i64) {
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.push(&["main"]);
+    let up = Upstream::with_main();
     let pull = api
         .create("pull", json!({"project_id": project, "url": up.url()}))
         .await;

@@ -38,9 +38,7 @@ async fn runs_until(
 
 #[tokio::test]
 async fn interval_and_cron_schedules_fire_and_survive_a_restart() {
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.push(&["main"]);
+    let up = Upstream::with_main();
     let server = fast_server(&[]);
     let api = Api::new(&server);
     let id = api
@@ -133,9 +131,7 @@ async fn consecutive_failures_hard_fail_until_a_manual_sync() {
 
 #[tokio::test]
 async fn reconciliation_catches_a_push_that_sent_no_webhook() {
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.push(&["main"]);
+    let up = Upstream::with_main();
     let mut server = fast_server(&[("MIRRORHOST_RECONCILE_SECONDS", "1")]);
     let id = {
         let api = Api::new(&server);
@@ -308,9 +304,7 @@ async fn an_injected_clock_drives_firing_backoff_hard_failure_and_reset() {
     // 2026-11-28T00:00:00Z.
     let t0 = 1_795_824_000_000;
     let service = Driven::start(t0).await;
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.push(&["main"]);
+    let up = Upstream::with_main();
     let mirror = service
         .call(
             reqwest::Method::POST,

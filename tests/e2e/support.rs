@@ -204,6 +204,14 @@ impl Upstream {
         up
     }
 
+    /// An upstream whose `main` has one commit, pushed.
+    pub fn with_main() -> Self {
+        let up = Self::new();
+        up.commit("main", "a");
+        up.push(&["main"]);
+        up
+    }
+
     pub fn bare(&self) -> PathBuf {
         self.dir.path().join("upstream.git")
     }

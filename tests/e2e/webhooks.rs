@@ -132,9 +132,7 @@ struct Hooked {
 }
 
 async fn hooked(project: &str) -> Hooked {
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.push(&["main"]);
+    let up = Upstream::with_main();
     let http = HttpGit::start(up.dir.path()).await;
     let clone_url = http.url("upstream.git");
     let server = local_server();
@@ -297,9 +295,7 @@ async fn github_and_gitlab_pushes_reach_every_push_mirror() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_deliveries_give_at_most_two_runs() {
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.push(&["main"]);
+    let up = Upstream::with_main();
     // Every answer of this upstream is 300 ms late, so a run takes over a second
     // and the whole burst lands while the first one is still going.
     let http = HttpGit::start_slow(up.dir.path(), Duration::from_millis(300)).await;
