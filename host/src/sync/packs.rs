@@ -18,6 +18,7 @@
 
 use std::ffi::{CString, c_int, c_void};
 use std::io::{self, BufRead, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -314,6 +315,12 @@ impl Indexing {
         if let Some(keep) = outcome.keep_path {
             std::fs::remove_file(&keep).map_err(|e| format!("pack keep file: {e}"))?;
         }
+        // Temporary files are private (0600); packs are immutable, and git and
+        // libgit2 make them read-only for everyone who may read the repository.
+        for path in [outcome.data_path, outcome.index_path].iter().flatten() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444))
+                .map_err(|e| format!("pack permissions: {e}"))?;
+        }
         Ok(outcome.index.num_objects)
     }
 }
@@ -602,8 +609,14 @@ mod tests {
             repo.find_commit(git2::Oid::from_str(&commits[2]).unwrap())
                 .is_ok()
         );
-        // No keep file and no temporary file left: exactly one .pack and its .idx.
+        // No keep file and no temporary file left: exactly one .pack and its .idx,
+        // read-only as git makes them.
         assert_eq!(pack_files(&repo).len(), 2, "{:?}", pack_files(&repo));
+        for name in pack_files(&repo) {
+            let path = repo.path().join("objects/pack").join(name);
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o444, "{}", path.display());
+        }
 
         // A thin pack deltas against objects the mirror already has; they are
         // copied in, so the new pack stands on its own.
