@@ -1,6 +1,6 @@
 //! Pull: upstream refs land in the project's bare repository under their own names.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use git2::Oid;
 
@@ -9,6 +9,15 @@ use super::transport::Transfer;
 use super::{Action, PlannedRef, Report, Run, SyncError, oid_string, remote};
 use crate::plugins::{Decision, DivergedRef};
 use crate::store::{self, ConflictStatus, NewConflict};
+
+/// Where a local ref and its upstream counterpart parted.
+struct Divergence {
+    ours: Oid,
+    theirs: Oid,
+    merge_base: Option<Oid>,
+    ahead: usize,
+    behind: usize,
+}
 
 impl Run<'_> {
     pub(super) fn pull(&self) -> Result<Report, SyncError> {
@@ -36,24 +45,7 @@ impl Run<'_> {
                 .map(|(n, o)| (n.clone(), *o)),
         );
         let scope = self.scope(&candidates)?;
-
-        // Fetch only objects we lack; a no-op sync transfers no pack at all.
-        let odb = self.repo.odb()?;
-        let wanted: Vec<&str> = advertised
-            .iter()
-            .filter(|(name, oid)| scope.contains(*name) && !odb.exists(**oid))
-            .map(|(name, _)| name.as_str())
-            .collect();
-        if !wanted.is_empty() {
-            let mut options = self.fetch_options(&counter);
-            connection
-                .remote()
-                .download(&wanted, Some(&mut options))
-                .map_err(|e| self.git_error(e))?;
-            // The progress callbacks may not see the last bytes of a small pack:
-            // take the remote's own count for the report.
-            counter.at_least(connection.remote().stats().received_bytes() as u64);
-        }
+        self.fetch_missing(&mut connection, &advertised, &scope, &counter)?;
         drop(connection);
 
         let mut report = Report {
@@ -61,10 +53,61 @@ impl Run<'_> {
             remote_fingerprint: Some(super::fingerprint(&advertised)),
             ..Report::default()
         };
+        let updates = self.plan_pull(&advertised, &local, &scope, &mut report)?;
+        if report.aborted.is_some() {
+            for conflict in &mut report.conflicts {
+                conflict.status = ConflictStatus::Aborted;
+            }
+            return Ok(report);
+        }
+        if !self.dry_run {
+            refs::apply(self.repo, &updates, "mirrorhost: pull")?;
+        }
+        Ok(report)
+    }
+
+    /// Downloads the objects of in-scope refs that we lack; a no-op sync
+    /// transfers no pack at all.
+    fn fetch_missing(
+        &self,
+        connection: &mut git2::RemoteConnection<'_, '_, '_>,
+        advertised: &BTreeMap<String, Oid>,
+        scope: &HashSet<String>,
+        counter: &Transfer,
+    ) -> Result<(), SyncError> {
+        let odb = self.repo.odb()?;
+        let wanted: Vec<&str> = advertised
+            .iter()
+            .filter(|(name, oid)| scope.contains(*name) && !odb.exists(**oid))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut options = self.fetch_options(counter);
+        connection
+            .remote()
+            .download(&wanted, Some(&mut options))
+            .map_err(|e| self.git_error(e))?;
+        // The progress callbacks may not see the last bytes of a small pack:
+        // take the remote's own count for the report.
+        counter.at_least(connection.remote().stats().received_bytes() as u64);
+        Ok(())
+    }
+
+    /// The plan for every in-scope ref, into `report`, and the ref updates that
+    /// carry it out: upstream refs created, moved or kept; local-only refs pruned.
+    fn plan_pull(
+        &self,
+        advertised: &BTreeMap<String, Oid>,
+        local: &BTreeMap<String, Oid>,
+        scope: &HashSet<String>,
+        report: &mut Report,
+    ) -> Result<Vec<RefUpdate>, SyncError> {
         let mut updates = Vec::new();
         for (name, &theirs) in advertised.iter().filter(|(n, _)| scope.contains(*n)) {
             let ours = local.get(name).copied();
-            let planned = self.plan_ref(name, ours, theirs, &mut report)?;
+            let planned = self.plan_ref(name, ours, theirs, report)?;
             if matches!(
                 planned.action,
                 Action::Create | Action::FastForward | Action::Overwrite
@@ -97,17 +140,7 @@ impl Run<'_> {
                 reason: Some("deleted upstream".into()),
             });
         }
-
-        if report.aborted.is_some() {
-            for conflict in &mut report.conflicts {
-                conflict.status = ConflictStatus::Aborted;
-            }
-            return Ok(report);
-        }
-        if !self.dry_run {
-            refs::apply(self.repo, &updates, "mirrorhost: pull")?;
-        }
-        Ok(report)
+        Ok(updates)
     }
 
     /// What happens to one in-scope upstream ref.
@@ -149,29 +182,49 @@ impl Run<'_> {
         planned.merge_base = oid_string(merge_base);
         planned.ahead = Some(ahead);
         planned.behind = Some(behind);
+        let divergence = Divergence {
+            ours,
+            theirs,
+            merge_base,
+            ahead,
+            behind,
+        };
+        self.settle(&mut planned, &divergence, report)?;
+        Ok(planned)
+    }
 
+    /// Settles a diverged ref: kept if an operator already chose ours for this
+    /// very divergence, else as the mirror's conflict strategy decides; every
+    /// decision is recorded as a conflict in `report`.
+    fn settle(
+        &self,
+        planned: &mut PlannedRef,
+        d: &Divergence,
+        report: &mut Report,
+    ) -> Result<(), SyncError> {
+        let name = planned.ref_name.as_str();
         let kept = self.engine.store.with(|conn| {
             store::conflicts::kept_by_operator(
                 conn,
                 self.mirror.mirror_id,
                 name,
-                &ours.to_string(),
-                &theirs.to_string(),
+                &d.ours.to_string(),
+                &d.theirs.to_string(),
             )
         })?;
         if kept {
             planned.action = Action::KeepLocal;
             planned.reason = Some("an operator resolved this divergence with ours".into());
-            return Ok(planned);
+            return Ok(());
         }
 
         let diverged = DivergedRef {
             name: name.to_string(),
-            local_oid: ours.to_string(),
-            remote_oid: theirs.to_string(),
-            merge_base: oid_string(merge_base),
-            ahead: saturate(ahead),
-            behind: saturate(behind),
+            local_oid: d.ours.to_string(),
+            remote_oid: d.theirs.to_string(),
+            merge_base: oid_string(d.merge_base),
+            ahead: saturate(d.ahead),
+            behind: saturate(d.behind),
             protected: super::is_protected(name, &self.project.protected_branches),
             direction: crate::plugins::Direction::Pull,
         };
@@ -186,43 +239,26 @@ impl Run<'_> {
                 &diverged,
             )?
             .value;
-        let (action, status, resolution, reason) = match decision {
-            Decision::KeepLocal => (
-                Action::KeepLocal,
-                ConflictStatus::Resolved,
-                Some("ours"),
-                None,
-            ),
-            Decision::TakeRemote => (
-                Action::Overwrite,
-                ConflictStatus::Resolved,
-                Some("theirs"),
-                None,
-            ),
-            Decision::DeferManual(reason) => {
-                (Action::Manual, ConflictStatus::Open, None, Some(reason))
-            }
-            Decision::Abort(reason) => {
-                report
-                    .aborted
-                    .get_or_insert_with(|| format!("{name}: {reason}"));
-                (Action::Abort, ConflictStatus::Aborted, None, Some(reason))
-            }
-        };
+        if let Decision::Abort(reason) = &decision {
+            report
+                .aborted
+                .get_or_insert_with(|| format!("{name}: {reason}"));
+        }
+        let (action, status, resolution, reason) = consequence(decision);
         planned.action = action;
         planned.reason = reason;
         report.conflicts.push(NewConflict {
             ref_name: name.to_string(),
-            local_oid: ours.to_string(),
-            remote_oid: theirs.to_string(),
-            merge_base: oid_string(merge_base),
-            ahead: ahead as i64,
-            behind: behind as i64,
+            local_oid: d.ours.to_string(),
+            remote_oid: d.theirs.to_string(),
+            merge_base: oid_string(d.merge_base),
+            ahead: d.ahead as i64,
+            behind: d.behind as i64,
             strategy: strategy.clone(),
             status,
             resolution: resolution.map(str::to_string),
         });
-        Ok(planned)
+        Ok(())
     }
 
     /// A libgit2 error with the remote URL redacted, should it quote it; our own
@@ -232,6 +268,29 @@ impl Run<'_> {
             Some(refusal) => SyncError::Git(refusal),
             None => SyncError::Git(remote::redact_in(e.message(), &self.mirror.url)),
         }
+    }
+}
+
+/// How a strategy's decision shows in the plan and in the conflict history:
+/// action, conflict status, resolution, reason.
+fn consequence(
+    decision: Decision,
+) -> (Action, ConflictStatus, Option<&'static str>, Option<String>) {
+    match decision {
+        Decision::KeepLocal => (
+            Action::KeepLocal,
+            ConflictStatus::Resolved,
+            Some("ours"),
+            None,
+        ),
+        Decision::TakeRemote => (
+            Action::Overwrite,
+            ConflictStatus::Resolved,
+            Some("theirs"),
+            None,
+        ),
+        Decision::DeferManual(reason) => (Action::Manual, ConflictStatus::Open, None, Some(reason)),
+        Decision::Abort(reason) => (Action::Abort, ConflictStatus::Aborted, None, Some(reason)),
     }
 }
 
