@@ -117,6 +117,7 @@ fn child_pull(url: &str, data: &Path) {
         master_key: &MasterKey::generate(),
         shared_bandwidth: None,
         progress: None,
+        max_object_bytes: mirrorhost::sync::DEFAULT_MAX_OBJECT_BYTES,
     };
     engine.run(&mirror, &project, false).expect("pull");
 }
@@ -137,6 +138,7 @@ fn noop_sync(work: &Path) {
         master_key: &MasterKey::generate(),
         shared_bandwidth: None,
         progress: None,
+        max_object_bytes: mirrorhost::sync::DEFAULT_MAX_OBJECT_BYTES,
     };
     let mut mirrors = Vec::new();
     for i in 0..NOOP_MIRRORS {
@@ -228,6 +230,7 @@ fn capped_pull(work: &Path) {
         master_key: &MasterKey::generate(),
         shared_bandwidth: None,
         progress: None,
+        max_object_bytes: mirrorhost::sync::DEFAULT_MAX_OBJECT_BYTES,
     };
     let started = Instant::now();
     let report = engine.run(&mirror, &project, false).expect("capped pull");

@@ -64,6 +64,11 @@ pub struct Overrides {
     /// Transfer rate cap of the whole service, bytes per second [default: none].
     #[arg(long, env = "MIRRORHOST_MAX_BYTES_PER_SECOND")]
     pub max_bytes_per_second: Option<u64>,
+    /// The largest object a fetch may bring, in bytes; a received pack that
+    /// declares a bigger one is refused before memory is set aside for it
+    /// [default: 1073741824, 1 GiB].
+    #[arg(long, env = "MIRRORHOST_MAX_OBJECT_BYTES")]
+    pub max_object_bytes: Option<u64>,
     /// Seconds between reconciliation sweeps; 0 turns them off [default: 300].
     #[arg(long, env = "MIRRORHOST_RECONCILE_SECONDS")]
     pub reconcile_seconds: Option<u64>,
@@ -94,6 +99,7 @@ struct FileConfig {
     min_interval_seconds: Option<u32>,
     max_failures: Option<u32>,
     max_bytes_per_second: Option<u64>,
+    max_object_bytes: Option<u64>,
     reconcile_seconds: Option<u64>,
     health_window: Option<u32>,
     alert_webhook_url: Option<url::Url>,
@@ -125,6 +131,8 @@ pub struct Config {
     pub caps: Caps,
     pub schedule: Policy,
     pub max_bytes_per_second: Option<u64>,
+    /// The largest object a fetch may bring.
+    pub max_object_bytes: u64,
     /// Between reconciliation sweeps; `None` when turned off.
     pub reconcile_every: Option<Duration>,
     /// How many of a mirror's latest finished runs its health covers.
@@ -162,6 +170,11 @@ impl Config {
                 .unwrap_or(false),
             plugin_limits: file.plugins.apply(Limits::default()),
             max_bytes_per_second: overrides.max_bytes_per_second.or(file.max_bytes_per_second),
+            max_object_bytes: overrides
+                .max_object_bytes
+                .or(file.max_object_bytes)
+                .unwrap_or(crate::sync::DEFAULT_MAX_OBJECT_BYTES)
+                .max(1),
             reconcile_every: Some(
                 overrides
                     .reconcile_seconds

@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Api, Upstream, fsck, git, local_server, project_repo, refs_of};
+use crate::support::{
+    Api, LOCAL_REMOTES, Server, Upstream, fsck, git, local_server, project_repo, refs_of,
+};
 
 const PROJECT: &str = "acme/widgets";
 
@@ -128,7 +130,7 @@ fn two_commit_upstream() -> Upstream {
     up
 }
 
-async fn local_main(server: &crate::support::Server) -> String {
+async fn local_main(server: &Server) -> String {
     git(
         &project_repo(server, PROJECT),
         &["rev-parse", "refs/heads/main"],
@@ -361,4 +363,30 @@ async fn pull_and_push_over_smart_http() {
         run["bytes_transferred"], 0,
         "a no-op pull transfers nothing: {run}"
     );
+}
+
+#[tokio::test]
+async fn an_object_over_max_object_bytes_fails_the_run_and_changes_nothing() {
+    let up = Upstream::with_main();
+    let big: String = (0..120_000).map(|i| format!("{i:016x}\n")).collect();
+    std::fs::write(up.work().join("big"), big).unwrap();
+    git(&up.work(), &["add", "big"]);
+    git(&up.work(), &["commit", "-q", "-m", "a 2 MB file"]);
+    up.push(&["main"]);
+
+    let mut envs = LOCAL_REMOTES.to_vec();
+    envs.push(("MIRRORHOST_MAX_OBJECT_BYTES", "1048576"));
+    let server = Server::start(&envs);
+    let api = Api::new(&server);
+    let id = api.create("pull", pull_body(&up, json!({}))).await;
+    let run = api.sync(id).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let error = run["error"].as_str().unwrap();
+    assert!(error.contains("max_object_bytes is 1048576"), "{error}");
+    let local = project_repo(&server, PROJECT);
+    assert!(refs_of(&local).is_empty(), "no ref may change");
+    let packs = std::fs::read_dir(local.join("objects/pack"))
+        .unwrap()
+        .count();
+    assert_eq!(packs, 0, "no pack, partial or whole, is left");
 }

@@ -138,7 +138,12 @@ pub struct Engine<'a> {
     pub shared_bandwidth: Option<&'a Arc<Mutex<Bucket>>>,
     /// Where the transfer callbacks report progress, for a run someone watches.
     pub progress: Option<&'a progress::Progress>,
+    /// The largest object a fetch may bring (`max_object_bytes`).
+    pub max_object_bytes: u64,
 }
+
+/// Default of `max_object_bytes`: ten times GitHub's hard limit on a file.
+pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 1 << 30;
 
 impl Engine<'_> {
     /// Runs `mirror` once. With `dry_run` no ref changes: the plan is returned
@@ -150,7 +155,7 @@ impl Engine<'_> {
         dry_run: bool,
     ) -> Result<Report, SyncError> {
         std::fs::create_dir_all(self.repos_dir)?;
-        let repo = open_project_repo(&repo_path(self.repos_dir, &project.project_id))?;
+        let repo = self.open(project)?;
         let run = Run::new(self, &repo, mirror, project, dry_run);
         match mirror.direction {
             Direction::Pull => run.pull(),
@@ -166,7 +171,7 @@ impl Engine<'_> {
         mirror: &Mirror,
         project: &Project,
     ) -> Result<Vec<crate::store::credentials::HostKey>, SyncError> {
-        let repo = open_project_repo(&repo_path(self.repos_dir, &project.project_id))?;
+        let repo = self.open(project)?;
         Run::new(self, &repo, mirror, project, true).detect_host_keys()
     }
 }
@@ -179,7 +184,7 @@ impl Engine<'_> {
         mirror: &Mirror,
         project: &Project,
     ) -> Result<String, SyncError> {
-        let repo = open_project_repo(&repo_path(self.repos_dir, &project.project_id))?;
+        let repo = self.open(project)?;
         let run = Run::new(self, &repo, mirror, project, true);
         let transfer = transport::Transfer::default();
         let mut remote = repo.remote_anonymous(&mirror.url)?;
@@ -215,21 +220,27 @@ pub fn repo_path(repos_dir: &Path, project_id: &str) -> PathBuf {
     repos_dir.join(format!("{project_id}.git"))
 }
 
-/// Opens (or creates) a project's bare repository, with fetched packs indexed
-/// by [`packs`].
 pub fn open_project_repo(path: &Path) -> Result<git2::Repository, SyncError> {
-    let repo = match git2::Repository::open_bare(path) {
-        Ok(repo) => repo,
+    match git2::Repository::open_bare(path) {
+        Ok(repo) => Ok(repo),
         Err(e) if e.code() == git2::ErrorCode::NotFound => {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            git2::Repository::init_bare(path)?
+            Ok(git2::Repository::init_bare(path)?)
         }
-        Err(e) => return Err(e.into()),
-    };
-    packs::install(&repo)?;
-    Ok(repo)
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Engine<'_> {
+    /// Opens (or creates) `project`'s repository, with fetched packs indexed by
+    /// [`packs`] under this engine's object size limit.
+    fn open(&self, project: &Project) -> Result<git2::Repository, SyncError> {
+        let repo = open_project_repo(&repo_path(self.repos_dir, &project.project_id))?;
+        packs::install(&repo, self.max_object_bytes)?;
+        Ok(repo)
+    }
 }
 
 /// One run of one mirror.

@@ -37,8 +37,9 @@ const IN_FLIGHT: usize = 16;
 /// gix-pack's id for its "objects indexed" counter.
 const INDEXED_OBJECTS: Id = *b"IWIO";
 
-/// Makes fetches into `repo` write their packs through gix-pack.
-pub fn install(repo: &git2::Repository) -> Result<(), git2::Error> {
+/// Makes fetches into `repo` write their packs through gix-pack, refusing a pack
+/// that declares an object over `max_object_bytes`.
+pub fn install(repo: &git2::Repository, max_object_bytes: u64) -> Result<(), git2::Error> {
     let odb = repo.odb()?;
     let mut backend = Box::new(Backend {
         // SAFETY: the vtable is plain data (a version, a pointer, optional
@@ -46,6 +47,7 @@ pub fn install(repo: &git2::Repository) -> Result<(), git2::Error> {
         // `git_odb_init_backend` then stamps with the version.
         raw: unsafe { std::mem::zeroed() },
         objects_dir: repo.path().join("objects"),
+        max_object_bytes,
     });
     // SAFETY: `backend.raw` is a valid, writable vtable.
     check(unsafe { raw::git_odb_init_backend(&mut backend.raw, raw::GIT_ODB_BACKEND_VERSION) })?;
@@ -94,6 +96,7 @@ pub fn remove_leftovers(repos_dir: &Path) -> usize {
 struct Backend {
     raw: raw::git_odb_backend,
     objects_dir: PathBuf,
+    max_object_bytes: u64,
 }
 
 /// One pack being received. `raw` first, as in [`Backend`].
@@ -125,6 +128,7 @@ extern "C" fn writepack(
     let indexed = Arc::new(AtomicUsize::new(0));
     let job = Indexing {
         objects_dir: backend.objects_dir.clone(),
+        max_object_bytes: backend.max_object_bytes,
         input,
         interrupt: interrupt.clone(),
         indexed: indexed.clone(),
@@ -278,6 +282,7 @@ fn check(code: c_int) -> Result<(), git2::Error> {
 /// The indexer thread's work: the pack stream in, `pack-*.pack` and `.idx` out.
 struct Indexing {
     objects_dir: PathBuf,
+    max_object_bytes: u64,
     input: Receiver<Vec<u8>>,
     interrupt: Arc<AtomicBool>,
     indexed: Arc<AtomicUsize>,
@@ -311,9 +316,28 @@ impl Indexing {
             &self.interrupt,
             bases,
             gix_hash::Kind::Sha1,
-            gix_pack::bundle::write::Options::default(),
+            gix_pack::bundle::write::Options {
+                // Sizes come from the sender: without a cap, a pack declaring a
+                // huge object makes the indexer set aside that much memory (git's
+                // index-pack does; a 64 GiB claim kills it) before the data can
+                // prove the claim false.
+                alloc_limit_bytes: Some(
+                    usize::try_from(self.max_object_bytes).unwrap_or(usize::MAX),
+                ),
+                ..Default::default()
+            },
         )
-        .map_err(|e| format!("received pack refused: {e}"))?;
+        .map_err(|e| {
+            let e = e.to_string();
+            // gix-pack's words for an object over `alloc_limit_bytes`; the
+            // unit tests pin them.
+            let hint = if e.contains("too large") {
+                format!(" (max_object_bytes is {})", self.max_object_bytes)
+            } else {
+                String::new()
+            };
+            format!("received pack refused: {e}{hint}")
+        })?;
         // The keep file guards the pack from a concurrent gc until refs point
         // into it; nothing here collects garbage, and refs are written next.
         if let Some(keep) = outcome.keep_path {
@@ -582,6 +606,13 @@ mod tests {
             .collect()
     }
 
+    /// A project repository whose fetched packs go through this backend.
+    fn mirror(path: &Path, max_object_bytes: u64) -> git2::Repository {
+        let repo = super::super::open_project_repo(path).unwrap();
+        install(&repo, max_object_bytes).unwrap();
+        repo
+    }
+
     fn pack_files(repo: &git2::Repository) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(repo.path().join("objects/pack"))
             .map(|dir| {
@@ -620,7 +651,10 @@ mod tests {
         let source = work.path().join("source");
         std::fs::create_dir(&source).unwrap();
         let commits = upstream(&source, 6);
-        let repo = super::super::open_project_repo(&work.path().join("mirror.git")).unwrap();
+        let repo = mirror(
+            &work.path().join("mirror.git"),
+            super::super::DEFAULT_MAX_OBJECT_BYTES,
+        );
 
         write_pack(&repo, &pack(&source, &format!("{}\n", commits[2]), false)).unwrap();
         assert!(
@@ -639,7 +673,10 @@ mod tests {
         // A thin pack deltas against objects the mirror already has; they are
         // copied in, so the new pack stands on its own.
         let thin = pack(&source, &format!("{}\n^{}\n", commits[5], commits[2]), true);
-        let empty = super::super::open_project_repo(&work.path().join("empty.git")).unwrap();
+        let empty = mirror(
+            &work.path().join("empty.git"),
+            super::super::DEFAULT_MAX_OBJECT_BYTES,
+        );
         assert!(
             write_pack(&empty, &thin).is_err(),
             "the pack is thin: it cannot stand without the mirror's objects"
@@ -666,7 +703,10 @@ mod tests {
         let source = work.path().join("source");
         std::fs::create_dir(&source).unwrap();
         let commits = upstream(&source, 3);
-        let repo = super::super::open_project_repo(&work.path().join("mirror.git")).unwrap();
+        let repo = mirror(
+            &work.path().join("mirror.git"),
+            super::super::DEFAULT_MAX_OBJECT_BYTES,
+        );
         let good = pack(&source, &format!("{}\n", commits[2]), false);
 
         let mut corrupt = good.clone();
@@ -693,5 +733,117 @@ mod tests {
             repo.find_commit(git2::Oid::from_str(&commits[2]).unwrap())
                 .is_ok()
         );
+    }
+
+    /// A pack of `entries` (already encoded), with its header and trailer.
+    fn raw_pack(entries: &[Vec<u8>]) -> Vec<u8> {
+        let mut pack = b"PACK".to_vec();
+        pack.extend(2u32.to_be_bytes());
+        pack.extend((entries.len() as u32).to_be_bytes());
+        pack.extend(entries.concat());
+        let mut hasher = gix_hash::hasher(gix_hash::Kind::Sha1);
+        hasher.update(&pack);
+        pack.extend(hasher.try_finalize().unwrap().as_bytes());
+        pack
+    }
+
+    /// A pack entry header: type and (claimed) size.
+    fn entry_header(kind: u8, size: u64) -> Vec<u8> {
+        let mut out = vec![(kind << 4) | (size & 0x0f) as u8];
+        let mut rest = size >> 4;
+        while rest > 0 {
+            *out.last_mut().unwrap() |= 0x80;
+            out.push((rest & 0x7f) as u8);
+            rest >>= 7;
+        }
+        out
+    }
+
+    /// `data` as a zlib stream of one stored (uncompressed) block.
+    fn zlib_stored(data: &[u8]) -> Vec<u8> {
+        let len = data.len() as u16;
+        let mut out = vec![0x78, 0x01, 0x01];
+        out.extend(len.to_le_bytes());
+        out.extend((!len).to_le_bytes());
+        out.extend(data);
+        let (a, b) = data.iter().fold((1u32, 0u32), |(a, b), &byte| {
+            let a = (a + u32::from(byte)) % 65521;
+            (a, (b + a) % 65521)
+        });
+        out.extend(((b << 16) | a).to_be_bytes());
+        out
+    }
+
+    fn peak_rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+
+    #[test]
+    fn objects_over_the_limit_are_refused_before_memory_is_set_aside() {
+        let work = tempfile::tempdir().unwrap();
+        let repo = mirror(&work.path().join("mirror.git"), 1 << 20);
+
+        // An honest pack with a 2 MiB blob, over a 1 MiB limit.
+        let source = work.path().join("source");
+        std::fs::create_dir(&source).unwrap();
+        git(&source, &["init", "-q", "-b", "main"]);
+        let big: String = (0..120_000).map(|i| format!("{i:016x}\n")).collect();
+        std::fs::write(source.join("big"), big).unwrap();
+        git(&source, &["add", "big"]);
+        git(
+            &source,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "big",
+            ],
+        );
+        let error = write_pack(&repo, &pack(&source, "HEAD\n", false)).unwrap_err();
+        assert!(
+            error.message().contains("too large")
+                && error.message().contains("max_object_bytes is 1048576"),
+            "{error}"
+        );
+        assert_eq!(pack_files(&repo), Vec::<String>::new());
+
+        // A hostile one: a 5-byte blob and a delta against it that claims a
+        // 2 GiB result. git's index-pack sets the 2 GiB aside before it finds
+        // out; here the claim alone is refused.
+        let repo = mirror(
+            &work.path().join("other.git"),
+            super::super::DEFAULT_MAX_OBJECT_BYTES,
+        );
+        let base = [entry_header(3, 5), zlib_stored(b"hello")].concat();
+        let delta = [
+            &[0x05][..],
+            &[0x80, 0x80, 0x80, 0x80, 0x08],
+            &[0x04],
+            b"abcd",
+        ]
+        .concat();
+        let base_distance = base.len() as u8;
+        let claim = [
+            entry_header(6, delta.len() as u64),
+            vec![base_distance],
+            zlib_stored(&delta),
+        ]
+        .concat();
+        let before = peak_rss_kib();
+        let error = write_pack(&repo, &raw_pack(&[base, claim])).unwrap_err();
+        assert!(error.message().contains("too large"), "{error}");
+        assert!(
+            peak_rss_kib() - before < 512 << 10,
+            "the claim was not acted on"
+        );
+        assert_eq!(pack_files(&repo), Vec::<String>::new());
     }
 }

@@ -36,8 +36,7 @@ impl Engine<'_> {
         conflict: &Conflict,
         resolution: Resolution,
     ) -> Result<(), SyncError> {
-        let repo =
-            super::open_project_repo(&super::repo_path(self.repos_dir, &project.project_id))?;
+        let repo = self.open(project)?;
         let run = Run::new(self, &repo, mirror, project, false);
         match (mirror.direction, resolution) {
             (Direction::Pull, Resolution::Theirs) => run.take_remote(&conflict.ref_name),
