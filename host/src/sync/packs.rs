@@ -582,27 +582,20 @@ mod tests {
         format!("line {i}\n{body}")
     }
 
+    /// Commits `content` as `dir/file` and returns the commit id.
+    fn commit_file(dir: &Path, file: &str, content: &str) -> String {
+        std::fs::write(dir.join(file), content).unwrap();
+        git(dir, &["add", file]);
+        let identity = ["-c", "user.name=t", "-c", "user.email=t@t"];
+        git(dir, &[&identity[..], &["commit", "-qm", file]].concat());
+        git(dir, &["rev-parse", "HEAD"])
+    }
+
     /// An upstream repository with `commits` commits on main, each changing one file.
     fn upstream(dir: &Path, commits: usize) -> Vec<String> {
         git(dir, &["init", "-q", "-b", "main"]);
         (0..commits)
-            .map(|i| {
-                std::fs::write(dir.join("file"), content(i)).unwrap();
-                git(dir, &["add", "file"]);
-                git(
-                    dir,
-                    &[
-                        "-c",
-                        "user.name=t",
-                        "-c",
-                        "user.email=t@t",
-                        "commit",
-                        "-qm",
-                        &format!("c{i}"),
-                    ],
-                );
-                git(dir, &["rev-parse", "HEAD"])
-            })
+            .map(|i| commit_file(dir, "file", &content(i)))
             .collect()
     }
 
@@ -793,20 +786,7 @@ mod tests {
         std::fs::create_dir(&source).unwrap();
         git(&source, &["init", "-q", "-b", "main"]);
         let big: String = (0..120_000).map(|i| format!("{i:016x}\n")).collect();
-        std::fs::write(source.join("big"), big).unwrap();
-        git(&source, &["add", "big"]);
-        git(
-            &source,
-            &[
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "commit",
-                "-qm",
-                "big",
-            ],
-        );
+        commit_file(&source, "big", &big);
         let error = write_pack(&repo, &pack(&source, "HEAD\n", false)).unwrap_err();
         assert!(
             error.message().contains("too large")
