@@ -23,6 +23,8 @@ mod http_git;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use history::{History, generate};
@@ -87,14 +89,21 @@ fn initial_pull(work: &Path) {
     );
     report("git clone --mirror (http)", &git_run);
     report("mirrorhost initial pull (http)", &ours);
-    let baseline: f64 = std::fs::read_to_string(data.join("baseline-rss-kib"))
-        .expect("baseline")
-        .trim()
-        .parse()
-        .expect("number");
+    let memory: Vec<f64> = std::fs::read_to_string(data.join("memory-kib"))
+        .expect("memory samples")
+        .split_whitespace()
+        .map(|kib| kib.parse::<f64>().expect("number") / 1024.0)
+        .collect();
     println!(
-        "  of which the service before the transfer (engine, plugins, store): {:.1} MiB",
-        baseline / 1024.0
+        "  of which the service before the transfer (engine, plugins, store): {:.1} MiB \
+         (anonymous {:.1}, file-backed {:.1})",
+        memory[0] + memory[1],
+        memory[0],
+        memory[1]
+    );
+    println!(
+        "  highest sampled during the pull: anonymous {:.1} MiB, file-backed {:.1} MiB",
+        memory[2], memory[3]
     );
     println!(
         "initial pull ratio vs git: time {:.2}x, peak memory {:.2}x  (target <= 1.0x both)",
@@ -108,8 +117,22 @@ fn child_pull(url: &str, data: &Path) {
     std::fs::create_dir_all(data).expect("data dir");
     let (store, registry) = service(data);
     let (mirror, project) = mirror(&store, "bench/big", url);
-    // What the service holds before any transfer, for the parent's report.
-    std::fs::write(data.join("baseline-rss-kib"), rss_kib().to_string()).expect("write");
+    // What the service holds before the transfer, and the highest readings
+    // during it, for the parent's report: which kind of memory the pull costs.
+    let before = resident();
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = (0, 0);
+            while !done.load(Ordering::Relaxed) {
+                let (anon, file) = resident();
+                peak = (peak.0.max(anon), peak.1.max(file));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak
+        })
+    };
     let engine = Engine {
         repos_dir: &data.join("repos"),
         plugins: &registry,
@@ -120,6 +143,10 @@ fn child_pull(url: &str, data: &Path) {
         max_object_bytes: mirrorhost::sync::DEFAULT_MAX_OBJECT_BYTES,
     };
     engine.run(&mirror, &project, false).expect("pull");
+    done.store(true, Ordering::Relaxed);
+    let peak = sampler.join().expect("sampler");
+    let readings = format!("{} {} {} {}", before.0, before.1, peak.0, peak.1);
+    std::fs::write(data.join("memory-kib"), readings).expect("write");
 }
 
 fn noop_sync(work: &Path) {
@@ -244,16 +271,17 @@ fn capped_pull(work: &Path) {
     );
 }
 
-/// This process's resident set now (VmRSS), in KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
+/// This process's resident set now, anonymous and file-backed, in KiB.
+fn resident() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("RssAnon:"), field("RssFile:") + field("RssShmem:"))
 }
 
 fn service(data: &Path) -> (Store, Registry) {
