@@ -73,7 +73,7 @@ async fn hostile_guests_fail_cleanly_while_the_server_answers() {
         .unwrap(),
     );
     app.plugins
-        .load("hostile", World::BranchFilter, HOSTILE, false)
+        .load("hostile", World::BranchFilter, HOSTILE)
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -183,7 +183,7 @@ fn a_fuel_budget_stops_a_loop_before_the_clock_does() {
     };
     let registry = Registry::new(Runtime::new(limits, Some(plugin_cache_dir())).unwrap());
     registry
-        .load("hostile", World::BranchFilter, HOSTILE, false)
+        .load("hostile", World::BranchFilter, HOSTILE)
         .unwrap();
     let started = Instant::now();
     let err = registry
@@ -204,7 +204,7 @@ fn oversized_input_is_refused_before_the_guest_runs() {
     };
     let registry = Registry::new(Runtime::new(limits, Some(plugin_cache_dir())).unwrap());
     registry
-        .load("hostile", World::BranchFilter, HOSTILE, false)
+        .load("hostile", World::BranchFilter, HOSTILE)
         .unwrap();
     let err = registry
         .filter("hostile", &ctx(), "echo", &refs(1_000))
@@ -223,7 +223,7 @@ fn a_component_of_another_world_is_refused_at_load() {
     let registry =
         Registry::new(Runtime::new(Limits::default(), Some(plugin_cache_dir())).unwrap());
     for world in [World::ConflictStrategy, World::AuthProvider] {
-        let err = registry.load("hostile", world, HOSTILE, false).unwrap_err();
+        let err = registry.load("hostile", world, HOSTILE).unwrap_err();
         assert!(
             matches!(err.kind, PluginErrorKind::Invalid { .. }),
             "{world}: {err}"

@@ -61,7 +61,7 @@ pub async fn upload(
     let meta = blocking(state, move |app| {
         let meta = app
             .plugins
-            .load(&name, world, &body, false)
+            .load(&name, world, &body)
             .map_err(|e| ApiError::invalid("component", e.to_string()))?;
         uploaded::store(&app.config.plugins_dir(), &name, world, &body)
             .map_err(ApiError::internal)?;

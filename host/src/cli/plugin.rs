@@ -269,7 +269,7 @@ fn test(component: &Path, world: World, input: &Path) -> Result<Value, CliError>
     );
     let registry = Registry::new(Runtime::new(Limits::default(), None).map_err(failed)?);
     registry
-        .load(&name, world, &read(component)?, false)
+        .load(&name, world, &read(component)?)
         .map_err(failed)?;
     let config = match &case.config {
         Value::Null => String::new(),

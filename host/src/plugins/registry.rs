@@ -1,7 +1,7 @@
 //! Loaded plugins by name, and one typed method per world call.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -39,7 +39,19 @@ enum Prepared {
 
 struct Plugin {
     meta: PluginMeta,
-    prepared: Prepared,
+    code: Code,
+}
+
+/// Where a plugin's prepared component comes from.
+enum Code {
+    /// Uploaded: prepared when it was loaded.
+    Ready(Prepared),
+    /// Built-in: its component is in the binary and is prepared on first use,
+    /// so that the built-ins no mirror uses take no memory.
+    Embedded {
+        component: &'static [u8],
+        prepared: OnceLock<Prepared>,
+    },
 }
 
 #[derive(Debug)]
@@ -62,11 +74,27 @@ impl Registry {
         }
     }
 
-    /// A registry holding the nine built-in plugins.
+    /// A registry holding the nine built-in plugins. Each is checked and asked
+    /// for its info now, one at a time, and prepared again when first used.
     pub fn with_builtins(runtime: Runtime) -> Result<Self, PluginError> {
         let registry = Self::new(runtime);
         for builtin in BUILTINS {
-            registry.load(builtin.name, builtin.world, builtin.component, true)?;
+            let prepared = registry.prepare(builtin.name, builtin.world, builtin.component)?;
+            let meta = registry.describe(
+                builtin.name,
+                builtin.world,
+                builtin.component,
+                &prepared,
+                true,
+            )?;
+            drop(prepared);
+            registry.register(
+                meta,
+                Code::Embedded {
+                    component: builtin.component,
+                    prepared: OnceLock::new(),
+                },
+            );
         }
         Ok(registry)
     }
@@ -82,21 +110,38 @@ impl Registry {
         name: &str,
         world: World,
         component: &[u8],
-        builtin: bool,
     ) -> Result<PluginMeta, PluginError> {
+        let prepared = self.prepare(name, world, component)?;
+        let meta = self.describe(name, world, component, &prepared, false)?;
+        self.register(meta.clone(), Code::Ready(prepared));
+        Ok(meta)
+    }
+
+    fn prepare(&self, name: &str, world: World, component: &[u8]) -> Result<Prepared, PluginError> {
         let invalid =
             |reason: String| PluginError::new(name, PluginErrorKind::Invalid { world, reason });
         let pre = self.runtime.prepare(component).map_err(invalid)?;
-        let prepared = match world {
+        match world {
             World::BranchFilter => BranchFilterPre::new(pre).map(Prepared::BranchFilter),
             World::ConflictStrategy => {
                 ConflictStrategyPre::new(pre).map(Prepared::ConflictStrategy)
             }
             World::AuthProvider => AuthProviderPre::new(pre).map(Prepared::AuthProvider),
         }
-        .map_err(|e| invalid(format!("{e:#}")))?;
-        let info = self.info(name, &prepared)?;
-        let meta = PluginMeta {
+        .map_err(|e| invalid(format!("{e:#}")))
+    }
+
+    /// What the registry lists for a plugin, partly from the plugin itself.
+    fn describe(
+        &self,
+        name: &str,
+        world: World,
+        component: &[u8],
+        prepared: &Prepared,
+        builtin: bool,
+    ) -> Result<PluginMeta, PluginError> {
+        let info = self.info(name, prepared)?;
+        Ok(PluginMeta {
             name: name.to_string(),
             world,
             version: info.version,
@@ -104,16 +149,42 @@ impl Registry {
             sha256: hex::encode(Sha256::digest(component)),
             size_bytes: component.len(),
             builtin,
-        };
-        let plugin = Arc::new(Plugin {
-            meta: meta.clone(),
-            prepared,
-        });
+        })
+    }
+
+    fn register(&self, meta: PluginMeta, code: Code) {
+        let name = meta.name.clone();
         self.plugins
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.to_string(), plugin);
-        Ok(meta)
+            .insert(name, Arc::new(Plugin { meta, code }));
+    }
+
+    /// The plugin's prepared component; a built-in's is prepared on first use.
+    fn prepared<'p>(&self, plugin: &'p Plugin) -> Result<&'p Prepared, PluginError> {
+        match &plugin.code {
+            Code::Ready(prepared) => Ok(prepared),
+            Code::Embedded {
+                component,
+                prepared,
+            } => {
+                if let Some(ready) = prepared.get() {
+                    return Ok(ready);
+                }
+                // Two first calls at once may both prepare; one result is kept.
+                let fresh = self.prepare(&plugin.meta.name, plugin.meta.world, component)?;
+                Ok(prepared.get_or_init(|| fresh))
+            }
+        }
+    }
+
+    /// Whether `name` is prepared now (built-ins are not until first used).
+    #[cfg(test)]
+    pub(super) fn is_prepared(&self, name: &str) -> bool {
+        self.find(name).is_ok_and(|plugin| match &plugin.code {
+            Code::Ready(_) => true,
+            Code::Embedded { prepared, .. } => prepared.get().is_some(),
+        })
     }
 
     /// Forgets an uploaded plugin. Built-ins stay.
@@ -174,11 +245,12 @@ impl Registry {
     ) -> Result<(), PluginError> {
         let plugin = self.find(name)?;
         check_world(&plugin, world)?;
+        let prepared = self.prepared(&plugin)?;
         self.runtime
             .call(
                 name,
                 config.len(),
-                |store| match &plugin.prepared {
+                |store| match prepared {
                     Prepared::BranchFilter(pre) => pre
                         .instantiate(&mut *store)?
                         .call_validate_config(store, config),
@@ -203,7 +275,7 @@ impl Registry {
         refs: &Candidates,
     ) -> Result<Outcome<Vec<String>>, PluginError> {
         let plugin = self.find(name)?;
-        let Prepared::BranchFilter(pre) = &plugin.prepared else {
+        let Prepared::BranchFilter(pre) = self.prepared(&plugin)? else {
             return Err(wrong_world(&plugin, World::BranchFilter));
         };
         let input = context_bytes(ctx) + config.len() + refs.byte_len();
@@ -234,7 +306,7 @@ impl Registry {
         diverged: &DivergedRef,
     ) -> Result<Outcome<Decision>, PluginError> {
         let plugin = self.find(name)?;
-        let Prepared::ConflictStrategy(pre) = &plugin.prepared else {
+        let Prepared::ConflictStrategy(pre) = self.prepared(&plugin)? else {
             return Err(wrong_world(&plugin, World::ConflictStrategy));
         };
         let input = context_bytes(ctx) + config.len() + diverged.name.len() + 3 * 40;
@@ -262,7 +334,7 @@ impl Registry {
         request: &AuthRequest,
     ) -> Result<Outcome<Credential>, PluginError> {
         let plugin = self.find(name)?;
-        let Prepared::AuthProvider(pre) = &plugin.prepared else {
+        let Prepared::AuthProvider(pre) = self.prepared(&plugin)? else {
             return Err(wrong_world(&plugin, World::AuthProvider));
         };
         let input = context_bytes(ctx) + config.len() + request_bytes(request);

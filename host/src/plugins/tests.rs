@@ -382,7 +382,7 @@ fn a_plugin_used_in_the_wrong_role_is_refused() {
 fn loading_a_component_as_another_world_fails_at_load() {
     let ours = BUILTINS.iter().find(|b| b.name == "ours").unwrap();
     let err = registry()
-        .load("ours-as-filter", World::BranchFilter, ours.component, false)
+        .load("ours-as-filter", World::BranchFilter, ours.component)
         .unwrap_err();
     assert!(
         matches!(
@@ -402,11 +402,41 @@ fn bytes_that_are_not_a_component_are_refused() {
     // A valid empty core module: magic and version only.
     let core_module = b"\0asm\x01\0\0\0";
     let err = registry()
-        .load("core", World::BranchFilter, core_module, false)
+        .load("core", World::BranchFilter, core_module)
         .unwrap_err();
     assert!(matches!(err.kind, PluginErrorKind::Invalid { .. }), "{err}");
     let err = registry()
-        .load("junk", World::BranchFilter, b"not wasm at all", false)
+        .load("junk", World::BranchFilter, b"not wasm at all")
         .unwrap_err();
     assert!(matches!(err.kind, PluginErrorKind::Invalid { .. }), "{err}");
+}
+
+#[test]
+fn builtins_are_listed_at_start_and_prepared_on_first_use() {
+    // A registry of its own: the shared one is used by the other tests.
+    let cache = Path::new(env!("OUT_DIR")).join("test-plugin-cache");
+    let registry =
+        Registry::with_builtins(Runtime::new(Limits::default(), Some(cache)).unwrap()).unwrap();
+    let listed = registry.list();
+    assert_eq!(listed.len(), BUILTINS.len());
+    assert!(
+        listed.iter().all(|p| p.builtin && !p.version.is_empty()),
+        "{listed:?}"
+    );
+    assert!(BUILTINS.iter().all(|b| !registry.is_prepared(b.name)));
+
+    let kept = registry
+        .filter("regex-filter", &ctx(), "", &candidates(REFS, &[]))
+        .unwrap();
+    assert!(!kept.value.is_empty());
+    let prepared: Vec<&str> = BUILTINS
+        .iter()
+        .map(|b| b.name)
+        .filter(|name| registry.is_prepared(name))
+        .collect();
+    assert_eq!(prepared, ["regex-filter"]);
+    registry
+        .validate_config("theirs", World::ConflictStrategy, "")
+        .unwrap();
+    assert!(registry.is_prepared("theirs"));
 }

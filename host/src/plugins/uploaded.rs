@@ -65,7 +65,7 @@ pub fn load_all(
         }
         let loaded = std::fs::read(&path)
             .map_err(|e| PluginError::new(name, super::PluginErrorKind::Runtime(e.to_string())))
-            .and_then(|bytes| registry.load(name, world, &bytes, false));
+            .and_then(|bytes| registry.load(name, world, &bytes));
         results.push(loaded.map_err(|e| (path.clone(), e)));
     }
     results
