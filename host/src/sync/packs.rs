@@ -71,23 +71,22 @@ pub fn install(repo: &git2::Repository, max_object_bytes: u64) -> Result<(), git
 /// a large repository would otherwise leave its partial pack there for good.
 /// Only for start-up, before any run: a live indexer's files look the same.
 pub fn remove_leftovers(repos_dir: &Path) -> usize {
-    let subdirs = |dir: &Path| -> Vec<PathBuf> {
-        std::fs::read_dir(dir)
-            .map(|entries| entries.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default()
-    };
-    subdirs(repos_dir)
-        .iter()
-        .flat_map(|owner| subdirs(owner))
-        .flat_map(|repo| subdirs(&repo.join("objects/pack")))
+    entries(repos_dir)
+        .flat_map(|owner| entries(&owner.path()))
+        .flat_map(|repo| entries(&repo.path().join("objects/pack")))
         .filter(|file| {
             file.file_name()
-                .and_then(|name| name.to_str())
+                .to_str()
                 // gix-pack's temporary files, and libgit2's from before it.
                 .is_some_and(|name| name.starts_with(".tmp") || name.starts_with("pack_git2_"))
         })
-        .filter(|file| std::fs::remove_file(file).is_ok())
+        .filter(|file| std::fs::remove_file(file.path()).is_ok())
         .count()
+}
+
+/// The entries of `dir`; none if it cannot be read.
+fn entries(dir: &Path) -> impl Iterator<Item = std::fs::DirEntry> + use<> {
+    std::fs::read_dir(dir).into_iter().flatten().flatten()
 }
 
 /// The registered backend. `raw` comes first so that the pointer libgit2 hands
@@ -357,7 +356,6 @@ impl Indexing {
 /// Read from the directory, not through libgit2, whose object walk lists and
 /// sorts a whole pack index before it yields the first object.
 fn has_objects(objects_dir: &Path) -> bool {
-    let entries = |dir: &Path| std::fs::read_dir(dir).into_iter().flatten().flatten();
     let packed = entries(&objects_dir.join("pack"))
         .any(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".idx")));
     packed
