@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
-use mirrorhost::config::{Config, Overrides};
-use mirrorhost::server::{self, Secrets};
+use mirrorhost::config::Overrides;
+use mirrorhost::server;
 use mirrorhost::store::{self, Direction, MirrorSettings};
 use sha2::Sha256;
 
@@ -108,20 +108,12 @@ async fn start(
     upstream: &str,
     destinations: &[PathBuf],
 ) -> (Arc<mirrorhost::api::App>, std::net::SocketAddr) {
-    let config = Config::resolve(Overrides {
-        data_dir: Some(data.to_path_buf()),
-        plugin_cache_dir: Some(std::env::temp_dir().join("mirrorhost-bench-plugin-cache")),
+    let local = Overrides {
         allow_local_remotes: Some(true),
         allow_http_remotes: Some(true),
-        reconcile_seconds: Some(0),
         ..Overrides::default()
-    })
-    .expect("config");
-    let secrets = Secrets {
-        admin_token: Some("bench-token"),
-        master_key: None,
     };
-    let app = Arc::new(server::build(config, &secrets).await.expect("app"));
+    let app = common::app(data, local).await;
     let url = |path: &Path| format!("file://{}", path.display());
     let pull = MirrorSettings::pull("acme/widgets", upstream, "127.0.0.1");
     app.store

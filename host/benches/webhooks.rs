@@ -13,9 +13,10 @@ use std::process::Command;
 use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
-use mirrorhost::config::{Config, Overrides};
-use mirrorhost::server::{self, Secrets};
+use mirrorhost::config::Overrides;
 use sha2::Sha256;
+
+mod common;
 
 const SECRET: &str = "bench-webhook-secret";
 const DURATION: &str = "10s";
@@ -71,18 +72,7 @@ fn main() {
 
 /// The service with one pull mirror of the payload's repository and its webhook secret.
 async fn service_app(data: &std::path::Path) -> Arc<mirrorhost::api::App> {
-    let config = Config::resolve(Overrides {
-        data_dir: Some(data.to_path_buf()),
-        plugin_cache_dir: Some(std::env::temp_dir().join("mirrorhost-bench-plugin-cache")),
-        reconcile_seconds: Some(0),
-        ..Overrides::default()
-    })
-    .expect("config");
-    let secrets = Secrets {
-        admin_token: Some("bench-token"),
-        master_key: None,
-    };
-    let app = Arc::new(server::build(config, &secrets).await.expect("app"));
+    let app = common::app(data, Overrides::default()).await;
     let settings = mirrorhost::store::MirrorSettings::pull(
         "acme/widgets",
         "https://github.com/acme/widgets.git",

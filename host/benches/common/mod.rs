@@ -1,7 +1,31 @@
-//! What the benches share: running git and making bare repositories.
+//! What the benches share: running git, making bare repositories, building the
+//! service. Each bench uses a part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+
+use mirrorhost::api::App;
+use mirrorhost::config::{Config, Overrides};
+use mirrorhost::server::{self, Secrets};
+
+/// The service's state as `serve` builds it, on `data`, with `overrides`; no
+/// reconciliation sweeps, and the plugin cache shared by every bench run.
+pub async fn app(data: &Path, overrides: Overrides) -> Arc<App> {
+    let config = Config::resolve(Overrides {
+        data_dir: Some(data.to_path_buf()),
+        plugin_cache_dir: Some(std::env::temp_dir().join("mirrorhost-bench-plugin-cache")),
+        reconcile_seconds: Some(0),
+        ..overrides
+    })
+    .expect("config");
+    let secrets = Secrets {
+        admin_token: Some("bench-token"),
+        master_key: None,
+    };
+    Arc::new(server::build(config, &secrets).await.expect("app"))
+}
 
 /// Runs `git <args>` in `dir` with a fixed identity; panics on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
