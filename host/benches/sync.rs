@@ -21,7 +21,7 @@ mod history;
 #[path = "../../tests/e2e/http_git.rs"]
 mod http_git;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,8 +115,9 @@ fn initial_pull(work: &Path) {
 /// Runs in the re-executed child: one pull of `url` into a fresh service state.
 fn child_pull(url: &str, data: &Path) {
     std::fs::create_dir_all(data).expect("data dir");
-    let (store, registry) = service(data);
-    let (mirror, project) = mirror(&store, "bench/big", url);
+    let service = Service::open(data);
+    let store = &service.store;
+    let (mirror, project) = mirror(store, "bench/big", url);
     // What the service holds before the transfer, and the highest readings
     // during it, for the parent's report: which kind of memory the pull costs.
     let before = resident();
@@ -133,15 +134,7 @@ fn child_pull(url: &str, data: &Path) {
             peak
         })
     };
-    let engine = Engine {
-        repos_dir: &data.join("repos"),
-        plugins: &registry,
-        store: &store,
-        master_key: &MasterKey::generate(),
-        shared_bandwidth: None,
-        progress: None,
-        max_object_bytes: mirrorhost::sync::DEFAULT_MAX_OBJECT_BYTES,
-    };
+    let engine = service.engine();
     engine.run(&mirror, &project, false).expect("pull");
     done.store(true, Ordering::Relaxed);
     let peak = sampler.join().expect("sampler");
@@ -156,17 +149,9 @@ fn noop_sync(work: &Path) {
     std::fs::create_dir_all(&clones).expect("dir");
     let data = work.join("noop");
     std::fs::create_dir_all(&data).expect("dir");
-    let (store, registry) = service(&data);
-    let repos = data.join("repos");
-    let engine = Engine {
-        repos_dir: &repos,
-        plugins: &registry,
-        store: &store,
-        master_key: &MasterKey::generate(),
-        shared_bandwidth: None,
-        progress: None,
-        max_object_bytes: mirrorhost::sync::DEFAULT_MAX_OBJECT_BYTES,
-    };
+    let service = Service::open(&data);
+    let store = &service.store;
+    let engine = service.engine();
     let mut mirrors = Vec::new();
     for i in 0..NOOP_MIRRORS {
         let upstream = bare(&upstreams, &format!("u{i}.git"));
@@ -180,7 +165,7 @@ fn noop_sync(work: &Path) {
             },
         );
         let url = format!("file://{}", upstream.display());
-        let (mirror, project) = mirror(&store, &format!("noop/p{i}"), &url);
+        let (mirror, project) = mirror(store, &format!("noop/p{i}"), &url);
         engine.run(&mirror, &project, false).expect("initial pull");
         git(
             &clones,
@@ -241,8 +226,9 @@ fn capped_pull(work: &Path) {
     let server = runtime.block_on(http_git::HttpGit::start(&root));
     let data = root.join("engine");
     std::fs::create_dir_all(&data).expect("dir");
-    let (store, registry) = service(&data);
-    let (mirror, project) = mirror(&store, "bench/capped", &server.url("big.git"));
+    let service = Service::open(&data);
+    let store = &service.store;
+    let (mirror, project) = mirror(store, "bench/capped", &server.url("big.git"));
     let limits = store::bandwidth::Bandwidth {
         max_bytes_per_second: Some(RATE),
         ..Default::default()
@@ -250,15 +236,7 @@ fn capped_pull(work: &Path) {
     store
         .with(|c| store::bandwidth::set(c, mirror.mirror_id, &limits))
         .expect("limits");
-    let engine = Engine {
-        repos_dir: &data.join("repos"),
-        plugins: &registry,
-        store: &store,
-        master_key: &MasterKey::generate(),
-        shared_bandwidth: None,
-        progress: None,
-        max_object_bytes: mirrorhost::sync::DEFAULT_MAX_OBJECT_BYTES,
-    };
+    let engine = service.engine();
     let started = Instant::now();
     let report = engine.run(&mirror, &project, false).expect("capped pull");
     let took = started.elapsed().as_secs_f64();
@@ -284,11 +262,38 @@ fn resident() -> (u64, u64) {
     (field("RssAnon:"), field("RssFile:") + field("RssShmem:"))
 }
 
-fn service(data: &Path) -> (Store, Registry) {
-    let store = Store::open(&data.join("mirrorhost.db")).expect("store");
-    let cache = std::env::temp_dir().join("mirrorhost-bench-plugin-cache");
-    let runtime = Runtime::new(Limits::default(), Some(cache)).expect("runtime");
-    (store, Registry::with_builtins(runtime).expect("plugins"))
+/// The parts of the service a run needs, on `data`.
+struct Service {
+    store: Store,
+    registry: Registry,
+    master_key: MasterKey,
+    repos: PathBuf,
+}
+
+impl Service {
+    fn open(data: &Path) -> Self {
+        let cache = std::env::temp_dir().join("mirrorhost-bench-plugin-cache");
+        let runtime = Runtime::new(Limits::default(), Some(cache)).expect("runtime");
+        Self {
+            store: Store::open(&data.join("mirrorhost.db")).expect("store"),
+            registry: Registry::with_builtins(runtime).expect("plugins"),
+            master_key: MasterKey::generate(),
+            repos: data.join("repos"),
+        }
+    }
+
+    /// The engine as the service runs it, without a global bandwidth cap.
+    fn engine(&self) -> Engine<'_> {
+        Engine {
+            repos_dir: &self.repos,
+            plugins: &self.registry,
+            store: &self.store,
+            master_key: &self.master_key,
+            shared_bandwidth: None,
+            progress: None,
+            max_object_bytes: mirrorhost::sync::DEFAULT_MAX_OBJECT_BYTES,
+        }
+    }
 }
 
 fn mirror(store: &Store, project_id: &str, url: &str) -> (Mirror, Project) {
