@@ -31,7 +31,7 @@ use history::{History, generate};
 use mirrorhost::plugins::{Limits, Registry, Runtime};
 use mirrorhost::secrets::MasterKey;
 use mirrorhost::store::{self, Mirror, MirrorSettings, Project, Store};
-use mirrorhost::sync::Engine;
+use mirrorhost::sync::{Engine, PackIndexer};
 
 const CHILD: &str = "child-pull";
 const NOOP_MIRRORS: usize = 200;
@@ -268,6 +268,7 @@ struct Service {
     registry: Registry,
     master_key: MasterKey,
     repos: PathBuf,
+    indexer: PackIndexer,
 }
 
 impl Service {
@@ -279,6 +280,10 @@ impl Service {
             registry: Registry::with_builtins(runtime).expect("plugins"),
             master_key: MasterKey::generate(),
             repos: data.join("repos"),
+            indexer: PackIndexer {
+                program: env!("CARGO_BIN_EXE_mirrorhost").into(),
+                max_object_bytes: mirrorhost::sync::DEFAULT_MAX_OBJECT_BYTES,
+            },
         }
     }
 
@@ -291,7 +296,7 @@ impl Service {
             master_key: &self.master_key,
             shared_bandwidth: None,
             progress: None,
-            max_object_bytes: mirrorhost::sync::DEFAULT_MAX_OBJECT_BYTES,
+            pack_indexer: &self.indexer,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::alerts::Target;
 use crate::jobs::Caps;
 use crate::plugins::Limits;
 use crate::schedule::Policy;
+use crate::sync::PackIndexer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -69,6 +70,11 @@ pub struct Overrides {
     /// [default: 1073741824, 1 GiB].
     #[arg(long, env = "MIRRORHOST_MAX_OBJECT_BYTES")]
     pub max_object_bytes: Option<u64>,
+    /// The mirrorhost executable that indexes fetched packs (`index-pack`):
+    /// this one unless given. Not a flag: tests and benches, whose own
+    /// executable is not mirrorhost, name the binary here.
+    #[arg(skip)]
+    pub indexer_program: Option<PathBuf>,
     /// Seconds between reconciliation sweeps; 0 turns them off [default: 300].
     #[arg(long, env = "MIRRORHOST_RECONCILE_SECONDS")]
     pub reconcile_seconds: Option<u64>,
@@ -131,8 +137,8 @@ pub struct Config {
     pub caps: Caps,
     pub schedule: Policy,
     pub max_bytes_per_second: Option<u64>,
-    /// The largest object a fetch may bring.
-    pub max_object_bytes: u64,
+    /// How fetched packs are indexed, and the largest object they may bring.
+    pub pack_indexer: PackIndexer,
     /// Between reconciliation sweeps; `None` when turned off.
     pub reconcile_every: Option<Duration>,
     /// How many of a mirror's latest finished runs its health covers.
@@ -170,11 +176,20 @@ impl Config {
                 .unwrap_or(false),
             plugin_limits: file.plugins.apply(Limits::default()),
             max_bytes_per_second: overrides.max_bytes_per_second.or(file.max_bytes_per_second),
-            max_object_bytes: overrides
-                .max_object_bytes
-                .or(file.max_object_bytes)
-                .unwrap_or(crate::sync::DEFAULT_MAX_OBJECT_BYTES)
-                .max(1),
+            pack_indexer: {
+                let max_object_bytes = overrides
+                    .max_object_bytes
+                    .or(file.max_object_bytes)
+                    .unwrap_or(crate::sync::DEFAULT_MAX_OBJECT_BYTES)
+                    .max(1);
+                match overrides.indexer_program {
+                    Some(program) => PackIndexer {
+                        program,
+                        max_object_bytes,
+                    },
+                    None => PackIndexer::this_executable(max_object_bytes),
+                }
+            },
             reconcile_every: Some(
                 overrides
                     .reconcile_seconds

@@ -1,6 +1,7 @@
 //! The `mirrorhost` command.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -10,6 +11,7 @@ use mirrorhost::cli::{
 use mirrorhost::config::{Config, Overrides};
 use mirrorhost::secrets::{self, MasterKey};
 use mirrorhost::store::Store;
+use mirrorhost::sync::index_pack;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -70,6 +72,15 @@ enum Command {
         #[command(subcommand)]
         command: CredentialsCommand,
     },
+    /// Index a fetched pack read from standard input; the service runs it for
+    /// every fetch (sync/packs.rs), as git runs `git index-pack`.
+    #[command(name = "index-pack", hide = true)]
+    IndexPack {
+        #[arg(long)]
+        objects_dir: PathBuf,
+        #[arg(long)]
+        max_object_bytes: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +129,16 @@ fn main() -> anyhow::Result<()> {
         Command::Plugin { command } => {
             if let Err(error) = cli::plugin(command) {
                 eprintln!("error: {error}");
+                std::process::exit(1);
+            }
+        }
+        Command::IndexPack {
+            objects_dir,
+            max_object_bytes,
+        } => {
+            // The message is the whole answer: the service quotes it.
+            if let Err(error) = index_pack::serve(&objects_dir, max_object_bytes) {
+                eprintln!("{error}");
                 std::process::exit(1);
             }
         }

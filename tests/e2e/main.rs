@@ -13,6 +13,7 @@ mod health;
 mod history;
 mod http_git;
 mod openapi;
+mod packs;
 mod plugin_kit;
 mod plugins;
 mod pull;

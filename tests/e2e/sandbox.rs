@@ -58,6 +58,7 @@ async fn hostile_guests_fail_cleanly_while_the_server_answers() {
     let config = Config::resolve(Overrides {
         data_dir: Some(data_dir.path().to_path_buf()),
         plugin_cache_dir: Some(plugin_cache_dir()),
+        indexer_program: Some(env!("CARGO_BIN_EXE_mirrorhost").into()),
         ..Overrides::default()
     })
     .unwrap();

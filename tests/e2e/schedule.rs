@@ -195,6 +195,7 @@ impl Driven {
         let config = Config::resolve(Overrides {
             data_dir: Some(data.path().to_path_buf()),
             plugin_cache_dir: Some(crate::support::plugin_cache_dir()),
+            indexer_program: Some(env!("CARGO_BIN_EXE_mirrorhost").into()),
             allow_local_remotes: Some(true),
             max_failures: Some(3),
             reconcile_seconds: Some(0),

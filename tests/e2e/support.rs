@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -43,7 +44,9 @@ impl Server {
             .env_remove("MIRRORHOST_ADMIN_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            // Its own group: `crash` takes the service's children down with it.
+            .process_group(0);
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -124,9 +127,16 @@ impl Server {
         std::mem::replace(&mut self.data_dir, placeholder)
     }
 
-    /// SIGKILL, as a crash; hands back the data dir for a restart.
+    /// SIGKILL to the service and its children (pack indexers), as a crash of
+    /// the machine; hands back the data dir for a restart. (A child whose
+    /// service alone dies reads the end of its input and cleans up itself.)
     pub fn crash(mut self) -> tempfile::TempDir {
-        self.child.kill().unwrap();
+        let group = format!("-{}", self.child.id());
+        let killed = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status()
+            .unwrap();
+        assert!(killed.success());
         self.child.wait().unwrap();
         let placeholder = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.data_dir, placeholder)

@@ -17,6 +17,7 @@ pub async fn app(data: &Path, overrides: Overrides) -> Arc<App> {
         data_dir: Some(data.to_path_buf()),
         plugin_cache_dir: Some(std::env::temp_dir().join("mirrorhost-bench-plugin-cache")),
         reconcile_seconds: Some(0),
+        indexer_program: Some(env!("CARGO_BIN_EXE_mirrorhost").into()),
         ..overrides
     })
     .expect("config");

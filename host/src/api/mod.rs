@@ -111,7 +111,7 @@ impl App {
             master_key: &self.master_key,
             shared_bandwidth: self.bandwidth.as_ref(),
             progress: None,
-            max_object_bytes: self.config.max_object_bytes,
+            pack_indexer: &self.config.pack_indexer,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod credentials;
 mod hostkeys;
+pub mod index_pack;
 pub mod packs;
 pub mod progress;
 mod pull;
@@ -30,6 +31,7 @@ use crate::plugins::{self, Candidates, MirrorContext, PluginError, Registry};
 use crate::secrets::MasterKey;
 use crate::store::{Direction, Mirror, NewConflict, Project, Store, StoreError};
 
+pub use packs::PackIndexer;
 pub use remote::{RemoteUrl, UrlError};
 pub use resolve::Resolution;
 use throttle::{Bucket, Throttle};
@@ -138,8 +140,8 @@ pub struct Engine<'a> {
     pub shared_bandwidth: Option<&'a Arc<Mutex<Bucket>>>,
     /// Where the transfer callbacks report progress, for a run someone watches.
     pub progress: Option<&'a progress::Progress>,
-    /// The largest object a fetch may bring (`max_object_bytes`).
-    pub max_object_bytes: u64,
+    /// Indexes fetched packs, refusing objects over `max_object_bytes`.
+    pub pack_indexer: &'a PackIndexer,
 }
 
 /// Default of `max_object_bytes`: ten times GitHub's hard limit on a file.
@@ -235,10 +237,10 @@ pub fn open_project_repo(path: &Path) -> Result<git2::Repository, SyncError> {
 
 impl Engine<'_> {
     /// Opens (or creates) `project`'s repository, with fetched packs indexed by
-    /// [`packs`] under this engine's object size limit.
+    /// this engine's [`PackIndexer`].
     fn open(&self, project: &Project) -> Result<git2::Repository, SyncError> {
         let repo = open_project_repo(&repo_path(self.repos_dir, &project.project_id))?;
-        packs::install(&repo, self.max_object_bytes)?;
+        packs::install(&repo, self.pack_indexer)?;
         Ok(repo)
     }
 }

@@ -1,0 +1,146 @@
+//! `mirrorhost index-pack`: the indexer as the child process the service starts
+//! for every fetch (see `sync::packs`, the parent's side). The pack comes on
+//! standard input; standard output carries [`Report`] lines; on failure the
+//! exit status is 1 and standard error holds the reason, which the service
+//! quotes.
+
+use std::cell::OnceCell;
+use std::fmt;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Bases, Counts, IndexError, Indexed, Kind, Oid, Options, index};
+
+/// One line the child writes on its standard output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// How far it is, every so many objects.
+    Progress(Counts),
+    /// The pack is in place: the last line.
+    Done(Indexed),
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Progress(c) => write!(f, "progress {} {} {}", c.total, c.received, c.indexed),
+            Self::Done(pack) => write!(f, "pack {} {}", pack.name, pack.objects),
+        }
+    }
+}
+
+impl Report {
+    /// The report a line carries; `None` for anything else.
+    pub fn parse(line: &str) -> Option<Self> {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words[..] {
+            ["progress", total, received, indexed] => Some(Self::Progress(Counts {
+                total: total.parse().ok()?,
+                received: received.parse().ok()?,
+                indexed: indexed.parse().ok()?,
+            })),
+            ["pack", name, objects] => Some(Self::Done(Indexed {
+                name: name.to_string(),
+                objects: objects.parse().ok()?,
+            })),
+            _ => None,
+        }
+    }
+}
+
+/// Indexes the pack on standard input into `objects_dir/pack`.
+pub fn serve(objects_dir: &Path, max_object_bytes: u64) -> Result<(), IndexError> {
+    let pack_dir = objects_dir.join("pack");
+    std::fs::create_dir_all(&pack_dir).map_err(IndexError::io("creating the pack directory"))?;
+    let bases = RepositoryObjects {
+        objects_dir: objects_dir.to_path_buf(),
+        odb: OnceCell::new(),
+    };
+    let stdout = io::stdout();
+    // A parent that stopped listening ends the child through its input, so a
+    // report that cannot be written is no reason to stop.
+    let report = |report: Report| {
+        let _ = writeln!(stdout.lock(), "{report}");
+    };
+    let indexed = index(
+        io::stdin().lock(),
+        &pack_dir,
+        Some(&bases as &dyn Bases),
+        &Options::new(max_object_bytes),
+        &|counts| report(Report::Progress(counts)),
+    )?;
+    report(Report::Done(indexed));
+    Ok(())
+}
+
+/// The repository's own objects, for the bases a thin pack leaves out. Opened
+/// on the first base asked for: an initial pull never needs libgit2 here.
+pub(crate) struct RepositoryObjects {
+    objects_dir: PathBuf,
+    odb: OnceCell<Option<git2::Odb<'static>>>,
+}
+
+impl RepositoryObjects {
+    #[cfg(test)]
+    pub(crate) fn new(objects_dir: &Path) -> Self {
+        Self {
+            objects_dir: objects_dir.to_path_buf(),
+            odb: OnceCell::new(),
+        }
+    }
+
+    fn odb(&self) -> Option<&git2::Odb<'static>> {
+        let open = || -> Result<git2::Odb<'static>, git2::Error> {
+            let odb = git2::Odb::new()?;
+            let dir = self
+                .objects_dir
+                .to_str()
+                .ok_or_else(|| git2::Error::from_str("the objects directory is not valid UTF-8"))?;
+            odb.add_disk_alternate(dir)?;
+            Ok(odb)
+        };
+        // Without the repository's objects a thin pack is refused, which is
+        // what it deserves when there are none.
+        self.odb.get_or_init(|| open().ok()).as_ref()
+    }
+}
+
+impl Bases for RepositoryObjects {
+    fn find(&self, oid: &Oid) -> Option<(Kind, Vec<u8>)> {
+        let object = self.odb()?.read(git2::Oid::from_bytes(oid).ok()?).ok()?;
+        let kind = match object.kind() {
+            git2::ObjectType::Commit => Kind::Commit,
+            git2::ObjectType::Tree => Kind::Tree,
+            git2::ObjectType::Blob => Kind::Blob,
+            git2::ObjectType::Tag => Kind::Tag,
+            _ => return None,
+        };
+        Some((kind, object.data().to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_read_back_as_written() {
+        let reports = [
+            Report::Progress(Counts {
+                total: 100_000,
+                received: 2048,
+                indexed: 1024,
+            }),
+            Report::Done(Indexed {
+                name: "8a80eaa7fa4a70694eed37b8ccf1e72c8ad24a66".into(),
+                objects: 80,
+            }),
+        ];
+        for report in reports {
+            assert_eq!(Report::parse(&report.to_string()), Some(report));
+        }
+        for line in ["", "progress 1 2", "progress 1 2 x", "pack a", "pack a b c"] {
+            assert_eq!(Report::parse(line), None, "{line:?}");
+        }
+    }
+}

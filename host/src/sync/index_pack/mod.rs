@@ -1,0 +1,283 @@
+//! A pack indexer: a fetch's pack stream in, `pack-<hash>.pack` and its
+//! version-2 `.idx` out, as `git index-pack --stdin --fix-thin` does.
+//!
+//! Why our own: an initial pull of 100k objects must not need more memory than
+//! git's (issue 7). libgit2's indexer keeps two maps and a delta-base cache per
+//! pack, gix-pack a delta tree of ~100 bytes per object plus an mmap of the whole
+//! pack. This one keeps 34 bytes per object (offset, CRC, id and kind) and the
+//! delta lists, reads the pack back with `pread` (page cache, not resident
+//! memory), and holds delta bases only along the chain being resolved, under a
+//! budget. It runs in a child process (`mirrorhost index-pack`, see `packs`), so
+//! that parsing untrusted input cannot take the service down with it.
+//!
+//! Two passes, as git's: `receive` parses the stream as it arrives (writes it
+//! to a temporary file, hashes whole objects, checks every claimed size), then
+//! `resolve` rebuilds deltas from their bases on every core. A thin pack's
+//! missing bases come from the repository and are appended (`complete_thin`).
+
+mod command;
+mod delta;
+mod idx;
+mod receive;
+mod resolve;
+
+pub use command::{Report, serve};
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::Path;
+
+pub type Oid = [u8; 20];
+
+/// What an object is; the numbers are the pack format's type codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Commit = 1,
+    Tree = 2,
+    Blob = 3,
+    Tag = 4,
+}
+
+impl Kind {
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Self::Commit),
+            2 => Some(Self::Tree),
+            3 => Some(Self::Blob),
+            4 => Some(Self::Tag),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Commit => "commit",
+            Self::Tree => "tree",
+            Self::Blob => "blob",
+            Self::Tag => "tag",
+        }
+    }
+}
+
+/// Where a thin pack's left-out delta bases come from: the repository.
+pub trait Bases {
+    fn find(&self, oid: &Oid) -> Option<(Kind, Vec<u8>)>;
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The largest object the pack may declare or produce.
+    pub max_object_bytes: u64,
+    /// Threads resolving deltas.
+    pub threads: usize,
+    /// Object data each thread keeps along a delta chain before it drops the
+    /// oldest bases (rebuilt from the chain when needed again).
+    pub base_budget: usize,
+}
+
+impl Options {
+    /// Every core, and a 32 MiB base budget per thread.
+    pub fn new(max_object_bytes: u64) -> Self {
+        Self {
+            max_object_bytes,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            base_budget: 32 << 20,
+        }
+    }
+}
+
+/// How far the indexer is, for libgit2's progress callbacks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Objects the pack header announces.
+    pub total: u32,
+    /// Entries parsed from the stream.
+    pub received: u32,
+    /// Objects whose id is known.
+    pub indexed: u32,
+}
+
+/// A pack that landed in the pack directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Indexed {
+    /// The pack's checksum in hex: the files are `pack-<name>.pack` and `.idx`.
+    pub name: String,
+    pub objects: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        source: io::Error,
+    },
+    #[error("malformed pack at offset {offset}: {problem}")]
+    Malformed { offset: u64, problem: String },
+    #[error("object at offset {offset} is too large: {size} bytes (max_object_bytes is {limit})")]
+    TooLarge { offset: u64, size: u64, limit: u64 },
+    #[error("the pack's checksum does not match its content")]
+    Checksum,
+    #[error("SHA-1 collision attack detected in the object at offset {offset}")]
+    Collision { offset: u64 },
+    #[error("{count} deltas have no base in the pack or the repository (one needs {needed})")]
+    MissingBases { count: usize, needed: String },
+}
+
+impl IndexError {
+    fn io(context: &'static str) -> impl FnOnce(io::Error) -> Self {
+        move |source| Self::Io { context, source }
+    }
+
+    fn malformed(offset: u64, problem: impl Into<String>) -> Self {
+        Self::Malformed {
+            offset,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Prefix of the temporary files; `packs::remove_leftovers` sweeps them after a crash.
+pub const TEMP_PREFIX: &str = ".tmp-index-pack-";
+
+/// Indexes the pack read from `input` into `pack_dir`. Nothing is left in
+/// `pack_dir` unless the whole pack checked out.
+pub fn index(
+    input: impl Read,
+    pack_dir: &Path,
+    bases: Option<&dyn Bases>,
+    options: &Options,
+    progress: &(dyn Fn(Counts) + Sync),
+) -> Result<Indexed, IndexError> {
+    let temp = |suffix| {
+        tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(suffix)
+            .tempfile_in(pack_dir)
+            .map_err(IndexError::io("temporary file in the pack directory"))
+    };
+    let mut pack = temp(".pack")?;
+    let mut table = receive::receive(input, pack.as_file(), options.max_object_bytes, progress)?;
+    let all = 0..table.len();
+    resolve::resolve(pack.as_file(), &mut table, all, options, progress)?;
+    complete_thin(pack.as_file_mut(), &mut table, bases, options, progress)?;
+    // Resolution reports every `REPORT_EVERY` objects; this is the last word.
+    progress(Counts {
+        total: table.len(),
+        received: table.len(),
+        indexed: table.len(),
+    });
+
+    let mut idx = temp(".idx")?;
+    idx::write(idx.as_file_mut(), &table).map_err(IndexError::io("writing the pack index"))?;
+    let name = hex::encode(table.checksum);
+    // Read-only, as git makes packs; on disk before their names say they exist
+    // (refs will point into them). The .idx goes last: readers look for it.
+    for (file, ext) in [(pack, "pack"), (idx, "idx")] {
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o444))
+            .and_then(|()| file.as_file().sync_all())
+            .map_err(IndexError::io("finishing the pack files"))?;
+        file.persist(pack_dir.join(format!("pack-{name}.{ext}")))
+            .map_err(|e| IndexError::io("naming the pack files")(e.error))?;
+    }
+    Ok(Indexed {
+        name,
+        objects: table.len(),
+    })
+}
+
+/// Makes a thin pack whole: every base its deltas name but it does not carry is
+/// read from `bases`, appended as a whole object, and its deltas resolved; the
+/// header's count and the checksum are rewritten, as `git index-pack --fix-thin`.
+fn complete_thin(
+    pack: &mut File,
+    table: &mut receive::Table,
+    bases: Option<&dyn Bases>,
+    options: &Options,
+    progress: &(dyn Fn(Counts) + Sync),
+) -> Result<(), IndexError> {
+    let missing = table.missing_bases();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let lacking = |table: &receive::Table, oid: &Oid| IndexError::MissingBases {
+        count: table.unresolved(),
+        needed: hex::encode(oid),
+    };
+    let Some(bases) = bases else {
+        return Err(lacking(table, &missing[0]));
+    };
+    pack.set_len(table.end)
+        .map_err(IndexError::io("reopening the pack"))?;
+    for oid in &missing {
+        // An earlier base may have let the pack's own deltas rebuild this one;
+        // appending it as well would store it twice.
+        if !table.waits_for(oid) {
+            continue;
+        }
+        let (kind, data) = bases.find(oid).ok_or_else(|| lacking(table, oid))?;
+        let entry = receive::encode_whole(kind, &data)
+            .and_then(|entry| pack.write_all_at(&entry, table.end).map(|()| entry))
+            .map_err(IndexError::io("appending a base"))?;
+        table.push_whole(&entry, *oid, kind);
+        let appended = table.len() - 1;
+        resolve::resolve(pack, table, appended..appended + 1, options, progress)?;
+    }
+    table.checksum = rewrite_trailer(pack, table.end, table.len())?;
+    match table.unresolved() {
+        0 => Ok(()),
+        _ => Err(lacking(table, &missing[0])),
+    }
+}
+
+/// Sets the header's object count and appends the checksum of everything up
+/// to `end`, which it returns.
+fn rewrite_trailer(pack: &File, end: u64, objects: u32) -> Result<Oid, IndexError> {
+    let fail = IndexError::io("rewriting the pack trailer");
+    let mut hasher = sha1dc::Hasher::new();
+    let mut chunk = vec![0; resolve::CHUNK];
+    let result = (|| {
+        pack.write_all_at(&objects.to_be_bytes(), 8)?;
+        let mut at = 0;
+        while at < end {
+            let n = chunk
+                .len()
+                .min(usize::try_from(end - at).unwrap_or(usize::MAX));
+            pack.read_exact_at(&mut chunk[..n], at)?;
+            hasher.update(&chunk[..n]);
+            at += n as u64;
+        }
+        let checksum: Oid = hasher
+            .finalize()
+            .map_err(|_| io::Error::other("SHA-1 collision in the pack"))?
+            .into();
+        pack.write_all_at(&checksum, end)?;
+        Ok(checksum)
+    })();
+    result.map_err(fail)
+}
+
+/// The id of an object: SHA-1 (with collision detection) of its loose header and data.
+fn object_id(kind: Kind, data: &[u8], offset: u64) -> Result<Oid, IndexError> {
+    let mut hasher = object_hasher(kind, data.len() as u64);
+    hasher.update(data);
+    finish_id(hasher, offset)
+}
+
+fn object_hasher(kind: Kind, size: u64) -> sha1dc::Hasher {
+    let mut hasher = sha1dc::Hasher::new();
+    hasher.update(format!("{} {size}\0", kind.name()).as_bytes());
+    hasher
+}
+
+fn finish_id(hasher: sha1dc::Hasher, offset: u64) -> Result<Oid, IndexError> {
+    hasher
+        .finalize()
+        .map(Into::into)
+        .map_err(|_| IndexError::Collision { offset })
+}
+
+#[cfg(test)]
+mod tests;

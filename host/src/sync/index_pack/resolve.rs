@@ -1,0 +1,337 @@
+//! Pass two: every delta rebuilt from its base, on every core. Each worker takes
+//! the next whole object that has deltas and walks its tree of deltas depth
+//! first, reading entries back from the pack file with `pread`. Only the chain
+//! being walked holds object data, under a budget: over it, the oldest bases
+//! are dropped and rebuilt from the chain when needed again, as git does.
+
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use flate2::{Decompress, FlushDecompress, Status};
+
+use super::receive::{REPORT_EVERY, Slot, Table, parse_header};
+use super::{Counts, IndexError, Kind, Oid, Options, delta, object_id};
+
+/// Reads from the pack file in pieces of this size.
+pub(super) const CHUNK: usize = 64 << 10;
+
+/// Resolves the deltas that hang below the whole objects among `roots`.
+pub(super) fn resolve(
+    pack: &File,
+    table: &mut Table,
+    roots: Range<u32>,
+    options: &Options,
+    progress: &(dyn Fn(Counts) + Sync),
+) -> Result<(), IndexError> {
+    let known = table.len() - u32::try_from(table.unresolved()).unwrap_or(0);
+    let slots = std::mem::take(&mut table.slots);
+    let shared = Shared {
+        pack,
+        table,
+        slots: Mutex::new(slots),
+        next: AtomicU32::new(roots.start),
+        end: roots.end,
+        failed: AtomicBool::new(false),
+        known: AtomicU32::new(known),
+        progress,
+        limit: options.max_object_bytes,
+        budget: options.base_budget,
+    };
+    // One root (a thin pack's appended base) has one walk: no threads for it.
+    let threads = options.threads.clamp(1, roots.len().max(1));
+    let results: Vec<Result<(), IndexError>> = if threads == 1 {
+        vec![Worker::new(&shared).run()]
+    } else {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| scope.spawn(|| Worker::new(&shared).run()))
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    };
+    let slots = shared
+        .slots
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    table.slots = slots;
+    results.into_iter().collect()
+}
+
+/// What the workers share: the table is read-only while they run; the slots,
+/// where resolved ids go, are behind a lock taken once per object.
+struct Shared<'a> {
+    pack: &'a File,
+    table: &'a Table,
+    slots: Mutex<Vec<Slot>>,
+    next: AtomicU32,
+    end: u32,
+    failed: AtomicBool,
+    known: AtomicU32,
+    progress: &'a (dyn Fn(Counts) + Sync),
+    limit: u64,
+    budget: usize,
+}
+
+impl Shared<'_> {
+    fn slot(&self, i: u32) -> Slot {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)[i as usize]
+    }
+
+    fn record(&self, i: u32, oid: Oid, kind: Kind) {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)[i as usize] = Slot {
+            oid,
+            kind: Some(kind),
+            whole: false,
+        };
+        let known = self.known.fetch_add(1, Ordering::Relaxed) + 1;
+        if known.is_multiple_of(REPORT_EVERY) {
+            let table = self.table;
+            (self.progress)(Counts {
+                total: table.len(),
+                received: table.len(),
+                indexed: known,
+            });
+        }
+    }
+
+    /// The deltas whose base is entry `i` (with id `oid`) and that are not yet
+    /// resolved: a delta resolved already is reached again only through a
+    /// duplicate object or a delta that rebuilds its own base.
+    fn children(&self, i: u32, oid: &Oid) -> Vec<u32> {
+        let table = self.table;
+        let by_offset = table.ofs_deltas_on(table.offsets[i as usize]);
+        let by_id = table.ref_deltas_on(oid);
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        by_offset
+            .iter()
+            .map(|(_, child)| *child)
+            .chain(by_id.iter().map(|(_, child)| *child))
+            .filter(|child| slots[*child as usize].kind.is_none())
+            .collect()
+    }
+}
+
+/// A base on the chain being walked, and where its walk is.
+struct Frame {
+    entry: u32,
+    kind: Kind,
+    data: Option<Vec<u8>>,
+    children: Vec<u32>,
+    next: usize,
+}
+
+struct Worker<'a> {
+    shared: &'a Shared<'a>,
+    z: Decompress,
+    chunk: Vec<u8>,
+    stack: Vec<Frame>,
+    /// Bytes of object data held by `stack`.
+    held: usize,
+}
+
+impl<'a> Worker<'a> {
+    fn new(shared: &'a Shared<'a>) -> Self {
+        Self {
+            shared,
+            z: Decompress::new(true),
+            chunk: vec![0; CHUNK],
+            stack: Vec::new(),
+            held: 0,
+        }
+    }
+
+    fn run(mut self) -> Result<(), IndexError> {
+        let shared = self.shared;
+        while !shared.failed.load(Ordering::Relaxed) {
+            let i = shared.next.fetch_add(1, Ordering::Relaxed);
+            if i >= shared.end {
+                break;
+            }
+            let slot = shared.slot(i);
+            // A delta another worker has resolved by now is no root: its
+            // entry's bytes are the delta, not the object.
+            let (Some(kind), true) = (slot.kind, slot.whole) else {
+                continue;
+            };
+            if let Err(e) = self.walk(i, kind, &slot.oid) {
+                shared.failed.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves every delta below the whole object `root`.
+    fn walk(&mut self, root: u32, kind: Kind, oid: &Oid) -> Result<(), IndexError> {
+        let children = self.shared.children(root, oid);
+        if children.is_empty() {
+            return Ok(());
+        }
+        self.stack.clear();
+        self.held = 0;
+        self.stack.push(Frame {
+            entry: root,
+            kind,
+            data: None,
+            children,
+            next: 0,
+        });
+        while let Some(top) = self.stack.last_mut() {
+            let Some(&child) = top.children.get(top.next) else {
+                let done = self.stack.pop();
+                self.held -= done.and_then(|f| f.data).map_or(0, |d| d.len());
+                continue;
+            };
+            top.next += 1;
+            let last = top.next == top.children.len();
+            let kind = top.kind;
+            let result = self.rebuild(child)?;
+            if last {
+                self.drop_data(self.stack.len() - 1);
+            }
+            let oid = object_id(kind, &result, self.shared.table.offsets[child as usize])?;
+            self.shared.record(child, oid, kind);
+            let children = self.shared.children(child, &oid);
+            if !children.is_empty() {
+                self.held += result.len();
+                self.stack.push(Frame {
+                    entry: child,
+                    kind,
+                    data: Some(result),
+                    children,
+                    next: 0,
+                });
+                self.keep_within_budget();
+            }
+        }
+        Ok(())
+    }
+
+    /// The object delta entry `child` builds on the top frame's data.
+    fn rebuild(&mut self, child: u32) -> Result<Vec<u8>, IndexError> {
+        let top = self.stack.len() - 1;
+        self.restore(top)?;
+        let delta = self.read(child)?;
+        let base = self.stack[top].data.as_deref().unwrap_or_default();
+        let offset = self.shared.table.offsets[child as usize];
+        delta::apply(base, &delta, self.shared.limit)
+            .map_err(|problem| IndexError::malformed(offset, problem))
+    }
+
+    /// Makes frame `k`'s data present again, rebuilding it from the nearest
+    /// frame below that still has its own (or from the root's entry).
+    fn restore(&mut self, k: usize) -> Result<(), IndexError> {
+        if self.stack[k].data.is_some() {
+            return Ok(());
+        }
+        let from = match self.stack[..k].iter().rposition(|f| f.data.is_some()) {
+            Some(j) => j,
+            None => {
+                let data = self.read(self.stack[0].entry)?;
+                self.set_data(0, data);
+                0
+            }
+        };
+        for m in from + 1..=k {
+            let delta = self.read(self.stack[m].entry)?;
+            let base = self.stack[m - 1].data.as_deref().unwrap_or_default();
+            let offset = self.shared.table.offsets[self.stack[m].entry as usize];
+            let data = delta::apply(base, &delta, self.shared.limit)
+                .map_err(|problem| IndexError::malformed(offset, problem))?;
+            self.set_data(m, data);
+            if m - 1 != from {
+                self.drop_data(m - 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_data(&mut self, k: usize, data: Vec<u8>) {
+        self.held += data.len();
+        self.stack[k].data = Some(data);
+    }
+
+    fn drop_data(&mut self, k: usize) {
+        if let Some(data) = self.stack[k].data.take() {
+            self.held -= data.len();
+        }
+    }
+
+    /// Drops the oldest bases while the chain holds more than the budget; the
+    /// top frame's data is needed next and stays.
+    fn keep_within_budget(&mut self) {
+        let top = self.stack.len() - 1;
+        let mut k = 0;
+        while self.held > self.shared.budget && k < top {
+            self.drop_data(k);
+            k += 1;
+        }
+    }
+
+    /// Entry `i`'s inflated data, read back from the pack file.
+    fn read(&mut self, i: u32) -> Result<Vec<u8>, IndexError> {
+        let table = self.shared.table;
+        let start = table.offsets[i as usize];
+        let end = table.end_of(i);
+        let io = IndexError::io("reading the pack back");
+        let mut len = self.fill(start, end).map_err(io)?;
+        let mut pos = 0;
+        let header = parse_header(
+            || {
+                let byte = self.chunk[..len].get(pos).copied();
+                pos += 1;
+                byte.ok_or_else(|| IndexError::malformed(start, "entry header is cut short"))
+            },
+            start,
+        )?;
+        let size = usize::try_from(header.size)
+            .map_err(|_| IndexError::malformed(start, "entry too large"))?;
+        let mut out = Vec::with_capacity(size + 1);
+        let mut at = start + pos as u64;
+        self.z.reset(true);
+        loop {
+            let read = self.z.total_in();
+            let status = self
+                .z
+                .decompress_vec(&self.chunk[pos..len], &mut out, FlushDecompress::None)
+                .map_err(|e| IndexError::malformed(start, format!("zlib: {e}")))?;
+            let used = (self.z.total_in() - read) as usize;
+            pos += used;
+            at += used as u64;
+            if status == Status::StreamEnd || out.len() > size {
+                break;
+            }
+            if pos == len {
+                len = self
+                    .fill(at, end)
+                    .map_err(IndexError::io("reading the pack back"))?;
+                pos = 0;
+                if len == 0 {
+                    break;
+                }
+            } else if used == 0 {
+                break;
+            }
+        }
+        if out.len() != size {
+            return Err(IndexError::malformed(start, "entry changed on disk"));
+        }
+        Ok(out)
+    }
+
+    /// Reads the pack from `at` (up to `end`) into `chunk`; how much it read.
+    fn fill(&mut self, at: u64, end: u64) -> std::io::Result<usize> {
+        let n = self
+            .chunk
+            .len()
+            .min(usize::try_from(end - at).unwrap_or(usize::MAX));
+        self.shared.pack.read_exact_at(&mut self.chunk[..n], at)?;
+        Ok(n)
+    }
+}

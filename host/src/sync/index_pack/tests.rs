@@ -1,0 +1,379 @@
+//! Checked against git: for the same pack, the `.idx` written here must be byte
+//! for byte the one `git index-pack` writes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use super::command::RepositoryObjects;
+use super::*;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A repository whose history stores most objects as deltas: `commits`
+/// versions of two files that share most of their lines, and a tag.
+fn history(dir: &Path, commits: usize) -> Vec<String> {
+    git(dir, &["init", "-q", "-b", "main"]);
+    let body: String = (0..300).map(|j| format!("common line {j}\n")).collect();
+    let mut ids = Vec::new();
+    for i in 0..commits {
+        std::fs::write(dir.join("a"), format!("a {i}\n{body}")).unwrap();
+        std::fs::write(dir.join("b"), format!("{body}b {i}\n")).unwrap();
+        git(dir, &["add", "a", "b"]);
+        git(dir, &["commit", "-qm", &format!("commit {i}")]);
+        ids.push(git(dir, &["rev-parse", "HEAD"]));
+    }
+    git(dir, &["tag", "-am", "tag", "v1"]);
+    ids
+}
+
+/// `git pack-objects --stdout --revs` of `revs` (`--thin` if asked).
+fn pack(dir: &Path, revs: &str, thin: bool) -> Vec<u8> {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C")
+        .arg(dir)
+        .args(["pack-objects", "--stdout", "--revs", "-q"]);
+    if thin {
+        cmd.arg("--thin");
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(revs.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn options() -> Options {
+    Options {
+        threads: 2,
+        ..Options::new(1 << 30)
+    }
+}
+
+fn run(
+    data: &[u8],
+    dir: &Path,
+    bases: Option<&dyn Bases>,
+    options: &Options,
+) -> Result<Indexed, IndexError> {
+    let counts = Mutex::new(Vec::new());
+    let result = index(data, dir, bases, options, &|c| {
+        counts.lock().unwrap().push(c)
+    });
+    let counts = counts.into_inner().unwrap();
+    if let Ok(indexed) = &result {
+        let last = counts.last().unwrap();
+        assert_eq!(last.indexed, indexed.objects, "progress reaches the end");
+    }
+    result
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// What `git index-pack` makes of `data`: the pack's name and its .idx.
+fn git_index(data: &[u8], work: &Path) -> (String, Vec<u8>) {
+    let path = work.join("git.pack");
+    std::fs::write(&path, data).unwrap();
+    let out = git(work, &["index-pack", "-o", "git.idx", "git.pack"]);
+    let idx = std::fs::read(work.join("git.idx")).unwrap();
+    std::fs::remove_file(work.join("git.idx")).unwrap();
+    std::fs::remove_file(path).unwrap();
+    (out, idx)
+}
+
+fn work() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let out = work.path().join("pack");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    (work, source, out)
+}
+
+#[test]
+fn the_index_is_byte_for_byte_gits() {
+    let (work, source, out) = work();
+    history(&source, 40);
+    let data = pack(&source, "main\nrefs/tags/v1\n", false);
+    let (name, expected) = git_index(&data, work.path());
+    // One thread and many; with no base budget every base is rebuilt from
+    // its chain each time it is needed.
+    let budgets = [
+        options(),
+        Options {
+            threads: 1,
+            ..options()
+        },
+        Options {
+            base_budget: 0,
+            ..options()
+        },
+    ];
+    for options in budgets {
+        let indexed = run(&data, &out, None, &options).unwrap();
+        assert_eq!(indexed.name, name);
+        assert_eq!(
+            indexed.objects,
+            git(&source, &["rev-list", "--all", "--objects"])
+                .lines()
+                .count() as u32
+        );
+        let idx = out.join(format!("pack-{name}.idx"));
+        assert_eq!(std::fs::read(&idx).unwrap(), expected, "{options:?}");
+        assert_eq!(
+            std::fs::read(out.join(format!("pack-{name}.pack"))).unwrap(),
+            data
+        );
+        assert_eq!(
+            files(&out),
+            [format!("pack-{name}.idx"), format!("pack-{name}.pack")]
+        );
+        for file in files(&out) {
+            let mode = std::fs::metadata(out.join(&file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o444, "{file}");
+            std::fs::remove_file(out.join(file)).unwrap();
+        }
+    }
+    // The test is about deltas only if git made some, chains of them.
+    std::fs::write(work.path().join("check.pack"), &data).unwrap();
+    git(work.path(), &["index-pack", "check.pack"]);
+    let stats = git(work.path(), &["verify-pack", "-s", "check.idx"]);
+    assert!(stats.contains("chain length = 2"), "{stats}");
+}
+
+#[test]
+fn a_thin_pack_is_completed_from_the_repository() {
+    let (work, source, out) = work();
+    let commits = history(&source, 12);
+    let thin = pack(
+        &source,
+        &format!("{}\n^{}\n", commits[11], commits[5]),
+        true,
+    );
+    let error = run(&thin, &out, None, &options()).unwrap_err();
+    assert!(matches!(error, IndexError::MissingBases { .. }), "{error}");
+    assert_eq!(files(&out), Vec::<String>::new());
+
+    // The receiving repository has what the first six commits brought, and
+    // nothing more.
+    let have = work.path().join("have.git");
+    git(work.path(), &["init", "-q", "--bare", "have.git"]);
+    let refspec = format!("{}:refs/heads/main", commits[5]);
+    git(&source, &["push", "-q", have.to_str().unwrap(), &refspec]);
+    let bases = RepositoryObjects::new(&have.join("objects"));
+    let indexed = run(&thin, &out, Some(&bases), &options()).unwrap();
+    // `git verify-pack` recomputes every id and checks both checksums.
+    let pack_path = out.join(format!("pack-{}.pack", indexed.name));
+    let listing = git(&out, &["verify-pack", "-v", pack_path.to_str().unwrap()]);
+    // Every object of the new commits is in the completed pack.
+    for object in git(
+        &source,
+        &[
+            "rev-list",
+            "--objects",
+            &commits[11],
+            &format!("^{}", commits[5]),
+        ],
+    )
+    .lines()
+    {
+        let id = object.split(' ').next().unwrap();
+        assert!(listing.contains(id), "{id} missing");
+    }
+}
+
+/// A pack with one entry changed, cut, or extended is refused, and nothing
+/// is left in the pack directory.
+#[test]
+fn damaged_packs_leave_nothing_behind() {
+    let (_work, source, out) = work();
+    history(&source, 5);
+    let good = pack(&source, "main\nrefs/tags/v1\n", false);
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0xff;
+    let mut wrong_sum = good.clone();
+    *wrong_sum.last_mut().unwrap() ^= 1;
+    let cases = [
+        (flipped, ""),
+        (good[..good.len() / 2].to_vec(), "ends early"),
+        ([&good[..], b"junk"].concat(), "after the pack's end"),
+        (wrong_sum, "checksum"),
+        (b"PACK\0\0\0\x09\0\0\0\x01".to_vec(), "version 9"),
+        (b"NOTAPACK".to_vec(), "signature"),
+    ];
+    for (data, why) in cases {
+        let error = run(&data, &out, None, &options()).unwrap_err().to_string();
+        assert!(error.contains(why), "{why}: {error}");
+        assert_eq!(files(&out), Vec::<String>::new(), "{why}");
+    }
+    run(&good, &out, None, &options()).unwrap();
+}
+
+/// A pack of `entries` (already encoded), with its header and trailer.
+fn raw_pack(entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut pack = b"PACK".to_vec();
+    pack.extend(2u32.to_be_bytes());
+    pack.extend((entries.len() as u32).to_be_bytes());
+    pack.extend(entries.concat());
+    let sum: Oid = sha1dc::digest(&pack).unwrap().into();
+    pack.extend(sum);
+    pack
+}
+
+/// `data` as a zlib stream of one stored (uncompressed) block.
+fn zlib_stored(data: &[u8]) -> Vec<u8> {
+    let len = data.len() as u16;
+    let mut out = vec![0x78, 0x01, 0x01];
+    out.extend(len.to_le_bytes());
+    out.extend((!len).to_le_bytes());
+    out.extend(data);
+    let (a, b) = data.iter().fold((1u32, 0u32), |(a, b), &byte| {
+        let a = (a + u32::from(byte)) % 65521;
+        (a, (b + a) % 65521)
+    });
+    out.extend(((b << 16) | a).to_be_bytes());
+    out
+}
+
+/// An entry header claiming `size` bytes of `kind` (type code).
+fn entry_header(kind: u8, size: u64) -> Vec<u8> {
+    let mut out = vec![(kind << 4) | (size & 0x0f) as u8];
+    let mut rest = size >> 4;
+    while rest > 0 {
+        *out.last_mut().unwrap() |= 0x80;
+        out.push((rest & 0x7f) as u8);
+        rest >>= 7;
+    }
+    out
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn objects_over_the_limit_are_refused_before_memory_is_set_aside() {
+    let (_work, source, out) = work();
+    let limit = Options {
+        max_object_bytes: 1 << 20,
+        ..options()
+    };
+
+    // An honest pack with a 2 MiB blob, over a 1 MiB limit.
+    git(&source, &["init", "-q", "-b", "main"]);
+    let big: String = (0..120_000).map(|i| format!("{i:016x}\n")).collect();
+    std::fs::write(source.join("big"), big).unwrap();
+    git(&source, &["add", "big"]);
+    git(&source, &["commit", "-qm", "big"]);
+    let error = run(&pack(&source, "HEAD\n", false), &out, None, &limit).unwrap_err();
+    assert!(
+        error.to_string().contains("too large")
+            && error.to_string().contains("max_object_bytes is 1048576"),
+        "{error}"
+    );
+    assert_eq!(files(&out), Vec::<String>::new());
+
+    // A hostile one: a 5-byte blob and a delta against it that claims a
+    // 2 GiB result. git's index-pack sets the 2 GiB aside before it finds
+    // out; here the claim alone is refused.
+    let base = [entry_header(3, 5), zlib_stored(b"hello")].concat();
+    let delta = [
+        &[0x05][..],
+        &[0x80, 0x80, 0x80, 0x80, 0x08],
+        &[0x04],
+        b"abcd",
+    ]
+    .concat();
+    let claim = [
+        entry_header(6, delta.len() as u64),
+        vec![base.len() as u8],
+        zlib_stored(&delta),
+    ]
+    .concat();
+    let before = peak_rss_kib();
+    let error = run(&raw_pack(&[base, claim]), &out, None, &options()).unwrap_err();
+    assert!(error.to_string().contains("too large"), "{error}");
+    assert!(
+        peak_rss_kib() - before < 512 << 10,
+        "the claim was not acted on"
+    );
+    assert_eq!(files(&out), Vec::<String>::new());
+}
+
+#[test]
+fn a_delta_that_rebuilds_its_own_base_is_not_walked_forever() {
+    let (_work, _source, out) = work();
+    // A blob, and a ref-delta on it whose result is the same blob: resolving
+    // the delta yields its own base id again.
+    let base = [entry_header(3, 5), zlib_stored(b"hello")].concat();
+    let oid = object_id(Kind::Blob, b"hello", 0).unwrap();
+    let copy_all = [5, 5, 0x90, 5];
+    let delta = [entry_header(7, 4), oid.to_vec(), zlib_stored(&copy_all)].concat();
+    let indexed = run(&raw_pack(&[base, delta]), &out, None, &options()).unwrap();
+    assert_eq!(indexed.objects, 2);
+}
+
+/// libgit2's pack builder (what a fetch over file:// sends) orders entries so
+/// that a worker often reaches, as its next root, a delta that another worker
+/// has just resolved; many threads, many times, make that race likely.
+#[test]
+fn many_workers_agree_with_git_on_libgit2s_packs() {
+    let (work, source, out) = work();
+    history(&source, 60);
+    let repo = git2::Repository::open(&source).unwrap();
+    let mut builder = repo.packbuilder().unwrap();
+    let mut walk = repo.revwalk().unwrap();
+    walk.push_glob("*").unwrap();
+    builder.insert_walk(&mut walk).unwrap();
+    let mut buf = git2::Buf::new();
+    builder.write_buf(&mut buf).unwrap();
+    let (name, expected) = git_index(&buf, work.path());
+    let many = Options {
+        threads: 8,
+        ..options()
+    };
+    for _ in 0..40 {
+        let indexed = run(&buf, &out, None, &many).unwrap();
+        assert_eq!(indexed.name, name);
+        let idx = out.join(format!("pack-{name}.idx"));
+        assert_eq!(std::fs::read(&idx).unwrap(), expected);
+        for file in files(&out) {
+            std::fs::remove_file(out.join(file)).unwrap();
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The pack backend as the engine installs it: libgit2 hands a fetch's pack to
+//! a `mirrorhost index-pack` child, and the pack lands whole or not at all.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use mirrorhost::sync::{DEFAULT_MAX_OBJECT_BYTES, PackIndexer, open_project_repo, packs};
+
+use crate::support::git;
+
+fn indexer() -> PackIndexer {
+    PackIndexer {
+        program: env!("CARGO_BIN_EXE_mirrorhost").into(),
+        max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+    }
+}
+
+/// A project repository whose fetched packs go through `indexer`.
+fn mirror(path: &Path, indexer: &PackIndexer) -> git2::Repository {
+    let repo = open_project_repo(path).unwrap();
+    packs::install(&repo, indexer).unwrap();
+    repo
+}
+
+/// A source repository with `commits` commits on main, each changing one file
+/// that they mostly share, so that git stores later versions as deltas.
+fn upstream(dir: &Path, commits: usize) -> Vec<String> {
+    git(dir, &["init", "-q", "-b", "main"]);
+    (0..commits)
+        .map(|i| {
+            std::fs::write(dir.join("file"), content(i)).unwrap();
+            git(dir, &["add", "file"]);
+            git(dir, &["commit", "-qm", &format!("commit {i}")]);
+            git(dir, &["rev-parse", "HEAD"]).trim().to_string()
+        })
+        .collect()
+}
+
+fn content(i: usize) -> String {
+    let body: String = (0..200).map(|j| format!("common line {j}\n")).collect();
+    format!("line {i}\n{body}")
+}
+
+/// `git pack-objects --stdout --revs` of `revs` in `dir` (`--thin` if asked).
+fn pack(dir: &Path, revs: &str, thin: bool) -> Vec<u8> {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C")
+        .arg(dir)
+        .args(["pack-objects", "--stdout", "--revs", "-q"]);
+    if thin {
+        cmd.arg("--thin");
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(revs.as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// Hands `data` to the repository's pack writer in small pieces, as the
+/// network delivers them.
+fn write_pack(repo: &git2::Repository, data: &[u8]) -> Result<i32, git2::Error> {
+    let odb = repo.odb()?;
+    let mut writer = odb.packwriter()?;
+    for chunk in data.chunks(1000) {
+        writer
+            .write_all(chunk)
+            .map_err(|e| git2::Error::from_str(&e.to_string()))?;
+    }
+    writer.commit()
+}
+
+fn pack_files(repo: &git2::Repository) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo.path().join("objects/pack"))
+        .map(|dir| {
+            dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn has_commit(repo: &git2::Repository, id: &str) -> bool {
+    repo.find_commit(git2::Oid::from_str(id).unwrap()).is_ok()
+}
+
+#[test]
+fn packs_and_thin_packs_land_through_the_indexer_process() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    let commits = upstream(&source, 6);
+    let repo = mirror(&work.path().join("mirror.git"), &indexer());
+
+    write_pack(&repo, &pack(&source, &format!("{}\n", commits[2]), false)).unwrap();
+    assert!(has_commit(&repo, &commits[2]));
+    // Exactly one .pack and its .idx, read-only as git makes them.
+    assert_eq!(pack_files(&repo).len(), 2, "{:?}", pack_files(&repo));
+    for name in pack_files(&repo) {
+        let path = repo.path().join("objects/pack").join(name);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o444, "{}", path.display());
+    }
+
+    // A thin pack deltas against objects the mirror already has; they are
+    // copied in, so the new pack stands on its own.
+    let thin = pack(&source, &format!("{}\n^{}\n", commits[5], commits[2]), true);
+    let empty = mirror(&work.path().join("empty.git"), &indexer());
+    let error = write_pack(&empty, &thin).unwrap_err();
+    assert!(error.message().contains("no base"), "{error}");
+    write_pack(&repo, &thin).unwrap();
+    assert_eq!(pack_files(&repo).len(), 4);
+    for idx in pack_files(&repo).iter().filter(|n| n.ends_with(".idx")) {
+        git(
+            repo.path(),
+            &["verify-pack", &format!("objects/pack/{idx}")],
+        );
+    }
+    let tip = repo
+        .find_commit(git2::Oid::from_str(&commits[5]).unwrap())
+        .unwrap();
+    let file = tip
+        .tree()
+        .unwrap()
+        .get_name("file")
+        .unwrap()
+        .to_object(&repo)
+        .unwrap();
+    assert_eq!(file.as_blob().unwrap().content(), content(5).as_bytes());
+}
+
+#[test]
+fn a_refused_or_abandoned_pack_leaves_nothing_behind() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    let commits = upstream(&source, 3);
+    let repo = mirror(&work.path().join("mirror.git"), &indexer());
+    let good = pack(&source, &format!("{}\n", commits[2]), false);
+
+    let mut corrupt = good.clone();
+    corrupt[good.len() / 2] ^= 0xff;
+    let error = write_pack(&repo, &corrupt).unwrap_err();
+    assert!(
+        error.message().starts_with("received pack refused: "),
+        "{error}"
+    );
+    assert_eq!(pack_files(&repo), Vec::<String>::new());
+
+    let strict = PackIndexer {
+        max_object_bytes: 100,
+        ..indexer()
+    };
+    let error = write_pack(&mirror(&work.path().join("strict.git"), &strict), &good).unwrap_err();
+    assert!(
+        error.message().contains("max_object_bytes is 100"),
+        "{error}"
+    );
+
+    {
+        let odb = repo.odb().unwrap();
+        let mut writer = odb.packwriter().unwrap();
+        writer.write_all(&good[..good.len() / 2]).unwrap();
+        // Dropped without commit: the download was abandoned.
+    }
+    assert_eq!(pack_files(&repo), Vec::<String>::new());
+    assert!(!has_commit(&repo, &commits[2]));
+
+    write_pack(&repo, &good).unwrap();
+    assert!(has_commit(&repo, &commits[2]));
+}
+
+/// libgit2 hands a pack to the next backend when one refuses to take it; its
+/// own indexer knows nothing of `max_object_bytes`, so a fetch whose indexer
+/// cannot start must fail, not fall back.
+#[test]
+fn a_fetch_whose_indexer_cannot_start_fails_instead_of_falling_back() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    upstream(&source, 1);
+    let missing = PackIndexer {
+        program: work.path().join("no-such-mirrorhost"),
+        ..indexer()
+    };
+    let repo = mirror(&work.path().join("mirror.git"), &missing);
+    let url = format!("file://{}", source.display());
+    let mut remote = repo.remote_anonymous(&url).unwrap();
+    let error = remote.download(&["refs/heads/main"], None).unwrap_err();
+    assert!(
+        error.message().contains("cannot start the pack indexer"),
+        "{error}"
+    );
+    assert_eq!(pack_files(&repo), Vec::<String>::new());
+}
