@@ -1,0 +1,119 @@
+//! Peak memory of a process tree: the measured command and every process it
+//! starts, sampled from /proc.
+//!
+//! Why not `wait4`'s `ru_maxrss`: a child started with `posix_spawn` (as Rust
+//! and git start theirs) runs in its parent's memory until it execs, and at
+//! exec the kernel folds that memory's high-water mark into the child's
+//! `maxrss`. Every measured command would report at least the bench's own peak
+//! (which holds a whole served pack), and the service's pack indexer at least
+//! the service's. `VmHWM` belongs to the memory a process has after exec.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Between two samples.
+const EVERY: Duration = Duration::from_millis(1);
+
+#[derive(Debug, Default)]
+pub struct TreePeak {
+    /// The highest sum of the tree's resident sets in one sample.
+    pub total_kib: u64,
+    /// Each kind of process's own peak resident set (`VmHWM`), by label
+    /// (program and subcommand).
+    pub processes: BTreeMap<String, u64>,
+}
+
+impl TreePeak {
+    /// The largest single process: its label and peak.
+    pub fn largest(&self) -> (&str, u64) {
+        self.processes
+            .iter()
+            .max_by_key(|(_, kib)| **kib)
+            .map_or(("none", 0), |(label, kib)| (label.as_str(), *kib))
+    }
+}
+
+/// Samples the tree under `root` until `done` is set (after the root was
+/// reaped). A process's growth in its last millisecond can escape the samples.
+pub fn sample(root: u32, done: &AtomicBool) -> TreePeak {
+    let mut peak = TreePeak::default();
+    let mut labels = BTreeMap::new();
+    while !done.load(Ordering::Acquire) {
+        let mut total = 0;
+        for pid in tree(root) {
+            let Some((rss, hwm)) = resident(pid) else {
+                continue;
+            };
+            total += rss;
+            let label = labels.entry(pid).or_insert_with(|| label(pid)).clone();
+            let seen = peak.processes.entry(label).or_default();
+            *seen = (*seen).max(hwm);
+        }
+        peak.total_kib = peak.total_kib.max(total);
+        std::thread::sleep(EVERY);
+    }
+    peak
+}
+
+/// `root` and its descendants now.
+fn tree(root: u32) -> Vec<u32> {
+    let mut found = vec![root];
+    let mut next = 0;
+    while let Some(&pid) = found.get(next) {
+        next += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children = std::fs::read_to_string(task.path().join("children"));
+            found.extend(
+                children
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    found
+}
+
+/// A live process's resident set and its peak, in KiB.
+fn resident(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// The program's name and, when it has one, its subcommand: `git index-pack`.
+fn label(pid: u32) -> String {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if cmdline.is_empty() {
+        // Between fork and exec, or a zombie: the kernel's short name.
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        return comm.trim().to_string();
+    }
+    let mut args = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned());
+    let program = args.next().unwrap_or_default();
+    let program = program.rsplit('/').next().unwrap_or_default();
+    // Cargo names a bench binary `<name>-<16 hex digits>`.
+    let program = match program.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            name
+        }
+        _ => program,
+    };
+    match args.next() {
+        Some(sub) if sub.chars().all(|c| c.is_ascii_lowercase() || c == '-') => {
+            format!("{program} {sub}")
+        }
+        _ => program.to_string(),
+    }
+}
