@@ -66,11 +66,12 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
             "runs interrupted by the last stop are marked and retried"
         );
     }
-    let leftovers = crate::sync::packs::remove_leftovers(&config.repos_dir());
-    if leftovers > 0 {
+    let leftovers = crate::sync::remove_leftovers(&config.repos_dir());
+    if leftovers != crate::sync::Leftovers::default() {
         tracing::warn!(
-            leftovers,
-            "removed partial packs of fetches cut off by the last stop"
+            partial_packs = leftovers.partial_packs,
+            ref_locks = leftovers.ref_locks,
+            "removed what runs cut off by the last stop left in the repositories"
         );
     }
     let (limits, cache_dir) = (config.plugin_limits, config.plugin_cache_dir.clone());

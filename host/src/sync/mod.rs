@@ -18,6 +18,8 @@ mod push;
 pub mod refs;
 pub mod remote;
 mod resolve;
+#[cfg(test)]
+mod testing;
 pub mod throttle;
 mod transport;
 
@@ -44,8 +46,8 @@ pub enum SyncError {
     Plugin(#[from] PluginError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0} changed while the run was planning; nothing was applied, the next run retries")]
-    RefMoved(String),
+    #[error(transparent)]
+    Refs(#[from] refs::PackedRefsError),
     #[error("aborted by the conflict strategy: {0}; no ref was changed")]
     Aborted(String),
     #[error("the destination refused {0}")]
@@ -233,6 +235,28 @@ pub fn open_project_repo(path: &Path) -> Result<git2::Repository, SyncError> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// What runs cut off by a crash left in the project repositories.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Temporary files of pack indexers.
+    pub partial_packs: usize,
+    /// `packed-refs.lock` files of ref updates.
+    pub ref_locks: usize,
+}
+
+/// Removes what runs cut off by a crash left in the repositories under
+/// `repos_dir` (`<owner>/<name>.git`). Only for start-up, before any run: a
+/// live run's files look the same.
+pub fn remove_leftovers(repos_dir: &Path) -> Leftovers {
+    let entries = |dir: &Path| std::fs::read_dir(dir).into_iter().flatten().flatten();
+    let mut found = Leftovers::default();
+    for repo in entries(repos_dir).flat_map(|owner| entries(&owner.path())) {
+        found.partial_packs += packs::remove_partial_packs(&repo.path());
+        found.ref_locks += usize::from(refs::remove_stale_lock(&repo.path()));
+    }
+    found
 }
 
 impl Engine<'_> {

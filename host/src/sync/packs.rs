@@ -87,13 +87,13 @@ pub fn install(repo: &git2::Repository, indexer: &PackIndexer) -> Result<(), git
 }
 
 /// Removes the temporary files that indexers cut off by a crash left in the
-/// pack directories under `repos_dir` (`<owner>/<name>.git`); a killed fetch of
-/// a large repository would otherwise leave its partial pack there for good.
-/// Only for start-up, before any run: a live indexer's files look the same.
-pub fn remove_leftovers(repos_dir: &Path) -> usize {
-    entries(repos_dir)
-        .flat_map(|owner| entries(&owner.path()))
-        .flat_map(|repo| entries(&repo.path().join("objects/pack")))
+/// pack directory of `repo_dir`; a killed fetch of a large repository would
+/// otherwise leave its partial pack there for good. How many it removed.
+pub fn remove_partial_packs(repo_dir: &Path) -> usize {
+    std::fs::read_dir(repo_dir.join("objects/pack"))
+        .into_iter()
+        .flatten()
+        .flatten()
         .filter(|file| {
             file.file_name()
                 .to_str()
@@ -103,11 +103,6 @@ pub fn remove_leftovers(repos_dir: &Path) -> usize {
         })
         .filter(|file| std::fs::remove_file(file.path()).is_ok())
         .count()
-}
-
-/// The entries of `dir`; none if it cannot be read.
-fn entries(dir: &Path) -> impl Iterator<Item = std::fs::DirEntry> + use<> {
-    std::fs::read_dir(dir).into_iter().flatten().flatten()
 }
 
 /// The registered backend. `raw` comes first so that the pointer libgit2 hands

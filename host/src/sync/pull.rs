@@ -61,7 +61,7 @@ impl Run<'_> {
             return Ok(report);
         }
         if !self.dry_run {
-            refs::apply(self.repo, &updates, "mirrorhost: pull")?;
+            refs::apply(self.repo, &updates)?;
         }
         Ok(report)
     }

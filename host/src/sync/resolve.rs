@@ -73,11 +73,7 @@ impl Run<'_> {
             old: ours,
             new: Some(theirs),
         };
-        refs::apply(
-            self.repo,
-            &[update],
-            "mirrorhost: conflict resolved with theirs",
-        )
+        refs::apply(self.repo, &[update])
     }
 
     fn force_push(&self, name: &str) -> Result<(), SyncError> {

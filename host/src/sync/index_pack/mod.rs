@@ -138,7 +138,7 @@ impl IndexError {
     }
 }
 
-/// Prefix of the temporary files; `packs::remove_leftovers` sweeps them after a crash.
+/// Prefix of the temporary files; `sync::remove_leftovers` sweeps them after a crash.
 pub const TEMP_PREFIX: &str = ".tmp-index-pack-";
 
 /// Indexes the pack read from `input` into `pack_dir`. Nothing is left in

@@ -8,18 +8,7 @@ use std::sync::Mutex;
 
 use super::command::RepositoryObjects;
 use super::*;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use crate::sync::testing::git;
 
 /// A repository whose history stores most objects as deltas: `commits`
 /// versions of two files that share most of their lines, and a tag.

@@ -1,6 +1,10 @@
 //! Ref bookkeeping shared by pull and push: reading a repo's refs, relating two
 //! tips, and applying a run's ref updates as one transaction.
 
+mod packed;
+
+pub use packed::{PackedRefsError, remove_stale_lock};
+
 use std::collections::BTreeMap;
 
 use git2::{Oid, Repository};
@@ -98,32 +102,12 @@ pub struct RefUpdate {
     pub new: Option<Oid>,
 }
 
-/// Applies every update or none: all refs are locked first, each is checked to
-/// still hold its expected value, and only then are they written.
-pub fn apply(repo: &Repository, updates: &[RefUpdate], message: &str) -> Result<(), SyncError> {
+/// Applies every update or none: each ref must still hold its `old` value,
+/// and the repository's refs move to their new values in one step
+/// ([`packed`]).
+pub fn apply(repo: &Repository, updates: &[RefUpdate]) -> Result<(), SyncError> {
     if updates.is_empty() {
         return Ok(());
     }
-    let mut tx = repo.transaction()?;
-    for update in updates {
-        tx.lock_ref(&update.name)?;
-    }
-    for update in updates {
-        let current = match repo.refname_to_id(&update.name) {
-            Ok(oid) => Some(oid),
-            Err(e) if e.code() == git2::ErrorCode::NotFound => None,
-            Err(e) => return Err(e.into()),
-        };
-        if current != update.old {
-            return Err(SyncError::RefMoved(update.name.clone()));
-        }
-    }
-    for update in updates {
-        match update.new {
-            Some(oid) => tx.set_target(&update.name, oid, None, message)?,
-            None => tx.remove(&update.name)?,
-        }
-    }
-    tx.commit()?;
-    Ok(())
+    Ok(packed::apply(repo, updates)?)
 }
