@@ -3,8 +3,9 @@
 
 use serde_json::{Value, json};
 
+use crate::history::{History, generate};
 use crate::support::{
-    Api, LOCAL_REMOTES, Server, Upstream, fsck, git, local_server, project_repo, refs_of,
+    Api, LOCAL_REMOTES, Server, Upstream, bare_repo, fsck, git, local_server, project_repo, refs_of,
 };
 
 const PROJECT: &str = "acme/widgets";
@@ -318,7 +319,7 @@ async fn pull_and_push_over_smart_http() {
     up.commit("dev", "b");
     git(&up.work(), &["tag", "-a", "v1", "-m", "v1", "main"]);
     up.push(&["main", "dev", "v1"]);
-    let dest = crate::support::bare_repo(up.dir.path(), "dest.git");
+    let dest = bare_repo(up.dir.path(), "dest.git");
     let http = crate::http_git::HttpGit::start(up.dir.path()).await;
 
     let server = local_server();
@@ -389,4 +390,33 @@ async fn an_object_over_max_object_bytes_fails_the_run_and_changes_nothing() {
         .unwrap()
         .count();
     assert_eq!(packs, 0, "no pack, partial or whole, is left");
+}
+
+/// A run's refs land in one step, however many: updating them must not hold a
+/// file open per ref (libgit2's transaction did, and a project with more tags
+/// than the service may open files could never be mirrored).
+#[tokio::test]
+async fn more_refs_than_the_service_may_open_files_land_in_one_run() {
+    let upstream = tempfile::tempdir().unwrap();
+    let bare = bare_repo(upstream.path(), "many.git");
+    // 300 commits with a branch and a tag at each: 601 refs.
+    let history = History {
+        commits: 300,
+        blob_bytes: 16,
+        dirs: 1,
+        refs_every: 1,
+    };
+    generate(&bare, history);
+    let server = Server::start_with_open_file_limit(256, LOCAL_REMOTES);
+    let api = Api::new(&server);
+    let url = format!("file://{}", bare.display());
+    let id = api
+        .create("pull", json!({"project_id": PROJECT, "url": url}))
+        .await;
+    let run = api.sync(id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["refs_created"], 601, "{run}");
+    let local = project_repo(&server, PROJECT);
+    assert_eq!(refs_of(&local), refs_of(&bare));
+    fsck(&local);
 }

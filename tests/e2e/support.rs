@@ -33,7 +33,25 @@ impl Server {
 
     /// Starts on an existing data dir, as a restart does.
     pub fn start_in(data_dir: tempfile::TempDir, envs: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mirrorhost"));
+        Self::launch(
+            Command::new(env!("CARGO_BIN_EXE_mirrorhost")),
+            data_dir,
+            envs,
+        )
+    }
+
+    /// Starts allowed at most `limit` open files, as a service manager may
+    /// start it (systemd's default soft limit is 1024).
+    pub fn start_with_open_file_limit(limit: u32, envs: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={limit}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_mirrorhost"));
+        Self::launch(cmd, tempfile::tempdir().unwrap(), envs)
+    }
+
+    /// Runs `cmd serve` (the binary, or a wrapper that execs it) on `data_dir`.
+    fn launch(mut cmd: Command, data_dir: tempfile::TempDir, envs: &[(&str, &str)]) -> Self {
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
