@@ -37,8 +37,10 @@ impl TreePeak {
 /// Samples the tree under `root` until `done` is set (after the root was
 /// reaped). A process's growth in its last millisecond can escape the samples.
 pub fn sample(root: u32, done: &AtomicBool) -> TreePeak {
-    let mut peak = TreePeak::default();
-    let mut labels = BTreeMap::new();
+    let mut total_kib = 0;
+    // By pid: the latest label (a process seen between fork and exec still
+    // has its parent's) and the peak.
+    let mut seen: BTreeMap<u32, (String, u64)> = BTreeMap::new();
     while !done.load(Ordering::Acquire) {
         let mut total = 0;
         for pid in tree(root) {
@@ -46,14 +48,22 @@ pub fn sample(root: u32, done: &AtomicBool) -> TreePeak {
                 continue;
             };
             total += rss;
-            let label = labels.entry(pid).or_insert_with(|| label(pid)).clone();
-            let seen = peak.processes.entry(label).or_default();
-            *seen = (*seen).max(hwm);
+            let process = seen.entry(pid).or_default();
+            process.0 = label(pid);
+            process.1 = process.1.max(hwm);
         }
-        peak.total_kib = peak.total_kib.max(total);
+        total_kib = total_kib.max(total);
         std::thread::sleep(EVERY);
     }
-    peak
+    let mut processes = BTreeMap::<String, u64>::new();
+    for (label, kib) in seen.into_values() {
+        let peak = processes.entry(label).or_default();
+        *peak = (*peak).max(kib);
+    }
+    TreePeak {
+        total_kib,
+        processes,
+    }
 }
 
 /// `root` and its descendants now.
