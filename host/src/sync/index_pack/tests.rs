@@ -366,3 +366,54 @@ fn many_workers_agree_with_git_on_libgit2s_packs() {
         }
     }
 }
+
+/// `data` with its trailer recomputed, as a hostile sender would send it.
+fn resealed(mut data: Vec<u8>) -> Vec<u8> {
+    let body = data.len() - 20;
+    let sum: Oid = sha1dc::digest(&data[..body]).unwrap().into();
+    data[body..].copy_from_slice(&sum);
+    data
+}
+
+/// A sender can damage any byte and still send a valid checksum: every such
+/// pack must be refused cleanly (nothing left behind) or, where the damage
+/// happens to leave a valid pack, indexed exactly as git indexes it.
+#[test]
+fn resealed_damage_is_refused_cleanly_or_indexed_as_git_does() {
+    let (work, source, out) = work();
+    history(&source, 8);
+    let good = pack(&source, "main\nrefs/tags/v1\n", false);
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut refused, mut accepted) = (0, 0);
+    for _ in 0..300 {
+        let mut data = good.clone();
+        let at = 12 + (next() as usize) % (data.len() - 32);
+        data[at] ^= 1 << (next() % 8);
+        let data = resealed(data);
+        match run(&data, &out, None, &options()) {
+            Err(_) => {
+                assert_eq!(files(&out), Vec::<String>::new(), "byte {at}");
+                refused += 1;
+            }
+            Ok(indexed) => {
+                let (name, idx) = git_index(&data, work.path());
+                assert_eq!(indexed.name, name, "byte {at}");
+                assert_eq!(
+                    std::fs::read(out.join(format!("pack-{name}.idx"))).unwrap(),
+                    idx
+                );
+                for file in files(&out) {
+                    std::fs::remove_file(out.join(file)).unwrap();
+                }
+                accepted += 1;
+            }
+        }
+    }
+    assert!(refused > 250, "{refused} refused, {accepted} accepted");
+}
