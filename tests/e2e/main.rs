@@ -13,6 +13,8 @@ mod health;
 mod history;
 mod http_git;
 mod openapi;
+#[path = "../fixtures/pack_objects.rs"]
+mod pack_objects;
 mod packs;
 mod plugin_kit;
 mod plugins;

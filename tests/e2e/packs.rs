@@ -3,11 +3,11 @@
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
 
 use mirrorhost::sync::{DEFAULT_MAX_OBJECT_BYTES, PackIndexer, open_project_repo, packs};
 
+use crate::pack_objects::pack_objects;
 use crate::support::git;
 
 fn indexer() -> PackIndexer {
@@ -24,45 +24,38 @@ fn mirror(path: &Path, indexer: &PackIndexer) -> git2::Repository {
     repo
 }
 
-/// A source repository with `commits` commits on main, each changing one file
-/// that they mostly share, so that git stores later versions as deltas.
-fn upstream(dir: &Path, commits: usize) -> Vec<String> {
-    git(dir, &["init", "-q", "-b", "main"]);
-    (0..commits)
+/// A work dir with a source repository of `commits` commits on main, each
+/// changing one file that they mostly share, so that git stores later
+/// versions as deltas.
+struct Upstream {
+    work: tempfile::TempDir,
+    source: PathBuf,
+    commits: Vec<String>,
+}
+
+fn upstream(commits: usize) -> Upstream {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    git(&source, &["init", "-q", "-b", "main"]);
+    let commits = (0..commits)
         .map(|i| {
-            std::fs::write(dir.join("file"), content(i)).unwrap();
-            git(dir, &["add", "file"]);
-            git(dir, &["commit", "-qm", &format!("commit {i}")]);
-            git(dir, &["rev-parse", "HEAD"]).trim().to_string()
+            std::fs::write(source.join("file"), content(i)).unwrap();
+            git(&source, &["add", "file"]);
+            git(&source, &["commit", "-qm", &format!("commit {i}")]);
+            git(&source, &["rev-parse", "HEAD"]).trim().to_string()
         })
-        .collect()
+        .collect();
+    Upstream {
+        work,
+        source,
+        commits,
+    }
 }
 
 fn content(i: usize) -> String {
     let body: String = (0..200).map(|j| format!("common line {j}\n")).collect();
     format!("line {i}\n{body}")
-}
-
-/// `git pack-objects --stdout --revs` of `revs` in `dir` (`--thin` if asked).
-fn pack(dir: &Path, revs: &str, thin: bool) -> Vec<u8> {
-    let mut cmd = Command::new("git");
-    cmd.arg("-C")
-        .arg(dir)
-        .args(["pack-objects", "--stdout", "--revs", "-q"]);
-    if thin {
-        cmd.arg("--thin");
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(revs.as_bytes()).unwrap();
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    out.stdout
 }
 
 /// Hands `data` to the repository's pack writer in small pieces, as the
@@ -95,13 +88,18 @@ fn has_commit(repo: &git2::Repository, id: &str) -> bool {
 
 #[test]
 fn packs_and_thin_packs_land_through_the_indexer_process() {
-    let work = tempfile::tempdir().unwrap();
-    let source = work.path().join("source");
-    std::fs::create_dir(&source).unwrap();
-    let commits = upstream(&source, 6);
+    let Upstream {
+        work,
+        source,
+        commits,
+    } = upstream(6);
     let repo = mirror(&work.path().join("mirror.git"), &indexer());
 
-    write_pack(&repo, &pack(&source, &format!("{}\n", commits[2]), false)).unwrap();
+    write_pack(
+        &repo,
+        &pack_objects(&source, &format!("{}\n", commits[2]), false),
+    )
+    .unwrap();
     assert!(has_commit(&repo, &commits[2]));
     // Exactly one .pack and its .idx, read-only as git makes them.
     assert_eq!(pack_files(&repo).len(), 2, "{:?}", pack_files(&repo));
@@ -113,7 +111,7 @@ fn packs_and_thin_packs_land_through_the_indexer_process() {
 
     // A thin pack deltas against objects the mirror already has; they are
     // copied in, so the new pack stands on its own.
-    let thin = pack(&source, &format!("{}\n^{}\n", commits[5], commits[2]), true);
+    let thin = pack_objects(&source, &format!("{}\n^{}\n", commits[5], commits[2]), true);
     let empty = mirror(&work.path().join("empty.git"), &indexer());
     let error = write_pack(&empty, &thin).unwrap_err();
     assert!(error.message().contains("no base"), "{error}");
@@ -140,12 +138,13 @@ fn packs_and_thin_packs_land_through_the_indexer_process() {
 
 #[test]
 fn a_refused_or_abandoned_pack_leaves_nothing_behind() {
-    let work = tempfile::tempdir().unwrap();
-    let source = work.path().join("source");
-    std::fs::create_dir(&source).unwrap();
-    let commits = upstream(&source, 3);
+    let Upstream {
+        work,
+        source,
+        commits,
+    } = upstream(3);
     let repo = mirror(&work.path().join("mirror.git"), &indexer());
-    let good = pack(&source, &format!("{}\n", commits[2]), false);
+    let good = pack_objects(&source, &format!("{}\n", commits[2]), false);
 
     let mut corrupt = good.clone();
     corrupt[good.len() / 2] ^= 0xff;
@@ -184,10 +183,7 @@ fn a_refused_or_abandoned_pack_leaves_nothing_behind() {
 /// cannot start must fail, not fall back.
 #[test]
 fn a_fetch_whose_indexer_cannot_start_fails_instead_of_falling_back() {
-    let work = tempfile::tempdir().unwrap();
-    let source = work.path().join("source");
-    std::fs::create_dir(&source).unwrap();
-    upstream(&source, 1);
+    let Upstream { work, source, .. } = upstream(1);
     let missing = PackIndexer {
         program: work.path().join("no-such-mirrorhost"),
         ..indexer()

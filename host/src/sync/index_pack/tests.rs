@@ -1,14 +1,16 @@
 //! Checked against git: for the same pack, the `.idx` written here must be byte
 //! for byte the one `git index-pack` writes.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use super::command::RepositoryObjects;
 use super::*;
 use crate::sync::testing::git;
+
+#[path = "../../../../tests/fixtures/pack_objects.rs"]
+mod fixture;
+use fixture::pack_objects;
 
 /// A repository whose history stores most objects as deltas: `commits`
 /// versions of two files that share most of their lines, and a tag.
@@ -25,31 +27,6 @@ fn history(dir: &Path, commits: usize) -> Vec<String> {
     }
     git(dir, &["tag", "-am", "tag", "v1"]);
     ids
-}
-
-/// `git pack-objects --stdout --revs` of `revs` (`--thin` if asked).
-fn pack(dir: &Path, revs: &str, thin: bool) -> Vec<u8> {
-    let mut cmd = Command::new("git");
-    cmd.arg("-C")
-        .arg(dir)
-        .args(["pack-objects", "--stdout", "--revs", "-q"]);
-    if thin {
-        cmd.arg("--thin");
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(revs.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    out.stdout
 }
 
 fn options() -> Options {
@@ -110,7 +87,7 @@ fn work() -> (tempfile::TempDir, PathBuf, PathBuf) {
 fn the_index_is_byte_for_byte_gits() {
     let (work, source, out) = work();
     history(&source, 40);
-    let data = pack(&source, "main\nrefs/tags/v1\n", false);
+    let data = pack_objects(&source, "main\nrefs/tags/v1\n", false);
     let (name, expected) = git_index(&data, work.path());
     // One thread and many; with no base budget every base is rebuilt from
     // its chain each time it is needed.
@@ -164,7 +141,7 @@ fn the_index_is_byte_for_byte_gits() {
 fn a_thin_pack_is_completed_from_the_repository() {
     let (work, source, out) = work();
     let commits = history(&source, 12);
-    let thin = pack(
+    let thin = pack_objects(
         &source,
         &format!("{}\n^{}\n", commits[11], commits[5]),
         true,
@@ -207,7 +184,7 @@ fn a_thin_pack_is_completed_from_the_repository() {
 fn damaged_packs_leave_nothing_behind() {
     let (_work, source, out) = work();
     history(&source, 5);
-    let good = pack(&source, "main\nrefs/tags/v1\n", false);
+    let good = pack_objects(&source, "main\nrefs/tags/v1\n", false);
     let mut flipped = good.clone();
     flipped[good.len() / 2] ^= 0xff;
     let mut wrong_sum = good.clone();
@@ -289,7 +266,7 @@ fn objects_over_the_limit_are_refused_before_memory_is_set_aside() {
     std::fs::write(source.join("big"), big).unwrap();
     git(&source, &["add", "big"]);
     git(&source, &["commit", "-qm", "big"]);
-    let error = run(&pack(&source, "HEAD\n", false), &out, None, &limit).unwrap_err();
+    let error = run(&pack_objects(&source, "HEAD\n", false), &out, None, &limit).unwrap_err();
     assert!(
         error.to_string().contains("too large")
             && error.to_string().contains("max_object_bytes is 1048576"),
@@ -382,7 +359,7 @@ fn resealed(mut data: Vec<u8>) -> Vec<u8> {
 fn resealed_damage_is_refused_cleanly_or_indexed_as_git_does() {
     let (work, source, out) = work();
     history(&source, 8);
-    let good = pack(&source, "main\nrefs/tags/v1\n", false);
+    let good = pack_objects(&source, "main\nrefs/tags/v1\n", false);
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = move || {
         state ^= state << 13;
