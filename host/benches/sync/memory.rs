@@ -49,7 +49,11 @@ pub fn sample(root: u32, done: &AtomicBool) -> TreePeak {
             };
             total += rss;
             let process = seen.entry(pid).or_default();
-            process.0 = label(pid);
+            // An exiting process's command line is already gone: keep the
+            // label it had.
+            if let Some(label) = label(pid) {
+                process.0 = label;
+            }
             process.1 = process.1.max(hwm);
         }
         total_kib = total_kib.max(total);
@@ -100,13 +104,12 @@ fn resident(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-/// The program's name and, when it has one, its subcommand: `git index-pack`.
-fn label(pid: u32) -> String {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+/// The program's name and, when it has one, its subcommand: `git index-pack`;
+/// `None` once the process has let go of its memory.
+fn label(pid: u32) -> Option<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     if cmdline.is_empty() {
-        // Between fork and exec, or a zombie: the kernel's short name.
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        return comm.trim().to_string();
+        return None;
     }
     let mut args = cmdline
         .split(|&b| b == 0)
@@ -120,10 +123,10 @@ fn label(pid: u32) -> String {
         }
         _ => program,
     };
-    match args.next() {
+    Some(match args.next() {
         Some(sub) if sub.chars().all(|c| c.is_ascii_lowercase() || c == '-') => {
             format!("{program} {sub}")
         }
         _ => program.to_string(),
-    }
+    })
 }

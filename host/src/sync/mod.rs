@@ -48,6 +48,10 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Refs(#[from] refs::PackedRefsError),
+    #[error(
+        "the remote advertised {name} at {oid} but did not send that object; nothing was applied"
+    )]
+    NotSent { name: String, oid: git2::Oid },
     #[error("aborted by the conflict strategy: {0}; no ref was changed")]
     Aborted(String),
     #[error("the destination refused {0}")]
@@ -159,8 +163,8 @@ impl Engine<'_> {
         dry_run: bool,
     ) -> Result<Report, SyncError> {
         std::fs::create_dir_all(self.repos_dir)?;
-        let repo = self.open(project)?;
-        let run = Run::new(self, &repo, mirror, project, dry_run);
+        let opened = self.open(project)?;
+        let run = Run::new(self, &opened, mirror, project, dry_run);
         match mirror.direction {
             Direction::Pull => run.pull(),
             Direction::Push => run.push(),
@@ -175,8 +179,8 @@ impl Engine<'_> {
         mirror: &Mirror,
         project: &Project,
     ) -> Result<Vec<crate::store::credentials::HostKey>, SyncError> {
-        let repo = self.open(project)?;
-        Run::new(self, &repo, mirror, project, true).detect_host_keys()
+        let opened = self.open(project)?;
+        Run::new(self, &opened, mirror, project, true).detect_host_keys()
     }
 }
 
@@ -188,10 +192,10 @@ impl Engine<'_> {
         mirror: &Mirror,
         project: &Project,
     ) -> Result<String, SyncError> {
-        let repo = self.open(project)?;
-        let run = Run::new(self, &repo, mirror, project, true);
+        let opened = self.open(project)?;
+        let run = Run::new(self, &opened, mirror, project, true);
         let transfer = transport::Transfer::default();
-        let mut remote = repo.remote_anonymous(&mirror.url)?;
+        let mut remote = opened.repo.remote_anonymous(&mirror.url)?;
         let connection = remote
             .connect_auth(git2::Direction::Fetch, Some(run.callbacks(&transfer)), None)
             .map_err(|e| run.git_error(e))?;
@@ -259,13 +263,19 @@ pub fn remove_leftovers(repos_dir: &Path) -> Leftovers {
     found
 }
 
+/// A project repository as the engine opens it: fetched packs go through the
+/// engine's [`PackIndexer`], which reports what it found of the tips to `tips`.
+struct Opened {
+    repo: git2::Repository,
+    tips: Arc<packs::Tips>,
+}
+
 impl Engine<'_> {
-    /// Opens (or creates) `project`'s repository, with fetched packs indexed by
-    /// this engine's [`PackIndexer`].
-    fn open(&self, project: &Project) -> Result<git2::Repository, SyncError> {
+    /// Opens (or creates) `project`'s repository.
+    fn open(&self, project: &Project) -> Result<Opened, SyncError> {
         let repo = open_project_repo(&repo_path(self.repos_dir, &project.project_id))?;
-        packs::install(&repo, self.pack_indexer)?;
-        Ok(repo)
+        let tips = packs::install(&repo, self.pack_indexer)?;
+        Ok(Opened { repo, tips })
     }
 }
 
@@ -273,6 +283,8 @@ impl Engine<'_> {
 struct Run<'a> {
     engine: &'a Engine<'a>,
     repo: &'a git2::Repository,
+    /// The kinds of the tips this run's downloads brought.
+    tips: &'a packs::Tips,
     mirror: &'a Mirror,
     project: &'a Project,
     dry_run: bool,
@@ -286,14 +298,15 @@ struct Run<'a> {
 impl<'a> Run<'a> {
     fn new(
         engine: &'a Engine<'a>,
-        repo: &'a git2::Repository,
+        opened: &'a Opened,
         mirror: &'a Mirror,
         project: &'a Project,
         dry_run: bool,
     ) -> Self {
         Self {
             engine,
-            repo,
+            repo: &opened.repo,
+            tips: &opened.tips,
             mirror,
             project,
             dry_run,

@@ -18,18 +18,19 @@
 // engine's unsafe code lives, each block with its reason.
 #![allow(unsafe_code)]
 
+use std::collections::HashMap;
 use std::ffi::{CString, c_int, c_void};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use git2::Binding;
 use libgit2_sys as raw;
 
-use super::index_pack::{Indexed, Report};
+use super::index_pack::{Indexed, Kind, Report};
 
 /// Above libgit2's loose (1) and pack (2) backends, so that fetches write here.
 const PRIORITY: c_int = 100;
@@ -58,9 +59,47 @@ impl PackIndexer {
     }
 }
 
-/// Makes fetches into `repo` write their packs through `indexer`.
-pub fn install(repo: &git2::Repository, indexer: &PackIndexer) -> Result<(), git2::Error> {
+/// What the indexers of one repository's fetches found of the tips the runs
+/// fetched: the kind of each, and so that the remote did send it. The service
+/// learns it without reading a byte of the new pack.
+#[derive(Debug, Default)]
+pub struct Tips {
+    state: Mutex<TipState>,
+}
+
+#[derive(Debug, Default)]
+struct TipState {
+    /// Asked about by the next pack's indexer.
+    next: Vec<git2::Oid>,
+    found: HashMap<git2::Oid, Kind>,
+}
+
+impl Tips {
+    /// The objects the next download is for.
+    pub fn expect(&self, tips: impl IntoIterator<Item = git2::Oid>) {
+        self.lock().next = tips.into_iter().collect();
+    }
+
+    /// The kind of a tip a pack brought; `None` if none did.
+    pub fn kind(&self, tip: git2::Oid) -> Option<Kind> {
+        self.lock().found.get(&tip).copied()
+    }
+
+    /// Every tip found so far, with its kind.
+    pub fn found(&self) -> HashMap<git2::Oid, Kind> {
+        self.lock().found.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TipState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Makes fetches into `repo` write their packs through `indexer`; what the
+/// indexers find of the expected tips goes to the `Tips` returned.
+pub fn install(repo: &git2::Repository, indexer: &PackIndexer) -> Result<Arc<Tips>, git2::Error> {
     let odb = repo.odb()?;
+    let tips = Arc::<Tips>::default();
     let mut backend = Box::new(Backend {
         // SAFETY: the vtable is plain data (a version, a pointer, optional
         // function pointers); all-zero is "no odb, no functions", which
@@ -68,6 +107,7 @@ pub fn install(repo: &git2::Repository, indexer: &PackIndexer) -> Result<(), git
         raw: unsafe { std::mem::zeroed() },
         objects_dir: repo.path().join("objects"),
         indexer: indexer.clone(),
+        tips: tips.clone(),
     });
     // SAFETY: `backend.raw` is a valid, writable vtable.
     check(unsafe { raw::git_odb_init_backend(&mut backend.raw, raw::GIT_ODB_BACKEND_VERSION) })?;
@@ -83,7 +123,7 @@ pub fn install(repo: &git2::Repository, indexer: &PackIndexer) -> Result<(), git
         drop(unsafe { Box::from_raw(backend) });
         return Err(e);
     }
-    Ok(())
+    Ok(tips)
 }
 
 /// Removes the temporary files that indexers cut off by a crash left in the
@@ -112,6 +152,7 @@ struct Backend {
     raw: raw::git_odb_backend,
     objects_dir: PathBuf,
     indexer: PackIndexer,
+    tips: Arc<Tips>,
 }
 
 /// One pack being received. `raw` first, as in [`Backend`].
@@ -153,7 +194,7 @@ extern "C" fn writepack(
     // SAFETY: libgit2 passes back the vtable `install` registered, which is the
     // first field of a live `Backend`.
     let backend = unsafe { &*backend.cast::<Backend>() };
-    let indexing = Indexing::spawn(&backend.indexer, &backend.objects_dir).map_err(|e| {
+    let indexing = Indexing::spawn(backend).map_err(|e| {
         let program = backend.indexer.program.display();
         format!("cannot start the pack indexer {program}: {e}")
     });
@@ -260,14 +301,15 @@ extern "C" fn free_backend(backend: *mut raw::git_odb_backend) {
 }
 
 impl Indexing {
-    /// Starts `program index-pack` on `objects_dir` and a thread reading its
-    /// reports.
-    fn spawn(indexer: &PackIndexer, objects_dir: &Path) -> io::Result<Self> {
+    /// Starts `program index-pack` on the backend's repository, hands it the
+    /// tips to look for, and starts a thread reading its reports.
+    fn spawn(backend: &Backend) -> io::Result<Self> {
+        let indexer = &backend.indexer;
         let mut command = Command::new(&indexer.program);
         command
             .arg(SUBCOMMAND)
             .arg("--objects-dir")
-            .arg(objects_dir)
+            .arg(&backend.objects_dir)
             .arg("--max-object-bytes")
             .arg(indexer.max_object_bytes.to_string())
             .env_clear()
@@ -283,23 +325,40 @@ impl Indexing {
             return Err(io::Error::other("the indexer's pipes are missing"));
         };
         let counts = Arc::<LiveCounts>::default();
-        let live = counts.clone();
+        let (live, tips) = (counts.clone(), backend.tips.clone());
         let reports = std::thread::Builder::new()
             .name("pack-indexer".into())
-            .spawn(move || read_reports(output, &live));
-        match reports {
-            Ok(reports) => Ok(Self {
+            .spawn(move || read_reports(output, &live, &tips));
+        let mut indexing = match reports {
+            Ok(reports) => Self {
                 child,
                 input: Some(input),
                 reports: Some(reports),
                 counts,
-            }),
+            },
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                Err(e)
+                return Err(e);
             }
+        };
+        let asked = std::mem::take(&mut backend.tips.lock().next);
+        if let Err(e) = indexing.send_tips(&asked) {
+            let _ = indexing.finish();
+            return Err(e);
         }
+        Ok(indexing)
+    }
+
+    /// The `tip <id>` lines and the empty line that come before the pack.
+    fn send_tips(&mut self, tips: &[git2::Oid]) -> io::Result<()> {
+        let input = self.input.as_mut().ok_or(io::ErrorKind::BrokenPipe)?;
+        let mut lines = String::with_capacity(tips.len() * 45 + 1);
+        for tip in tips {
+            lines.push_str(&format!("tip {tip}\n"));
+        }
+        lines.push('\n');
+        input.write_all(lines.as_bytes())
     }
 
     fn report(&self, stats: &mut raw::git_indexer_progress) {
@@ -332,7 +391,7 @@ impl Indexing {
 }
 
 /// Follows the child's standard output until it closes; the pack it reported.
-fn read_reports(output: ChildStdout, counts: &LiveCounts) -> Option<Indexed> {
+fn read_reports(output: ChildStdout, counts: &LiveCounts, tips: &Tips) -> Option<Indexed> {
     let mut indexed = None;
     for line in BufReader::new(output).lines() {
         let Ok(line) = line else { break };
@@ -341,6 +400,11 @@ fn read_reports(output: ChildStdout, counts: &LiveCounts) -> Option<Indexed> {
                 counts.total.store(c.total, Ordering::Relaxed);
                 counts.received.store(c.received, Ordering::Relaxed);
                 counts.indexed.store(c.indexed, Ordering::Relaxed);
+            }
+            Some(Report::Tip(oid, kind)) => {
+                if let Ok(oid) = git2::Oid::from_bytes(&oid) {
+                    tips.lock().found.insert(oid, kind);
+                }
             }
             Some(Report::Done(pack)) => indexed = Some(pack),
             None => {}

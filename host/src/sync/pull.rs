@@ -61,7 +61,7 @@ impl Run<'_> {
             return Ok(report);
         }
         if !self.dry_run {
-            refs::apply(self.repo, &updates)?;
+            refs::apply(self.repo, &updates, &self.tips.found())?;
         }
         Ok(report)
     }
@@ -76,23 +76,34 @@ impl Run<'_> {
         counter: &Transfer,
     ) -> Result<(), SyncError> {
         let odb = self.repo.odb()?;
-        let wanted: Vec<&str> = advertised
+        let wanted: BTreeMap<&str, Oid> = advertised
             .iter()
             .filter(|(name, oid)| scope.contains(*name) && !odb.exists(**oid))
-            .map(|(name, _)| name.as_str())
+            .map(|(name, oid)| (name.as_str(), *oid))
             .collect();
         if wanted.is_empty() {
             return Ok(());
         }
+        self.tips.expect(wanted.values().copied());
+        let names: Vec<&str> = wanted.keys().copied().collect();
         let mut options = self.fetch_options(counter);
         connection
             .remote()
-            .download(&wanted, Some(&mut options))
+            .download(&names, Some(&mut options))
             .map_err(|e| self.git_error(e))?;
         // The progress callbacks may not see the last bytes of a small pack:
         // take the remote's own count for the report.
         counter.at_least(connection.remote().stats().received_bytes() as u64);
-        Ok(())
+        match wanted
+            .iter()
+            .find(|(_, oid)| self.tips.kind(**oid).is_none())
+        {
+            Some((name, oid)) => Err(SyncError::NotSent {
+                name: name.to_string(),
+                oid: *oid,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The plan for every in-scope ref, into `report`, and the ref updates that

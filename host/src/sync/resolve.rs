@@ -36,8 +36,8 @@ impl Engine<'_> {
         conflict: &Conflict,
         resolution: Resolution,
     ) -> Result<(), SyncError> {
-        let repo = self.open(project)?;
-        let run = Run::new(self, &repo, mirror, project, false);
+        let opened = self.open(project)?;
+        let run = Run::new(self, &opened, mirror, project, false);
         match (mirror.direction, resolution) {
             (Direction::Pull, Resolution::Theirs) => run.take_remote(&conflict.ref_name),
             (Direction::Push, Resolution::Ours) => run.force_push(&conflict.ref_name),
@@ -60,6 +60,7 @@ impl Run<'_> {
             .map(|head| head.oid())
             .ok_or_else(|| SyncError::Git(format!("{name} no longer exists upstream")))?;
         if !self.repo.odb()?.exists(theirs) {
+            self.tips.expect([theirs]);
             let mut options = self.fetch_options(&counter);
             connection
                 .remote()
@@ -73,7 +74,7 @@ impl Run<'_> {
             old: ours,
             new: Some(theirs),
         };
-        refs::apply(self.repo, &[update])
+        refs::apply(self.repo, &[update], &self.tips.found())
     }
 
     fn force_push(&self, name: &str) -> Result<(), SyncError> {

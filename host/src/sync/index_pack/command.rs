@@ -1,21 +1,26 @@
 //! `mirrorhost index-pack`: the indexer as the child process the service starts
-//! for every fetch (see `sync::packs`, the parent's side). The pack comes on
-//! standard input; standard output carries [`Report`] lines; on failure the
-//! exit status is 1 and standard error holds the reason, which the service
-//! quotes.
+//! for every fetch (see `sync::packs`, the parent's side). Standard input
+//! brings `tip <id>` lines for the objects the fetch asked for, an empty line,
+//! and the pack; standard output carries [`Report`] lines; on failure the exit
+//! status is 1 and standard error holds the reason, which the service quotes.
 
 use std::cell::OnceCell;
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Bases, Counts, IndexError, Indexed, Kind, Oid, Options, index};
+
+/// Tips a fetch may ask about; a longer preamble is refused.
+const MAX_TIPS: usize = 1 << 22;
 
 /// One line the child writes on its standard output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
     /// How far it is, every so many objects.
     Progress(Counts),
+    /// An asked-about tip the pack holds, and its kind.
+    Tip(Oid, Kind),
     /// The pack is in place: the last line.
     Done(Indexed),
 }
@@ -24,6 +29,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Progress(c) => write!(f, "progress {} {} {}", c.total, c.received, c.indexed),
+            Self::Tip(oid, kind) => write!(f, "tip {} {}", hex::encode(oid), kind.name()),
             Self::Done(pack) => write!(f, "pack {} {}", pack.name, pack.objects),
         }
     }
@@ -39,12 +45,42 @@ impl Report {
                 received: received.parse().ok()?,
                 indexed: indexed.parse().ok()?,
             })),
+            ["tip", oid, kind] => Some(Self::Tip(parse_oid(oid)?, Kind::from_name(kind)?)),
             ["pack", name, objects] => Some(Self::Done(Indexed {
                 name: name.to_string(),
                 objects: objects.parse().ok()?,
             })),
             _ => None,
         }
+    }
+}
+
+/// A full hexadecimal object id.
+fn parse_oid(hex: &str) -> Option<Oid> {
+    let mut oid = [0; 20];
+    hex::decode_to_slice(hex, &mut oid).ok()?;
+    Some(oid)
+}
+
+/// The `tip <id>` lines before the pack, up to the empty line.
+fn read_tips(input: &mut impl BufRead) -> Result<Vec<Oid>, IndexError> {
+    let mut tips = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        input
+            .read_line(&mut line)
+            .map_err(IndexError::io("reading the tips"))?;
+        let line = line.trim_end_matches('\n');
+        if line.is_empty() {
+            return Ok(tips);
+        }
+        let tip = line
+            .strip_prefix("tip ")
+            .and_then(parse_oid)
+            .filter(|_| tips.len() < MAX_TIPS)
+            .ok_or_else(|| IndexError::BadTip(line.to_string()))?;
+        tips.push(tip);
     }
 }
 
@@ -62,14 +98,20 @@ pub fn serve(objects_dir: &Path, max_object_bytes: u64) -> Result<(), IndexError
     let report = |report: Report| {
         let _ = writeln!(stdout.lock(), "{report}");
     };
-    let indexed = index(
-        io::stdin().lock(),
+    let mut input = io::stdin().lock();
+    let tips = read_tips(&mut input)?;
+    let landed = index(
+        input,
         &pack_dir,
         Some(&bases as &dyn Bases),
+        &tips,
         &Options::new(max_object_bytes),
         &|counts| report(Report::Progress(counts)),
     )?;
-    report(Report::Done(indexed));
+    for (oid, kind) in landed.tips {
+        report(Report::Tip(oid, kind));
+    }
+    report(Report::Done(landed.pack));
     Ok(())
 }
 
@@ -131,6 +173,7 @@ mod tests {
                 received: 2048,
                 indexed: 1024,
             }),
+            Report::Tip([0xab; 20], Kind::Tag),
             Report::Done(Indexed {
                 name: "8a80eaa7fa4a70694eed37b8ccf1e72c8ad24a66".into(),
                 objects: 80,
@@ -139,7 +182,15 @@ mod tests {
         for report in reports {
             assert_eq!(Report::parse(&report.to_string()), Some(report));
         }
-        for line in ["", "progress 1 2", "progress 1 2 x", "pack a", "pack a b c"] {
+        for line in [
+            "",
+            "progress 1 2",
+            "progress 1 2 x",
+            "tip abab tag",
+            "tip 0000000000000000000000000000000000000000 ghost",
+            "pack a",
+            "pack a b c",
+        ] {
             assert_eq!(Report::parse(line), None, "{line:?}");
         }
     }

@@ -10,10 +10,9 @@ use super::receive::Table;
 const SIGNATURE: [u8; 4] = [0xff, b't', b'O', b'c'];
 const LARGE: u64 = 0x8000_0000;
 
-pub(super) fn write(file: &mut File, table: &Table) -> io::Result<()> {
+/// Writes the index of `table`, whose entries `order` lists by id.
+pub(super) fn write(file: &mut File, table: &Table, order: &[u32]) -> io::Result<()> {
     let slots = &table.slots;
-    let mut order: Vec<u32> = (0..table.len()).collect();
-    order.sort_unstable_by_key(|&i| slots[i as usize].oid);
     let mut out = Hashing {
         inner: BufWriter::new(file),
         hasher: sha1dc::Hasher::new(),
@@ -21,7 +20,7 @@ pub(super) fn write(file: &mut File, table: &Table) -> io::Result<()> {
     out.write_all(&SIGNATURE)?;
     out.write_all(&2u32.to_be_bytes())?;
     let mut fan_out = [0u32; 256];
-    for &i in &order {
+    for &i in order {
         fan_out[usize::from(slots[i as usize].oid[0])] += 1;
     }
     let mut running = 0;
@@ -29,14 +28,14 @@ pub(super) fn write(file: &mut File, table: &Table) -> io::Result<()> {
         running += count;
         out.write_all(&running.to_be_bytes())?;
     }
-    for &i in &order {
+    for &i in order {
         out.write_all(&slots[i as usize].oid)?;
     }
-    for &i in &order {
+    for &i in order {
         out.write_all(&table.crcs[i as usize].to_be_bytes())?;
     }
     let mut large = Vec::new();
-    for &i in &order {
+    for &i in order {
         let offset = table.offsets[i as usize];
         let word = if offset < LARGE {
             offset

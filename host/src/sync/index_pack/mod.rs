@@ -50,13 +50,19 @@ impl Kind {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::Commit => "commit",
             Self::Tree => "tree",
             Self::Blob => "blob",
             Self::Tag => "tag",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Commit, Self::Tree, Self::Blob, Self::Tag]
+            .into_iter()
+            .find(|kind| kind.name() == name)
     }
 }
 
@@ -106,6 +112,13 @@ pub struct Indexed {
     pub objects: u32,
 }
 
+/// What [`index`] made: the pack, and the kind of each asked-about tip it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landed {
+    pub pack: Indexed,
+    pub tips: Vec<(Oid, Kind)>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("{context}: {source}")]
@@ -121,6 +134,8 @@ pub enum IndexError {
     Checksum,
     #[error("SHA-1 collision attack detected in the object at offset {offset}")]
     Collision { offset: u64 },
+    #[error("the service asked about a tip as {0:?}, not `tip <id>`")]
+    BadTip(String),
     #[error("{count} deltas have no base in the pack or the repository (one needs {needed})")]
     MissingBases { count: usize, needed: String },
 }
@@ -141,15 +156,17 @@ impl IndexError {
 /// Prefix of the temporary files; `sync::remove_leftovers` sweeps them after a crash.
 pub const TEMP_PREFIX: &str = ".tmp-index-pack-";
 
-/// Indexes the pack read from `input` into `pack_dir`. Nothing is left in
-/// `pack_dir` unless the whole pack checked out.
+/// Indexes the pack read from `input` into `pack_dir`, and finds the kinds of
+/// `tips` (the objects a fetch asked for) in it. Nothing is left in `pack_dir`
+/// unless the whole pack checked out.
 pub fn index(
     input: impl Read,
     pack_dir: &Path,
     bases: Option<&dyn Bases>,
+    tips: &[Oid],
     options: &Options,
     progress: &(dyn Fn(Counts) + Sync),
-) -> Result<Indexed, IndexError> {
+) -> Result<Landed, IndexError> {
     let temp = |suffix| {
         tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
@@ -169,8 +186,14 @@ pub fn index(
         indexed: table.len(),
     });
 
+    let by_id = table.by_id();
     let mut idx = temp(".idx")?;
-    idx::write(idx.as_file_mut(), &table).map_err(IndexError::io("writing the pack index"))?;
+    idx::write(idx.as_file_mut(), &table, &by_id)
+        .map_err(IndexError::io("writing the pack index"))?;
+    let tips = tips
+        .iter()
+        .filter_map(|tip| Some((*tip, table.find(&by_id, tip)?)))
+        .collect();
     let name = hex::encode(table.checksum);
     // Read-only, as git makes packs; on disk before their names say they exist
     // (refs will point into them). The .idx goes last: readers look for it.
@@ -182,9 +205,12 @@ pub fn index(
         file.persist(pack_dir.join(format!("pack-{name}.{ext}")))
             .map_err(|e| IndexError::io("naming the pack files")(e.error))?;
     }
-    Ok(Indexed {
-        name,
-        objects: table.len(),
+    Ok(Landed {
+        pack: Indexed {
+            name,
+            objects: table.len(),
+        },
+        tips,
     })
 }
 

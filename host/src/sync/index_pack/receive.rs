@@ -83,6 +83,22 @@ impl Table {
             .collect()
     }
 
+    /// Every entry, in the order of their ids (the index's order).
+    pub fn by_id(&self) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..self.len()).collect();
+        order.sort_unstable_by_key(|&i| self.slots[i as usize].oid);
+        order
+    }
+
+    /// The kind of the object `oid`, if an entry holds it; `by_id` as made
+    /// by [`Table::by_id`].
+    pub fn find(&self, by_id: &[u32], oid: &Oid) -> Option<Kind> {
+        let at = by_id
+            .binary_search_by(|&i| self.slots[i as usize].oid.cmp(oid))
+            .ok()?;
+        self.slots[by_id[at] as usize].kind
+    }
+
     /// Whether a delta on `oid` is still waiting for its base.
     pub fn waits_for(&self, oid: &Oid) -> bool {
         self.ref_deltas_on(oid)

@@ -43,15 +43,18 @@ fn run(
     options: &Options,
 ) -> Result<Indexed, IndexError> {
     let counts = Mutex::new(Vec::new());
-    let result = index(data, dir, bases, options, &|c| {
+    let result = index(data, dir, bases, &[], options, &|c| {
         counts.lock().unwrap().push(c)
     });
     let counts = counts.into_inner().unwrap();
-    if let Ok(indexed) = &result {
+    if let Ok(landed) = &result {
         let last = counts.last().unwrap();
-        assert_eq!(last.indexed, indexed.objects, "progress reaches the end");
+        assert_eq!(
+            last.indexed, landed.pack.objects,
+            "progress reaches the end"
+        );
     }
-    result
+    result.map(|landed| landed.pack)
 }
 
 fn files(dir: &Path) -> Vec<String> {
@@ -393,4 +396,27 @@ fn resealed_damage_is_refused_cleanly_or_indexed_as_git_does() {
         }
     }
     assert!(refused > 250, "{refused} refused, {accepted} accepted");
+}
+
+/// The service asks for the kinds of the tips it fetched: the indexer knows
+/// every object's kind, and says nothing of a tip the pack lacks.
+#[test]
+fn asked_tips_are_found_with_their_kinds() {
+    let (_work, source, out) = work();
+    let commits = history(&source, 6);
+    let data = pack_objects(&source, "main\nrefs/tags/v1\n", false);
+    let oid = |hex: &str| <Oid>::try_from(hex::decode(hex).unwrap()).unwrap();
+    let tag = oid(&git(&source, &["rev-parse", "refs/tags/v1"]));
+    let delta_blob = oid(&git(&source, &["rev-parse", &format!("{}:a", commits[4])]));
+    let absent = [0x5a; 20];
+    let tips = [oid(&commits[5]), tag, delta_blob, absent];
+    let landed = index(&data[..], &out, None, &tips, &options(), &|_| {}).unwrap();
+    assert_eq!(
+        landed.tips,
+        [
+            (oid(&commits[5]), Kind::Commit),
+            (tag, Kind::Tag),
+            (delta_blob, Kind::Blob),
+        ]
+    );
 }

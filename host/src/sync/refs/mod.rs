@@ -5,11 +5,12 @@ mod packed;
 
 pub use packed::{PackedRefsError, remove_stale_lock};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use git2::{Oid, Repository};
 
 use super::SyncError;
+use super::index_pack::Kind;
 
 /// Our own scratch namespace; never mirrored, never offered to filters.
 pub const PRIVATE_NAMESPACE: &str = "refs/mirrorhost/";
@@ -104,10 +105,14 @@ pub struct RefUpdate {
 
 /// Applies every update or none: each ref must still hold its `old` value,
 /// and the repository's refs move to their new values in one step
-/// ([`packed`]).
-pub fn apply(repo: &Repository, updates: &[RefUpdate]) -> Result<(), SyncError> {
+/// ([`packed`]). `kinds` are the objects' kinds where the indexer told them.
+pub fn apply(
+    repo: &Repository,
+    updates: &[RefUpdate],
+    kinds: &HashMap<Oid, Kind>,
+) -> Result<(), SyncError> {
     if updates.is_empty() {
         return Ok(());
     }
-    Ok(packed::apply(repo, updates)?)
+    Ok(packed::apply(repo, updates, kinds)?)
 }

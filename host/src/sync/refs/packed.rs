@@ -10,7 +10,7 @@
 //! stops the process. The lock is git's: `packed-refs.lock`, created
 //! exclusively, which git and libgit2 writers honour as well.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use git2::{ObjectType, Oid, Repository};
 
 use super::RefUpdate;
+use crate::sync::index_pack::Kind;
 
 /// What git and libgit2 write: every annotated tag's target follows it on a
 /// `^` line, and names are in byte order.
@@ -60,7 +61,12 @@ impl PackedRefsError {
 }
 
 /// Applies every update or none. Each must still find its ref at `old`.
-pub fn apply(repo: &Repository, updates: &[RefUpdate]) -> Result<(), PackedRefsError> {
+/// `kinds` spares reading the objects whose kind the indexer told.
+pub fn apply(
+    repo: &Repository,
+    updates: &[RefUpdate],
+    kinds: &HashMap<Oid, Kind>,
+) -> Result<(), PackedRefsError> {
     if let Some(bad) = updates.iter().find(|u| !valid_name(&u.name)) {
         return Err(PackedRefsError::InvalidName(bad.name.clone()));
     }
@@ -74,7 +80,7 @@ pub fn apply(repo: &Repository, updates: &[RefUpdate]) -> Result<(), PackedRefsE
     {
         return Err(PackedRefsError::Moved(moved.name.clone()));
     }
-    let peeler = Peeler::new(repo)?;
+    let peeler = Peeler::new(repo, kinds)?;
     for update in updates {
         match update.new {
             Some(oid) => {
@@ -230,25 +236,31 @@ fn parse_oid(hex: &str) -> Option<Oid> {
 struct Peeler<'r> {
     repo: &'r Repository,
     odb: git2::Odb<'r>,
+    kinds: &'r HashMap<Oid, Kind>,
 }
 
 impl<'r> Peeler<'r> {
-    fn new(repo: &'r Repository) -> Result<Self, PackedRefsError> {
+    fn new(repo: &'r Repository, kinds: &'r HashMap<Oid, Kind>) -> Result<Self, PackedRefsError> {
         let odb = repo
             .odb()
             .map_err(|e| PackedRefsError::Odb(e.message().to_string()))?;
-        Ok(Self { repo, odb })
+        Ok(Self { repo, odb, kinds })
     }
 
-    /// The object a tag ends at; `None` for anything but a tag. The header
-    /// alone tells, without reading a commit or a blob.
+    /// The object a tag ends at; `None` for anything but a tag. A kind the
+    /// indexer told, or else the object's header, says which: reading headers
+    /// through a new pack's index made its pages resident in the service (2.4
+    /// MiB for the bench's 501 refs), and a commit or a blob is never read.
     fn peel(&self, oid: Oid) -> Result<Option<Oid>, PackedRefsError> {
         let failed = |e: git2::Error| PackedRefsError::Peel {
             oid,
             message: e.message().to_string(),
         };
-        let (_, kind) = self.odb.read_header(oid).map_err(failed)?;
-        if kind != ObjectType::Tag {
+        let is_tag = match self.kinds.get(&oid) {
+            Some(kind) => *kind == Kind::Tag,
+            None => self.odb.read_header(oid).map_err(failed)?.1 == ObjectType::Tag,
+        };
+        if !is_tag {
             return Ok(None);
         }
         let tag = self
@@ -383,6 +395,11 @@ mod tests {
                 &["for-each-ref", "--format=%(objectname) %(refname)"],
             )
         }
+    }
+
+    /// Applies with no kinds told: every new tip's header is read.
+    fn apply(repo: &Repository, updates: &[RefUpdate]) -> Result<(), PackedRefsError> {
+        super::apply(repo, updates, &HashMap::new())
     }
 
     fn update(name: &str, old: Option<Oid>, new: Option<Oid>) -> RefUpdate {
@@ -520,5 +537,30 @@ mod tests {
             );
             assert_eq!(f.packed_refs(), damaged);
         }
+    }
+
+    #[test]
+    fn a_kind_the_indexer_told_is_not_read_again() {
+        let f = Fixture::new();
+        // Not in the repository: only the told kind can vouch for it.
+        let told = Oid::from_str("5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a").unwrap();
+        let updates = [update("refs/heads/told", None, Some(told))];
+        let error = apply(&f.repo(), &updates).unwrap_err();
+        assert!(matches!(error, PackedRefsError::Peel { .. }), "{error}");
+        let kinds = HashMap::from([(told, Kind::Commit), (f.tag, Kind::Tag)]);
+        let updates = [
+            update("refs/heads/told", None, Some(told)),
+            update("refs/tags/v1", None, Some(f.tag)),
+        ];
+        super::apply(&f.repo(), &updates, &kinds).unwrap();
+        let file = f.packed_refs();
+        assert!(
+            file.contains(&format!("{told} refs/heads/told\n{}", f.tag)),
+            "{file}"
+        );
+        assert!(
+            file.contains(&format!("{} refs/tags/v1\n^{}\n", f.tag, f.first)),
+            "{file}"
+        );
     }
 }
