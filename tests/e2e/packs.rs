@@ -5,6 +5,10 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use mirrorhost::sync::index_pack::Kind;
+use mirrorhost::sync::packs::Tips;
 use mirrorhost::sync::{DEFAULT_MAX_OBJECT_BYTES, PackIndexer, open_project_repo, packs};
 
 use crate::pack_objects::pack_objects;
@@ -19,9 +23,14 @@ fn indexer() -> PackIndexer {
 
 /// A project repository whose fetched packs go through `indexer`.
 fn mirror(path: &Path, indexer: &PackIndexer) -> git2::Repository {
+    mirror_with_tips(path, indexer).0
+}
+
+/// The same, and what its indexers find of the tips they are told to expect.
+fn mirror_with_tips(path: &Path, indexer: &PackIndexer) -> (git2::Repository, Arc<Tips>) {
     let repo = open_project_repo(path).unwrap();
-    packs::install(&repo, indexer).unwrap();
-    repo
+    let tips = packs::install(&repo, indexer).unwrap();
+    (repo, tips)
 }
 
 /// A work dir with a source repository of `commits` commits on main, each
@@ -197,4 +206,27 @@ fn a_fetch_whose_indexer_cannot_start_fails_instead_of_falling_back() {
         "{error}"
     );
     assert_eq!(pack_files(&repo), Vec::<String>::new());
+}
+
+/// The run tells the indexer which tips it fetches; the indexer says which
+/// of them the pack held, and their kinds, so the service reads none of it.
+#[test]
+fn the_indexer_reports_the_kinds_of_the_expected_tips() {
+    let Upstream {
+        work,
+        source,
+        commits,
+    } = upstream(2);
+    git(&source, &["tag", "-a", "-m", "v1", "v1"]);
+    let tag = git(&source, &["rev-parse", "v1"]).trim().to_string();
+    let (repo, tips) = mirror_with_tips(&work.path().join("mirror.git"), &indexer());
+    let oid = |hex: &str| git2::Oid::from_str(hex).unwrap();
+    let absent = oid("5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a");
+    tips.expect([oid(&commits[1]), oid(&tag), absent]);
+    write_pack(&repo, &pack_objects(&source, "main\nrefs/tags/v1\n", false)).unwrap();
+    assert_eq!(tips.kind(oid(&commits[1])), Some(Kind::Commit));
+    assert_eq!(tips.kind(oid(&tag)), Some(Kind::Tag));
+    assert_eq!(tips.kind(absent), None);
+    // An earlier commit the pack holds was not asked about.
+    assert_eq!(tips.kind(oid(&commits[0])), None);
 }
