@@ -49,12 +49,14 @@ pub fn sample(root: u32, done: &AtomicBool) -> TreePeak {
             };
             total += rss;
             let process = seen.entry(pid).or_default();
-            // An exiting process's command line is already gone: keep the
-            // label it had.
-            if let Some(label) = label(pid) {
-                process.0 = label;
+            // Named as it is when it grows: a process seen between fork and
+            // exec still shows its parent's command line, an exiting one a
+            // torn one.
+            if hwm > process.1
+                && let Some(label) = label(pid)
+            {
+                *process = (label, hwm);
             }
-            process.1 = process.1.max(hwm);
         }
         total_kib = total_kib.max(total);
         std::thread::sleep(EVERY);
