@@ -8,7 +8,9 @@
 //! git's time and 2.8x its memory (BENCHMARKS.md). A child process, as git runs
 //! `index-pack`: the service's memory does not grow with the pack, and a
 //! hostile pack that gets past every check can only take the child down. The
-//! child's environment is cleared: it never sees the service's secrets.
+//! child's environment is cleared: it never sees the service's secrets. It
+//! also tells the service the kinds of the tips a run fetched ([`Tips`]), so
+//! that the service reads nothing of the new pack.
 //!
 //! The backend registered here implements `writepack` only; libgit2 skips it for
 //! every read and keeps reading through its own loose and pack backends, which
@@ -60,8 +62,7 @@ impl PackIndexer {
 }
 
 /// What the indexers of one repository's fetches found of the tips the runs
-/// fetched: the kind of each, and so that the remote did send it. The service
-/// learns it without reading a byte of the new pack.
+/// fetched: the kind of each, which also shows the remote sent it.
 #[derive(Debug, Default)]
 pub struct Tips {
     state: Mutex<TipState>,

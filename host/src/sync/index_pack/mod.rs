@@ -195,16 +195,7 @@ pub fn index(
         .filter_map(|tip| Some((*tip, table.find(&by_id, tip)?)))
         .collect();
     let name = hex::encode(table.checksum);
-    // Read-only, as git makes packs; on disk before their names say they exist
-    // (refs will point into them). The .idx goes last: readers look for it.
-    for (file, ext) in [(pack, "pack"), (idx, "idx")] {
-        file.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o444))
-            .and_then(|()| file.as_file().sync_all())
-            .map_err(IndexError::io("finishing the pack files"))?;
-        file.persist(pack_dir.join(format!("pack-{name}.{ext}")))
-            .map_err(|e| IndexError::io("naming the pack files")(e.error))?;
-    }
+    publish([(pack, "pack"), (idx, "idx")], pack_dir, &name)?;
     Ok(Landed {
         pack: Indexed {
             name,
@@ -212,6 +203,25 @@ pub fn index(
         },
         tips,
     })
+}
+
+/// Gives the finished files their names, `pack-<name>.<ext>`. Read-only, as
+/// git makes packs; on disk before their names say they exist (refs will point
+/// into them). The .idx goes last: readers look for it.
+fn publish(
+    files: [(tempfile::NamedTempFile, &str); 2],
+    pack_dir: &Path,
+    name: &str,
+) -> Result<(), IndexError> {
+    for (file, ext) in files {
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o444))
+            .and_then(|()| file.as_file().sync_all())
+            .map_err(IndexError::io("finishing the pack files"))?;
+        file.persist(pack_dir.join(format!("pack-{name}.{ext}")))
+            .map_err(|e| IndexError::io("naming the pack files")(e.error))?;
+    }
+    Ok(())
 }
 
 /// Makes a thin pack whole: every base its deltas name but it does not carry is
