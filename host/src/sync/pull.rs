@@ -84,26 +84,7 @@ impl Run<'_> {
         if wanted.is_empty() {
             return Ok(());
         }
-        self.tips.expect(wanted.values().copied());
-        let names: Vec<&str> = wanted.keys().copied().collect();
-        let mut options = self.fetch_options(counter);
-        connection
-            .remote()
-            .download(&names, Some(&mut options))
-            .map_err(|e| self.git_error(e))?;
-        // The progress callbacks may not see the last bytes of a small pack:
-        // take the remote's own count for the report.
-        counter.at_least(connection.remote().stats().received_bytes() as u64);
-        match wanted
-            .iter()
-            .find(|(_, oid)| self.tips.kind(**oid).is_none())
-        {
-            Some((name, oid)) => Err(SyncError::NotSent {
-                name: name.to_string(),
-                oid: *oid,
-            }),
-            None => Ok(()),
-        }
+        self.download_tips(connection, &wanted, counter)
     }
 
     /// The plan for every in-scope ref, into `report`, and the ref updates that

@@ -5,6 +5,8 @@
 //! Push mirror: `ours` force-pushes the local ref over the destination's; `theirs`
 //! leaves the destination's ref as it is.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use super::refs::{self, RefUpdate};
@@ -60,12 +62,7 @@ impl Run<'_> {
             .map(|head| head.oid())
             .ok_or_else(|| SyncError::Git(format!("{name} no longer exists upstream")))?;
         if !self.repo.odb()?.exists(theirs) {
-            self.tips.expect([theirs]);
-            let mut options = self.fetch_options(&counter);
-            connection
-                .remote()
-                .download(&[name], Some(&mut options))
-                .map_err(|e| self.git_error(e))?;
+            self.download_tips(&mut connection, &BTreeMap::from([(name, theirs)]), &counter)?;
         }
         drop(connection);
         let ours = self.repo.refname_to_id(name).ok();

@@ -1,13 +1,14 @@
 //! libgit2 transfer options for one run: credentials from the auth provider,
 //! byte counts from the progress callbacks, no automatic tag following, no
-//! FETCH_HEAD.
+//! FETCH_HEAD; and the download of a run's tips.
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 
-use git2::{AutotagOption, FetchOptions, PushOptions, RemoteCallbacks};
+use git2::{AutotagOption, FetchOptions, Oid, PushOptions, RemoteCallbacks};
 
-use super::Run;
 use super::credentials::Attempts;
+use super::{Run, SyncError};
 
 /// State shared by the callbacks of one transfer.
 #[derive(Debug, Default)]
@@ -64,6 +65,34 @@ impl<'r> Run<'r> {
             .download_tags(AutotagOption::None)
             .update_fetchhead(false);
         options
+    }
+
+    /// Downloads the objects of `tips` (ref name -> the object it is
+    /// advertised at) and checks, by the indexer's report, that the remote
+    /// sent every one of them.
+    pub(super) fn download_tips(
+        &self,
+        connection: &mut git2::RemoteConnection<'_, '_, '_>,
+        tips: &BTreeMap<&str, Oid>,
+        transfer: &Transfer,
+    ) -> Result<(), SyncError> {
+        self.tips.expect(tips.values().copied());
+        let names: Vec<&str> = tips.keys().copied().collect();
+        let mut options = self.fetch_options(transfer);
+        connection
+            .remote()
+            .download(&names, Some(&mut options))
+            .map_err(|e| self.git_error(e))?;
+        // The progress callbacks may not see the last bytes of a small pack:
+        // take the remote's own count.
+        transfer.at_least(connection.remote().stats().received_bytes() as u64);
+        match tips.iter().find(|(_, oid)| self.tips.kind(**oid).is_none()) {
+            Some((name, oid)) => Err(SyncError::NotSent {
+                name: name.to_string(),
+                oid: *oid,
+            }),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn push_options<'a>(
