@@ -254,13 +254,17 @@ pub struct Leftovers {
 /// `repos_dir` (`<owner>/<name>.git`). Only for start-up, before any run: a
 /// live run's files look the same.
 pub fn remove_leftovers(repos_dir: &Path) -> Leftovers {
-    let entries = |dir: &Path| std::fs::read_dir(dir).into_iter().flatten().flatten();
     let mut found = Leftovers::default();
     for repo in entries(repos_dir).flat_map(|owner| entries(&owner.path())) {
         found.partial_packs += packs::remove_partial_packs(&repo.path());
         found.ref_locks += usize::from(refs::remove_stale_lock(&repo.path()));
     }
     found
+}
+
+/// The entries of `dir`; none if it cannot be read.
+fn entries(dir: &Path) -> impl Iterator<Item = std::fs::DirEntry> + use<> {
+    std::fs::read_dir(dir).into_iter().flatten().flatten()
 }
 
 /// A project repository as the engine opens it: fetched packs go through the

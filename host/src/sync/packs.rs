@@ -131,10 +131,7 @@ pub fn install(repo: &git2::Repository, indexer: &PackIndexer) -> Result<Arc<Tip
 /// pack directory of `repo_dir`; a killed fetch of a large repository would
 /// otherwise leave its partial pack there for good. How many it removed.
 pub fn remove_partial_packs(repo_dir: &Path) -> usize {
-    std::fs::read_dir(repo_dir.join("objects/pack"))
-        .into_iter()
-        .flatten()
-        .flatten()
+    super::entries(&repo_dir.join("objects/pack"))
         .filter(|file| {
             file.file_name()
                 .to_str()
