@@ -215,13 +215,12 @@ impl Packed {
             }
             let oid = parse_oid(text.trim())
                 .ok_or_else(|| PackedRefsError::NotAnObjectId(update.name.clone()))?;
-            // A loose ref carries no peeled value; the run's updates set one.
+            // A loose ref carries no peeled value, and needs none: every one
+            // taken in is an updated name, which the update peels or removes,
+            // so the file stays fully peeled.
             let entry = Entry { oid, peeled: None };
             self.refs.insert(update.name.clone(), entry);
             found.push(path);
-        }
-        if !found.is_empty() {
-            self.fully_peeled = false;
         }
         Ok(found)
     }
