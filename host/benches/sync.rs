@@ -277,14 +277,8 @@ fn capped_pull(work: &Path) {
 
 /// This process's resident set now, anonymous and file-backed, in KiB.
 fn resident() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
+    let status = memory::Status::read("self").expect("own /proc status");
+    let field = |name: &str| status.kib(name).unwrap_or(0);
     (field("RssAnon:"), field("RssFile:") + field("RssShmem:"))
 }
 

@@ -96,14 +96,27 @@ fn tree(root: u32) -> Vec<u32> {
 
 /// A live process's resident set and its peak, in KiB.
 fn resident(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
+    let status = Status::read(&pid.to_string())?;
+    Some((status.kib("VmRSS:")?, status.kib("VmHWM:")?))
+}
+
+/// A process's `/proc/<pid>/status` (`self` for this one).
+pub struct Status(String);
+
+impl Status {
+    pub fn read(pid: &str) -> Option<Self> {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .map(Self)
+    }
+
+    /// A field given in KiB, such as `VmRSS:`.
+    pub fn kib(&self, field: &str) -> Option<u64> {
+        self.0
             .lines()
-            .find_map(|l| l.strip_prefix(name))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
 }
 
 /// The program's name and, when it has one, its subcommand: `git index-pack`;
