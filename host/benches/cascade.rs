@@ -23,7 +23,8 @@ use mirrorhost::store::{self, Direction, MirrorSettings};
 use sha2::Sha256;
 
 mod common;
-use common::{bare, git};
+use common::bare;
+use common::git_cli::git;
 
 // The test suite's smart-HTTP server; the bench uses only its unauthenticated side.
 #[allow(dead_code, clippy::unwrap_used)]
@@ -107,7 +108,7 @@ async fn start(
     data: &Path,
     upstream: &str,
     destinations: &[PathBuf],
-) -> (Arc<mirrorhost::api::App>, std::net::SocketAddr) {
+) -> (Arc<mirrorhost::service::App>, std::net::SocketAddr) {
     let local = Overrides {
         allow_local_remotes: Some(true),
         allow_http_remotes: Some(true),
@@ -128,7 +129,8 @@ async fn start(
             .with(|c| store::mirrors::insert(c, &push))
             .expect("push mirror");
     }
-    mirrorhost::webhooks::store_secret(&app, "acme/widgets", SECRET).expect("secret");
+    app.set_webhook_secret("acme/widgets", SECRET)
+        .expect("secret");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -188,7 +190,7 @@ async fn wait_for(destinations: &[PathBuf], tip: &str) {
 }
 
 /// The latest pull run's duration plus the slowest of the latest push runs.
-fn critical_path(app: &mirrorhost::api::App) -> Duration {
+fn critical_path(app: &mirrorhost::service::App) -> Duration {
     let latest = |direction: Direction| -> Vec<i64> {
         let mirrors = app
             .store

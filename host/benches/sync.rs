@@ -17,7 +17,8 @@
 mod common;
 #[path = "sync/memory.rs"]
 mod memory;
-use common::{bare, git};
+use common::bare;
+use common::git_cli::git;
 
 #[path = "../../tests/fixtures/history.rs"]
 mod history;
@@ -82,7 +83,7 @@ fn initial_pull(work: &Path) {
 
     let exe = std::env::current_exe().expect("own path");
     let git_side = |dir: &Path| {
-        let mut cmd = Command::new("git");
+        let mut cmd = common::git_cli::command(dir);
         cmd.args(["clone", "-q", "--mirror", &url])
             .arg(dir.join("clone.git"));
         cmd
@@ -161,7 +162,7 @@ fn child_pull(url: &str, data: &Path) {
         })
     };
     let engine = service.engine();
-    engine.run(&mirror, &project, false).expect("pull");
+    engine.sync(&mirror, &project).expect("pull");
     done.store(true, Ordering::Relaxed);
     let peak = sampler.join().expect("sampler");
     let readings = format!("{} {} {} {}", before.0, before.1, peak.0, peak.1);
@@ -192,7 +193,7 @@ fn noop_sync(work: &Path) {
         );
         let url = format!("file://{}", upstream.display());
         let (mirror, project) = mirror(store, &format!("noop/p{i}"), &url);
-        engine.run(&mirror, &project, false).expect("initial pull");
+        engine.sync(&mirror, &project).expect("initial pull");
         git(
             &clones,
             &[
@@ -208,7 +209,7 @@ fn noop_sync(work: &Path) {
     }
     let started = Instant::now();
     for (mirror, project) in &mirrors {
-        let report = engine.run(mirror, project, false).expect("no-op pull");
+        let report = engine.sync(mirror, project).expect("no-op pull");
         assert!(!report.changed() && report.bytes_transferred == 0);
     }
     let ours = started.elapsed();
@@ -264,7 +265,7 @@ fn capped_pull(work: &Path) {
         .expect("limits");
     let engine = service.engine();
     let started = Instant::now();
-    let report = engine.run(&mirror, &project, false).expect("capped pull");
+    let report = engine.sync(&mirror, &project).expect("capped pull");
     let took = started.elapsed().as_secs_f64();
     let expected = report.bytes_transferred as f64 / RATE as f64;
     println!(

@@ -71,7 +71,7 @@ fn main() {
 }
 
 /// The service with one pull mirror of the payload's repository and its webhook secret.
-async fn service_app(data: &std::path::Path) -> Arc<mirrorhost::api::App> {
+async fn service_app(data: &std::path::Path) -> Arc<mirrorhost::service::App> {
     let app = common::app(data, Overrides::default()).await;
     let settings = mirrorhost::store::MirrorSettings::pull(
         "acme/widgets",
@@ -81,7 +81,8 @@ async fn service_app(data: &std::path::Path) -> Arc<mirrorhost::api::App> {
     app.store
         .with(|c| mirrorhost::store::mirrors::insert(c, &settings))
         .expect("mirror");
-    mirrorhost::webhooks::store_secret(&app, "acme/widgets", SECRET).expect("secret");
+    app.set_webhook_secret("acme/widgets", SECRET)
+        .expect("secret");
     app
 }
 

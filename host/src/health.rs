@@ -5,34 +5,10 @@
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::api::App;
 use crate::store::health::{self as rows, FinishedRun};
-use crate::store::{self, Mirror, StoreError};
+use crate::store::{self, Mirror, Store, StoreError};
 
-/// Where a mirror stands, from best to worst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Healthy,
-    /// Its last run failed.
-    Failing,
-    /// Failed `max_failures` times in a row: skipped until a manual sync or a
-    /// settings change.
-    HardFailed,
-    /// Turned off by an operator.
-    Disabled,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Healthy => "healthy",
-            State::Failing => "failing",
-            State::HardFailed => "hard_failed",
-            State::Disabled => "disabled",
-        }
-    }
-}
+pub use crate::store::health::State;
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -154,33 +130,29 @@ pub struct Change {
     pub health: Health,
 }
 
-/// Compares `mirror_id`'s state with the one last recorded; on a change it logs
-/// one event, records the new state and hands the change to the alert sender.
-/// Called after every run and every settings change, so that a repeated failure
-/// (no change) raises nothing. A mirror starts out healthy.
-pub fn observe(app: &App, mirror_id: i64) -> Result<(), StoreError> {
-    let change = app.store.with(|conn| -> Result<_, StoreError> {
+/// Compares `mirror_id`'s state (over `window` runs) with the one last
+/// recorded; on a change it logs one event, records the new state and returns
+/// the change for the alert sender. Called after every run and every settings
+/// change, so that a repeated failure (no change) raises nothing. A mirror
+/// starts out healthy.
+pub fn observe(store: &Store, window: u32, mirror_id: i64) -> Result<Option<Change>, StoreError> {
+    let change = store.with(|conn| -> Result<_, StoreError> {
         let Some(mirror) = store::mirrors::get(conn, mirror_id)? else {
             return Ok(None);
         };
-        let health = of(conn, &mirror, app.config.health_window)?;
-        let from = match rows::last_state(conn, mirror_id)?.as_deref() {
-            Some("failing") => State::Failing,
-            Some("hard_failed") => State::HardFailed,
-            Some("disabled") => State::Disabled,
-            _ => State::Healthy,
-        };
+        let health = of(conn, &mirror, window)?;
+        let from = rows::last_state(conn, mirror_id)?.unwrap_or(State::Healthy);
         if from == health.state {
             return Ok(None);
         }
-        rows::set_state(conn, mirror_id, health.state.as_str())?;
+        rows::set_state(conn, mirror_id, health.state)?;
         Ok(Some(Change {
             from,
             to: health.state,
             health,
         }))
     })?;
-    if let Some(change) = change {
+    if let Some(change) = &change {
         tracing::warn!(
             mirror_id,
             from = change.from.as_str(),
@@ -188,9 +160,8 @@ pub fn observe(app: &App, mirror_id: i64) -> Result<(), StoreError> {
             consecutive_failures = change.health.consecutive_failures,
             "mirror state changed"
         );
-        app.alerts.send(change);
     }
-    Ok(())
+    Ok(change)
 }
 
 #[cfg(test)]

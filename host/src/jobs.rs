@@ -1,20 +1,15 @@
 //! From trigger to run: every trigger becomes a durable job (`store::runs`), and
 //! the dispatcher starts jobs as slots free up, under a global cap and a
-//! per-remote-host cap, never two runs of one mirror at once. A pull that changed
-//! refs queues the project's push mirrors.
+//! per-remote-host cap, never two runs of one mirror at once. What a run does
+//! is the service's ([`Executor`]); when it is done is this module's.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinSet;
-use tracing::Instrument;
 
-use crate::api::App;
-use crate::store::{self, Direction, Enqueued, PendingJob, RunOutcome, StoreError};
-use crate::sync::{Action, Engine, SyncError};
-use crate::{health, telemetry};
+use crate::store::{self, Enqueued, PendingJob, Store, StoreError, Trigger};
 
 /// Concurrency caps of the dispatcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +47,9 @@ impl Queue {
     /// Queues a run of `mirror_id` (or joins the pending one) and wakes the dispatcher.
     pub fn trigger(
         &self,
-        store: &store::Store,
+        store: &Store,
         mirror_id: i64,
-        trigger: &str,
+        trigger: Trigger,
     ) -> Result<Enqueued, StoreError> {
         let enqueued = store.with(|conn| store::runs::enqueue(conn, mirror_id, trigger))?;
         self.wake.notify_one();
@@ -73,16 +68,27 @@ impl Queue {
     }
 }
 
+/// What the dispatcher needs from the service: the queue, its rows, and a way
+/// to carry out a job.
+pub trait Executor: Send + Sync + 'static {
+    fn store(&self) -> &Store;
+    fn queue(&self) -> &Queue;
+    /// Runs a started job to its end and records it. Blocking: the dispatcher
+    /// calls it on the blocking pool, inside the run's span.
+    fn execute(&self, job: &PendingJob);
+}
+
 /// Starts jobs until the service stops.
-pub async fn dispatch(app: Arc<App>) {
-    let caps = app.jobs.caps;
+pub async fn dispatch<E: Executor>(service: Arc<E>) {
+    let caps = service.queue().caps;
     let mut running: JoinSet<(i64, String)> = JoinSet::new();
     let mut busy_mirrors: HashSet<i64> = HashSet::new();
     let mut per_host: HashMap<String, usize> = HashMap::new();
     loop {
         let startable = {
-            let app = app.clone();
-            tokio::task::spawn_blocking(move || app.store.with(|c| store::runs::startable(c))).await
+            let service = service.clone();
+            tokio::task::spawn_blocking(move || service.store().with(|c| store::runs::startable(c)))
+                .await
         };
         match startable {
             Ok(Ok(jobs)) => {
@@ -99,10 +105,10 @@ pub async fn dispatch(app: Arc<App>) {
                     }
                     busy_mirrors.insert(job.mirror_id);
                     *per_host.entry(job.remote_host.clone()).or_default() += 1;
-                    let app = app.clone();
+                    let service = service.clone();
                     running.spawn(async move {
                         let key = (job.mirror_id, job.remote_host.clone());
-                        execute(app, job).await;
+                        execute(service, job).await;
                         key
                     });
                 }
@@ -111,7 +117,7 @@ pub async fn dispatch(app: Arc<App>) {
             Err(error) => tracing::error!(%error, "job queue task failed"),
         }
         tokio::select! {
-            () = app.jobs.wake.notified() => {}
+            () = service.queue().wake.notified() => {}
             Some(done) = running.join_next() => {
                 if let Ok((mirror_id, host)) = done {
                     busy_mirrors.remove(&mirror_id);
@@ -124,135 +130,30 @@ pub async fn dispatch(app: Arc<App>) {
     }
 }
 
-async fn execute(app: Arc<App>, job: PendingJob) {
+/// Marks the job running and has the service carry it out, in one span with
+/// the mirror, the run and the trigger; then tells waiters the run ended.
+async fn execute<E: Executor>(service: Arc<E>, job: PendingJob) {
     let span = tracing::info_span!(
         "run",
         mirror_id = job.mirror_id,
         run_id = job.run_id,
         trigger = %job.trigger
     );
-    async move {
-        let started = {
-            let app = app.clone();
-            let job = job.clone();
-            tokio::task::spawn_blocking(move || app.store.with(|c| store::runs::start(c, &job)))
-                .await
-        };
-        if !matches!(started, Ok(Ok(()))) {
-            tracing::error!("cannot mark the job running");
-            return;
-        }
-        let run_id = job.run_id;
-        let app_for_run = app.clone();
+    let run_id = job.run_id;
+    let worker = service.clone();
+    let result = tokio::task::spawn_blocking(move || {
         // The blocking pool does not inherit the task's span: carry it over.
-        let span = tracing::Span::current();
-        let result = tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            run_blocking(&app_for_run, &job)
-        })
-        .await;
-        match result {
-            Ok(Ok(cascade)) => {
-                if let Some(project_id) = cascade {
-                    cascade_to_push_mirrors(&app, &project_id).await;
-                }
-            }
-            Ok(Err(error)) => tracing::error!(%error, "cannot record the run"),
-            Err(error) => tracing::error!(%error, "run task failed"),
+        let _entered = span.enter();
+        match worker.store().with(|c| store::runs::start(c, &job)) {
+            Ok(()) => worker.execute(&job),
+            Err(error) => tracing::error!(%error, "cannot mark the job running"),
         }
-        let _ = app.jobs.finished.send(run_id);
-        app.jobs.wake.notify_one();
-    }
-    .instrument(span)
-    .await
-}
-
-/// Runs the job's mirror and records the run. Returns the project id when a pull
-/// changed refs, so that its push mirrors follow.
-fn run_blocking(app: &App, job: &PendingJob) -> Result<Option<String>, StoreError> {
-    let started = Instant::now();
-    let (mirror, project) = app.store.with(|c| -> Result<_, StoreError> {
-        let mirror =
-            store::mirrors::get(c, job.mirror_id)?.ok_or(StoreError::NotFound("mirror"))?;
-        let project = store::mirrors::project(c, &mirror.project_id)?
-            .ok_or(StoreError::NotFound("project"))?;
-        Ok((mirror, project))
-    })?;
-    tracing::info!(direction = mirror.direction.as_str(), "run started");
-    let progress = app.live.start(job.run_id);
-    let engine = Engine {
-        progress: Some(&progress),
-        ..app.engine()
-    };
-    let result = engine.run(&mirror, &project, false);
-    app.live.finish(job.run_id);
-    let mut outcome = RunOutcome {
-        duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
-        ..RunOutcome::default()
-    };
-    let mut cascade = None;
-    match &result {
-        Ok(report) => {
-            outcome.bytes_transferred = i64::try_from(report.bytes_transferred).unwrap_or(i64::MAX);
-            outcome.refs_created = report.count(Action::Create) as i64;
-            outcome.refs_updated =
-                (report.count(Action::FastForward) + report.count(Action::Overwrite)) as i64;
-            outcome.refs_deleted = report.count(Action::Delete) as i64;
-            outcome.refs_skipped =
-                (report.count(Action::KeepLocal) + report.count(Action::Manual)) as i64;
-            outcome.conflicts = report.conflicts.len() as i64;
-            match &report.aborted {
-                Some(reason) => {
-                    outcome.error = Some(SyncError::Aborted(reason.clone()).to_string())
-                }
-                None => outcome.succeeded = true,
-            }
-            if report.changed() && mirror.direction == Direction::Pull {
-                cascade = Some(mirror.project_id.clone());
-            }
-            app.store.with(|c| {
-                store::conflicts::record(c, mirror.mirror_id, job.run_id, &report.conflicts)
-            })?;
-            if let (Some(fingerprint), true) = (&report.remote_fingerprint, outcome.succeeded) {
-                app.store.with(|c| {
-                    store::mirrors::set_remote_fingerprint(c, mirror.mirror_id, fingerprint)
-                })?;
-            }
-        }
-        Err(error) => outcome.error = Some(error.to_string()),
-    }
-    match &outcome.error {
-        None => tracing::info!(
-            created = outcome.refs_created,
-            updated = outcome.refs_updated,
-            deleted = outcome.refs_deleted,
-            bytes = outcome.bytes_transferred,
-            "run succeeded"
-        ),
-        Some(error) => tracing::warn!(%error, "run failed"),
-    }
-    app.store
-        .with(|c| store::runs::finish(c, job.job_id, job.run_id, &outcome))?;
-    telemetry::run_finished(mirror.direction, &outcome);
-    crate::schedule::record_run(app, mirror.mirror_id, outcome.succeeded, app.clock.now_ms())?;
-    health::observe(app, mirror.mirror_id)?;
-    Ok(cascade)
-}
-
-async fn cascade_to_push_mirrors(app: &Arc<App>, project_id: &str) {
-    let app = app.clone();
-    let project_id = project_id.to_string();
-    let queued = tokio::task::spawn_blocking(move || {
-        let mirrors = app
-            .store
-            .with(|c| store::mirrors::list(c, Some(&project_id), Some(Direction::Push)))?;
-        for mirror in mirrors.iter().filter(|m| m.enabled) {
-            app.jobs.trigger(&app.store, mirror.mirror_id, "cascade")?;
-        }
-        Ok::<_, StoreError>(mirrors.len())
     })
     .await;
-    if !matches!(queued, Ok(Ok(_))) {
-        tracing::error!("cannot queue the project's push mirrors");
+    if let Err(error) = result {
+        tracing::error!(%error, "run task failed");
     }
+    let queue = service.queue();
+    let _ = queue.finished.send(run_id);
+    queue.wake.notify_one();
 }

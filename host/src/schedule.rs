@@ -7,13 +7,14 @@
 //! settings change. Every function here takes the time as an argument: the
 //! clock is injected, so tests drive it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::App;
+use crate::jobs::Queue;
 use crate::store::schedules::{self, Cadence, Schedule};
+use crate::store::{Direction, Store, StoreError, Trigger, mirrors};
+use crate::sync::Engine;
 
 /// The scheduler's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,85 +129,40 @@ pub fn cadence_of(schedule: &Schedule) -> Cadence {
     }
 }
 
-/// Queues every due schedule's mirror, once a second, until the service stops.
-pub async fn run(app: Arc<App>, clock: Arc<dyn Clock>) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let app = app.clone();
-        let now = clock.now_ms();
-        let fired = tokio::task::spawn_blocking(move || tick(&app, now)).await;
-        match fired {
-            Ok(Ok(0)) => {}
-            Ok(Ok(count)) => tracing::debug!(count, "schedules fired"),
-            Ok(Err(error)) => tracing::error!(%error, "schedule tick failed"),
-            Err(error) => tracing::error!(%error, "schedule task failed"),
-        }
-    }
-}
-
 /// Queues the due mirrors and moves their next run on, so a run still pending
 /// is not queued twice. Returns how many fired.
-pub fn tick(app: &App, now: i64) -> Result<usize, crate::store::StoreError> {
-    let due = app.store.with(|c| schedules::due(c, now))?;
+pub fn tick(store: &Store, queue: &Queue, now: i64) -> Result<usize, StoreError> {
+    let due = store.with(|c| schedules::due(c, now))?;
     for schedule in &due {
         let next = next_after(&cadence_of(schedule), now, rand::random());
-        app.store
-            .with(|c| schedules::set_next(c, schedule.mirror_id, next))?;
-        app.jobs
-            .trigger(&app.store, schedule.mirror_id, "schedule")?;
+        store.with(|c| schedules::set_next(c, schedule.mirror_id, next))?;
+        queue.trigger(store, schedule.mirror_id, Trigger::Schedule)?;
     }
     Ok(due.len())
 }
 
-/// Every `every`, compares each enabled pull mirror's remote ref listing with the
-/// one its last successful run saw, and queues a run where they differ. Catches
-/// pushes that sent no webhook (GitHub sends none for more than three tags at
-/// once, GitLab none for more than three refs).
-pub async fn reconcile(app: Arc<App>, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    loop {
-        ticker.tick().await;
-        let app = app.clone();
-        match tokio::task::spawn_blocking(move || sweep(&app)).await {
-            Ok(Ok((checked, changed))) => tracing::info!(checked, changed, "reconcile sweep"),
-            Ok(Err(error)) => tracing::error!(%error, "reconcile sweep failed"),
-            Err(error) => tracing::error!(%error, "reconcile task failed"),
-        }
-    }
-}
-
-/// One sweep: (mirrors checked, mirrors queued).
-pub fn sweep(app: &App) -> Result<(usize, usize), crate::store::StoreError> {
-    use crate::store::{Direction, mirrors};
-    let pulls = app
-        .store
-        .with(|c| mirrors::list(c, None, Some(Direction::Pull)))?;
+/// One reconciliation sweep: each enabled pull mirror's remote ref listing is
+/// compared with the one its last successful run saw, and a run is queued
+/// where they differ. Catches pushes that sent no webhook (GitHub sends none
+/// for more than three tags at once, GitLab none for more than three refs).
+/// Returns (mirrors checked, mirrors queued).
+pub fn sweep(store: &Store, queue: &Queue, engine: &Engine) -> Result<(usize, usize), StoreError> {
+    let pulls = store.with(|c| mirrors::list(c, None, Some(Direction::Pull)))?;
     let mut changed = 0;
     for mirror in pulls.iter().filter(|m| m.enabled) {
-        let hard_failed = app
-            .store
+        let hard_failed = store
             .with(|c| schedules::get(c, mirror.mirror_id))?
             .is_some_and(|s| s.hard_failed);
-        let Some(project) = app
-            .store
-            .with(|c| mirrors::project(c, &mirror.project_id))?
-        else {
+        let Some(project) = store.with(|c| mirrors::project(c, &mirror.project_id))? else {
             continue;
         };
         if hard_failed {
             continue;
         }
-        let seen = app
-            .store
-            .with(|c| mirrors::remote_fingerprint(c, mirror.mirror_id))?;
-        match app.engine().remote_fingerprint(mirror, &project) {
+        let seen = store.with(|c| mirrors::remote_fingerprint(c, mirror.mirror_id))?;
+        match engine.remote_fingerprint(mirror, &project) {
             Ok(now) if seen.as_deref() != Some(now.as_str()) => {
-                app.jobs
-                    .trigger(&app.store, mirror.mirror_id, "reconcile")?;
+                queue.trigger(store, mirror.mirror_id, Trigger::Reconcile)?;
                 changed += 1;
             }
             Ok(_) => {}
@@ -218,23 +174,20 @@ pub fn sweep(app: &App) -> Result<(usize, usize), crate::store::StoreError> {
     Ok((pulls.len(), changed))
 }
 
-/// Called when a run of a scheduled mirror ends.
+/// Called when a run of a mirror ends: a scheduled mirror moves to its next
+/// run, or backs off, or is hard-failed.
 pub fn record_run(
-    app: &App,
+    store: &Store,
+    policy: &Policy,
     mirror_id: i64,
     succeeded: bool,
     now: i64,
-) -> Result<(), crate::store::StoreError> {
-    let Some(schedule) = app.store.with(|c| schedules::get(c, mirror_id))? else {
+) -> Result<(), StoreError> {
+    let Some(schedule) = store.with(|c| schedules::get(c, mirror_id))? else {
         return Ok(());
     };
-    let (failures, hard_failed, next) = after_run(
-        &app.schedule_policy,
-        &schedule,
-        succeeded,
-        now,
-        rand::random(),
-    );
+    let (failures, hard_failed, next) =
+        after_run(policy, &schedule, succeeded, now, rand::random());
     if hard_failed && !schedule.hard_failed {
         tracing::warn!(
             mirror_id,
@@ -242,8 +195,7 @@ pub fn record_run(
             "mirror hard-failed: skipped until a manual sync or a settings change"
         );
     }
-    app.store
-        .with(|c| schedules::record(c, mirror_id, failures, hard_failed, next))
+    store.with(|c| schedules::record(c, mirror_id, failures, hard_failed, next))
 }
 
 #[cfg(test)]

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::alerts::Alerts;
-use crate::api::{self, AdminToken, App, AppState, LiveRuns, TokenSource};
+use crate::api;
 use crate::config::Config;
-use crate::jobs::{self, Queue};
+use crate::jobs::Queue;
 use crate::plugins::{PluginError, Registry, Runtime, uploaded};
-use crate::schedule::{self, SystemClock};
-use crate::secrets::{MasterKey, SecretsError};
+use crate::schedule::SystemClock;
+use crate::secrets::{AdminToken, MasterKey, SecretsError, TokenSource};
+use crate::service::{self, App, LiveRuns};
 use crate::store::{Store, StoreError};
 use crate::sync::throttle::Bucket;
 
@@ -134,17 +135,12 @@ pub async fn run(app: App) -> Result<(), ServerError> {
 /// Serves on `listener` until `shutdown` completes, then lets in-flight requests
 /// finish. The bound address is logged as `listening bound=<addr>`.
 pub async fn serve(
-    app: AppState,
+    app: Arc<App>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let bound = listener.local_addr().map_err(ServerError::Serve)?;
-    let dispatcher = tokio::spawn(jobs::dispatch(app.clone()));
-    let scheduler = tokio::spawn(schedule::run(app.clone(), app.clock.clone()));
-    let reconciler = app
-        .config
-        .reconcile_every
-        .map(|every| tokio::spawn(schedule::reconcile(app.clone(), every)));
+    let background = service::background::start(&app);
     tracing::info!(%bound, "listening");
     axum::serve(listener, api::router(app))
         .with_graceful_shutdown(shutdown)
@@ -152,11 +148,7 @@ pub async fn serve(
         .map_err(ServerError::Serve)?;
     // Runs in flight are cut off here; the next start marks them interrupted
     // and retries them.
-    dispatcher.abort();
-    scheduler.abort();
-    if let Some(reconciler) = reconciler {
-        reconciler.abort();
-    }
+    drop(background);
     tracing::info!("shut down");
     Ok(())
 }

@@ -1,4 +1,6 @@
-//! Push webhooks from GitHub and GitLab as sync triggers.
+//! Push webhooks from GitHub and GitLab as sync triggers: the part that knows
+//! nothing of HTTP. `api::hooks` reads the headers into a [`Delivery`] and
+//! turns the [`Outcome`] or [`WebhookError`] into an answer.
 //!
 //! A delivery names its repository; the pull mirrors whose URL is that
 //! repository (`sync::remote::normalize`) are candidates. It is acted on only if
@@ -11,24 +13,196 @@ mod routing;
 
 use std::sync::Arc;
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::api::{ApiError, App, AppState};
-use crate::store::{self, Mirror, StoreError};
+use crate::jobs::Queue;
+use crate::secrets::MasterKey;
+use crate::store::{self, Mirror, Store, StoreError, Trigger};
 
 pub use routing::RoutingCache;
 
 /// Deliveries larger than this are refused (GitHub caps payloads at 25 MB).
 pub const MAX_BODY_BYTES: usize = 25 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("malformed JSON: {0}")]
+    Malformed(serde_json::Error),
+    #[error("no pull mirror of this repository")]
+    UnknownRepository,
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Which forge sent a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    GitHub,
+    GitLab,
+}
+
+impl Provider {
+    /// The name deliveries are recorded and counted under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::GitHub => "github",
+            Provider::GitLab => "gitlab",
+        }
+    }
+}
+
+/// A delivery as its headers and body describe it.
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    pub provider: Provider,
+    /// `X-GitHub-Event` or `X-Gitlab-Event`.
+    pub event: &'a str,
+    /// `X-GitHub-Delivery`, or GitLab's idempotency key / event UUID.
+    pub id: &'a str,
+    /// `X-Hub-Signature-256` (GitHub) or `X-Gitlab-Token` (GitLab).
+    pub proof: &'a str,
+    pub body: &'a [u8],
+}
+
+/// What became of a delivery that was not refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Runs queued for the proven mirrors.
+    Queued(Vec<i64>),
+    /// A delivery id seen before: nothing done again.
+    Duplicate,
+    /// GitHub's ping, authenticated.
+    Pong,
+    /// An event that is not a push, named.
+    Ignored(String),
+}
+
+impl Outcome {
+    /// The `result` label of the deliveries metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Queued(_) => "queued",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Pong => "ping",
+            Outcome::Ignored(_) => "ignored",
+        }
+    }
+}
+
+/// What receiving a delivery needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Receiver<'a> {
+    pub store: &'a Store,
+    pub master_key: &'a MasterKey,
+    pub routing: &'a RoutingCache,
+    pub queue: &'a Queue,
+}
+
+impl Receiver<'_> {
+    /// Authenticates `delivery`, records it once and queues its mirrors.
+    ///
+    /// Runs on the async worker: a few short indexed queries and one HMAC, where
+    /// the hop to the blocking pool cost more than the work.
+    pub fn receive(&self, delivery: &Delivery<'_>) -> Result<Outcome, WebhookError> {
+        let (urls, kind) = match delivery.provider {
+            Provider::GitHub => {
+                let payload: GitHubPayload = parse(delivery.body)?;
+                let kind = match delivery.event {
+                    "push" => Kind::Push,
+                    "ping" => Kind::Ping,
+                    other => return Ok(Outcome::Ignored(other.to_string())),
+                };
+                (payload.repository.into_vec(), kind)
+            }
+            Provider::GitLab => {
+                let payload: GitLabPayload = parse(delivery.body)?;
+                if !matches!(delivery.event, "Push Hook" | "Tag Push Hook") {
+                    return Ok(Outcome::Ignored(delivery.event.to_string()));
+                }
+                let mut urls = payload.project.into_vec();
+                urls.extend(payload.repository.into_vec());
+                (urls, Kind::Push)
+            }
+        };
+        let proven = self.proven(delivery, &urls)?;
+        if kind == Kind::Ping {
+            return Ok(Outcome::Pong);
+        }
+        self.queue_once(delivery, &proven)
+    }
+
+    /// The candidates' mirrors of the projects whose secret the delivery proves.
+    fn proven(
+        &self,
+        delivery: &Delivery<'_>,
+        urls: &[String],
+    ) -> Result<Vec<Arc<Mirror>>, WebhookError> {
+        let candidates = self.routing.candidates(self.store, urls)?;
+        if candidates.is_empty() {
+            return Err(WebhookError::UnknownRepository);
+        }
+        let proof = Proof::of(delivery);
+        let proven: Vec<Arc<Mirror>> = candidates
+            .into_iter()
+            .filter(|(project, (_, sealed))| {
+                let aad = store::webhooks::aad(project);
+                sealed
+                    .as_ref()
+                    .and_then(|sealed| self.master_key.open_bytes(&aad, sealed).ok())
+                    .is_some_and(|secret| proof.holds_for(&secret))
+            })
+            .flat_map(|(_, (mirrors, _))| mirrors)
+            .collect();
+        if proven.is_empty() {
+            return Err(WebhookError::Unauthenticated(
+                "signature or token does not match the project's webhook secret",
+            ));
+        }
+        Ok(proven)
+    }
+
+    /// Records the delivery and queues its mirrors under one hold of the database.
+    fn queue_once(
+        &self,
+        delivery: &Delivery<'_>,
+        proven: &[Arc<Mirror>],
+    ) -> Result<Outcome, WebhookError> {
+        let source = delivery.provider.as_str();
+        if self.routing.seen(source, delivery.id) {
+            return Ok(Outcome::Duplicate);
+        }
+        let runs = self
+            .store
+            .with(|c| -> Result<Option<Vec<i64>>, StoreError> {
+                if !store::webhooks::first_delivery(c, source, delivery.id)? {
+                    return Ok(None);
+                }
+                let mut runs = Vec::new();
+                for mirror in proven.iter().filter(|m| m.enabled) {
+                    runs.push(store::runs::enqueue(c, mirror.mirror_id, Trigger::Webhook)?.run_id);
+                }
+                Ok(Some(runs))
+            })?;
+        self.routing.remember(source, delivery.id);
+        let Some(runs) = runs else {
+            return Ok(Outcome::Duplicate);
+        };
+        self.queue.wake();
+        tracing::info!(source, delivery = %delivery.id, runs = runs.len(), "webhook delivery queued");
+        Ok(Outcome::Queued(runs))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Push,
+    Ping,
+}
 
 /// The part of a GitHub delivery mirrorhost reads; everything else is skipped
 /// without being built.
@@ -76,6 +250,10 @@ impl Urls {
     }
 }
 
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, WebhookError> {
+    serde_json::from_slice(body).map_err(WebhookError::Malformed)
+}
+
 /// How a delivery proves where it comes from.
 enum Proof<'a> {
     /// `X-Hub-Signature-256: sha256=<hex>` over the raw body.
@@ -84,7 +262,17 @@ enum Proof<'a> {
     GitLabToken(&'a str),
 }
 
-impl Proof<'_> {
+impl<'a> Proof<'a> {
+    fn of(delivery: &Delivery<'a>) -> Self {
+        match delivery.provider {
+            Provider::GitHub => Proof::GitHubSignature {
+                signature: delivery.proof,
+                body: delivery.body,
+            },
+            Provider::GitLab => Proof::GitLabToken(delivery.proof),
+        }
+    }
+
     fn holds_for(&self, secret: &[u8]) -> bool {
         match self {
             Proof::GitHubSignature { signature, body } => {
@@ -103,255 +291,6 @@ impl Proof<'_> {
             Proof::GitLabToken(token) => token.as_bytes().ct_eq(secret).into(),
         }
     }
-}
-
-type Answer = Result<(StatusCode, Json<Value>), ApiError>;
-
-/// What became of a delivery that was not refused.
-#[derive(Debug)]
-enum Outcome {
-    /// Runs queued for the proven mirrors (202).
-    Queued(Vec<i64>),
-    /// A delivery id seen before: nothing done again.
-    Duplicate,
-    /// GitHub's ping, authenticated.
-    Pong,
-    /// An event that is not a push, named.
-    Ignored(String),
-}
-
-impl Outcome {
-    /// The `result` label of the deliveries metric.
-    fn label(&self) -> &'static str {
-        match self {
-            Outcome::Queued(_) => "queued",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Pong => "ping",
-            Outcome::Ignored(_) => "ignored",
-        }
-    }
-
-    fn into_answer(self) -> (StatusCode, Json<Value>) {
-        match self {
-            Outcome::Queued(runs) => (StatusCode::ACCEPTED, Json(json!({ "queued": runs }))),
-            Outcome::Duplicate => (StatusCode::OK, Json(json!({"duplicate": true}))),
-            Outcome::Pong => (StatusCode::OK, Json(json!({"pong": true}))),
-            Outcome::Ignored(event) => (StatusCode::OK, Json(json!({ "ignored": event }))),
-        }
-    }
-}
-
-/// `POST /hooks/github`.
-#[utoipa::path(post, path = "/github", tag = "webhooks", request_body(content = serde_json::Value, description = "GitHub push or ping payload, signed in X-Hub-Signature-256"), responses((status = 202, body = serde_json::Value), (status = 200, description = "ping, duplicate or ignored event", body = serde_json::Value), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 413)))]
-pub async fn github(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Answer {
-    answer("github", receive_github(&app, &headers, body))
-}
-
-/// `POST /hooks/gitlab`.
-#[utoipa::path(post, path = "/gitlab", tag = "webhooks", request_body(content = serde_json::Value, description = "GitLab Push Hook or Tag Push Hook payload, with X-Gitlab-Token"), responses((status = 202, body = serde_json::Value), (status = 200, description = "duplicate or ignored event", body = serde_json::Value), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 413)))]
-pub async fn gitlab(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Answer {
-    answer("gitlab", receive_gitlab(&app, &headers, body))
-}
-
-/// Counts a delivery by what became of it, and answers it.
-fn answer(provider: &'static str, outcome: Result<Outcome, ApiError>) -> Answer {
-    let label = match &outcome {
-        Ok(outcome) => outcome.label(),
-        Err(e) => e.code,
-    };
-    crate::telemetry::webhook_delivery(provider, label);
-    outcome.map(Outcome::into_answer)
-}
-
-fn receive_github(
-    app: &App,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Outcome, ApiError> {
-    let body = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
-    let event = header(headers, "x-github-event")?;
-    let delivery = header(headers, "x-github-delivery")?.to_string();
-    let signature = headers
-        .get("x-hub-signature-256")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| unauthorized("missing X-Hub-Signature-256"))?
-        .to_string();
-    let payload: GitHubPayload = parse(&body)?;
-    let urls = payload.repository.into_vec();
-    let is_push = match event {
-        "push" => true,
-        "ping" => false,
-        other => return Ok(Outcome::Ignored(other.to_string())),
-    };
-    deliver(app, "github", &delivery, &urls, is_push, |secret| {
-        Proof::GitHubSignature {
-            signature: &signature,
-            body: &body,
-        }
-        .holds_for(secret)
-    })
-}
-
-fn receive_gitlab(
-    app: &App,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Outcome, ApiError> {
-    let body = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
-    let event = header(headers, "x-gitlab-event")?;
-    let delivery = headers
-        .get("idempotency-key")
-        .or_else(|| headers.get("x-gitlab-event-uuid"))
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::invalid("X-Gitlab-Event-UUID", "missing delivery id header"))?
-        .to_string();
-    let token = headers
-        .get("x-gitlab-token")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| unauthorized("missing X-Gitlab-Token"))?
-        .to_string();
-    let payload: GitLabPayload = parse(&body)?;
-    let mut urls = payload.project.into_vec();
-    urls.extend(payload.repository.into_vec());
-    if !matches!(event, "Push Hook" | "Tag Push Hook") {
-        return Ok(Outcome::Ignored(event.to_string()));
-    }
-    deliver(app, "gitlab", &delivery, &urls, true, |secret| {
-        Proof::GitLabToken(&token).holds_for(secret)
-    })
-}
-
-/// Finds the delivery's pull mirrors, authenticates it against their projects'
-/// secrets, records it once, and queues the mirrors of the projects it proved.
-///
-/// Runs on the async worker: a few short indexed queries and one HMAC, where the
-/// hop to the blocking pool cost more than the work.
-fn deliver(
-    app: &App,
-    source: &str,
-    delivery: &str,
-    urls: &[String],
-    is_push: bool,
-    proves: impl Fn(&[u8]) -> bool,
-) -> Result<Outcome, ApiError> {
-    let candidates = app.webhook_routing.candidates(&app.store, urls)?;
-    if candidates.is_empty() {
-        return Err(ApiError::not_found("no pull mirror of this repository"));
-    }
-    let proven: Vec<&Arc<Mirror>> = candidates
-        .iter()
-        .filter(|(project, (_, sealed))| {
-            let aad = store::webhooks::aad(project);
-            sealed
-                .as_ref()
-                .and_then(|sealed| app.master_key.open_bytes(&aad, sealed).ok())
-                .is_some_and(|secret| proves(&secret))
-        })
-        .flat_map(|(_, (mirrors, _))| mirrors)
-        .collect();
-    if proven.is_empty() {
-        return Err(unauthorized(
-            "signature or token does not match the project's webhook secret",
-        ));
-    }
-    if !is_push {
-        return Ok(Outcome::Pong);
-    }
-    if app.webhook_routing.seen(source, delivery) {
-        return Ok(Outcome::Duplicate);
-    }
-    // Record the delivery and queue its mirrors under one hold of the database.
-    let runs = app
-        .store
-        .with(|c| -> Result<Option<Vec<i64>>, StoreError> {
-            if !store::webhooks::first_delivery(c, source, delivery)? {
-                return Ok(None);
-            }
-            let mut runs = Vec::new();
-            for mirror in proven.iter().filter(|m| m.enabled) {
-                runs.push(store::runs::enqueue(c, mirror.mirror_id, "webhook")?.run_id);
-            }
-            Ok(Some(runs))
-        })?;
-    app.webhook_routing.remember(source, delivery);
-    let Some(runs) = runs else {
-        return Ok(Outcome::Duplicate);
-    };
-    app.jobs.wake();
-    tracing::info!(source, delivery = %delivery, runs = runs.len(), "webhook delivery queued");
-    Ok(Outcome::Queued(runs))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SecretBody {
-    secret: String,
-}
-
-/// `PUT /api/v1/projects/{id}/webhook {"secret"}`: sets the project's webhook
-/// secret (GitHub's secret, GitLab's token), stored sealed, never shown again.
-#[utoipa::path(put, path = "/projects/{id}/webhook", tag = "projects", params(("id" = String, Path, description = "Project id, URL-encoded (group%2Fname)")), request_body = SecretBody, responses((status = 200, body = serde_json::Value), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
-pub async fn set_secret(
-    State(app): State<AppState>,
-    Path(project_id): Path<String>,
-    crate::api::ApiJson(body): crate::api::ApiJson<SecretBody>,
-) -> Result<Json<Value>, ApiError> {
-    crate::api::check_project_id(&project_id)?;
-    if body.secret.len() < 8 {
-        return Err(ApiError::invalid("secret", "at least 8 characters"));
-    }
-    let app: Arc<App> = app;
-    tokio::task::spawn_blocking(move || {
-        store_secret(&app, &project_id, &body.secret)?;
-        Ok(Json(
-            json!({"project_id": project_id, "webhook_secret": "set"}),
-        ))
-    })
-    .await
-    .map_err(ApiError::internal)?
-}
-
-/// Seals a project's webhook secret under the master key, bound to the
-/// project, and stores it. Blocking.
-pub fn store_secret(app: &App, project_id: &str, secret: &str) -> Result<(), ApiError> {
-    let aad = store::webhooks::aad(project_id);
-    let sealed = app
-        .master_key
-        .seal_bytes(&aad, secret.as_bytes())
-        .map_err(ApiError::internal)?;
-    let key_id = app.master_key.id();
-    app.store
-        .with(|c| store::webhooks::set_secret(c, project_id, &sealed, &key_id))?;
-    Ok(())
-}
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::invalid(name.to_string(), "missing header"))
-}
-
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("malformed JSON: {e}"),
-        )
-    })
-}
-
-fn unauthorized(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
 
 #[cfg(test)]

@@ -5,13 +5,18 @@
 #![allow(clippy::unwrap_used)]
 
 mod api_input;
+#[path = "../fixtures/app.rs"]
+mod app;
 mod auth;
 mod bandwidth;
 mod cli;
+#[path = "../fixtures/git.rs"]
+mod git;
 mod health;
 #[path = "../fixtures/history.rs"]
 mod history;
 mod http_git;
+mod layers;
 mod openapi;
 #[path = "../fixtures/pack_objects.rs"]
 mod pack_objects;

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mirrorhost::api::App;
-use mirrorhost::config::{Config, Overrides};
+use mirrorhost::config::Overrides;
 use mirrorhost::plugins::{
     Candidates, Direction, Limits, MirrorContext, PluginError, PluginErrorKind, Registry, Runtime,
     World,
 };
+use mirrorhost::service::App;
 
 use crate::support::{ADMIN_TOKEN, client, plugin_cache_dir};
 
@@ -55,24 +55,7 @@ async fn misbehave(app: &Arc<App>, behaviour: &'static str) -> (PluginError, Dur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_guests_fail_cleanly_while_the_server_answers() {
     let data_dir = tempfile::tempdir().unwrap();
-    let config = Config::resolve(Overrides {
-        data_dir: Some(data_dir.path().to_path_buf()),
-        plugin_cache_dir: Some(plugin_cache_dir()),
-        indexer_program: Some(env!("CARGO_BIN_EXE_mirrorhost").into()),
-        ..Overrides::default()
-    })
-    .unwrap();
-    let app = Arc::new(
-        mirrorhost::server::build(
-            config,
-            &mirrorhost::server::Secrets {
-                admin_token: Some(ADMIN_TOKEN),
-                master_key: None,
-            },
-        )
-        .await
-        .unwrap(),
-    );
+    let app = Arc::new(crate::app::app(data_dir.path(), ADMIN_TOKEN, Overrides::default()).await);
     app.plugins
         .load("hostile", World::BranchFilter, HOSTILE)
         .unwrap();

@@ -190,28 +190,16 @@ struct Driven {
 
 impl Driven {
     async fn start(now: i64) -> Self {
-        use mirrorhost::config::{Config, Overrides};
         let data = tempfile::tempdir().unwrap();
-        let config = Config::resolve(Overrides {
-            data_dir: Some(data.path().to_path_buf()),
-            plugin_cache_dir: Some(crate::support::plugin_cache_dir()),
-            indexer_program: Some(env!("CARGO_BIN_EXE_mirrorhost").into()),
+        let overrides = mirrorhost::config::Overrides {
             allow_local_remotes: Some(true),
             max_failures: Some(3),
-            reconcile_seconds: Some(0),
-            ..Overrides::default()
-        })
-        .unwrap();
-        let secrets = mirrorhost::server::Secrets {
-            admin_token: Some(crate::support::ADMIN_TOKEN),
-            master_key: None,
+            ..Default::default()
         };
         let clock = std::sync::Arc::new(ManualClock(now.into()));
-        let app = mirrorhost::server::build(config, &secrets).await.unwrap();
-        let app = mirrorhost::api::App {
-            clock: clock.clone(),
-            ..app
-        };
+        let app = crate::app::app(data.path(), crate::support::ADMIN_TOKEN, overrides)
+            .await
+            .with_clock(clock.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(mirrorhost::server::serve(

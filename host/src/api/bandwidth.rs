@@ -4,7 +4,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 
 use super::json::ApiJson;
-use super::mirrors::load;
 use super::{ApiError, AppState, blocking, mirror_id};
 use crate::store::bandwidth::{self, Bandwidth};
 
@@ -15,7 +14,7 @@ pub async fn get(
 ) -> Result<Json<Bandwidth>, ApiError> {
     let id = mirror_id(&id)?;
     blocking(state, move |app| {
-        load(app, id)?;
+        app.mirror(id)?;
         Ok(Json(app.store.with(|c| bandwidth::get(c, id))?))
     })
     .await
@@ -41,7 +40,7 @@ pub async fn put(
         ));
     }
     blocking(state, move |app| {
-        load(app, id)?;
+        app.mirror(id)?;
         app.store.with(|c| bandwidth::set(c, id, &limits))?;
         Ok(Json(app.store.with(|c| bandwidth::get(c, id))?))
     })

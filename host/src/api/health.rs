@@ -6,7 +6,6 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
-use super::mirrors::load;
 use super::{ApiError, AppState, blocking, mirror_id};
 use crate::health::{self, Health};
 
@@ -50,7 +49,7 @@ pub async fn mirror(
     let id = mirror_id(&id)?;
     blocking(state, move |app| {
         let window = window(query.window, app.config.health_window)?;
-        let mirror = load(app, id)?;
+        let mirror = app.mirror(id)?;
         Ok(app.store.with(|c| health::of(c, &mirror, window))?)
     })
     .await

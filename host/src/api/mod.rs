@@ -1,20 +1,19 @@
-//! The admin HTTP API (JSON, bearer token) and the unauthenticated probes.
-//! Handlers stay thin: they parse, call into the owning module, and map errors
-//! to [`ApiError`].
+//! The HTTP face: the admin API (JSON, bearer token), the webhook receivers and
+//! the unauthenticated probes. Handlers stay thin: they parse, call the
+//! service (`crate::service::App`), and map its errors to [`ApiError`].
 
 mod auth;
 mod bandwidth;
 mod credentials;
 mod error;
 mod health;
+mod hooks;
 mod json;
 mod mirrors;
 mod plugins;
 mod runs;
 mod schedules;
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -26,95 +25,18 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::alerts::Alerts;
-use crate::config::Config;
-use crate::jobs::Queue;
-use crate::plugins::{BUILTINS, Registry};
-use crate::schedule::{Clock, Policy};
-use crate::secrets::MasterKey;
-use crate::store::{Store, StoreError};
-use crate::sync::Engine;
-use crate::sync::progress::{Progress, Snapshot};
-use crate::sync::throttle::Bucket;
+use crate::plugins::BUILTINS;
+use crate::service::{App, ServiceError};
+use crate::store::StoreError;
 use crate::webhooks;
-use metrics_exporter_prometheus::PrometheusHandle;
-
-pub use auth::{AdminToken, TOKEN_FILE, TokenSource};
 
 /// Largest component an upload may carry.
 const MAX_COMPONENT_BYTES: usize = 64 << 20;
 pub use error::{ApiError, ErrorBody};
 pub use json::ApiJson;
-pub use mirrors::check_project_id;
 
 /// What every handler can reach.
 pub type AppState = Arc<App>;
-
-#[derive(Debug)]
-pub struct App {
-    pub config: Config,
-    pub repos_dir: PathBuf,
-    pub store: Store,
-    pub plugins: Registry,
-    pub jobs: Queue,
-    pub admin_token: AdminToken,
-    pub master_key: MasterKey,
-    pub schedule_policy: Policy,
-    /// The scheduler's time source; tests put their own clock here.
-    pub clock: Arc<dyn Clock>,
-    /// The service-wide transfer cap (`max_bytes_per_second` in config).
-    pub bandwidth: Option<Arc<std::sync::Mutex<Bucket>>>,
-    /// Sends an alert per mirror state change, when configured.
-    pub alerts: Alerts,
-    /// Renders `/metrics`.
-    pub metrics: PrometheusHandle,
-    /// Transfer progress of the runs in flight, by run id.
-    pub live: LiveRuns,
-    /// Which mirrors a webhook delivery reaches, cached.
-    pub webhook_routing: webhooks::RoutingCache,
-}
-
-/// Progress of the runs in flight. Entries live from a run's start to its end.
-#[derive(Debug, Default)]
-pub struct LiveRuns(std::sync::Mutex<HashMap<i64, Arc<Progress>>>);
-
-impl LiveRuns {
-    pub fn start(&self, run_id: i64) -> Arc<Progress> {
-        let progress = Arc::new(Progress::default());
-        self.lock().insert(run_id, progress.clone());
-        progress
-    }
-
-    pub fn finish(&self, run_id: i64) {
-        self.lock().remove(&run_id);
-    }
-
-    pub fn get(&self, run_id: i64) -> Option<Snapshot> {
-        self.lock().get(&run_id).map(|p| p.snapshot())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Progress>>> {
-        // The map holds no invariant a panicking holder could break.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl App {
-    /// The sync engine over this service's repositories, plugins and database.
-    pub fn engine(&self) -> Engine<'_> {
-        Engine {
-            repos_dir: &self.repos_dir,
-            plugins: &self.plugins,
-            store: &self.store,
-            master_key: &self.master_key,
-            shared_bandwidth: self.bandwidth.as_ref(),
-            progress: None,
-            pack_indexer: &self.config.pack_indexer,
-        }
-    }
-}
 
 /// The service's routes. Admin routes are registered with their OpenAPI
 /// operations in one step (`routes!`), so the served document and the router
@@ -138,8 +60,8 @@ static OPENAPI: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceL
 fn probes_and_hooks() -> OpenApiRouter<AppState> {
     // Webhooks authenticate themselves (signature or token), not with the admin token.
     let hooks = OpenApiRouter::new()
-        .routes(routes!(webhooks::github))
-        .routes(routes!(webhooks::gitlab))
+        .routes(routes!(hooks::github))
+        .routes(routes!(hooks::gitlab))
         .layer(DefaultBodyLimit::max(webhooks::MAX_BODY_BYTES));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
@@ -182,7 +104,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::detect))
         .routes(routes!(runs::resolve))
         .routes(routes!(mirrors::set_protected_branches))
-        .routes(routes!(webhooks::set_secret))
+        .routes(routes!(hooks::set_secret))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -271,6 +193,24 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(format!("no such {what}")),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound(message) => ApiError::not_found(message),
+            ServiceError::Invalid { field, message } => ApiError::invalid(field, message),
+            ServiceError::Conflict(message) => ApiError::conflict(message),
+            // A sync failure during a request is the remote's or the
+            // repository's state, not the caller's input: 409 with the
+            // engine's (redacted) message.
+            ServiceError::Sync(e) => {
+                ApiError::new(StatusCode::CONFLICT, "sync_failed", e.to_string())
+            }
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Internal(e) => ApiError::internal(e),
         }
     }
 }

@@ -10,10 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::json::ApiJson;
-use super::mirrors::{load, load_with_project};
 use super::{ApiError, AppState, blocking, mirror_id};
-use crate::store::{self, Run};
-use crate::sync::Resolution;
+use crate::store::{self, Resolution, Run};
 
 /// How long `?wait=true` waits for a run before answering with its current state.
 const WAIT_LIMIT: Duration = Duration::from_secs(600);
@@ -34,17 +32,7 @@ pub async fn sync(
     let id = mirror_id(&id)?;
     // Subscribe before queueing, so the run's end cannot be missed.
     let mut finished = state.jobs.finished();
-    let enqueued = blocking(state.clone(), move |app| {
-        let mirror = load(app, id)?;
-        if !mirror.enabled {
-            return Err(ApiError::conflict(format!(
-                "mirror {id} is disabled; enable it first"
-            )));
-        }
-        super::schedules::revive(app, id)?;
-        Ok(app.jobs.trigger(&app.store, id, "manual")?)
-    })
-    .await?;
+    let enqueued = blocking(state.clone(), move |app| Ok(app.sync_now(id)?)).await?;
     let run_id = enqueued.run_id;
     if !query.wait {
         let body = json!({"run_id": run_id, "status": "queued", "coalesced": enqueued.coalesced});
@@ -110,7 +98,7 @@ pub async fn list(
     let id = mirror_id(&id)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let runs = blocking(state, move |app| {
-        load(app, id)?;
+        app.mirror(id)?;
         Ok(app.store.with(|c| store::runs::list(c, id, limit))?)
     })
     .await?;
@@ -125,11 +113,7 @@ pub async fn detect(
 ) -> Result<Json<Value>, ApiError> {
     let id = mirror_id(&id)?;
     blocking(state, move |app| {
-        let (mirror, project) = load_with_project(app, id)?;
-        let report = app
-            .engine()
-            .run(&mirror, &project, true)
-            .map_err(sync_failed)?;
+        let report = app.plan(id)?;
         let conflicts: Vec<&str> = report
             .plan
             .iter()
@@ -153,7 +137,7 @@ pub async fn conflicts(
 ) -> Result<Json<Value>, ApiError> {
     let id = mirror_id(&id)?;
     let conflicts = blocking(state, move |app| {
-        load(app, id)?;
+        app.mirror(id)?;
         Ok(app.store.with(|c| store::conflicts::list(c, id))?)
     })
     .await?;
@@ -177,33 +161,8 @@ pub async fn resolve(
         .parse()
         .map_err(|_| ApiError::not_found(format!("no conflict {conflict_id}")))?;
     blocking(state, move |app| {
-        let (mirror, project) = load_with_project(app, id)?;
-        let conflict = app
-            .store
-            .with(|c| store::conflicts::get(c, id, conflict_id))?
-            .ok_or_else(|| {
-                ApiError::not_found(format!("no conflict {conflict_id} on mirror {id}"))
-            })?;
-        if conflict.status != store::ConflictStatus::Open {
-            return Err(ApiError::conflict(format!(
-                "conflict {conflict_id} is not open"
-            )));
-        }
-        app.engine()
-            .resolve(&mirror, &project, &conflict, body.strategy)
-            .map_err(sync_failed)?;
-        app.store
-            .with(|c| store::conflicts::resolve(c, conflict_id, body.strategy.as_str()))?;
-        let resolved = app
-            .store
-            .with(|c| store::conflicts::get(c, id, conflict_id))?;
+        let resolved = app.resolve_conflict(id, conflict_id, body.strategy)?;
         Ok(Json(json!(resolved)))
     })
     .await
-}
-
-/// A sync failure during a request is the remote's or the repository's state,
-/// not the caller's input: 409 with the engine's (redacted) message.
-fn sync_failed(e: crate::sync::SyncError) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "sync_failed", e.to_string())
 }

@@ -162,7 +162,7 @@ impl Connection {
         let token = match &self.token {
             Some(token) => token.clone(),
             None => {
-                let path = self.data_dir.join(crate::api::TOKEN_FILE);
+                let path = self.data_dir.join(crate::secrets::TOKEN_FILE);
                 std::fs::read_to_string(&path)
                     .map(|t| t.trim().to_string())
                     .map_err(|_| CliError::NoToken(path.display().to_string()))?

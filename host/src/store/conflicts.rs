@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::text::text_enum;
 use super::{StoreError, now};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -21,44 +22,32 @@ pub struct Conflict {
     /// The strategy (or push rule) that met the divergence.
     pub strategy: String,
     pub status: ConflictStatus,
-    pub resolution: Option<String>,
+    pub resolution: Option<Resolution>,
     pub detected_at: String,
     pub resolved_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ConflictStatus {
-    /// Waiting for an operator.
-    Open,
-    /// Settled, by the strategy at detection time or later through the API.
-    Resolved,
-    /// Its run was aborted: nothing changed.
-    Aborted,
+text_enum! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum ConflictStatus as "conflict status" {
+        /// Waiting for an operator.
+        Open = "open",
+        /// Settled, by the strategy at detection time or later through the API.
+        Resolved = "resolved",
+        /// Its run was aborted: nothing changed.
+        Aborted = "aborted",
+    }
 }
 
-impl ConflictStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            ConflictStatus::Open => "open",
-            ConflictStatus::Resolved => "resolved",
-            ConflictStatus::Aborted => "aborted",
-        }
-    }
-
-    fn parse(s: &str) -> rusqlite::Result<Self> {
-        Ok(match s {
-            "open" => ConflictStatus::Open,
-            "resolved" => ConflictStatus::Resolved,
-            "aborted" => ConflictStatus::Aborted,
-            other => {
-                return Err(rusqlite::Error::FromSqlConversionFailure(
-                    0,
-                    rusqlite::types::Type::Text,
-                    format!("unexpected conflict status {other:?}").into(),
-                ));
-            }
-        })
+text_enum! {
+    /// How a divergence was settled: our side kept, or theirs taken. On a pull
+    /// mirror "ours" is the local ref; on a push mirror it is what we push.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Resolution as "conflict resolution" {
+        Ours = "ours",
+        Theirs = "theirs",
     }
 }
 
@@ -73,7 +62,7 @@ pub struct NewConflict {
     pub behind: i64,
     pub strategy: String,
     pub status: ConflictStatus,
-    pub resolution: Option<String>,
+    pub resolution: Option<Resolution>,
 }
 
 const COLUMNS: &str = "id, mirror_id, run_id, ref_name, local_oid, remote_oid, merge_base, ahead, \
@@ -91,7 +80,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Conflict> {
         ahead: row.get(7)?,
         behind: row.get(8)?,
         strategy: row.get(9)?,
-        status: ConflictStatus::parse(&row.get::<_, String>(10)?)?,
+        status: row.get(10)?,
         resolution: row.get(11)?,
         detected_at: row.get(12)?,
         resolved_at: row.get(13)?,
@@ -133,7 +122,7 @@ pub fn record(
                 c.ahead,
                 c.behind,
                 c.strategy,
-                c.status.as_str(),
+                c.status,
                 c.resolution,
                 at,
                 resolved_at,
@@ -155,8 +144,8 @@ pub fn kept_by_operator(
 ) -> Result<bool, StoreError> {
     Ok(conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM conflicts WHERE mirror_id = ?1 AND ref_name = ?2 \
-         AND local_oid = ?3 AND remote_oid = ?4 AND status = 'resolved' AND resolution = 'ours')",
-        params![mirror_id, ref_name, local_oid, remote_oid],
+         AND local_oid = ?3 AND remote_oid = ?4 AND status = 'resolved' AND resolution = ?5)",
+        params![mirror_id, ref_name, local_oid, remote_oid, Resolution::Ours],
         |row| row.get(0),
     )?)
 }
@@ -183,8 +172,12 @@ pub fn get(
     .map_err(Into::into)
 }
 
-/// Marks an open conflict resolved with `resolution` (`ours` or `theirs`).
-pub fn resolve(conn: &Connection, conflict_id: i64, resolution: &str) -> Result<(), StoreError> {
+/// Marks an open conflict resolved with `resolution`.
+pub fn resolve(
+    conn: &Connection,
+    conflict_id: i64,
+    resolution: Resolution,
+) -> Result<(), StoreError> {
     let changed = conn.execute(
         "UPDATE conflicts SET status = 'resolved', resolution = ?2, resolved_at = ?3 \
          WHERE id = ?1 AND status = 'open'",

@@ -3,7 +3,26 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use serde::Serialize;
+
+use super::text::text_enum;
 use super::{StoreError, now};
+
+text_enum! {
+    /// Where a mirror stands, from best to worst.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum State as "health state" {
+        Healthy = "healthy",
+        /// Its last run failed.
+        Failing = "failing",
+        /// Failed `max_failures` times in a row: skipped until a manual sync or
+        /// a settings change.
+        HardFailed = "hard_failed",
+        /// Turned off by an operator.
+        Disabled = "disabled",
+    }
+}
 
 /// A run that ended on its own. Interrupted runs are left out of health: the
 /// service stopping is not the mirror's failure, and they are retried anyway.
@@ -57,7 +76,8 @@ pub fn last_success_at(conn: &Connection, mirror_id: i64) -> Result<Option<Strin
 }
 
 /// The state recorded for `mirror_id`, if one ever was.
-pub fn last_state(conn: &Connection, mirror_id: i64) -> Result<Option<String>, StoreError> {
+/// A stored value this binary does not know is an error.
+pub fn last_state(conn: &Connection, mirror_id: i64) -> Result<Option<State>, StoreError> {
     Ok(conn
         .query_row(
             "SELECT state FROM health_states WHERE mirror_id = ?1",
@@ -67,7 +87,7 @@ pub fn last_state(conn: &Connection, mirror_id: i64) -> Result<Option<String>, S
         .optional()?)
 }
 
-pub fn set_state(conn: &Connection, mirror_id: i64, state: &str) -> Result<(), StoreError> {
+pub fn set_state(conn: &Connection, mirror_id: i64, state: State) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO health_states (mirror_id, state, changed_at) VALUES (?1, ?2, ?3) \
          ON CONFLICT(mirror_id) DO UPDATE SET state = excluded.state, changed_at = excluded.changed_at",

@@ -3,69 +3,26 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 
+use super::text::text_enum;
 use super::{StoreError, now};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    Pull,
-    Push,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Pull => "pull",
-            Direction::Push => "push",
-        }
-    }
-
-    fn parse(s: &str) -> rusqlite::Result<Self> {
-        match s {
-            "pull" => Ok(Direction::Pull),
-            "push" => Ok(Direction::Push),
-            other => Err(bad_column("direction", other)),
-        }
+text_enum! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Direction as "direction" {
+        Pull = "pull",
+        Push = "push",
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMethod {
-    None,
-    Password,
-    Token,
-    SshKey,
-}
-
-impl AuthMethod {
-    /// The stored name in a `'static` place, so a SQL parameter can borrow it.
-    fn as_sql(&self) -> &'static &'static str {
-        match self {
-            AuthMethod::None => &"none",
-            AuthMethod::Password => &"password",
-            AuthMethod::Token => &"token",
-            AuthMethod::SshKey => &"ssh_key",
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMethod::None => "none",
-            AuthMethod::Password => "password",
-            AuthMethod::Token => "token",
-            AuthMethod::SshKey => "ssh_key",
-        }
-    }
-
-    fn parse(s: &str) -> rusqlite::Result<Self> {
-        match s {
-            "none" => Ok(AuthMethod::None),
-            "password" => Ok(AuthMethod::Password),
-            "token" => Ok(AuthMethod::Token),
-            "ssh_key" => Ok(AuthMethod::SshKey),
-            other => Err(bad_column("auth_method", other)),
-        }
+text_enum! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum AuthMethod as "auth method" {
+        None = "none",
+        Password = "password",
+        Token = "token",
+        SshKey = "ssh_key",
     }
 }
 
@@ -190,10 +147,10 @@ fn mirror_from_row(row: &Row<'_>) -> rusqlite::Result<Mirror> {
     Ok(Mirror {
         mirror_id: row.get(0)?,
         project_id: row.get(1)?,
-        direction: Direction::parse(&row.get::<_, String>(2)?)?,
+        direction: row.get(2)?,
         url: row.get(3)?,
         remote_host: row.get(4)?,
-        auth_method: AuthMethod::parse(&row.get::<_, String>(5)?)?,
+        auth_method: row.get(5)?,
         enabled: row.get(6)?,
         update_interval: row.get(7)?,
         only_protected_branches: row.get(8)?,
@@ -263,7 +220,7 @@ fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; SETTABLE_COUNT]
     [
         &s.url,
         &s.remote_host,
-        s.auth_method.as_sql(),
+        &s.auth_method,
         &s.enabled,
         &s.update_interval,
         &s.only_protected_branches,
@@ -291,8 +248,7 @@ pub fn insert(conn: &mut Connection, s: &MirrorSettings) -> Result<Mirror, Store
     ensure_project(&tx, &s.project_id)?;
     let at = now();
     let mut values: Vec<&dyn rusqlite::ToSql> = settable_params(s).to_vec();
-    let direction = s.direction.as_str();
-    values.extend([&s.project_id as &dyn rusqlite::ToSql, &direction, &at]);
+    values.extend([&s.project_id as &dyn rusqlite::ToSql, &s.direction, &at]);
     tx.execute(
         &format!(
             "INSERT INTO mirrors ({SETTABLE}, project_id, direction, created_at, updated_at) \

@@ -12,6 +12,7 @@ mod migrations;
 pub mod mirrors;
 pub mod runs;
 pub mod schedules;
+mod text;
 pub mod webhooks;
 
 use std::path::Path;
@@ -21,10 +22,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rusqlite::Connection;
 use rusqlite::hooks::Action;
 
-pub use conflicts::{Conflict, ConflictStatus, NewConflict};
+pub use conflicts::{Conflict, ConflictStatus, NewConflict, Resolution};
 pub use migrations::SCHEMA_VERSION;
 pub use mirrors::{AuthMethod, Direction, Mirror, MirrorSettings, Project};
-pub use runs::{Enqueued, PendingJob, Run, RunOutcome, RunStatus};
+pub use runs::{Enqueued, PendingJob, Run, RunOutcome, RunStatus, Trigger};
+pub use text::UnknownValue;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

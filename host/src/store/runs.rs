@@ -8,51 +8,47 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
+use super::text::text_enum;
 use super::{StoreError, now};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Interrupted,
+text_enum! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum RunStatus as "run status" {
+        Queued = "queued",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Interrupted = "interrupted",
+    }
 }
 
 impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Queued => "queued",
-            RunStatus::Running => "running",
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Interrupted => "interrupted",
-        }
-    }
-
     pub fn is_finished(self) -> bool {
         matches!(
             self,
             RunStatus::Succeeded | RunStatus::Failed | RunStatus::Interrupted
         )
     }
+}
 
-    fn parse(s: &str) -> rusqlite::Result<Self> {
-        Ok(match s {
-            "queued" => RunStatus::Queued,
-            "running" => RunStatus::Running,
-            "succeeded" => RunStatus::Succeeded,
-            "failed" => RunStatus::Failed,
-            "interrupted" => RunStatus::Interrupted,
-            other => {
-                return Err(rusqlite::Error::FromSqlConversionFailure(
-                    0,
-                    rusqlite::types::Type::Text,
-                    format!("unexpected run status {other:?}").into(),
-                ));
-            }
-        })
+text_enum! {
+    /// What queued a run.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Trigger as "run trigger" {
+        /// `POST /api/v1/mirrors/{id}/sync`.
+        Manual = "manual",
+        /// The mirror's interval or cron schedule.
+        Schedule = "schedule",
+        /// A verified push webhook.
+        Webhook = "webhook",
+        /// A pull of the project that moved refs (push mirrors only).
+        Cascade = "cascade",
+        /// The sweep that found the remote's refs changed.
+        Reconcile = "reconcile",
+        /// A run cut off by a stop of the service, queued again at start.
+        Retry = "retry",
     }
 }
 
@@ -60,7 +56,7 @@ impl RunStatus {
 pub struct Run {
     pub run_id: i64,
     pub mirror_id: i64,
-    pub trigger: String,
+    pub trigger: Trigger,
     pub status: RunStatus,
     pub queued_at: String,
     pub started_at: Option<String>,
@@ -96,8 +92,7 @@ pub struct PendingJob {
     pub run_id: i64,
     pub mirror_id: i64,
     pub remote_host: String,
-    /// What queued the run (`manual`, `cascade`, `retry`, ...).
-    pub trigger: String,
+    pub trigger: Trigger,
     /// The mirror's own cap on runs against its remote host, if it set one.
     pub host_cap: Option<u32>,
 }
@@ -118,7 +113,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
         run_id: row.get(0)?,
         mirror_id: row.get(1)?,
         trigger: row.get(2)?,
-        status: RunStatus::parse(&row.get::<_, String>(3)?)?,
+        status: row.get(3)?,
         queued_at: row.get(4)?,
         started_at: row.get(5)?,
         finished_at: row.get(6)?,
@@ -137,7 +132,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
 pub fn enqueue(
     conn: &mut Connection,
     mirror_id: i64,
-    trigger: &str,
+    trigger: Trigger,
 ) -> Result<Enqueued, StoreError> {
     let tx = conn.transaction()?;
     let pending: Option<i64> = tx
@@ -227,7 +222,7 @@ pub fn finish(
          conflicts = ?10, error = ?11 WHERE id = ?1",
         params![
             run_id,
-            status.as_str(),
+            status,
             now(),
             o.duration_ms,
             o.bytes_transferred,
@@ -271,8 +266,8 @@ pub fn recover(conn: &mut Connection) -> Result<usize, StoreError> {
         )?;
         if !has_pending {
             tx.execute(
-                "INSERT INTO runs (mirror_id, trigger, status, queued_at) VALUES (?1, 'retry', 'queued', ?2)",
-                params![mirror_id, at],
+                "INSERT INTO runs (mirror_id, trigger, status, queued_at) VALUES (?1, ?2, 'queued', ?3)",
+                params![mirror_id, Trigger::Retry, at],
             )?;
             let retry_run = tx.last_insert_rowid();
             tx.execute(
@@ -329,16 +324,16 @@ mod tests {
     #[test]
     fn triggers_coalesce_into_one_running_and_one_pending() {
         let (store, id) = store_with_mirror();
-        let first = store.with(|c| enqueue(c, id, "webhook")).unwrap();
-        let second = store.with(|c| enqueue(c, id, "webhook")).unwrap();
+        let first = store.with(|c| enqueue(c, id, Trigger::Webhook)).unwrap();
+        let second = store.with(|c| enqueue(c, id, Trigger::Webhook)).unwrap();
         assert!(!first.coalesced && second.coalesced);
         assert_eq!(first.run_id, second.run_id);
 
         let job = store.with(|c| startable(c)).unwrap().remove(0);
         store.with(|c| start(c, &job)).unwrap();
         assert!(store.with(|c| startable(c)).unwrap().is_empty());
-        let third = store.with(|c| enqueue(c, id, "manual")).unwrap();
-        let fourth = store.with(|c| enqueue(c, id, "manual")).unwrap();
+        let third = store.with(|c| enqueue(c, id, Trigger::Manual)).unwrap();
+        let fourth = store.with(|c| enqueue(c, id, Trigger::Manual)).unwrap();
         assert!(!third.coalesced && fourth.coalesced);
         assert_ne!(third.run_id, first.run_id);
         // The pending job waits while its mirror has one running.
@@ -367,7 +362,7 @@ mod tests {
     #[test]
     fn recovery_marks_running_runs_interrupted_and_requeues_them() {
         let (store, id) = store_with_mirror();
-        let queued = store.with(|c| enqueue(c, id, "manual")).unwrap();
+        let queued = store.with(|c| enqueue(c, id, Trigger::Manual)).unwrap();
         let job = store.with(|c| startable(c)).unwrap().remove(0);
         store.with(|c| start(c, &job)).unwrap();
 
@@ -379,8 +374,8 @@ mod tests {
         assert_eq!(retry.len(), 1);
         let run = store.with(|c| get(c, retry[0].run_id)).unwrap().unwrap();
         assert_eq!(
-            (run.trigger.as_str(), run.status),
-            ("retry", RunStatus::Queued)
+            (run.trigger, run.status),
+            (Trigger::Retry, RunStatus::Queued)
         );
         assert_eq!(store.with(recover).unwrap(), 0, "recovery is idempotent");
     }

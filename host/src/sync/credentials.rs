@@ -7,7 +7,10 @@ use std::cell::Cell;
 use git2::{Cred, CredentialType};
 
 use super::{Run, remote};
-use crate::plugins::{AuthRequest, Credential, CredentialKinds, StoredSecret};
+use crate::plugins::{
+    AuthRequest, Credential, CredentialKinds, SshKeySecret, StoredSecret, TokenSecret, UserPass,
+};
+use crate::secrets::Secret;
 use crate::store::{self, AuthMethod};
 
 /// libgit2 asks again after a rejected credential; one answer per kind is all a
@@ -107,4 +110,27 @@ fn kinds_of(allowed: CredentialType) -> CredentialKinds {
         kinds |= CredentialKinds::SSH_KEY;
     }
     kinds
+}
+
+/// The secret as an auth-provider plugin receives it.
+impl From<Secret> for StoredSecret {
+    fn from(secret: Secret) -> Self {
+        match secret {
+            Secret::Password { username, password } => {
+                StoredSecret::Password(UserPass { username, password })
+            }
+            Secret::Token { token, username } => {
+                StoredSecret::Token(TokenSecret { token, username })
+            }
+            Secret::SshKey {
+                private_key,
+                passphrase,
+                username,
+            } => StoredSecret::SshKey(SshKeySecret {
+                private_key,
+                passphrase,
+                username,
+            }),
+        }
+    }
 }

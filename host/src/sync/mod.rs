@@ -18,7 +18,9 @@ mod push;
 pub mod refs;
 pub mod remote;
 mod resolve;
+/// The git CLI the engine's unit tests check against.
 #[cfg(test)]
+#[path = "../../../tests/fixtures/git.rs"]
 mod testing;
 pub mod throttle;
 mod transport;
@@ -35,7 +37,6 @@ use crate::store::{Direction, Mirror, NewConflict, Project, Store, StoreError};
 
 pub use packs::PackIndexer;
 pub use remote::{RemoteUrl, UrlError};
-pub use resolve::Resolution;
 use throttle::{Bucket, Throttle};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,16 +91,54 @@ pub enum Action {
 pub struct PlannedRef {
     pub ref_name: String,
     pub action: Action,
-    pub local_oid: Option<String>,
-    pub remote_oid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub merge_base: Option<String>,
+    #[serde(serialize_with = "hex")]
+    pub local_oid: Option<git2::Oid>,
+    #[serde(serialize_with = "hex")]
+    pub remote_oid: Option<git2::Oid>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "hex")]
+    pub merge_base: Option<git2::Oid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ahead: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub behind: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+impl PlannedRef {
+    /// `action` on `ref_name` between its two tips; no divergence figures yet.
+    fn new(
+        ref_name: &str,
+        action: Action,
+        local_oid: Option<git2::Oid>,
+        remote_oid: Option<git2::Oid>,
+    ) -> Self {
+        Self {
+            ref_name: ref_name.to_string(),
+            action,
+            local_oid,
+            remote_oid,
+            merge_base: None,
+            ahead: None,
+            behind: None,
+            reason: None,
+        }
+    }
+
+    fn because(self, reason: &str) -> Self {
+        Self {
+            reason: Some(reason.to_string()),
+            ..self
+        }
+    }
+}
+
+/// Object ids show as hex in JSON, as git prints them.
+fn hex<S: serde::Serializer>(oid: &Option<git2::Oid>, s: S) -> Result<S::Ok, S::Error> {
+    match oid {
+        Some(oid) => s.collect_str(oid),
+        None => s.serialize_none(),
+    }
 }
 
 /// The result of a run.
@@ -154,22 +193,34 @@ pub struct Engine<'a> {
 pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 1 << 30;
 
 impl Engine<'_> {
-    /// Runs `mirror` once. With `dry_run` no ref changes: the plan is returned
-    /// (objects may be downloaded, which changes nothing visible).
-    pub fn run(
-        &self,
-        mirror: &Mirror,
-        project: &Project,
-        dry_run: bool,
-    ) -> Result<Report, SyncError> {
+    /// Runs `mirror` once: refs move, and the report says how.
+    pub fn sync(&self, mirror: &Mirror, project: &Project) -> Result<Report, SyncError> {
+        self.start(mirror, project, Mode::Apply)
+    }
+
+    /// What a run of `mirror` would do now, ref by ref, with the strategy's
+    /// decisions; no ref changes (objects may be downloaded, which changes
+    /// nothing visible).
+    pub fn plan(&self, mirror: &Mirror, project: &Project) -> Result<Report, SyncError> {
+        self.start(mirror, project, Mode::DryRun)
+    }
+
+    fn start(&self, mirror: &Mirror, project: &Project, mode: Mode) -> Result<Report, SyncError> {
         std::fs::create_dir_all(self.repos_dir)?;
         let opened = self.open(project)?;
-        let run = Run::new(self, &opened, mirror, project, dry_run);
+        let run = Run::new(self, &opened, mirror, project, mode);
         match mirror.direction {
             Direction::Pull => run.pull(),
             Direction::Push => run.push(),
         }
     }
+}
+
+/// Whether a run applies its plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Apply,
+    DryRun,
 }
 
 impl Engine<'_> {
@@ -180,7 +231,7 @@ impl Engine<'_> {
         project: &Project,
     ) -> Result<Vec<crate::store::credentials::HostKey>, SyncError> {
         let opened = self.open(project)?;
-        Run::new(self, &opened, mirror, project, true).detect_host_keys()
+        Run::new(self, &opened, mirror, project, Mode::DryRun).detect_host_keys()
     }
 }
 
@@ -193,7 +244,7 @@ impl Engine<'_> {
         project: &Project,
     ) -> Result<String, SyncError> {
         let opened = self.open(project)?;
-        let run = Run::new(self, &opened, mirror, project, true);
+        let run = Run::new(self, &opened, mirror, project, Mode::DryRun);
         let transfer = transport::Transfer::default();
         let mut remote = opened.repo.remote_anonymous(&mirror.url)?;
         let connection = remote
@@ -291,7 +342,7 @@ struct Run<'a> {
     tips: &'a packs::Tips,
     mirror: &'a Mirror,
     project: &'a Project,
-    dry_run: bool,
+    mode: Mode,
     /// Why a callback refused a connection, when libgit2 replaces the callback's
     /// message with a generic one (it does for host keys).
     refusal: std::cell::RefCell<Option<String>>,
@@ -305,7 +356,7 @@ impl<'a> Run<'a> {
         opened: &'a Opened,
         mirror: &'a Mirror,
         project: &'a Project,
-        dry_run: bool,
+        mode: Mode,
     ) -> Self {
         Self {
             engine,
@@ -313,7 +364,7 @@ impl<'a> Run<'a> {
             tips: &opened.tips,
             mirror,
             project,
-            dry_run,
+            mode,
             refusal: std::cell::RefCell::new(None),
             throttle: Throttle::new(
                 rate_for(engine.store, mirror.mirror_id),
@@ -431,10 +482,6 @@ fn wildcard_match(pattern: &str, name: &str) -> bool {
         }
     }
     rest.ends_with(last)
-}
-
-fn oid_string(oid: Option<git2::Oid>) -> Option<String> {
-    oid.map(|o| o.to_string())
 }
 
 #[cfg(test)]

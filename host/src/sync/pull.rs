@@ -6,9 +6,9 @@ use git2::Oid;
 
 use super::refs::{self, RefUpdate, Relation};
 use super::transport::Transfer;
-use super::{Action, PlannedRef, Report, Run, SyncError, oid_string, remote};
+use super::{Action, Mode, PlannedRef, Report, Run, SyncError, remote};
 use crate::plugins::{Decision, DivergedRef};
-use crate::store::{self, ConflictStatus, NewConflict};
+use crate::store::{self, ConflictStatus, NewConflict, Resolution};
 
 /// Where a local ref and its upstream counterpart parted.
 struct Divergence {
@@ -60,7 +60,7 @@ impl Run<'_> {
             }
             return Ok(report);
         }
-        if !self.dry_run {
+        if self.mode == Mode::Apply {
             refs::apply(self.repo, &updates, &self.tips.found())?;
         }
         Ok(report)
@@ -121,16 +121,9 @@ impl Run<'_> {
                 old: Some(ours),
                 new: None,
             });
-            report.plan.push(PlannedRef {
-                ref_name: name.clone(),
-                action: Action::Delete,
-                local_oid: Some(ours.to_string()),
-                remote_oid: None,
-                merge_base: None,
-                ahead: None,
-                behind: None,
-                reason: Some("deleted upstream".into()),
-            });
+            report.plan.push(
+                PlannedRef::new(name, Action::Delete, Some(ours), None).because("deleted upstream"),
+            );
         }
         Ok(updates)
     }
@@ -143,16 +136,7 @@ impl Run<'_> {
         theirs: Oid,
         report: &mut Report,
     ) -> Result<PlannedRef, SyncError> {
-        let mut planned = PlannedRef {
-            ref_name: name.to_string(),
-            action: Action::Create,
-            local_oid: oid_string(ours),
-            remote_oid: Some(theirs.to_string()),
-            merge_base: None,
-            ahead: None,
-            behind: None,
-            reason: None,
-        };
+        let mut planned = PlannedRef::new(name, Action::Create, ours, Some(theirs));
         let Some(ours) = ours else {
             return Ok(planned);
         };
@@ -171,7 +155,7 @@ impl Run<'_> {
                 behind,
             } => (merge_base, ahead, behind),
         };
-        planned.merge_base = oid_string(merge_base);
+        planned.merge_base = merge_base;
         planned.ahead = Some(ahead);
         planned.behind = Some(behind);
         let divergence = Divergence {
@@ -214,7 +198,7 @@ impl Run<'_> {
             name: name.to_string(),
             local_oid: d.ours.to_string(),
             remote_oid: d.theirs.to_string(),
-            merge_base: oid_string(d.merge_base),
+            merge_base: d.merge_base.map(|o| o.to_string()),
             ahead: saturate(d.ahead),
             behind: saturate(d.behind),
             protected: super::is_protected(name, &self.project.protected_branches),
@@ -243,12 +227,12 @@ impl Run<'_> {
             ref_name: name.to_string(),
             local_oid: d.ours.to_string(),
             remote_oid: d.theirs.to_string(),
-            merge_base: oid_string(d.merge_base),
+            merge_base: d.merge_base.map(|o| o.to_string()),
             ahead: d.ahead as i64,
             behind: d.behind as i64,
             strategy: strategy.clone(),
             status,
-            resolution: resolution.map(str::to_string),
+            resolution,
         });
         Ok(())
     }
@@ -265,20 +249,18 @@ impl Run<'_> {
 
 /// How a strategy's decision shows in the plan and in the conflict history:
 /// action, conflict status, resolution, reason.
-fn consequence(
-    decision: Decision,
-) -> (Action, ConflictStatus, Option<&'static str>, Option<String>) {
+fn consequence(decision: Decision) -> (Action, ConflictStatus, Option<Resolution>, Option<String>) {
     match decision {
         Decision::KeepLocal => (
             Action::KeepLocal,
             ConflictStatus::Resolved,
-            Some("ours"),
+            Some(Resolution::Ours),
             None,
         ),
         Decision::TakeRemote => (
             Action::Overwrite,
             ConflictStatus::Resolved,
-            Some("theirs"),
+            Some(Resolution::Theirs),
             None,
         ),
         Decision::DeferManual(reason) => (Action::Manual, ConflictStatus::Open, None, Some(reason)),

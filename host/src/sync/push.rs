@@ -9,8 +9,8 @@ use git2::Oid;
 
 use super::refs::{self, Relation};
 use super::transport::Transfer;
-use super::{Action, PlannedRef, Report, Run, SyncError, oid_string};
-use crate::store::{self, ConflictStatus, NewConflict};
+use super::{Action, Mode, PlannedRef, Report, Run, SyncError};
+use crate::store::{self, ConflictStatus, NewConflict, Resolution};
 
 impl Run<'_> {
     pub(super) fn push(&self) -> Result<Report, SyncError> {
@@ -30,16 +30,9 @@ impl Run<'_> {
             if theirs.is_some_and(|t| !self.repo.odb().is_ok_and(|odb| odb.exists(t))) {
                 divergent_missing.push(name.clone());
             }
-            report.plan.push(PlannedRef {
-                ref_name: name.clone(),
-                action: Action::Create,
-                local_oid: Some(ours.to_string()),
-                remote_oid: oid_string(theirs),
-                merge_base: None,
-                ahead: None,
-                behind: None,
-                reason: None,
-            });
+            report
+                .plan
+                .push(PlannedRef::new(name, Action::Create, Some(ours), theirs));
         }
         // Objects of divergent destination tips, so their merge base can be recorded.
         let counter = Transfer::default();
@@ -55,21 +48,16 @@ impl Run<'_> {
         }
         for (name, pushed_oid) in &pushed_before {
             let gone_locally = !local.contains_key(name);
-            let still_ours = destination.get(name).map(Oid::to_string).as_ref() == Some(pushed_oid);
+            let tip = destination.get(name).copied();
+            let still_ours = tip.is_some_and(|tip| tip.to_string() == *pushed_oid);
             if gone_locally && still_ours {
-                report.plan.push(PlannedRef {
-                    ref_name: name.clone(),
-                    action: Action::Delete,
-                    local_oid: None,
-                    remote_oid: Some(pushed_oid.clone()),
-                    merge_base: None,
-                    ahead: None,
-                    behind: None,
-                    reason: Some("pushed by this mirror, deleted locally".into()),
-                });
+                report.plan.push(
+                    PlannedRef::new(name, Action::Delete, None, tip)
+                        .because("pushed by this mirror, deleted locally"),
+                );
             }
         }
-        if self.dry_run {
+        if self.mode == Mode::DryRun {
             return Ok(report);
         }
         self.send(&mut report, &counter)?;
@@ -96,10 +84,9 @@ impl Run<'_> {
         planned: &mut PlannedRef,
         conflicts: &mut Vec<NewConflict>,
     ) -> Result<(), SyncError> {
-        let (Some(ours), Some(theirs)) = (&planned.local_oid, &planned.remote_oid) else {
+        let (Some(ours), Some(theirs)) = (planned.local_oid, planned.remote_oid) else {
             return Ok(()); // not on the destination: create
         };
-        let (ours, theirs) = (Oid::from_str(ours)?, Oid::from_str(theirs)?);
         // `relate(current = theirs, target = ours)`: pushing moves their tip to ours.
         let (merge_base, behind, ahead) = match refs::relate(self.repo, theirs, ours)? {
             Relation::Same => {
@@ -116,7 +103,7 @@ impl Run<'_> {
                 behind,
             } => (merge_base, ahead, behind),
         };
-        planned.merge_base = oid_string(merge_base);
+        planned.merge_base = merge_base;
         planned.ahead = Some(ahead);
         planned.behind = Some(behind);
         let keep = self.mirror.keep_divergent_refs;
@@ -134,7 +121,7 @@ impl Run<'_> {
             ref_name: planned.ref_name.clone(),
             local_oid: ours.to_string(),
             remote_oid: theirs.to_string(),
-            merge_base: oid_string(merge_base),
+            merge_base: merge_base.map(|o| o.to_string()),
             ahead: ahead as i64,
             behind: behind as i64,
             strategy: if keep {
@@ -148,7 +135,7 @@ impl Run<'_> {
             } else {
                 ConflictStatus::Resolved
             },
-            resolution: (!keep).then(|| "ours".into()),
+            resolution: (!keep).then_some(Resolution::Ours),
         });
         Ok(())
     }
@@ -188,7 +175,7 @@ impl Run<'_> {
             .filter(|p| !rejected.contains_key(&p.ref_name))
             .filter_map(|p| match p.action {
                 Action::Create | Action::FastForward | Action::Overwrite => {
-                    Some((p.ref_name.clone(), p.local_oid.clone()))
+                    Some((p.ref_name.clone(), p.local_oid.map(|o| o.to_string())))
                 }
                 Action::Delete => Some((p.ref_name.clone(), None)),
                 _ => None,

@@ -7,28 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-
 use super::refs::{self, RefUpdate};
 use super::transport::Transfer;
-use super::{Engine, Run, SyncError};
-use crate::store::{Conflict, Direction, Mirror, Project};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Resolution {
-    Ours,
-    Theirs,
-}
-
-impl Resolution {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Resolution::Ours => "ours",
-            Resolution::Theirs => "theirs",
-        }
-    }
-}
+use super::{Action, Engine, Mode, PlannedRef, Report, Run, SyncError};
+use crate::store::{Conflict, Direction, Mirror, Project, Resolution};
 
 impl Engine<'_> {
     pub fn resolve(
@@ -39,7 +21,7 @@ impl Engine<'_> {
         resolution: Resolution,
     ) -> Result<(), SyncError> {
         let opened = self.open(project)?;
-        let run = Run::new(self, &opened, mirror, project, false);
+        let run = Run::new(self, &opened, mirror, project, Mode::Apply);
         match (mirror.direction, resolution) {
             (Direction::Pull, Resolution::Theirs) => run.take_remote(&conflict.ref_name),
             (Direction::Push, Resolution::Ours) => run.force_push(&conflict.ref_name),
@@ -76,18 +58,12 @@ impl Run<'_> {
 
     fn force_push(&self, name: &str) -> Result<(), SyncError> {
         let ours = self.repo.refname_to_id(name)?;
-        let mut report = super::Report {
-            plan: vec![super::PlannedRef {
-                ref_name: name.to_string(),
-                action: super::Action::Overwrite,
-                local_oid: Some(ours.to_string()),
-                remote_oid: None,
-                merge_base: None,
-                ahead: None,
-                behind: None,
-                reason: Some("conflict resolved with ours".into()),
-            }],
-            ..super::Report::default()
+        let mut report = Report {
+            plan: vec![
+                PlannedRef::new(name, Action::Overwrite, Some(ours), None)
+                    .because("conflict resolved with ours"),
+            ],
+            ..Report::default()
         };
         self.send(&mut report, &Transfer::default())
     }

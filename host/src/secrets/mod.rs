@@ -13,6 +13,10 @@ use sha2::{Digest, Sha256};
 
 use crate::store::SealedOwner;
 
+mod admin_token;
+
+pub use admin_token::{AdminToken, TOKEN_FILE, TokenSource};
+
 pub const KEY_FILE: &str = "master.key";
 const NONCE_LEN: usize = 24;
 
@@ -49,30 +53,6 @@ pub enum Secret {
         passphrase: Option<String>,
         username: Option<String>,
     },
-}
-
-/// The secret as an auth-provider plugin receives it.
-impl From<Secret> for crate::plugins::StoredSecret {
-    fn from(secret: Secret) -> Self {
-        use crate::plugins::{SshKeySecret, StoredSecret, TokenSecret, UserPass};
-        match secret {
-            Secret::Password { username, password } => {
-                StoredSecret::Password(UserPass { username, password })
-            }
-            Secret::Token { token, username } => {
-                StoredSecret::Token(TokenSecret { token, username })
-            }
-            Secret::SshKey {
-                private_key,
-                passphrase,
-                username,
-            } => StoredSecret::SshKey(SshKeySecret {
-                private_key,
-                passphrase,
-                username,
-            }),
-        }
-    }
 }
 
 impl std::fmt::Debug for Secret {

@@ -1,0 +1,75 @@
+//! The service's own tasks: the dispatcher that starts queued runs, the
+//! scheduler tick, and the reconciliation sweep. Started by `server::serve`,
+//! stopped when the [`Background`] handle is dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::App;
+use crate::{jobs, schedule};
+
+/// The running tasks; aborted on drop. Runs they cut off are marked
+/// interrupted and retried at the next start.
+#[derive(Debug)]
+pub struct Background(Vec<JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Starts the dispatcher, the scheduler and (if configured) the sweep.
+pub fn start(app: &Arc<App>) -> Background {
+    let mut tasks = vec![
+        tokio::spawn(jobs::dispatch(app.clone())),
+        tokio::spawn(tick_schedules(app.clone())),
+    ];
+    if let Some(every) = app.config.reconcile_every {
+        tasks.push(tokio::spawn(reconcile(app.clone(), every)));
+    }
+    Background(tasks)
+}
+
+/// Queues every due schedule's mirror, once a second.
+async fn tick_schedules(app: Arc<App>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let app = app.clone();
+        let now = app.clock.now_ms();
+        let fired =
+            tokio::task::spawn_blocking(move || schedule::tick(&app.store, &app.jobs, now)).await;
+        match fired {
+            Ok(Ok(0)) => {}
+            Ok(Ok(count)) => tracing::debug!(count, "schedules fired"),
+            Ok(Err(error)) => tracing::error!(%error, "schedule tick failed"),
+            Err(error) => tracing::error!(%error, "schedule task failed"),
+        }
+    }
+}
+
+/// A reconciliation sweep every `every` (the first one `every` after start).
+async fn reconcile(app: Arc<App>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let app = app.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            schedule::sweep(&app.store, &app.jobs, &app.engine())
+        })
+        .await;
+        match swept {
+            Ok(Ok((checked, changed))) => tracing::info!(checked, changed, "reconcile sweep"),
+            Ok(Err(error)) => tracing::error!(%error, "reconcile sweep failed"),
+            Err(error) => tracing::error!(%error, "reconcile task failed"),
+        }
+    }
+}

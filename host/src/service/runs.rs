@@ -1,0 +1,190 @@
+//! Runs: one run from start to record ([`jobs::Executor`]), a manual sync, the
+//! dry run and the resolution of a conflict.
+
+use std::time::Instant;
+
+use super::{App, ServiceError};
+use crate::jobs::{Executor, Queue};
+use crate::store::{
+    self, Conflict, ConflictStatus, Direction, Enqueued, Mirror, PendingJob, Resolution,
+    RunOutcome, Store, StoreError, Trigger,
+};
+use crate::sync::{Action, Engine, Report, SyncError};
+use crate::{schedule, telemetry};
+
+impl Executor for App {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn queue(&self) -> &Queue {
+        &self.jobs
+    }
+
+    fn execute(&self, job: &PendingJob) {
+        if let Err(error) = self.run(job) {
+            tracing::error!(%error, "cannot record the run");
+        }
+    }
+}
+
+impl App {
+    /// Runs the job's mirror, records the run, moves its schedule on, watches
+    /// its health, and queues the project's push mirrors after a pull that
+    /// moved refs.
+    fn run(&self, job: &PendingJob) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let (mirror, project) = self.store.with(|c| -> Result<_, StoreError> {
+            let mirror =
+                store::mirrors::get(c, job.mirror_id)?.ok_or(StoreError::NotFound("mirror"))?;
+            let project = store::mirrors::project(c, &mirror.project_id)?
+                .ok_or(StoreError::NotFound("project"))?;
+            Ok((mirror, project))
+        })?;
+        tracing::info!(direction = %mirror.direction, "run started");
+        let progress = self.live.start(job.run_id);
+        let engine = Engine {
+            progress: Some(&progress),
+            ..self.engine()
+        };
+        let result = engine.sync(&mirror, &project);
+        self.live.finish(job.run_id);
+        let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let outcome = self.record(&mirror, job.run_id, duration_ms, &result)?;
+        self.store
+            .with(|c| store::runs::finish(c, job.job_id, job.run_id, &outcome))?;
+        telemetry::run_finished(mirror.direction, &outcome);
+        let now = self.clock.now_ms();
+        schedule::record_run(
+            &self.store,
+            &self.schedule_policy,
+            mirror.mirror_id,
+            outcome.succeeded,
+            now,
+        )?;
+        self.observe_health(mirror.mirror_id)?;
+        if mirror.direction == Direction::Pull && result.is_ok_and(|r| r.changed()) {
+            self.cascade(&mirror.project_id)?;
+        }
+        Ok(())
+    }
+
+    /// The run's outcome, with what the run found (conflicts, the remote's
+    /// fingerprint) recorded.
+    fn record(
+        &self,
+        mirror: &Mirror,
+        run_id: i64,
+        duration_ms: i64,
+        result: &Result<Report, SyncError>,
+    ) -> Result<RunOutcome, StoreError> {
+        let report = match result {
+            Ok(report) => report,
+            Err(error) => {
+                tracing::warn!(%error, "run failed");
+                return Ok(RunOutcome {
+                    duration_ms,
+                    error: Some(error.to_string()),
+                    ..RunOutcome::default()
+                });
+            }
+        };
+        let outcome = outcome_of(report, duration_ms);
+        self.store
+            .with(|c| store::conflicts::record(c, mirror.mirror_id, run_id, &report.conflicts))?;
+        if let (Some(fingerprint), true) = (&report.remote_fingerprint, outcome.succeeded) {
+            self.store.with(|c| {
+                store::mirrors::set_remote_fingerprint(c, mirror.mirror_id, fingerprint)
+            })?;
+        }
+        match &outcome.error {
+            None => tracing::info!(
+                created = outcome.refs_created,
+                updated = outcome.refs_updated,
+                deleted = outcome.refs_deleted,
+                bytes = outcome.bytes_transferred,
+                "run succeeded"
+            ),
+            Some(error) => tracing::warn!(%error, "run failed"),
+        }
+        Ok(outcome)
+    }
+
+    /// Queues the project's enabled push mirrors.
+    fn cascade(&self, project_id: &str) -> Result<(), StoreError> {
+        let mirrors = self
+            .store
+            .with(|c| store::mirrors::list(c, Some(project_id), Some(Direction::Push)))?;
+        for mirror in mirrors.iter().filter(|m| m.enabled) {
+            self.jobs
+                .trigger(&self.store, mirror.mirror_id, Trigger::Cascade)?;
+        }
+        Ok(())
+    }
+
+    /// Queues a run of an enabled mirror now (or joins the pending one); a
+    /// hard-failed mirror gets its schedule back.
+    pub fn sync_now(&self, id: i64) -> Result<Enqueued, ServiceError> {
+        let mirror = self.mirror(id)?;
+        if !mirror.enabled {
+            return Err(ServiceError::Conflict(format!(
+                "mirror {id} is disabled; enable it first"
+            )));
+        }
+        self.revive(id)?;
+        Ok(self.jobs.trigger(&self.store, id, Trigger::Manual)?)
+    }
+
+    /// A dry run: what a run would do to each ref now; nothing changes.
+    pub fn plan(&self, id: i64) -> Result<Report, ServiceError> {
+        let (mirror, project) = self.mirror_with_project(id)?;
+        Ok(self.engine().plan(&mirror, &project)?)
+    }
+
+    /// Settles an open conflict as the operator says.
+    pub fn resolve_conflict(
+        &self,
+        id: i64,
+        conflict_id: i64,
+        resolution: Resolution,
+    ) -> Result<Option<Conflict>, ServiceError> {
+        let (mirror, project) = self.mirror_with_project(id)?;
+        let conflict = self
+            .store
+            .with(|c| store::conflicts::get(c, id, conflict_id))?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("no conflict {conflict_id} on mirror {id}"))
+            })?;
+        if conflict.status != ConflictStatus::Open {
+            return Err(ServiceError::Conflict(format!(
+                "conflict {conflict_id} is not open"
+            )));
+        }
+        self.engine()
+            .resolve(&mirror, &project, &conflict, resolution)?;
+        self.store
+            .with(|c| store::conflicts::resolve(c, conflict_id, resolution))?;
+        Ok(self
+            .store
+            .with(|c| store::conflicts::get(c, id, conflict_id))?)
+    }
+}
+
+/// A run's figures from its report.
+fn outcome_of(report: &Report, duration_ms: i64) -> RunOutcome {
+    let count = |actions: &[Action]| actions.iter().map(|a| report.count(*a) as i64).sum();
+    RunOutcome {
+        succeeded: report.aborted.is_none(),
+        duration_ms,
+        bytes_transferred: i64::try_from(report.bytes_transferred).unwrap_or(i64::MAX),
+        refs_created: count(&[Action::Create]),
+        refs_updated: count(&[Action::FastForward, Action::Overwrite]),
+        refs_deleted: count(&[Action::Delete]),
+        refs_skipped: count(&[Action::KeepLocal, Action::Manual]),
+        conflicts: report.conflicts.len() as i64,
+        error: report
+            .aborted
+            .as_ref()
+            .map(|reason| SyncError::Aborted(reason.clone()).to_string()),
+    }
+}
