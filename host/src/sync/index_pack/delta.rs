@@ -1,6 +1,9 @@
 //! Git's delta format: the base's size and the result's size as varints, then
 //! instructions that copy a range of the base or insert literal bytes.
 
+/// The shortest delta git applies.
+const MIN_DELTA_BYTES: usize = 4;
+
 /// A delta's (base size, result size), from its first bytes; `None` if they
 /// are cut short or overflow.
 pub(super) fn sizes(delta: &[u8]) -> Option<(u64, u64)> {
@@ -29,6 +32,11 @@ fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
 /// the sender's claim and checked against the data; the result is at most
 /// `limit` bytes.
 pub(super) fn apply(base: &[u8], delta: &[u8], limit: u64) -> Result<Vec<u8>, &'static str> {
+    // git's patch_delta refuses anything shorter (DELTA_SIZE_MIN): two
+    // sizes and one instruction at the least.
+    if delta.len() < MIN_DELTA_BYTES {
+        return Err("delta is shorter than the 4 bytes git requires");
+    }
     let (base_size, rest) = varint(delta).ok_or("delta header is malformed")?;
     let (result_size, mut ops) = varint(rest).ok_or("delta header is malformed")?;
     if base_size != base.len() as u64 {
@@ -116,13 +124,15 @@ mod tests {
     fn lying_deltas_are_refused() {
         let base = b"0123456789";
         // Wrong base size, copy past the base, result longer and shorter than
-        // claimed, reserved opcode, cut-short insert, result over the limit.
+        // claimed, reserved opcode, too short for git, cut-short insert,
+        // result over the limit.
         for (delta, why) in [
             (vec![9, 1, 1, b'x'], "another size"),
             (vec![10, 4, 0x91, 8, 4], "outside its base"),
             (vec![10, 1, 2, b'x', b'y'], "more than"),
             (vec![10, 3, 1, b'x'], "less than"),
-            (vec![10, 1, 0], "reserved"),
+            (vec![10, 1, 0, 0], "reserved"),
+            (vec![0, 0], "shorter than"),
             (vec![10, 5, 5, b'x'], "past its end"),
             (vec![10, 0x80, 0x80, 0x04], "max_object_bytes"),
         ] {

@@ -150,6 +150,9 @@ pub(super) enum What {
     RefDelta(Oid),
 }
 
+/// The shift of the eighth and last size byte git reads after an entry's first.
+const MAX_SIZE_SHIFT: u32 = 4 + 7 * 7;
+
 /// Parses an entry header from `next` (one byte per call); `at` is the entry's
 /// offset, for errors.
 pub(super) fn parse_header(
@@ -162,9 +165,17 @@ pub(super) fn parse_header(
     let mut shift = 4;
     let mut byte = first;
     while byte & 0x80 != 0 {
+        // git's readers stop at eight size bytes after the first ("bad
+        // object header"): a pack with more would index, then fail fsck.
+        if shift > MAX_SIZE_SHIFT {
+            return Err(IndexError::malformed(
+                at,
+                "bad object header: more than 8 size bytes follow the first",
+            ));
+        }
         byte = next()?;
         let part = u64::from(byte & 0x7f);
-        if shift > 63 || (part << shift) >> shift != part {
+        if (part << shift) >> shift != part {
             return Err(IndexError::malformed(at, "entry size overflows"));
         }
         size |= part << shift;
