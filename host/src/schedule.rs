@@ -145,20 +145,24 @@ pub fn tick(store: &Store, queue: &Queue, now: i64) -> Result<usize, StoreError>
 /// compared with the one its last successful run saw, and a run is queued
 /// where they differ. Catches pushes that sent no webhook (GitHub sends none
 /// for more than three tags at once, GitLab none for more than three refs).
-/// Returns (mirrors checked, mirrors queued).
-pub fn sweep(store: &Store, queue: &Queue, engine: &Engine) -> Result<(usize, usize), StoreError> {
+/// A mirror that is hard-failed or backing off at `now` is left alone: the
+/// sweep must not undo the slow-down. Returns (mirrors checked, mirrors queued).
+pub fn sweep(
+    store: &Store,
+    queue: &Queue,
+    engine: &Engine,
+    now: i64,
+) -> Result<(usize, usize), StoreError> {
     let pulls = store.with(|c| mirrors::list(c, None, Some(Direction::Pull)))?;
     let mut changed = 0;
     for mirror in pulls.iter().filter(|m| m.enabled) {
-        let hard_failed = store
-            .with(|c| schedules::get(c, mirror.mirror_id))?
-            .is_some_and(|s| s.hard_failed);
+        let schedule = store.with(|c| schedules::get(c, mirror.mirror_id))?;
+        if schedule.is_some_and(|s| held_back(&s, now)) {
+            continue;
+        }
         let Some(project) = store.with(|c| mirrors::project(c, &mirror.project_id))? else {
             continue;
         };
-        if hard_failed {
-            continue;
-        }
         let seen = store.with(|c| mirrors::remote_fingerprint(c, mirror.mirror_id))?;
         match engine.remote_fingerprint(mirror, &project) {
             Ok(now) if seen.as_deref() != Some(now.as_str()) => {
@@ -172,6 +176,13 @@ pub fn sweep(store: &Store, queue: &Queue, engine: &Engine) -> Result<(usize, us
         }
     }
     Ok((pulls.len(), changed))
+}
+
+/// Whether failures hold the mirror back at `now`: hard-failed, or waiting
+/// out a backoff.
+pub fn held_back(schedule: &Schedule, now: i64) -> bool {
+    schedule.hard_failed
+        || (schedule.consecutive_failures > 0 && schedule.next_run_at.is_some_and(|at| at > now))
 }
 
 /// Called when a run of a mirror ends: a scheduled mirror moves to its next
@@ -248,6 +259,19 @@ mod tests {
             .unwrap()
             .timestamp_millis();
         assert_eq!(next, expected);
+    }
+
+    #[test]
+    fn failures_hold_a_mirror_back_from_the_sweep_until_its_retry() {
+        let mut s = schedule(Cadence::Interval(600), 0);
+        s.next_run_at = Some(1000);
+        assert!(!held_back(&s, 0), "a regular next run holds nothing back");
+        s.consecutive_failures = 2;
+        assert!(held_back(&s, 999), "backing off");
+        assert!(!held_back(&s, 1000), "the retry is due");
+        s.hard_failed = true;
+        s.next_run_at = None;
+        assert!(held_back(&s, i64::MAX));
     }
 
     #[test]

@@ -130,6 +130,22 @@ async fn mirrors_are_listed_patched_and_deleted() {
         json!({"project_id": "other/thing", "url": "https://example.com/o/t.git"}),
     )
     .await;
+    // One upstream per project, as GitLab has it: a second pull mirror of it
+    // is refused and stores nothing.
+    let (status, err) = api
+        .post(
+            "/api/v1/mirrors/pull",
+            json!({"project_id": "acme/widgets", "url": "https://example.com/acme/other.git"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("already has pull mirror {id}")),
+        "{err}"
+    );
     let (_, listed) = api.get("/api/v1/mirrors?project_id=acme%2Fwidgets").await;
     let listed = listed["mirrors"].as_array().unwrap();
     assert_eq!(listed.len(), 2);

@@ -134,6 +134,23 @@ async fn mirrors_are_added_listed_synced_with_progress_and_checked() {
         git(&up.bare(), &["rev-parse", "main"])
     );
 
+    // What that run did, ref by ref.
+    let run_id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id: "))
+        .expect("the run's id");
+    let refs = ok(&mirrorhost(&server, &["mirror", "run", run_id], ""));
+    let header = refs.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("ref_name") && header.contains("action"),
+        "{refs}"
+    );
+    assert!(
+        refs.lines()
+            .any(|l| l.starts_with("refs/heads/main") && l.contains(" create")),
+        "{refs}"
+    );
+
     let health = ok(&mirrorhost(
         &server,
         &["mirror", "health", &pull.to_string()],

@@ -38,6 +38,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/mirrors/{id}/sync"),
     ("get", "/api/v1/mirrors/{id}/runs"),
     ("get", "/api/v1/runs/{run_id}"),
+    ("get", "/api/v1/runs/{run_id}/refs"),
     ("get", "/api/v1/mirrors/{id}/health"),
     ("get", "/api/v1/health/unhealthy"),
     ("get", "/api/v1/mirrors/{id}/conflicts"),

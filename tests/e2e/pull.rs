@@ -215,6 +215,14 @@ async fn manual_conflicts_are_resolved_through_the_api() {
         )
         .await;
     api.sync(id).await;
+    let dest_dir = tempfile::tempdir().unwrap();
+    let dest = bare_repo(dest_dir.path(), "dest.git");
+    let push = api
+        .create(
+            "push",
+            json!({"project_id": PROJECT, "url": format!("file://{}", dest.display())}),
+        )
+        .await;
     let d = diverge(up);
 
     // Detection is a dry run: it reports the divergence and changes nothing.
@@ -257,6 +265,18 @@ async fn manual_conflicts_are_resolved_through_the_api() {
     );
     assert!(resolved["resolved_at"].is_string());
     assert_eq!(local_main(&server).await, d.after);
+    // The resolution moved a ref: the project's push mirror carries it on.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while refs_of(&dest).get("refs/heads/main") != Some(&d.after) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the push mirror never got the resolution: {:?}",
+            refs_of(&dest)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, runs) = api.get(&format!("/api/v1/mirrors/{push}/runs")).await;
+    assert_eq!(runs["runs"][0]["trigger"], "cascade", "{runs}");
     let (status, _) = api.post(&path, json!({"strategy": "ours"})).await;
     assert_eq!(status, 409, "a resolved conflict is not resolved again");
     fsck(&project_repo(&server, PROJECT));
@@ -419,4 +439,130 @@ async fn more_refs_than_the_service_may_open_files_land_in_one_run() {
     let local = project_repo(&server, PROJECT);
     assert_eq!(refs_of(&local), refs_of(&bare));
     fsck(&local);
+}
+
+/// An upstream may advertise names no mirror can hold: a ref beside a
+/// directory of the same name, a name that is not UTF-8. Each is refused by
+/// name, with its reason in the run's ref results; the rest lands, and the
+/// mirror stays one git can fsck and clone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_git_cannot_hold_are_refused_and_the_rest_lands() {
+    let up = Upstream::with_main();
+    let main = git(&up.bare(), &["rev-parse", "refs/heads/main"]);
+    // git itself would never write these, but reads and advertises them.
+    let mut packed = format!("{main} refs/heads/a\n{main} refs/heads/a/b\n").into_bytes();
+    packed.extend_from_slice(format!("{main} refs/heads/caf").as_bytes());
+    packed.extend_from_slice(b"\xe9\n");
+    std::fs::write(up.bare().join("packed-refs"), packed).unwrap();
+    let http = crate::http_git::HttpGit::start(up.dir.path()).await;
+
+    let server = local_server();
+    let api = Api::new(&server);
+    let id = api
+        .create(
+            "pull",
+            json!({"project_id": "names/p", "url": http.url("upstream.git")}),
+        )
+        .await;
+    let run = api.sync(id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["refs_skipped"], 2, "{run}");
+    let local = project_repo(&server, "names/p");
+    let names: Vec<String> = refs_of(&local).into_keys().collect();
+    assert_eq!(names, ["refs/heads/a", "refs/heads/main"]);
+    fsck(&local);
+    let clone = tempfile::tempdir().unwrap();
+    git(
+        clone.path(),
+        &[
+            "clone",
+            "-q",
+            "--mirror",
+            local.to_str().unwrap(),
+            "copy.git",
+        ],
+    );
+
+    let run_id = run["run_id"].as_i64().unwrap();
+    let (status, refs) = api.get(&format!("/api/v1/runs/{run_id}/refs")).await;
+    assert_eq!(status, 200, "{refs}");
+    let refused: Vec<(&str, &str)> = refs["refs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "refused")
+        .map(|r| {
+            (
+                r["ref_name"].as_str().unwrap(),
+                r["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(refused.len(), 2, "{refs}");
+    assert_eq!(refused[0].0, "refs/heads/a/b");
+    assert!(refused[0].1.contains("clashes with refs/heads/a"), "{refs}");
+    assert_eq!(refused[1].0, "refs/heads/caf\u{fffd}");
+    assert!(refused[1].1.contains("not UTF-8"), "{refs}");
+    let created: Vec<&str> = refs["refs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "create")
+        .map(|r| r["ref_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(created, ["refs/heads/a", "refs/heads/main"]);
+
+    // The next run refuses the same names again and changes nothing.
+    let again = api.sync(id).await;
+    assert_eq!(
+        (
+            &again["status"],
+            &again["refs_created"],
+            &again["refs_skipped"]
+        ),
+        (&json!("succeeded"), &json!(0), &json!(2)),
+        "{again}"
+    );
+}
+
+/// mirrorhost keeps SHA-1 repositories: a SHA-256 upstream fails the run with
+/// a message that names the format, over HTTP and file:// alike, and leaves
+/// no ref behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sha256_remote_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sha256 = ["--object-format=sha256", "-b", "main"];
+    git(
+        root,
+        &[&["init", "-q", "--bare"][..], &sha256, &["upstream.git"]].concat(),
+    );
+    git(root, &[&["init", "-q"][..], &sha256, &["work"]].concat());
+    let work = root.join("work");
+    std::fs::write(work.join("f.txt"), "sha256\n").unwrap();
+    git(&work, &["add", "f.txt"]);
+    git(&work, &["commit", "-q", "-m", "a"]);
+    let bare = root.join("upstream.git");
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    let http = crate::http_git::HttpGit::start(root).await;
+
+    let server = local_server();
+    let api = Api::new(&server);
+    let urls = [
+        ("sha/http", http.url("upstream.git")),
+        ("sha/file", format!("file://{}", bare.display())),
+    ];
+    for (project, url) in urls {
+        let id = api
+            .create("pull", json!({"project_id": project, "url": url}))
+            .await;
+        let run = api.sync(id).await;
+        assert_eq!(run["status"], "failed", "{run}");
+        let error = run["error"].as_str().unwrap();
+        assert!(
+            error.contains("sha256 object format is not supported"),
+            "{project}: {error}"
+        );
+        assert!(refs_of(&project_repo(&server, project)).is_empty());
+    }
 }

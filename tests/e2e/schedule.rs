@@ -379,3 +379,67 @@ async fn an_injected_clock_drives_firing_backoff_hard_failure_and_reset() {
     let next = s["next_run_at"].as_i64().unwrap();
     assert_eq!(service.fire(id, next).await["status"], "succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_mirror_never_fires_and_a_patch_keeps_its_cron() {
+    // 2026-11-28T00:00:00Z.
+    let t0 = 1_795_824_000_000;
+    let service = Driven::start(t0).await;
+    let up = Upstream::with_main();
+    let mirror = service
+        .call(
+            reqwest::Method::POST,
+            "/mirrors/pull",
+            Some(json!({"project_id": "clock/cron", "url": up.url()})),
+        )
+        .await;
+    let id = mirror["mirror_id"].as_i64().unwrap();
+    let path = format!("/mirrors/{id}");
+    let s = service
+        .call(
+            reqwest::Method::PUT,
+            &format!("{path}/schedule"),
+            Some(json!({"cron": "0 * * * *"})),
+        )
+        .await;
+    let next = s["next_run_at"].as_i64().unwrap();
+
+    // Disabling the mirror (not its schedule) silences the cron schedule, and
+    // a PATCH that does not name update_interval leaves the cron as it is.
+    let patched = service
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(patched["enabled"], false, "{patched}");
+    assert_eq!(service.schedule(id).await["cron"], "0 * * * *");
+    service.stays_quiet(id, next + 3 * HOUR_MS).await;
+
+    let patched = service
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"enabled": true, "only_protected_branches": false})),
+        )
+        .await;
+    assert_eq!(patched["enabled"], true, "{patched}");
+    let s = service.schedule(id).await;
+    assert_eq!(s["cron"], "0 * * * *", "{s}");
+    // Enabled again, the schedule that came due while it was off fires.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let runs = loop {
+        let runs = service.scheduled_runs(id).await;
+        if !runs.is_empty() {
+            break runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cron never fired once enabled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["status"], "succeeded");
+}

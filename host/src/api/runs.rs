@@ -83,6 +83,23 @@ pub async fn get(
     Ok(Json(RunView { run, progress }))
 }
 
+/// What the run did to each ref it did not leave alone, and why.
+#[utoipa::path(get, path = "/runs/{run_id}/refs", tag = "runs", params(("run_id" = i64, Path)), responses((status = 200, description = "{\"refs\": [RunRef]}, by name", body = serde_json::Value), (status = 404, body = crate::api::ErrorBody)))]
+pub async fn refs(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let run_id: i64 = run_id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no run {run_id:?}")))?;
+    current_run(&state, run_id).await?;
+    let refs = blocking(state, move |app| {
+        Ok(app.store.with(|c| store::runs::refs(c, run_id))?)
+    })
+    .await?;
+    Ok(Json(json!({ "refs": refs })))
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RunsQuery {

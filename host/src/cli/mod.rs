@@ -80,6 +80,8 @@ pub enum MirrorCommand {
     },
     /// Run a mirror now and show its progress until the run ends.
     Sync { mirror_id: i64 },
+    /// What one run did to each ref it did not leave alone, and why.
+    Run { run_id: i64 },
     /// Health of one mirror, from its run history.
     Health {
         mirror_id: i64,
@@ -185,6 +187,7 @@ pub async fn mirror(conn: &Connection, command: MirrorCommand) -> Result<(), Cli
             client.get(&format!("/mirrors{query}")).await?
         }
         MirrorCommand::Sync { mirror_id } => return sync(&client, mirror_id, conn.json).await,
+        MirrorCommand::Run { run_id } => client.get(&format!("/runs/{run_id}/refs")).await?,
         MirrorCommand::Health { mirror_id, window } => {
             let query = window.map_or_else(String::new, |w| format!("?window={w}"));
             client

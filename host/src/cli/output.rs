@@ -20,6 +20,10 @@ const COLUMNS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "refs",
+        &["ref_name", "action", "local_oid", "remote_oid", "reason"],
+    ),
+    (
         "conflicts",
         &[
             "conflict_id",

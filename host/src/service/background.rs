@@ -63,7 +63,8 @@ async fn reconcile(app: Arc<App>, every: Duration) {
         ticker.tick().await;
         let app = app.clone();
         let swept = tokio::task::spawn_blocking(move || {
-            schedule::sweep(&app.store, &app.jobs, &app.engine())
+            let now = app.clock.now_ms();
+            schedule::sweep(&app.store, &app.jobs, &app.engine(), now)
         })
         .await;
         match swept {

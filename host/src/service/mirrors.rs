@@ -105,7 +105,19 @@ impl App {
             auth_provider_config: config_text(new.auth_provider_config),
         };
         let settings = self.validate(settings)?;
-        let mirror = self.store.with(|c| store::mirrors::insert(c, &settings))?;
+        let mirror = self.store.with(|c| {
+            if settings.direction == Direction::Pull {
+                let pulls =
+                    store::mirrors::list(c, Some(&settings.project_id), Some(Direction::Pull))?;
+                if let Some(other) = pulls.first() {
+                    return Err(ServiceError::Conflict(format!(
+                        "project {} already has pull mirror {}: a project mirrors one upstream",
+                        settings.project_id, other.mirror_id
+                    )));
+                }
+            }
+            Ok(store::mirrors::insert(c, &settings)?)
+        })?;
         if let Some(seconds) = mirror.update_interval {
             self.set_cadence(
                 mirror.mirror_id,
@@ -124,6 +136,7 @@ impl App {
             s.url = url;
         }
         s.auth_method = patch.auth_method.unwrap_or(s.auth_method);
+        let new_interval = patch.update_interval.is_some();
         if let Some(interval) = patch.update_interval {
             s.update_interval = self.checked_update_interval(interval, s.direction)?;
         }
@@ -147,9 +160,14 @@ impl App {
         s.enabled = patch.enabled.unwrap_or(s.enabled);
         let s = self.validate(s)?;
         let mirror = self.store.with(|c| store::mirrors::update(c, id, &s))?;
-        // A settings change gives a hard-failed mirror its schedule back.
-        if let Some(seconds) = mirror.update_interval {
-            self.set_cadence(id, &Cadence::Interval(seconds), mirror.enabled)?;
+        // Only a PATCH that names `update_interval` sets the cadence (a cron
+        // schedule stays otherwise); any settings change gives a hard-failed
+        // mirror its schedule back.
+        match mirror.update_interval {
+            Some(seconds) if new_interval => {
+                self.set_cadence(id, &Cadence::Interval(seconds), mirror.enabled)?;
+            }
+            _ => self.revive(id)?,
         }
         self.observe_health(id)?;
         Ok(mirror)

@@ -7,7 +7,7 @@ use super::{App, ServiceError};
 use crate::jobs::{Executor, Queue};
 use crate::store::{
     self, Conflict, ConflictStatus, Direction, Enqueued, Mirror, PendingJob, Resolution,
-    RunOutcome, Store, StoreError, Trigger,
+    RunOutcome, RunRef, Store, StoreError, Trigger,
 };
 use crate::sync::{Action, Engine, Report, SyncError};
 use crate::{schedule, telemetry};
@@ -90,6 +90,14 @@ impl App {
             }
         };
         let outcome = outcome_of(report, duration_ms);
+        let touched: Vec<RunRef> = report
+            .plan
+            .iter()
+            .filter(|p| p.action != Action::Unchanged)
+            .map(RunRef::from)
+            .collect();
+        self.store
+            .with(|c| store::runs::record_refs(c, run_id, &touched))?;
         self.store
             .with(|c| store::conflicts::record(c, mirror.mirror_id, run_id, &report.conflicts))?;
         if let (Some(fingerprint), true) = (&report.remote_fingerprint, outcome.succeeded) {
@@ -164,6 +172,10 @@ impl App {
             .resolve(&mirror, &project, &conflict, resolution)?;
         self.store
             .with(|c| store::conflicts::resolve(c, conflict_id, resolution))?;
+        // Taking upstream's tip moved a local ref: the destinations follow.
+        if (mirror.direction, resolution) == (Direction::Pull, Resolution::Theirs) {
+            self.cascade(&mirror.project_id)?;
+        }
         Ok(self
             .store
             .with(|c| store::conflicts::get(c, id, conflict_id))?)
@@ -180,7 +192,7 @@ fn outcome_of(report: &Report, duration_ms: i64) -> RunOutcome {
         refs_created: count(&[Action::Create]),
         refs_updated: count(&[Action::FastForward, Action::Overwrite]),
         refs_deleted: count(&[Action::Delete]),
-        refs_skipped: count(&[Action::KeepLocal, Action::Manual]),
+        refs_skipped: count(&[Action::KeepLocal, Action::Manual, Action::Refused]),
         conflicts: report.conflicts.len() as i64,
         error: report
             .aborted

@@ -91,7 +91,8 @@ impl App {
             .ok_or_else(|| ServiceError::invalid(field, format!("at least {min} seconds")))
     }
 
-    /// After a manual sync: a hard-failed mirror gets its schedule back.
+    /// After a manual sync or a settings change: a hard-failed mirror gets its
+    /// schedule back.
     pub(super) fn revive(&self, id: i64) -> Result<(), ServiceError> {
         let current = self.store.with(|c| schedules::get(c, id))?;
         if let Some(schedule) = current.filter(|s| s.hard_failed) {

@@ -159,6 +159,16 @@ const MIGRATIONS: &[&str] = &[
     // one, the built-in provider of its auth_method answers.
     "ALTER TABLE mirrors ADD COLUMN auth_provider TEXT;
     ALTER TABLE mirrors ADD COLUMN auth_provider_config TEXT NOT NULL DEFAULT '';",
+    // 11: what each run did to each ref it did not leave alone, and why.
+    "CREATE TABLE run_refs (
+        run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        ref_name    TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        local_oid   TEXT,
+        remote_oid  TEXT,
+        reason      TEXT
+    ) STRICT;
+    CREATE INDEX run_refs_by_run ON run_refs(run_id);",
 ];
 
 /// The schema version this binary writes.

@@ -25,7 +25,7 @@ use rusqlite::hooks::Action;
 pub use conflicts::{Conflict, ConflictStatus, NewConflict, Resolution};
 pub use migrations::SCHEMA_VERSION;
 pub use mirrors::{AuthMethod, Direction, Mirror, MirrorSettings, Project};
-pub use runs::{Enqueued, PendingJob, Run, RunOutcome, RunStatus, Trigger};
+pub use runs::{Enqueued, PendingJob, RefAction, Run, RunOutcome, RunRef, RunStatus, Trigger};
 pub use text::UnknownValue;
 
 #[derive(Debug, thiserror::Error)]

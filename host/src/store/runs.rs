@@ -52,6 +52,83 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// What a run did to one ref (or, for a dry run, would do).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum RefAction as "ref action" {
+        Create = "create",
+        FastForward = "fast_forward",
+        /// Diverged and overwritten (`theirs` on pull, force on push).
+        Overwrite = "overwrite",
+        Delete = "delete",
+        Unchanged = "unchanged",
+        /// Diverged and left as it is (`ours`, `keep_divergent_refs`, or an
+        /// operator's `ours`).
+        KeepLocal = "keep_local",
+        /// Diverged and left for an operator.
+        Manual = "manual",
+        /// Diverged, and the strategy cancelled the run.
+        Abort = "abort",
+        /// Not mirrored: a name git refuses, not UTF-8, or clashing with
+        /// another ref.
+        Refused = "refused",
+    }
+}
+
+/// One ref a run did not leave alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct RunRef {
+    pub ref_name: String,
+    pub action: RefAction,
+    /// Its tip here before the run (pull), or ours (push).
+    pub local_oid: Option<String>,
+    /// The remote's tip: upstream's (pull) or the destination's (push).
+    pub remote_oid: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Records what run `run_id` did to its refs.
+pub fn record_refs(conn: &mut Connection, run_id: i64, refs: &[RunRef]) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO run_refs (run_id, ref_name, action, local_oid, remote_oid, reason) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for r in refs {
+            stmt.execute(params![
+                run_id,
+                r.ref_name,
+                r.action,
+                r.local_oid,
+                r.remote_oid,
+                r.reason
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// What run `run_id` did to its refs, by name.
+pub fn refs(conn: &Connection, run_id: i64) -> Result<Vec<RunRef>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT ref_name, action, local_oid, remote_oid, reason FROM run_refs \
+         WHERE run_id = ?1 ORDER BY ref_name",
+    )?;
+    let rows = stmt.query_map([run_id], |row| {
+        Ok(RunRef {
+            ref_name: row.get(0)?,
+            action: row.get(1)?,
+            local_oid: row.get(2)?,
+            remote_oid: row.get(3)?,
+            reason: row.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Run {
     pub run_id: i64,

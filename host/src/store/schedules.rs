@@ -75,11 +75,15 @@ pub fn set(
     get(conn, mirror_id)?.ok_or(StoreError::NotFound("schedule"))
 }
 
-/// Enabled, not hard-failed schedules due at `now`.
+/// Enabled, not hard-failed schedules of enabled mirrors, due at `now`. A
+/// disabled mirror's schedule stays due and fires once the mirror is enabled.
 pub fn due(conn: &Connection, now: i64) -> Result<Vec<Schedule>, StoreError> {
+    let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("s.{c}")).collect();
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM schedules \
-         WHERE enabled = 1 AND hard_failed = 0 AND next_run_at <= ?1 ORDER BY next_run_at"
+        "SELECT {} FROM schedules s JOIN mirrors m ON m.id = s.mirror_id \
+         WHERE s.enabled = 1 AND s.hard_failed = 0 AND m.enabled = 1 AND s.next_run_at <= ?1 \
+         ORDER BY s.next_run_at",
+        columns.join(", ")
     ))?;
     let rows = stmt.query_map([now], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)

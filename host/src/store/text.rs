@@ -84,7 +84,7 @@ mod tests {
 
     use crate::store::health::State;
     use crate::store::{
-        AuthMethod, ConflictStatus, Direction, Resolution, RunStatus, Store, Trigger,
+        AuthMethod, ConflictStatus, Direction, RefAction, Resolution, RunStatus, Store, Trigger,
     };
 
     fn agree<T: Serialize + Copy + std::fmt::Debug>(all: &[T], stored: fn(T) -> &'static str) {
@@ -104,6 +104,7 @@ mod tests {
         agree(AuthMethod::ALL, AuthMethod::as_str);
         agree(RunStatus::ALL, RunStatus::as_str);
         agree(Trigger::ALL, Trigger::as_str);
+        agree(RefAction::ALL, RefAction::as_str);
         agree(ConflictStatus::ALL, ConflictStatus::as_str);
         agree(Resolution::ALL, Resolution::as_str);
         agree(State::ALL, State::as_str);

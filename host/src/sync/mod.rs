@@ -11,6 +11,7 @@
 mod credentials;
 mod hostkeys;
 pub mod index_pack;
+mod listing;
 pub mod packs;
 pub mod progress;
 mod pull;
@@ -35,6 +36,7 @@ use crate::plugins::{self, Candidates, MirrorContext, PluginError, Registry};
 use crate::secrets::MasterKey;
 use crate::store::{Direction, Mirror, NewConflict, Project, Store, StoreError};
 
+pub use crate::store::RefAction as Action;
 pub use packs::PackIndexer;
 pub use remote::{RemoteUrl, UrlError};
 use throttle::{Bucket, Throttle};
@@ -53,6 +55,10 @@ pub enum SyncError {
         "the remote advertised {name} at {oid} but did not send that object; nothing was applied"
     )]
     NotSent { name: String, oid: git2::Oid },
+    #[error(
+        "the remote's repository uses the sha256 object format: sha256 object format is not supported"
+    )]
+    Sha256,
     #[error("aborted by the conflict strategy: {0}; no ref was changed")]
     Aborted(String),
     #[error("the destination refused {0}")]
@@ -67,24 +73,6 @@ impl From<git2::Error> for SyncError {
     fn from(e: git2::Error) -> Self {
         SyncError::Git(e.message().to_string())
     }
-}
-
-/// What a run did to one ref (or, for a dry run, would do).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Create,
-    FastForward,
-    /// Diverged and overwritten (`theirs` on pull, force on push).
-    Overwrite,
-    Delete,
-    Unchanged,
-    /// Diverged and left as it is (`ours`, `keep_divergent_refs`, or an operator's `ours`).
-    KeepLocal,
-    /// Diverged and left for an operator.
-    Manual,
-    /// Diverged, and the strategy cancelled the run.
-    Abort,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -129,6 +117,18 @@ impl PlannedRef {
         Self {
             reason: Some(reason.to_string()),
             ..self
+        }
+    }
+}
+
+impl From<&PlannedRef> for crate::store::RunRef {
+    fn from(p: &PlannedRef) -> Self {
+        Self {
+            ref_name: p.ref_name.clone(),
+            action: p.action,
+            local_oid: p.local_oid.map(|o| o.to_string()),
+            remote_oid: p.remote_oid.map(|o| o.to_string()),
+            reason: p.reason.clone(),
         }
     }
 }
@@ -247,16 +247,10 @@ impl Engine<'_> {
         let run = Run::new(self, &opened, mirror, project, Mode::DryRun);
         let transfer = transport::Transfer::default();
         let mut remote = opened.repo.remote_anonymous(&mirror.url)?;
-        let connection = remote
+        let mut connection = remote
             .connect_auth(git2::Direction::Fetch, Some(run.callbacks(&transfer)), None)
             .map_err(|e| run.git_error(e))?;
-        let advertised: std::collections::BTreeMap<String, git2::Oid> = connection
-            .list()?
-            .iter()
-            .filter(|head| refs::is_mirrorable(head.name()))
-            .map(|head| (head.name().to_string(), head.oid()))
-            .collect();
-        Ok(fingerprint(&advertised))
+        Ok(fingerprint(&listing::list(connection.remote())?.refs))
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use git2::Oid;
 
+use super::listing::{self, Listing, Refusal};
 use super::refs::{self, RefUpdate, Relation};
 use super::transport::Transfer;
 use super::{Action, Mode, PlannedRef, Report, Run, SyncError, remote};
@@ -26,12 +27,10 @@ impl Run<'_> {
         let mut connection = upstream
             .connect_auth(git2::Direction::Fetch, Some(self.callbacks(&counter)), None)
             .map_err(|e| self.git_error(e))?;
-        let advertised: BTreeMap<String, Oid> = connection
-            .list()?
-            .iter()
-            .filter(|head| refs::is_mirrorable(head.name()))
-            .map(|head| (head.name().to_string(), head.oid()))
-            .collect();
+        let Listing {
+            refs: advertised,
+            mut refused,
+        } = listing::list(connection.remote())?;
         let local = refs::local_refs(self.repo)?;
 
         // Scope: filters see upstream refs and local-only refs alike, so that a
@@ -44,7 +43,11 @@ impl Run<'_> {
                 .filter(|(n, _)| !advertised.contains_key(*n))
                 .map(|(n, o)| (n.clone(), *o)),
         );
-        let scope = self.scope(&candidates)?;
+        let mut scope = self.scope(&candidates)?;
+        for (name, other) in new_names_that_clash(&advertised, &local, &scope) {
+            scope.remove(&name);
+            refused.push((name.clone(), advertised[&name], Refusal::Clash(other)));
+        }
         self.fetch_missing(&mut connection, &advertised, &scope, &counter)?;
         drop(connection);
 
@@ -54,6 +57,11 @@ impl Run<'_> {
             ..Report::default()
         };
         let updates = self.plan_pull(&advertised, &local, &scope, &mut report)?;
+        for (name, oid, why) in refused {
+            let local_oid = local.get(&name).copied();
+            let planned = PlannedRef::new(&name, Action::Refused, local_oid, Some(oid));
+            report.plan.push(planned.because(&why.to_string()));
+        }
         if report.aborted.is_some() {
             for conflict in &mut report.conflicts {
                 conflict.status = ConflictStatus::Aborted;
@@ -65,7 +73,32 @@ impl Run<'_> {
         }
         Ok(report)
     }
+}
 
+/// The in-scope upstream refs this run would create whose names clash with a
+/// ref the repository keeps, or with one created before them in name order:
+/// git cannot hold `a` beside `a/b`. Each with the name it clashes with.
+fn new_names_that_clash(
+    advertised: &BTreeMap<String, Oid>,
+    local: &BTreeMap<String, Oid>,
+    scope: &HashSet<String>,
+) -> Vec<(String, String)> {
+    // Local refs stay unless this run prunes them (in scope, gone upstream).
+    let kept = local
+        .keys()
+        .filter(|n| !scope.contains(*n) || advertised.contains_key(*n))
+        .map(String::as_str);
+    let new = advertised
+        .keys()
+        .filter(|n| scope.contains(*n) && !local.contains_key(*n))
+        .map(String::as_str);
+    listing::clashes(kept, new)
+        .into_iter()
+        .map(|(name, other)| (name.to_string(), other))
+        .collect()
+}
+
+impl Run<'_> {
     /// Downloads the objects of in-scope refs that we lack; a no-op sync
     /// transfers no pack at all.
     fn fetch_missing(
@@ -240,10 +273,17 @@ impl Run<'_> {
     /// A libgit2 error with the remote URL redacted, should it quote it; our own
     /// refusal instead, when a callback refused the connection.
     pub(super) fn git_error(&self, e: git2::Error) -> SyncError {
-        match self.refusal.borrow_mut().take() {
-            Some(refusal) => SyncError::Git(refusal),
-            None => SyncError::Git(remote::redact_in(e.message(), &self.mirror.url)),
+        if let Some(refusal) = self.refusal.borrow_mut().take() {
+            return SyncError::Git(refusal);
         }
+        // libgit2 names the remote's object format when it is not SHA-1 (as
+        // "unknown remote object format 'sha256'" or a mismatch); say plainly
+        // what is not supported.
+        let message = e.message();
+        if message.contains("object format") && message.contains("sha256") {
+            return SyncError::Sha256;
+        }
+        SyncError::Git(remote::redact_in(message, &self.mirror.url))
     }
 }
 

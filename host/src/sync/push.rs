@@ -67,15 +67,12 @@ impl Run<'_> {
     fn destination_refs(&self) -> Result<BTreeMap<String, Oid>, SyncError> {
         let counter = Transfer::default();
         let mut remote = self.repo.remote_anonymous(&self.mirror.url)?;
-        let connection = remote
+        let mut connection = remote
             .connect_auth(git2::Direction::Push, Some(self.callbacks(&counter)), None)
             .map_err(|e| self.git_error(e))?;
-        Ok(connection
-            .list()?
-            .iter()
-            .filter(|head| refs::is_mirrorable(head.name()))
-            .map(|head| (head.name().to_string(), head.oid()))
-            .collect())
+        // Names the destination holds that git refuses are no ref of ours: we
+        // neither push nor delete them.
+        Ok(super::listing::list(connection.remote())?.refs)
     }
 
     /// Settles the action of one local ref against its destination tip.

@@ -37,11 +37,10 @@ impl Run<'_> {
         let mut connection = upstream
             .connect_auth(git2::Direction::Fetch, Some(self.callbacks(&counter)), None)
             .map_err(|e| self.git_error(e))?;
-        let theirs = connection
-            .list()?
-            .iter()
-            .find(|head| head.name() == name)
-            .map(|head| head.oid())
+        let theirs = super::listing::list(connection.remote())?
+            .refs
+            .get(name)
+            .copied()
             .ok_or_else(|| SyncError::Git(format!("{name} no longer exists upstream")))?;
         if !self.repo.odb()?.exists(theirs) {
             self.download_tips(&mut connection, &BTreeMap::from([(name, theirs)]), &counter)?;

@@ -207,7 +207,8 @@ pub fn index(
 
 /// Gives the finished files their names, `pack-<name>.<ext>`. Read-only, as
 /// git makes packs; on disk before their names say they exist (refs will point
-/// into them). The .idx goes last: readers look for it.
+/// into them), and the names on disk before the refs that need them. The .idx
+/// goes last: readers look for it.
 fn publish(
     files: [(tempfile::NamedTempFile, &str); 2],
     pack_dir: &Path,
@@ -221,7 +222,7 @@ fn publish(
         file.persist(pack_dir.join(format!("pack-{name}.{ext}")))
             .map_err(|e| IndexError::io("naming the pack files")(e.error))?;
     }
-    Ok(())
+    crate::fsutil::sync_dir(pack_dir).map_err(IndexError::io("syncing the pack directory"))
 }
 
 /// Makes a thin pack whole: every base its deltas name but it does not carry is

@@ -21,6 +21,12 @@ pub fn is_mirrorable(name: &str) -> bool {
     name.starts_with("refs/") && !name.starts_with(PRIVATE_NAMESPACE) && !name.ends_with("^{}")
 }
 
+/// A name git accepts for a ref under `refs/` (`git check-ref-format`): the
+/// name becomes a line of `packed-refs`, and a path when git writes it loose.
+pub fn valid_name(name: &str) -> bool {
+    name.starts_with("refs/") && git2::Reference::is_valid_name(name)
+}
+
 /// Name -> oid of the repo's mirrorable refs (symbolic refs are skipped).
 pub fn local_refs(repo: &Repository) -> Result<BTreeMap<String, Oid>, git2::Error> {
     let mut refs = BTreeMap::new();
@@ -115,4 +121,58 @@ pub fn apply(
         return Ok(());
     }
     Ok(packed::apply(repo, updates, kinds)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_name;
+    use crate::sync::testing;
+
+    /// Names a remote may advertise, judged by git and by us alike.
+    #[test]
+    fn ref_names_are_judged_as_git_judges_them() {
+        let names = [
+            "refs/heads/main",
+            "refs/tags/v1.0",
+            "refs/heads/feature/x-y_z",
+            "refs/heads/ä-umlaut",
+            "refs/heads/-dash",
+            "refs/heads/HEAD",
+            "refs/x",
+            "refs/heads/a..b",
+            "refs/heads/.hidden",
+            "refs/heads/a/.b",
+            "refs/heads/trailing.",
+            "refs/heads/x.lock",
+            "refs/heads/x.lock/y",
+            "refs/heads/@",
+            "refs/heads/a@{b",
+            "refs/heads/a b",
+            "refs/heads/a\tb",
+            "refs/heads/a~b",
+            "refs/heads/a^b",
+            "refs/heads/a:b",
+            "refs/heads/a?b",
+            "refs/heads/a*b",
+            "refs/heads/a[b",
+            "refs/heads/a\\b",
+            "refs/heads//a",
+            "refs/heads/a/",
+            "refs/heads/a\u{7f}b",
+            "refs/heads/.",
+            "refs/heads/..",
+            "refs/heads/{a}",
+            "refs/heads/a@b",
+            "refs/heads/@{u}",
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for name in names {
+            let git_accepts = testing::command(dir.path())
+                .args(["check-ref-format", name])
+                .status()
+                .unwrap()
+                .success();
+            assert_eq!(valid_name(name), git_accepts, "{name:?}");
+        }
+    }
 }

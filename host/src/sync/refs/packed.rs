@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use git2::{ObjectType, Oid, Repository};
 
-use super::RefUpdate;
+use super::{RefUpdate, valid_name};
 use crate::sync::index_pack::Kind;
 
 /// What git and libgit2 write: every annotated tag's target follows it on a
@@ -117,12 +117,6 @@ pub fn apply(
 /// start-up, before any run. Whether there was one.
 pub fn remove_stale_lock(repo_dir: &Path) -> bool {
     std::fs::remove_file(repo_dir.join(LOCK)).is_ok()
-}
-
-/// A name git accepts for a ref under `refs/`: the name becomes a line of the
-/// file, and a path when git or libgit2 write it loose.
-fn valid_name(name: &str) -> bool {
-    name.starts_with("refs/") && git2::Reference::is_valid_name(name)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,7 +317,12 @@ impl Lock {
             .and_then(|()| std::fs::rename(&self.path, target))
             .map_err(PackedRefsError::io("replacing packed-refs"))?;
         self.published = true;
-        Ok(())
+        // The rename is the run's commit: durable only once the directory is.
+        match target.parent() {
+            Some(dir) => crate::fsutil::sync_dir(dir)
+                .map_err(PackedRefsError::io("syncing the repository directory")),
+            None => Ok(()),
+        }
     }
 }
 
