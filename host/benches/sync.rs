@@ -38,7 +38,7 @@ use memory::TreePeak;
 use mirrorhost::plugins::{Limits, Registry, Runtime};
 use mirrorhost::secrets::MasterKey;
 use mirrorhost::store::{self, Mirror, MirrorSettings, Project, Store};
-use mirrorhost::sync::{Engine, PackIndexer};
+use mirrorhost::sync::{Engine, PackIndexer, Timeouts};
 
 const CHILD: &str = "child-pull";
 const NOOP_MIRRORS: usize = 200;
@@ -318,9 +318,17 @@ impl Service {
             shared_bandwidth: None,
             progress: None,
             pack_indexer: &self.indexer,
+            timeouts: &TIMEOUTS,
         }
     }
 }
+
+/// The service's default limits on remotes.
+static TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(30),
+    stall: Duration::from_secs(120),
+    run: Duration::from_secs(3600),
+};
 
 fn mirror(store: &Store, project_id: &str, url: &str) -> (Mirror, Project) {
     let settings = MirrorSettings::pull(project_id, url, "local");

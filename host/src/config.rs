@@ -11,7 +11,7 @@ use crate::alerts::Target;
 use crate::jobs::Caps;
 use crate::plugins::Limits;
 use crate::schedule::Policy;
-use crate::sync::PackIndexer;
+use crate::sync::{PackIndexer, Timeouts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -81,6 +81,15 @@ pub struct Overrides {
     /// How many of a mirror's latest finished runs its health covers [default: 100].
     #[arg(long, env = "MIRRORHOST_HEALTH_WINDOW")]
     pub health_window: Option<u32>,
+    /// Seconds a remote may take to accept a connection [default: 30].
+    #[arg(long, env = "MIRRORHOST_CONNECT_TIMEOUT_SECONDS")]
+    pub connect_timeout_seconds: Option<u64>,
+    /// Seconds a transfer may go without a byte from the remote [default: 120].
+    #[arg(long, env = "MIRRORHOST_STALL_TIMEOUT_SECONDS")]
+    pub stall_timeout_seconds: Option<u64>,
+    /// Seconds one run may take from start to end [default: 3600].
+    #[arg(long, env = "MIRRORHOST_RUN_TIMEOUT_SECONDS")]
+    pub run_timeout_seconds: Option<u64>,
     /// Where to POST an alert when a mirror changes state [default: none].
     #[arg(long, env = "MIRRORHOST_ALERT_WEBHOOK_URL")]
     pub alert_webhook_url: Option<url::Url>,
@@ -110,6 +119,9 @@ struct FileConfig {
     health_window: Option<u32>,
     alert_webhook_url: Option<url::Url>,
     alert_webhook_secret: Option<String>,
+    connect_timeout_seconds: Option<u64>,
+    stall_timeout_seconds: Option<u64>,
+    run_timeout_seconds: Option<u64>,
     plugins: PluginLimitsFile,
 }
 
@@ -145,6 +157,8 @@ pub struct Config {
     pub health_window: u32,
     /// Where state-change alerts go, if anywhere.
     pub alerts: Option<Target>,
+    /// How long a remote may take.
+    pub timeouts: Timeouts,
 }
 
 impl Config {
@@ -232,6 +246,30 @@ impl Config {
                 overrides.alert_webhook_url.or(file.alert_webhook_url),
                 overrides.alert_webhook_secret.or(file.alert_webhook_secret),
             )?,
+            timeouts: {
+                let seconds = |given: Option<u64>, default: Duration| {
+                    given.map_or(default, |s| Duration::from_secs(s.max(1)))
+                };
+                let defaults = Timeouts::default();
+                Timeouts {
+                    connect: seconds(
+                        overrides
+                            .connect_timeout_seconds
+                            .or(file.connect_timeout_seconds),
+                        defaults.connect,
+                    ),
+                    stall: seconds(
+                        overrides
+                            .stall_timeout_seconds
+                            .or(file.stall_timeout_seconds),
+                        defaults.stall,
+                    ),
+                    run: seconds(
+                        overrides.run_timeout_seconds.or(file.run_timeout_seconds),
+                        defaults.run,
+                    ),
+                }
+            },
             plugin_cache_dir,
             data_dir,
         })

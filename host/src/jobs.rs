@@ -61,6 +61,12 @@ impl Queue {
         self.wake.notify_one();
     }
 
+    /// Tells those waiting for run `run_id` that it ended without running
+    /// (cancelled while queued).
+    pub fn announce_end(&self, run_id: i64) {
+        let _ = self.finished.send(run_id);
+    }
+
     /// Run ids as their runs finish. Subscribe before checking a run's status so
     /// that its end cannot slip between the two.
     pub fn finished(&self) -> broadcast::Receiver<i64> {

@@ -38,6 +38,8 @@ pub enum ServerError {
     },
     #[error("server: {0}")]
     Serve(std::io::Error),
+    #[error("cannot set the remote timeouts: {0}")]
+    Timeouts(git2::Error),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -59,6 +61,7 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
             tracing::info!(path = %path.display(), "generated a new admin token")
         }
     }
+    config.timeouts.install().map_err(ServerError::Timeouts)?;
     let store = Store::open(&config.database_path())?;
     let interrupted = store.with(crate::store::runs::recover)?;
     if interrupted > 0 {

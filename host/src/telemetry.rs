@@ -64,10 +64,10 @@ fn describe() {
 /// histogram and the run history agree.
 pub fn run_finished(direction: Direction, outcome: &RunOutcome) {
     let direction = direction.as_str();
-    let result = if outcome.succeeded {
-        "succeeded"
-    } else {
-        "failed"
+    let result = match (outcome.cancelled, outcome.succeeded) {
+        (true, _) => "cancelled",
+        (false, true) => "succeeded",
+        (false, false) => "failed",
     };
     metrics::counter!(RUNS, "direction" => direction, "result" => result).increment(1);
     metrics::histogram!(RUN_DURATION, "direction" => direction)

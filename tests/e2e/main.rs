@@ -9,6 +9,7 @@ mod api_input;
 mod app;
 mod auth;
 mod bandwidth;
+mod cancel;
 mod cli;
 #[path = "../fixtures/git.rs"]
 mod git;
@@ -32,4 +33,5 @@ mod serve;
 mod ssh;
 mod sshd;
 mod support;
+mod timeouts;
 mod webhooks;

@@ -39,6 +39,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/mirrors/{id}/runs"),
     ("get", "/api/v1/runs/{run_id}"),
     ("get", "/api/v1/runs/{run_id}/refs"),
+    ("post", "/api/v1/runs/{run_id}/cancel"),
     ("get", "/api/v1/mirrors/{id}/health"),
     ("get", "/api/v1/health/unhealthy"),
     ("get", "/api/v1/mirrors/{id}/conflicts"),

@@ -566,3 +566,49 @@ async fn a_sha256_remote_is_refused_by_name() {
         assert!(refs_of(&project_repo(&server, project)).is_empty());
     }
 }
+
+/// The mirror's HEAD names the upstream's default branch, as `git clone
+/// --mirror` sets it, and follows it when it changes: a clone of the mirror
+/// checks out what a clone of the upstream would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirrors_head_follows_the_upstreams_default_branch() {
+    let up = Upstream::new();
+    up.commit("trunk", "on-trunk");
+    up.commit("dev", "on-dev");
+    up.push(&["trunk", "dev"]);
+    git(&up.bare(), &["symbolic-ref", "HEAD", "refs/heads/trunk"]);
+    let http = crate::http_git::HttpGit::start(up.dir.path()).await;
+    let server = local_server();
+    let api = Api::new(&server);
+    for (project, url) in [
+        ("head/http", http.url("upstream.git")),
+        ("head/file", up.url()),
+    ] {
+        git(&up.bare(), &["symbolic-ref", "HEAD", "refs/heads/trunk"]);
+        let id = api
+            .create("pull", json!({"project_id": project, "url": url}))
+            .await;
+        assert_eq!(api.sync(id).await["status"], "succeeded");
+        let local = project_repo(&server, project);
+        assert_eq!(
+            git(&local, &["symbolic-ref", "HEAD"]),
+            "refs/heads/trunk",
+            "{project}"
+        );
+        let clone = tempfile::tempdir().unwrap();
+        git(
+            clone.path(),
+            &["clone", "-q", local.to_str().unwrap(), "work"],
+        );
+        assert!(clone.path().join("work/on-trunk").exists(), "{project}");
+
+        git(&up.bare(), &["symbolic-ref", "HEAD", "refs/heads/dev"]);
+        assert_eq!(api.sync(id).await["status"], "succeeded");
+        assert_eq!(
+            git(&local, &["symbolic-ref", "HEAD"]),
+            "refs/heads/dev",
+            "{project}"
+        );
+        fsck(&local);
+    }
+}

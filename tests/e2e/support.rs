@@ -382,3 +382,36 @@ pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &s
         })
         .sum()
 }
+
+/// A 2 MiB upstream over smart HTTP and a server whose mirrors of it move at
+/// 128 KiB/s: about sixteen seconds a run.
+pub async fn slow_upstream(root: &Path) -> crate::http_git::HttpGit {
+    let upstream = bare_repo(root, "big.git");
+    crate::history::generate(
+        &upstream,
+        crate::history::History {
+            commits: 8,
+            blob_bytes: 256 << 10,
+            dirs: 1,
+            refs_every: 0,
+        },
+    );
+    crate::http_git::HttpGit::start(root).await
+}
+
+pub async fn slow_mirror(api: &Api<'_>, http: &crate::http_git::HttpGit, project: &str) -> i64 {
+    let id = api
+        .create(
+            "pull",
+            serde_json::json!({"project_id": project, "url": http.url("big.git")}),
+        )
+        .await;
+    let (status, _) = api
+        .put(
+            &format!("/api/v1/mirrors/{id}/bandwidth"),
+            serde_json::json!({"max_bytes_per_second": 131_072}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    id
+}

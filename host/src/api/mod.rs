@@ -99,6 +99,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::refs))
+        .routes(routes!(runs::cancel))
         .routes(routes!(health::mirror))
         .routes(routes!(health::unhealthy))
         .routes(routes!(runs::conflicts))

@@ -75,12 +75,44 @@ pub async fn get(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
-    let run_id: i64 = run_id
-        .parse()
-        .map_err(|_| ApiError::not_found(format!("no run {run_id:?}")))?;
+    let run_id = parse_run_id(&run_id)?;
     let run = current_run(&state, run_id).await?;
     let progress = state.live.get(run_id);
     Ok(Json(RunView { run, progress }))
+}
+
+/// How long a cancel waits for a running run to stop before it answers.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+/// Cancels a queued or running run. A queued run ends at once; a running one
+/// stops at its transfer's next callback, with no ref changed (a remote that
+/// sends nothing at all holds it until the stall limit). Answers with the run:
+/// `cancelled`, or still `running` if it has not stopped within 5 s.
+#[utoipa::path(post, path = "/runs/{run_id}/cancel", tag = "runs", params(("run_id" = i64, Path)), responses((status = 200, body = Run), (status = 404, body = crate::api::ErrorBody), (status = 409, description = "The run has already ended", body = crate::api::ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+) -> Result<Json<Run>, ApiError> {
+    let run_id = parse_run_id(&run_id)?;
+    // Subscribe first, so the run's end cannot slip between the two.
+    let mut finished = state.jobs.finished();
+    let running = blocking(state.clone(), move |app| Ok(app.cancel_run(run_id)?)).await?;
+    if running {
+        let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+        loop {
+            let run = current_run(&state, run_id).await?;
+            if run.status.is_finished() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, finished.recv())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+    current_run(&state, run_id).await.map(Json)
 }
 
 /// What the run did to each ref it did not leave alone, and why.
@@ -89,9 +121,7 @@ pub async fn refs(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let run_id: i64 = run_id
-        .parse()
-        .map_err(|_| ApiError::not_found(format!("no run {run_id:?}")))?;
+    let run_id = parse_run_id(&run_id)?;
     current_run(&state, run_id).await?;
     let refs = blocking(state, move |app| {
         Ok(app.store.with(|c| store::runs::refs(c, run_id))?)
@@ -182,4 +212,10 @@ pub async fn resolve(
         Ok(Json(json!(resolved)))
     })
     .await
+}
+
+/// Parses a `{run_id}` path segment.
+fn parse_run_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("no run {raw:?}")))
 }

@@ -82,6 +82,8 @@ pub enum MirrorCommand {
     Sync { mirror_id: i64 },
     /// What one run did to each ref it did not leave alone, and why.
     Run { run_id: i64 },
+    /// Cancel a queued or running run; no ref changes.
+    Cancel { run_id: i64 },
     /// Health of one mirror, from its run history.
     Health {
         mirror_id: i64,
@@ -188,6 +190,11 @@ pub async fn mirror(conn: &Connection, command: MirrorCommand) -> Result<(), Cli
         }
         MirrorCommand::Sync { mirror_id } => return sync(&client, mirror_id, conn.json).await,
         MirrorCommand::Run { run_id } => client.get(&format!("/runs/{run_id}/refs")).await?,
+        MirrorCommand::Cancel { run_id } => {
+            client
+                .post(&format!("/runs/{run_id}/cancel"), json!({}))
+                .await?
+        }
         MirrorCommand::Health { mirror_id, window } => {
             let query = window.map_or_else(String::new, |w| format!("?window={w}"));
             client
@@ -246,7 +253,7 @@ async fn sync(client: &Client, mirror_id: i64, json: bool) -> Result<(), CliErro
     let run = loop {
         let run = client.get(&format!("/runs/{run_id}")).await?;
         match run["status"].as_str() {
-            Some("succeeded" | "failed" | "interrupted") => break run,
+            Some("succeeded" | "failed" | "interrupted" | "cancelled") => break run,
             _ => progress.show(&run),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

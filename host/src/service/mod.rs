@@ -118,6 +118,11 @@ impl LiveRuns {
         self.lock().get(&run_id).map(|p| p.snapshot())
     }
 
+    /// The live state of a running run, to cancel it.
+    pub fn progress(&self, run_id: i64) -> Option<Arc<Progress>> {
+        self.lock().get(&run_id).cloned()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Progress>>> {
         // The map holds no invariant a panicking holder could break.
         self.0
@@ -142,6 +147,7 @@ impl App {
             shared_bandwidth: self.bandwidth.as_ref(),
             progress: None,
             pack_indexer: &self.config.pack_indexer,
+            timeouts: &self.config.timeouts,
         }
     }
 

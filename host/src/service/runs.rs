@@ -50,10 +50,16 @@ impl App {
         let result = engine.sync(&mirror, &project);
         self.live.finish(job.run_id);
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        let outcome = self.record(&mirror, job.run_id, duration_ms, &result)?;
+        let mut outcome = self.record(&mirror, job.run_id, duration_ms, &result)?;
+        outcome.cancelled = result.is_err() && progress.is_cancelled();
         self.store
             .with(|c| store::runs::finish(c, job.job_id, job.run_id, &outcome))?;
         telemetry::run_finished(mirror.direction, &outcome);
+        // A cancelled run says nothing of the mirror: no backoff, no health.
+        if outcome.cancelled {
+            tracing::info!("run cancelled");
+            return Ok(());
+        }
         let now = self.clock.now_ms();
         schedule::record_run(
             &self.store,
@@ -143,6 +149,38 @@ impl App {
         Ok(self.jobs.trigger(&self.store, id, Trigger::Manual)?)
     }
 
+    /// Cancels a run: a queued one ends at once; a running one is asked to
+    /// stop, which its transfer does at its next callback, changing no ref.
+    /// `Ok(true)` when it was running (the caller may wait for its end).
+    pub fn cancel_run(&self, run_id: i64) -> Result<bool, ServiceError> {
+        let run = self
+            .store
+            .with(|c| store::runs::get(c, run_id))?
+            .ok_or_else(|| ServiceError::NotFound(format!("no run {run_id}")))?;
+        if run.status.is_finished() {
+            return Err(ServiceError::Conflict(format!(
+                "run {run_id} has already ended ({})",
+                run.status
+            )));
+        }
+        if self.store.with(|c| store::runs::cancel_queued(c, run_id))? {
+            tracing::info!(run_id, mirror_id = run.mirror_id, "queued run cancelled");
+            self.jobs.announce_end(run_id);
+            return Ok(false);
+        }
+        match self.live.progress(run_id) {
+            Some(progress) => {
+                progress.cancel();
+                tracing::info!(run_id, mirror_id = run.mirror_id, "run asked to stop");
+                Ok(true)
+            }
+            // Between its start and its first transfer, or just ending.
+            None => Err(ServiceError::Conflict(format!(
+                "run {run_id} is starting or ending; try again"
+            ))),
+        }
+    }
+
     /// A dry run: what a run would do to each ref now; nothing changes.
     pub fn plan(&self, id: i64) -> Result<Report, ServiceError> {
         let (mirror, project) = self.mirror_with_project(id)?;
@@ -187,6 +225,7 @@ fn outcome_of(report: &Report, duration_ms: i64) -> RunOutcome {
     let count = |actions: &[Action]| actions.iter().map(|a| report.count(*a) as i64).sum();
     RunOutcome {
         succeeded: report.aborted.is_none(),
+        cancelled: false,
         duration_ms,
         bytes_transferred: i64::try_from(report.bytes_transferred).unwrap_or(i64::MAX),
         refs_created: count(&[Action::Create]),

@@ -3,7 +3,7 @@
 //! migration leaves the previous version intact. Append only: never edit a
 //! migration that has shipped.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::StoreError;
 
@@ -169,6 +169,32 @@ const MIGRATIONS: &[&str] = &[
         reason      TEXT
     ) STRICT;
     CREATE INDEX run_refs_by_run ON run_refs(run_id);",
+    // 12: a run may end `cancelled`. SQLite cannot change a CHECK in place:
+    // the table is rebuilt as its documentation says (foreign keys are off
+    // while migrations run, and checked after each).
+    "CREATE TABLE runs_new (
+        id                 INTEGER PRIMARY KEY,
+        mirror_id          INTEGER NOT NULL REFERENCES mirrors(id) ON DELETE CASCADE,
+        trigger            TEXT NOT NULL,
+        status             TEXT NOT NULL
+                           CHECK (status IN ('queued', 'running', 'succeeded', 'failed',
+                                             'interrupted', 'cancelled')),
+        queued_at          TEXT NOT NULL,
+        started_at         TEXT,
+        finished_at        TEXT,
+        duration_ms        INTEGER,
+        bytes_transferred  INTEGER NOT NULL DEFAULT 0,
+        refs_created       INTEGER NOT NULL DEFAULT 0,
+        refs_updated       INTEGER NOT NULL DEFAULT 0,
+        refs_deleted       INTEGER NOT NULL DEFAULT 0,
+        refs_skipped       INTEGER NOT NULL DEFAULT 0,
+        conflicts          INTEGER NOT NULL DEFAULT 0,
+        error              TEXT
+    ) STRICT;
+    INSERT INTO runs_new SELECT * FROM runs;
+    DROP TABLE runs;
+    ALTER TABLE runs_new RENAME TO runs;
+    CREATE INDEX runs_by_mirror ON runs(mirror_id, id);",
 ];
 
 /// The schema version this binary writes.
@@ -189,6 +215,17 @@ pub(super) fn apply(conn: &mut Connection) -> Result<(), StoreError> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        // Foreign keys are off while migrations run (a table rebuild needs
+        // them off); each migration must still leave every reference whole.
+        let broken: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
+            .optional()?;
+        if let Some(table) = broken {
+            return Err(StoreError::Migration {
+                version: index as u32 + 1,
+                message: format!("leaves broken references in {table}"),
+            });
+        }
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
     }
@@ -237,5 +274,60 @@ mod tests {
         drop(conn);
         let err = Store::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod rebuild_tests {
+    use super::super::Store;
+    use super::*;
+
+    /// Migration 12 rebuilds `runs`: a database of version 11 keeps every run
+    /// and every row that refers to one, and takes `cancelled` afterwards.
+    #[test]
+    fn rebuilding_runs_keeps_every_row_and_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "foreign_keys", true).unwrap();
+            for sql in &MIGRATIONS[..11] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 11).unwrap();
+            conn.execute_batch(
+                "INSERT INTO projects (id, protected_branches, created_at) VALUES ('a/b', '[]', 't');
+                 INSERT INTO mirrors (id, project_id, direction, url, remote_host, auth_method,
+                     enabled, only_protected_branches, keep_divergent_refs, conflict_strategy,
+                     conflict_strategy_config, branch_filter_config, created_at, updated_at)
+                     VALUES (1, 'a/b', 'pull', 'https://h/a/b', 'h', 'none', 1, 0, 0, 'theirs',
+                     '', '', 't', 't');
+                 INSERT INTO runs (id, mirror_id, trigger, status, queued_at)
+                     VALUES (7, 1, 'manual', 'succeeded', 't'), (8, 1, 'manual', 'queued', 't');
+                 INSERT INTO jobs (mirror_id, run_id, state, created_at) VALUES (1, 8, 'pending', 't');
+                 INSERT INTO run_refs (run_id, ref_name, action) VALUES (7, 'refs/heads/main', 'create');",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        store
+            .with(|c| {
+                let runs: i64 = c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))?;
+                let refs: i64 = c.query_row("SELECT COUNT(*) FROM run_refs", [], |r| r.get(0))?;
+                let job_run: i64 = c.query_row("SELECT run_id FROM jobs", [], |r| r.get(0))?;
+                assert_eq!((runs, refs, job_run), (2, 1, 8));
+                assert!(crate::store::runs::cancel_queued(c, 8)?);
+                // References still hold: deleting the mirror cascades.
+                c.execute("DELETE FROM mirrors WHERE id = 1", [])?;
+                let left: i64 = c.query_row(
+                    "SELECT (SELECT COUNT(*) FROM runs) + (SELECT COUNT(*) FROM run_refs)",
+                    [],
+                    |r| r.get(0),
+                )?;
+                assert_eq!(left, 0);
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
     }
 }

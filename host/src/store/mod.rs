@@ -36,6 +36,8 @@ pub enum StoreError {
     TooNew { found: u32, known: u32 },
     #[error("no such {0}")]
     NotFound(&'static str),
+    #[error("database migration {version} {message}")]
+    Migration { version: u32, message: String },
     #[error("cannot encode a value for the database: {0}")]
     Encode(String),
 }
@@ -77,9 +79,13 @@ impl Store {
         // process crashes (the case we care about) and much faster than FULL.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", true)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Migrations run with foreign keys off (SQLite's way to rebuild a
+        // table; each migration checks references itself), the service with
+        // them on.
+        conn.pragma_update(None, "foreign_keys", false)?;
         migrations::apply(&mut conn)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
         let routing_generation = Arc::new(AtomicU64::new(0));
         let bump = routing_generation.clone();
         conn.update_hook(Some(move |_: Action, _: &str, table: &str, _: i64| {

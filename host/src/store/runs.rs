@@ -20,6 +20,8 @@ text_enum! {
         Succeeded = "succeeded",
         Failed = "failed",
         Interrupted = "interrupted",
+        /// Stopped by an operator (`POST /api/v1/runs/{id}/cancel`).
+        Cancelled = "cancelled",
     }
 }
 
@@ -27,7 +29,10 @@ impl RunStatus {
     pub fn is_finished(self) -> bool {
         matches!(
             self,
-            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Interrupted
+            RunStatus::Succeeded
+                | RunStatus::Failed
+                | RunStatus::Interrupted
+                | RunStatus::Cancelled
         )
     }
 }
@@ -152,6 +157,8 @@ pub struct Run {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunOutcome {
     pub succeeded: bool,
+    /// An operator stopped it: neither a success nor a failure.
+    pub cancelled: bool,
     pub duration_ms: i64,
     pub bytes_transferred: i64,
     pub refs_created: i64,
@@ -288,10 +295,10 @@ pub fn finish(
     o: &RunOutcome,
 ) -> Result<Run, StoreError> {
     let tx = conn.transaction()?;
-    let status = if o.succeeded {
-        RunStatus::Succeeded
-    } else {
-        RunStatus::Failed
+    let status = match (o.cancelled, o.succeeded) {
+        (true, _) => RunStatus::Cancelled,
+        (false, true) => RunStatus::Succeeded,
+        (false, false) => RunStatus::Failed,
     };
     tx.execute(
         "UPDATE runs SET status = ?2, finished_at = ?3, duration_ms = ?4, bytes_transferred = ?5, \
@@ -315,6 +322,30 @@ pub fn finish(
     let run = get(&tx, run_id)?.ok_or(StoreError::NotFound("run"))?;
     tx.commit()?;
     Ok(run)
+}
+
+/// Cancels run `run_id` if it is still queued: its job goes, the run ends
+/// `cancelled`. Whether it was queued.
+pub fn cancel_queued(conn: &mut Connection, run_id: i64) -> Result<bool, StoreError> {
+    let tx = conn.transaction()?;
+    let removed = tx.execute(
+        "DELETE FROM jobs WHERE run_id = ?1 AND state = 'pending'",
+        [run_id],
+    )?;
+    if removed == 0 {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4 WHERE id = ?1",
+        params![
+            run_id,
+            RunStatus::Cancelled,
+            now(),
+            "cancelled by an operator before it started"
+        ],
+    )?;
+    tx.commit()?;
+    Ok(true)
 }
 
 /// After a crash: runs that were running are marked `interrupted`, and their jobs

@@ -24,11 +24,13 @@ mod resolve;
 #[path = "../../../tests/fixtures/git.rs"]
 mod testing;
 pub mod throttle;
+mod timeouts;
 mod transport;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -38,8 +40,10 @@ use crate::store::{Direction, Mirror, NewConflict, Project, Store, StoreError};
 
 pub use crate::store::RefAction as Action;
 pub use packs::PackIndexer;
+use progress::Progress;
 pub use remote::{RemoteUrl, UrlError};
 use throttle::{Bucket, Throttle};
+pub use timeouts::Timeouts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -184,9 +188,11 @@ pub struct Engine<'a> {
     /// The service-wide transfer cap, shared by every run.
     pub shared_bandwidth: Option<&'a Arc<Mutex<Bucket>>>,
     /// Where the transfer callbacks report progress, for a run someone watches.
-    pub progress: Option<&'a progress::Progress>,
+    pub progress: Option<&'a Progress>,
     /// Indexes fetched packs, refusing objects over `max_object_bytes`.
     pub pack_indexer: &'a PackIndexer,
+    /// How long a remote may take; a run stops at its deadline.
+    pub timeouts: &'a Timeouts,
 }
 
 /// Default of `max_object_bytes`: ten times GitHub's hard limit on a file.
@@ -342,6 +348,8 @@ struct Run<'a> {
     refusal: std::cell::RefCell<Option<String>>,
     /// The caps on this run's transfers.
     throttle: Throttle,
+    /// When the run has taken all the time it may (`Timeouts::run`).
+    deadline: Instant,
 }
 
 impl<'a> Run<'a> {
@@ -364,9 +372,38 @@ impl<'a> Run<'a> {
                 rate_for(engine.store, mirror.mirror_id),
                 engine.shared_bandwidth.cloned(),
             ),
+            deadline: Instant::now() + engine.timeouts.run,
         }
     }
+
+    /// Whether the run may go on: not past its deadline, not cancelled. When
+    /// it may not, it records why, for the error libgit2 will return once a
+    /// callback says no.
+    fn may_go_on(&self) -> bool {
+        let why = if self.engine.progress.is_some_and(Progress::is_cancelled) {
+            CANCELLED.to_string()
+        } else if Instant::now() >= self.deadline {
+            self.engine.timeouts.run_expired()
+        } else {
+            return true;
+        };
+        *self.refusal.borrow_mut() = Some(why);
+        false
+    }
+
+    /// The error of a run that may not go on ([`Run::may_go_on`]).
+    fn stopped(&self) -> SyncError {
+        SyncError::Git(
+            self.refusal
+                .borrow_mut()
+                .take()
+                .unwrap_or_else(|| CANCELLED.to_string()),
+        )
+    }
 }
+
+/// The error of a run an operator cancelled.
+pub const CANCELLED: &str = "cancelled by an operator; no ref was changed";
 
 /// A failing mirror with `throttle_on_failure` and no cap of its own moves at
 /// most this fast, halved per consecutive failure (down to a sixteenth).

@@ -1,7 +1,8 @@
 //! Live transfer progress of a running run, written by libgit2's callbacks on
-//! the transfer thread and read by the API (`GET /api/v1/runs/{id}`).
+//! the transfer thread and read by the API (`GET /api/v1/runs/{id}`); and the
+//! operator's request to cancel it, read by the same callbacks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
 
@@ -10,6 +11,7 @@ pub struct Progress {
     objects: AtomicU64,
     total_objects: AtomicU64,
     bytes: AtomicU64,
+    cancelled: AtomicBool,
 }
 
 /// One reading of [`Progress`].
@@ -28,6 +30,15 @@ impl Progress {
         self.objects.store(objects, Ordering::Relaxed);
         self.total_objects.store(total_objects, Ordering::Relaxed);
         self.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Asks the run to stop: its transfer callbacks say no from now on.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
     }
 
     pub fn snapshot(&self) -> Snapshot {

@@ -32,6 +32,12 @@ impl Run<'_> {
             mut refused,
         } = listing::list(connection.remote())?;
         let local = refs::local_refs(self.repo)?;
+        // What the remote's HEAD names, as `git clone --mirror` reads it.
+        let default_branch = connection
+            .default_branch()
+            .ok()
+            .and_then(|name| name.as_str().ok().map(str::to_string))
+            .filter(|name| refs::valid_name(name));
 
         // Scope: filters see upstream refs and local-only refs alike, so that a
         // ref deleted upstream is pruned only if it is in scope.
@@ -69,9 +75,25 @@ impl Run<'_> {
             return Ok(report);
         }
         if self.mode == Mode::Apply {
+            // The last moment a cancel or the deadline can stop the run whole.
+            if !self.may_go_on() {
+                return Err(self.stopped());
+            }
             refs::apply(self.repo, &updates, &self.tips.found())?;
+            let head = default_branch.filter(|b| holds_after(&local, &updates, b));
+            if let Some(branch) = head {
+                refs::point_head(self.repo, &branch)?;
+            }
         }
         Ok(report)
+    }
+}
+
+/// Whether the repository holds `name` once `updates` are applied.
+fn holds_after(local: &BTreeMap<String, Oid>, updates: &[RefUpdate], name: &str) -> bool {
+    match updates.iter().find(|u| u.name == name) {
+        Some(update) => update.new.is_some(),
+        None => local.contains_key(name),
     }
 }
 
@@ -282,6 +304,9 @@ impl Run<'_> {
         let message = e.message();
         if message.contains("object format") && message.contains("sha256") {
             return SyncError::Sha256;
+        }
+        if let Some(timeout) = self.engine.timeouts.explain(message) {
+            return SyncError::Git(timeout);
         }
         SyncError::Git(remote::redact_in(message, &self.mirror.url))
     }

@@ -60,6 +60,9 @@ impl Run<'_> {
         if self.mode == Mode::DryRun {
             return Ok(report);
         }
+        if !self.may_go_on() {
+            return Err(self.stopped());
+        }
         self.send(&mut report, &counter)?;
         Ok(report)
     }

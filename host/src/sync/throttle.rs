@@ -47,6 +47,9 @@ pub struct Throttle {
     seen: Mutex<u64>,
 }
 
+/// How often a throttled transfer wakes to ask whether it may go on.
+const WAKE_EVERY: Duration = Duration::from_millis(100);
+
 impl Throttle {
     pub fn new(bytes_per_second: Option<u64>, shared: Option<Arc<Mutex<Bucket>>>) -> Self {
         Self {
@@ -56,9 +59,11 @@ impl Throttle {
         }
     }
 
-    /// Called with libgit2's running byte count; blocks as long as the caps say.
-    /// A new transfer (the count going down) starts counting afresh.
-    pub fn progress(&self, total_bytes: u64) {
+    /// Called with libgit2's running byte count; blocks as long as the caps say,
+    /// or until `may_go_on` says no (a run past its deadline or cancelled must
+    /// not sleep out its wait). A new transfer (the count going down) starts
+    /// counting afresh.
+    pub fn progress(&self, total_bytes: u64, may_go_on: impl Fn() -> bool) {
         let delta = {
             let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
             let delta = total_bytes.saturating_sub(*seen);
@@ -80,8 +85,13 @@ impl Throttle {
             })
             .max()
             .unwrap_or_default();
-        if !wait.is_zero() {
-            std::thread::sleep(wait);
+        let until = now + wait;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || !may_go_on() {
+                return;
+            }
+            std::thread::sleep(left.min(WAKE_EVERY));
         }
     }
 }

@@ -32,9 +32,15 @@ impl<'r> Run<'r> {
     pub(super) fn callbacks<'a>(&'a self, transfer: &'a Transfer) -> RemoteCallbacks<'a> {
         let mut callbacks = RemoteCallbacks::new();
         callbacks.credentials(move |_url, username, allowed| {
+            if !self.may_go_on() {
+                return Err(git2::Error::from_str("the run timed out"));
+            }
             self.credential(&transfer.attempts, username, allowed)
         });
         callbacks.certificate_check(|cert, host| self.check_certificate(cert, host));
+        // Returning false from a progress callback stops the transfer: that is
+        // how a run past its deadline ends while the remote still sends.
+        callbacks.sideband_progress(|_| self.may_go_on());
         callbacks.transfer_progress(|progress| {
             let bytes = progress.received_bytes() as u64;
             transfer.bytes.set(bytes);
@@ -45,15 +51,22 @@ impl<'r> Run<'r> {
                     bytes,
                 );
             }
-            self.throttle.progress(bytes);
-            true
+            self.throttle.progress(bytes, || self.may_go_on());
+            self.may_go_on()
         });
         callbacks.push_transfer_progress(|current, total, bytes| {
             transfer.bytes.set(bytes as u64);
             if let Some(live) = self.engine.progress {
                 live.update(current as u64, total as u64, bytes as u64);
             }
-            self.throttle.progress(bytes as u64);
+            self.throttle.progress(bytes as u64, || self.may_go_on());
+        });
+        callbacks.push_negotiation(|_| {
+            if self.may_go_on() {
+                Ok(())
+            } else {
+                Err(git2::Error::from_str("the run timed out"))
+            }
         });
         callbacks
     }

@@ -42,6 +42,18 @@ pub fn local_refs(repo: &Repository) -> Result<BTreeMap<String, Oid>, git2::Erro
     Ok(refs)
 }
 
+/// Points the repository's HEAD at `branch`, as `git clone --mirror` points
+/// it at the upstream's default branch, so that a clone of the mirror checks
+/// it out. libgit2 writes HEAD through its own lock file and a rename.
+pub fn point_head(repo: &Repository, branch: &str) -> Result<(), SyncError> {
+    let current = repo.find_reference("HEAD")?;
+    if current.symbolic_target_bytes() == Some(branch.as_bytes()) {
+        return Ok(());
+    }
+    repo.set_head(branch)?;
+    Ok(())
+}
+
 /// How a target tip relates to the current one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Relation {
