@@ -82,12 +82,18 @@ pub struct Options {
     pub base_budget: usize,
 }
 
+/// Resolving threads at most, as `git index-pack` caps them: past this, more
+/// threads mostly contend for memory.
+const MAX_THREADS: usize = 20;
+
 impl Options {
-    /// Every core, and a 32 MiB base budget per thread.
+    /// Every core up to [`MAX_THREADS`], and a 32 MiB base budget per thread.
     pub fn new(max_object_bytes: u64) -> Self {
         Self {
             max_object_bytes,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_THREADS),
             base_budget: 32 << 20,
         }
     }
@@ -254,7 +260,12 @@ fn complete_thin(
         if !table.waits_for(oid) {
             continue;
         }
-        let (kind, data) = bases.find(oid).ok_or_else(|| lacking(table, oid))?;
+        // Not in the repository either: a delta later in the pack may still
+        // rebuild it from a base that is (git's fix_unresolved_deltas goes on
+        // too). What is still waiting at the end is refused below.
+        let Some((kind, data)) = bases.find(oid) else {
+            continue;
+        };
         let entry = receive::encode_whole(kind, &data)
             .and_then(|entry| pack.write_all_at(&entry, table.end).map(|()| entry))
             .map_err(IndexError::io("appending a base"))?;
@@ -262,10 +273,12 @@ fn complete_thin(
         let appended = table.len() - 1;
         resolve::resolve(pack, table, appended..appended + 1, options, progress)?;
     }
-    table.checksum = rewrite_trailer(pack, table.end, table.len())?;
-    match table.unresolved() {
-        0 => Ok(()),
-        _ => Err(lacking(table, &missing[0])),
+    match table.missing_bases().first() {
+        Some(oid) => Err(lacking(table, oid)),
+        None => {
+            table.checksum = rewrite_trailer(pack, table.end, table.len())?;
+            Ok(())
+        }
     }
 }
 

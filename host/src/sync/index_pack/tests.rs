@@ -514,3 +514,115 @@ fn deltas_below_gits_minimum_are_refused() {
         );
     }
 }
+
+/// A delta that copies all of `base` and appends `suffix` (at most 127 bytes).
+fn delta_appending(base: &[u8], suffix: &[u8]) -> Vec<u8> {
+    let varint = |mut n: usize, out: &mut Vec<u8>| loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    };
+    let mut delta = Vec::new();
+    varint(base.len(), &mut delta);
+    varint(base.len() + suffix.len(), &mut delta);
+    // Copy from offset 0, three size bytes.
+    delta.push(0x80 | 0x10 | 0x20 | 0x40);
+    delta.extend(&(base.len() as u32).to_le_bytes()[..3]);
+    delta.push(suffix.len() as u8);
+    delta.extend(suffix);
+    delta
+}
+
+fn ref_delta(base: &Oid, delta: &[u8]) -> Vec<u8> {
+    [
+        entry_header(7, delta.len() as u64),
+        base.to_vec(),
+        deflated(delta),
+    ]
+    .concat()
+}
+
+fn blob_id(data: &[u8]) -> Oid {
+    object_id(Kind::Blob, data, 0).unwrap()
+}
+
+/// A thin pack may name, before it, a base that only a later delta of the
+/// same pack rebuilds from a base the repository has; git completes it, and
+/// so must we. With the repository's base missing too, both refuse.
+#[test]
+fn a_thin_pack_whose_delta_comes_before_its_bases_delta_is_completed() {
+    let (work, _, out) = work();
+    let a: Vec<u8> = (0..200)
+        .map(|i| format!("line {i}\n"))
+        .collect::<String>()
+        .into_bytes();
+    let b = [&a[..], b"more\n"].concat();
+    let c = [&b[..], b"and more\n"].concat();
+    let (a_id, b_id) = (blob_id(&a), blob_id(&b));
+    // C on B first, then B on A; A is in the repository only.
+    let pack = raw_pack(&[
+        ref_delta(&b_id, &delta_appending(&b, b"and more\n")),
+        ref_delta(&a_id, &delta_appending(&a, b"more\n")),
+    ]);
+    // Two repositories holding A: git's index-pack writes into its own.
+    let file = work.path().join("a.txt");
+    std::fs::write(&file, &a).unwrap();
+    let [have, gits] = ["have.git", "gits.git"].map(|name| {
+        git(work.path(), &["init", "-q", "--bare", name]);
+        let repo = work.path().join(name);
+        git(&repo, &["hash-object", "-w", file.to_str().unwrap()]);
+        repo
+    });
+
+    let thin = work.path().join("thin.pack");
+    std::fs::write(&thin, &pack).unwrap();
+    let git_said = crate::sync::testing::command(&gits)
+        .args(["index-pack", "--fix-thin", "--stdin"])
+        .stdin(File::open(&thin).unwrap())
+        .output()
+        .unwrap();
+    assert!(git_said.status.success(), "{git_said:?}");
+    let bases = RepositoryObjects::new(&have.join("objects"));
+    let indexed = run(&pack, &out, Some(&bases), &options()).unwrap();
+    let pack_path = out.join(format!("pack-{}.pack", indexed.name));
+    let listing = git(&out, &["verify-pack", "-v", pack_path.to_str().unwrap()]);
+    for id in [a_id, b_id, blob_id(&c)] {
+        assert!(
+            listing.contains(&hex::encode(id)),
+            "{} missing",
+            hex::encode(id)
+        );
+    }
+    // The same objects as git's completed pack (its bytes differ: each side
+    // compresses the appended base its own way).
+    let gits_name = String::from_utf8_lossy(&git_said.stdout)
+        .trim()
+        .trim_start_matches("pack\t")
+        .to_string();
+    let gits_pack = gits.join(format!("objects/pack/pack-{gits_name}.pack"));
+    let ids = |listing: &str| -> std::collections::BTreeSet<String> {
+        listing
+            .lines()
+            .filter_map(|l| l.split(' ').next())
+            .filter(|id| id.len() == 40)
+            .map(str::to_string)
+            .collect()
+    };
+    let gits_listing = git(&out, &["verify-pack", "-v", gits_pack.to_str().unwrap()]);
+    assert_eq!(ids(&listing), ids(&gits_listing));
+
+    // Without A anywhere: refused, naming a base it lacks, nothing left.
+    for file in files(&out) {
+        std::fs::remove_file(out.join(file)).unwrap();
+    }
+    let empty = work.path().join("empty.git");
+    git(work.path(), &["init", "-q", "--bare", "empty.git"]);
+    let nothing = RepositoryObjects::new(&empty.join("objects"));
+    let error = run(&pack, &out, Some(&nothing), &options()).unwrap_err();
+    assert!(matches!(error, IndexError::MissingBases { .. }), "{error}");
+    assert_eq!(files(&out), Vec::<String>::new());
+}
