@@ -92,7 +92,7 @@ pub fn next_after(cadence: &Cadence, now: i64, unit: f64) -> Option<i64> {
 }
 
 /// What a finished run means for the schedule: (consecutive failures, hard-failed,
-/// next run).
+/// next run). A mirror without a cadence runs again only to retry a failure.
 pub fn after_run(
     policy: &Policy,
     schedule: &Schedule,
@@ -101,31 +101,34 @@ pub fn after_run(
     unit: f64,
 ) -> (u32, bool, Option<i64>) {
     let cadence = cadence_of(schedule);
+    let regular = |now| cadence.as_ref().and_then(|c| next_after(c, now, unit));
     if succeeded {
-        return (0, false, next_after(&cadence, now, unit));
+        return (0, false, regular(now));
     }
     let failures = schedule.consecutive_failures + 1;
     if failures >= policy.max_failures {
         return (failures, true, None);
     }
-    let base_ms = match cadence {
-        Cadence::Interval(seconds) => i64::from(seconds) * 1000,
-        Cadence::Cron(_) => i64::from(policy.min_interval_seconds) * 1000,
+    let base_ms = match &cadence {
+        Some(Cadence::Interval(seconds)) => i64::from(*seconds) * 1000,
+        Some(Cadence::Cron(_)) | None => i64::from(policy.min_interval_seconds) * 1000,
     };
     let cap = i64::try_from(policy.max_backoff.as_millis()).unwrap_or(i64::MAX);
     let backoff = base_ms.saturating_mul(1 << (failures - 1).min(30)).min(cap);
-    let regular = next_after(&cadence, now, unit).unwrap_or(now + base_ms);
+    let retry = now + backoff + jitter(backoff, unit);
     (
         failures,
         false,
-        Some(regular.max(now + backoff + jitter(backoff, unit))),
+        Some(regular(now).map_or(retry, |r| r.max(retry))),
     )
 }
 
-pub fn cadence_of(schedule: &Schedule) -> Cadence {
+/// The schedule's cadence; none for a row that only retries a failure.
+pub fn cadence_of(schedule: &Schedule) -> Option<Cadence> {
     match (&schedule.cron, schedule.interval_seconds) {
-        (Some(expr), _) => Cadence::Cron(expr.clone()),
-        (None, seconds) => Cadence::Interval(seconds.unwrap_or(3600)),
+        (Some(expr), _) => Some(Cadence::Cron(expr.clone())),
+        (None, Some(seconds)) => Some(Cadence::Interval(seconds)),
+        (None, None) => None,
     }
 }
 
@@ -134,9 +137,13 @@ pub fn cadence_of(schedule: &Schedule) -> Cadence {
 pub fn tick(store: &Store, queue: &Queue, now: i64) -> Result<usize, StoreError> {
     let due = store.with(|c| schedules::due(c, now))?;
     for schedule in &due {
-        let next = next_after(&cadence_of(schedule), now, rand::random());
+        // A retry fires once; a cadence moves on to its next run.
+        let (next, trigger) = match cadence_of(schedule) {
+            Some(cadence) => (next_after(&cadence, now, rand::random()), Trigger::Schedule),
+            None => (None, Trigger::Retry),
+        };
         store.with(|c| schedules::set_next(c, schedule.mirror_id, next))?;
-        queue.trigger(store, schedule.mirror_id, Trigger::Schedule)?;
+        queue.trigger(store, schedule.mirror_id, trigger)?;
     }
     Ok(due.len())
 }
@@ -185,8 +192,9 @@ pub fn held_back(schedule: &Schedule, now: i64) -> bool {
         || (schedule.consecutive_failures > 0 && schedule.next_run_at.is_some_and(|at| at > now))
 }
 
-/// Called when a run of a mirror ends: a scheduled mirror moves to its next
-/// run, or backs off, or is hard-failed.
+/// Called when a run of a mirror ends, whatever queued it: a scheduled mirror
+/// moves to its next run; a failing one, scheduled or not, backs off and is
+/// retried, and is hard-failed after `max_failures` in a row.
 pub fn record_run(
     store: &Store,
     policy: &Policy,
@@ -194,9 +202,19 @@ pub fn record_run(
     succeeded: bool,
     now: i64,
 ) -> Result<(), StoreError> {
-    let Some(schedule) = store.with(|c| schedules::get(c, mirror_id))? else {
+    let existing = store.with(|c| schedules::get(c, mirror_id))?;
+    if existing.is_none() && succeeded {
         return Ok(());
-    };
+    }
+    let schedule = existing.clone().unwrap_or(Schedule {
+        mirror_id,
+        interval_seconds: None,
+        cron: None,
+        enabled: true,
+        next_run_at: None,
+        consecutive_failures: 0,
+        hard_failed: false,
+    });
     let (failures, hard_failed, next) =
         after_run(policy, &schedule, succeeded, now, rand::random());
     if hard_failed && !schedule.hard_failed {
@@ -206,7 +224,12 @@ pub fn record_run(
             "mirror hard-failed: skipped until a manual sync or a settings change"
         );
     }
-    store.with(|c| schedules::record(c, mirror_id, failures, hard_failed, next))
+    store.with(|c| match (&existing, cadence_of(&schedule)) {
+        (None, _) => schedules::record_first_failure(c, mirror_id, hard_failed, next),
+        // A retry row whose mirror recovered holds nothing worth keeping.
+        (Some(_), None) if failures == 0 => schedules::clear_retry(c, mirror_id),
+        (Some(_), _) => schedules::record(c, mirror_id, failures, hard_failed, next),
+    })
 }
 
 #[cfg(test)]
@@ -259,6 +282,25 @@ mod tests {
             .unwrap()
             .timestamp_millis();
         assert_eq!(next, expected);
+    }
+
+    #[test]
+    fn a_mirror_without_a_schedule_is_retried_with_backoff_then_left_alone() {
+        let policy = Policy::default();
+        let mut s = schedule(Cadence::Interval(600), 0);
+        (s.interval_seconds, s.cron) = (None, None);
+        let mut retries = Vec::new();
+        loop {
+            let (failures, hard_failed, next) = after_run(&policy, &s, false, 0, 0.0);
+            s.consecutive_failures = failures;
+            if hard_failed {
+                break;
+            }
+            retries.push(next.unwrap());
+        }
+        // From the shortest interval, doubling.
+        assert_eq!(&retries[..3], &[60_000, 120_000, 240_000]);
+        assert_eq!(after_run(&policy, &s, true, 0, 0.0), (0, false, None));
     }
 
     #[test]

@@ -259,6 +259,38 @@ impl Driven {
             .collect()
     }
 
+    /// A manual sync, waited for.
+    async fn sync(&self, id: i64) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/mirrors/{id}/sync?wait=true"),
+            None,
+        )
+        .await
+    }
+
+    /// Every run of the mirror, newest first.
+    async fn runs(&self, id: i64) -> Vec<Value> {
+        let runs = self
+            .call(reqwest::Method::GET, &format!("/mirrors/{id}/runs"), None)
+            .await;
+        runs["runs"].as_array().unwrap().clone()
+    }
+
+    /// Waits for a run of the mirror that `check` accepts; the newest such.
+    async fn latest_run(&self, id: i64, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(run) = self.runs(id).await.into_iter().find(|r| check(r)) {
+                // Its schedule is recorded right after the run: let it land.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return run;
+            }
+            assert!(Instant::now() < deadline, "no such run of mirror {id}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Moves the clock to `at` and waits for the scheduled run it fires.
     async fn fire(&self, id: i64, at: i64) -> Value {
         let before = self.scheduled_runs(id).await.len();
@@ -442,4 +474,84 @@ async fn a_disabled_mirror_never_fires_and_a_patch_keeps_its_cron() {
     };
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["status"], "succeeded");
+}
+
+/// A push mirror has no schedule, yet a failed push is retried with backoff
+/// until it succeeds, or hard-fails after `max_failures` (3 here); a success
+/// clears it and nothing more runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_push_is_retried_with_backoff_until_it_succeeds() {
+    // 2026-11-28T00:00:00Z.
+    let t0 = 1_795_824_000_000;
+    let service = Driven::start(t0).await;
+    let up = Upstream::with_main();
+    let pull = service
+        .call(
+            reqwest::Method::POST,
+            "/mirrors/pull",
+            Some(json!({"project_id": "retry/p", "url": up.url()})),
+        )
+        .await;
+    let pull = pull["mirror_id"].as_i64().unwrap();
+    let dest_dir = tempfile::tempdir().unwrap();
+    let dest = dest_dir.path().join("dest.git");
+    let push = service
+        .call(
+            reqwest::Method::POST,
+            "/mirrors/push",
+            Some(json!({"project_id": "retry/p", "url": format!("file://{}", dest.display())})),
+        )
+        .await;
+    let push = push["mirror_id"].as_i64().unwrap();
+
+    // The pull cascades to the push, which fails: the destination is missing.
+    service.sync(pull).await;
+    let failed = service.latest_run(push, |r| r["status"] == "failed").await;
+    assert_eq!(failed["trigger"], "cascade");
+    let health = service
+        .call(
+            reqwest::Method::GET,
+            &format!("/mirrors/{push}/health"),
+            None,
+        )
+        .await;
+    assert_eq!(health["state"], "failing", "{health}");
+
+    // One minute (the shortest interval) later, plus jitter, it is retried.
+    service.set_time(t0 + 30_000);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(service.runs(push).await.len(), 1, "not before its backoff");
+    service.set_time(t0 + 70_000);
+    let retried = service
+        .latest_run(push, |r| {
+            r["trigger"] == "retry" && r["finished_at"].is_string()
+        })
+        .await;
+    assert_eq!(retried["status"], "failed");
+
+    // The destination appears; the next retry (two minutes on) succeeds, and
+    // then nothing more is queued.
+    crate::support::bare_repo(dest_dir.path(), "dest.git");
+    service.set_time(t0 + 70_000 + 140_000);
+    let ok = service
+        .latest_run(push, |r| r["status"] == "succeeded")
+        .await;
+    assert_eq!(ok["trigger"], "retry");
+    assert_eq!(refs_of(&dest), refs_of(&up.bare()));
+    let runs = service.runs(push).await.len();
+    service.set_time(t0 + 100 * HOUR_MS);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(
+        service.runs(push).await.len(),
+        runs,
+        "a success ends the retries"
+    );
+    let health = service
+        .call(
+            reqwest::Method::GET,
+            &format!("/mirrors/{push}/health"),
+            None,
+        )
+        .await;
+    assert_eq!(health["state"], "healthy", "{health}");
 }

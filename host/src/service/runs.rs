@@ -130,8 +130,16 @@ impl App {
             .store
             .with(|c| store::mirrors::list(c, Some(project_id), Some(Direction::Push)))?;
         for mirror in mirrors.iter().filter(|m| m.enabled) {
-            self.jobs
-                .trigger(&self.store, mirror.mirror_id, Trigger::Cascade)?;
+            // A hard-failed destination waits for a manual sync or a
+            // settings change; one backing off gets the new refs anyway.
+            let hard_failed = self
+                .store
+                .with(|c| store::schedules::get(c, mirror.mirror_id))?
+                .is_some_and(|s| s.hard_failed);
+            if !hard_failed {
+                self.jobs
+                    .trigger(&self.store, mirror.mirror_id, Trigger::Cascade)?;
+            }
         }
         Ok(())
     }

@@ -19,10 +19,12 @@ pub struct SetSchedule {
 }
 
 impl App {
+    /// The mirror's schedule; a row that only retries a failure is none.
     pub fn schedule(&self, id: i64) -> Result<Schedule, ServiceError> {
         self.mirror(id)?;
         self.store
             .with(|c| schedules::get(c, id))?
+            .filter(|s| schedule::cadence_of(s).is_some())
             .ok_or_else(|| ServiceError::NotFound(format!("mirror {id} has no schedule")))
     }
 
@@ -59,7 +61,9 @@ impl App {
     /// Turns an existing schedule on or off, keeping its cadence.
     pub fn enable_schedule(&self, id: i64, enabled: bool) -> Result<Schedule, ServiceError> {
         let current = self.schedule(id)?;
-        let schedule = self.set_cadence(id, &schedule::cadence_of(&current), enabled)?;
+        let cadence = schedule::cadence_of(&current)
+            .ok_or_else(|| ServiceError::NotFound(format!("mirror {id} has no schedule")))?;
+        let schedule = self.set_cadence(id, &cadence, enabled)?;
         self.observe_health(id)?;
         Ok(schedule)
     }
@@ -95,8 +99,14 @@ impl App {
     /// schedule back.
     pub(super) fn revive(&self, id: i64) -> Result<(), ServiceError> {
         let current = self.store.with(|c| schedules::get(c, id))?;
-        if let Some(schedule) = current.filter(|s| s.hard_failed) {
-            self.set_cadence(id, &schedule::cadence_of(&schedule), schedule.enabled)?;
+        let Some(schedule) = current.filter(|s| s.hard_failed) else {
+            return Ok(());
+        };
+        match schedule::cadence_of(&schedule) {
+            Some(cadence) => {
+                self.set_cadence(id, &cadence, schedule.enabled)?;
+            }
+            None => self.store.with(|c| schedules::clear_retry(c, id))?,
         }
         Ok(())
     }

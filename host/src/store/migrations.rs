@@ -195,6 +195,23 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE runs;
     ALTER TABLE runs_new RENAME TO runs;
     CREATE INDEX runs_by_mirror ON runs(mirror_id, id);",
+    // 13: every mirror backs off after a failure, scheduled or not: a row with
+    // neither an interval nor a cron holds only the failure state and the
+    // retry of a mirror that has no schedule.
+    "CREATE TABLE schedules_new (
+        mirror_id             INTEGER PRIMARY KEY REFERENCES mirrors(id) ON DELETE CASCADE,
+        interval_seconds      INTEGER,
+        cron                  TEXT,
+        enabled               INTEGER NOT NULL,
+        next_run_at           INTEGER,
+        consecutive_failures  INTEGER NOT NULL DEFAULT 0,
+        hard_failed           INTEGER NOT NULL DEFAULT 0,
+        CHECK (interval_seconds IS NULL OR cron IS NULL)
+    ) STRICT;
+    INSERT INTO schedules_new SELECT * FROM schedules;
+    DROP TABLE schedules;
+    ALTER TABLE schedules_new RENAME TO schedules;
+    CREATE INDEX schedules_due ON schedules(next_run_at) WHERE enabled = 1 AND hard_failed = 0;",
 ];
 
 /// The schema version this binary writes.

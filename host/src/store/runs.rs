@@ -52,7 +52,8 @@ text_enum! {
         Cascade = "cascade",
         /// The sweep that found the remote's refs changed.
         Reconcile = "reconcile",
-        /// A run cut off by a stop of the service, queued again at start.
+        /// Queued again: a run cut off by a stop of the service (at start), or
+        /// a failed mirror without a schedule, after its backoff.
         Retry = "retry",
     }
 }

@@ -20,7 +20,8 @@ pub struct Schedule {
     pub hard_failed: bool,
 }
 
-/// When a schedule fires: every N seconds, or on a cron expression.
+/// When a schedule fires: every N seconds, or on a cron expression. A row
+/// with neither only retries a failed mirror (see `schedule::after_run`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cadence {
     Interval(u32),
@@ -87,6 +88,32 @@ pub fn due(conn: &Connection, now: i64) -> Result<Vec<Schedule>, StoreError> {
     ))?;
     let rows = stmt.query_map([now], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Records a failure of a mirror that has no schedule row yet: a row with
+/// no cadence, holding the failure state and the retry.
+pub fn record_first_failure(
+    conn: &Connection,
+    mirror_id: i64,
+    hard_failed: bool,
+    retry_at: Option<i64>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO schedules (mirror_id, enabled, next_run_at, consecutive_failures, hard_failed) \
+         VALUES (?1, 1, ?2, 1, ?3)",
+        params![mirror_id, retry_at, hard_failed],
+    )?;
+    Ok(())
+}
+
+/// Forgets the failure state of a mirror without a cadence (its row only
+/// held that).
+pub fn clear_retry(conn: &Connection, mirror_id: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM schedules WHERE mirror_id = ?1 AND interval_seconds IS NULL AND cron IS NULL",
+        [mirror_id],
+    )?;
+    Ok(())
 }
 
 /// Records the outcome of a run and the next time the schedule fires.
