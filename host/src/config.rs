@@ -81,6 +81,10 @@ pub struct Overrides {
     /// How many of a mirror's latest finished runs its health covers [default: 100].
     #[arg(long, env = "MIRRORHOST_HEALTH_WINDOW")]
     pub health_window: Option<u32>,
+    /// Milliseconds at least between the starts of one mirror's webhook runs;
+    /// a lone push starts at once, a flood costs a run per this [default: 2000].
+    #[arg(long, env = "MIRRORHOST_WEBHOOK_SPACING_MS")]
+    pub webhook_spacing_ms: Option<u64>,
     /// Seconds a remote may take to accept a connection [default: 30].
     #[arg(long, env = "MIRRORHOST_CONNECT_TIMEOUT_SECONDS")]
     pub connect_timeout_seconds: Option<u64>,
@@ -122,6 +126,7 @@ struct FileConfig {
     connect_timeout_seconds: Option<u64>,
     stall_timeout_seconds: Option<u64>,
     run_timeout_seconds: Option<u64>,
+    webhook_spacing_ms: Option<u64>,
     plugins: PluginLimitsFile,
 }
 
@@ -159,6 +164,8 @@ pub struct Config {
     pub alerts: Option<Target>,
     /// How long a remote may take.
     pub timeouts: Timeouts,
+    /// At least this far apart start one mirror's webhook runs.
+    pub webhook_spacing: Duration,
 }
 
 impl Config {
@@ -246,6 +253,12 @@ impl Config {
                 overrides.alert_webhook_url.or(file.alert_webhook_url),
                 overrides.alert_webhook_secret.or(file.alert_webhook_secret),
             )?,
+            webhook_spacing: Duration::from_millis(
+                overrides
+                    .webhook_spacing_ms
+                    .or(file.webhook_spacing_ms)
+                    .unwrap_or(2000),
+            ),
             timeouts: {
                 let seconds = |given: Option<u64>, default: Duration| {
                     given.map_or(default, |s| Duration::from_secs(s.max(1)))

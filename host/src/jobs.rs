@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinSet;
@@ -122,7 +123,23 @@ pub async fn dispatch<E: Executor>(service: Arc<E>) {
             Ok(Err(error)) => tracing::error!(%error, "cannot read the job queue"),
             Err(error) => tracing::error!(%error, "job queue task failed"),
         }
+        // A job told to wait (webhook spacing) starts when its time comes.
+        let waiting = {
+            let service = service.clone();
+            tokio::task::spawn_blocking(move || {
+                service.store().with(|c| store::runs::next_start(c))
+            })
+            .await
+        };
+        let until_next = match waiting {
+            Ok(Ok(Some(at))) => {
+                let wait_ms = at - chrono::Utc::now().timestamp_millis();
+                Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0).max(1))
+            }
+            _ => Duration::from_secs(3600),
+        };
         tokio::select! {
+            () = tokio::time::sleep(until_next) => {}
             () = service.queue().wake.notified() => {}
             Some(done) = running.join_next() => {
                 if let Ok((mirror_id, host)) = done {

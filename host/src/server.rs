@@ -115,6 +115,7 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
         metrics: crate::telemetry::handle(),
         live: LiveRuns::default(),
         webhook_routing: Default::default(),
+        webhook_tally: Default::default(),
     })
 }
 

@@ -11,7 +11,10 @@
 
 mod routing;
 
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
@@ -74,6 +77,8 @@ pub struct Delivery<'a> {
 pub enum Outcome {
     /// Runs queued for the proven mirrors.
     Queued(Vec<i64>),
+    /// Every proven mirror already holds what the push made of its ref.
+    UpToDate,
     /// A delivery id seen before: nothing done again.
     Duplicate,
     /// GitHub's ping, authenticated.
@@ -87,10 +92,42 @@ impl Outcome {
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Queued(_) => "queued",
+            Outcome::UpToDate => "up_to_date",
             Outcome::Duplicate => "duplicate",
             Outcome::Pong => "ping",
             Outcome::Ignored(_) => "ignored",
         }
+    }
+}
+
+/// How many deliveries came to what since the last summary: accepted
+/// deliveries log at debug level, and a summary at info once a minute
+/// (`service::background`), so a flood cannot fill the log.
+#[derive(Debug, Default)]
+pub struct Tally {
+    queued: AtomicU64,
+    up_to_date: AtomicU64,
+    duplicate: AtomicU64,
+}
+
+impl Tally {
+    fn count(&self, outcome: &Outcome) {
+        let counter = match outcome {
+            Outcome::Queued(_) => &self.queued,
+            Outcome::UpToDate => &self.up_to_date,
+            Outcome::Duplicate => &self.duplicate,
+            Outcome::Pong | Outcome::Ignored(_) => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (queued, up to date, duplicate) since the last call.
+    pub fn take(&self) -> (u64, u64, u64) {
+        (
+            self.queued.swap(0, Ordering::Relaxed),
+            self.up_to_date.swap(0, Ordering::Relaxed),
+            self.duplicate.swap(0, Ordering::Relaxed),
+        )
     }
 }
 
@@ -101,6 +138,12 @@ pub struct Receiver<'a> {
     pub master_key: &'a MasterKey,
     pub routing: &'a RoutingCache,
     pub queue: &'a Queue,
+    /// Where the mirrors' repositories are: a push they already hold queues
+    /// nothing.
+    pub repos_dir: &'a Path,
+    pub tally: &'a Tally,
+    /// How far apart a mirror's webhook runs start, at the least.
+    pub spacing: Duration,
 }
 
 impl Receiver<'_> {
@@ -109,7 +152,13 @@ impl Receiver<'_> {
     /// Runs on the async worker: a few short indexed queries and one HMAC, where
     /// the hop to the blocking pool cost more than the work.
     pub fn receive(&self, delivery: &Delivery<'_>) -> Result<Outcome, WebhookError> {
-        let (urls, kind) = match delivery.provider {
+        let outcome = self.outcome(delivery)?;
+        self.tally.count(&outcome);
+        Ok(outcome)
+    }
+
+    fn outcome(&self, delivery: &Delivery<'_>) -> Result<Outcome, WebhookError> {
+        let (urls, kind, pushed) = match delivery.provider {
             Provider::GitHub => {
                 let payload: GitHubPayload = parse(delivery.body)?;
                 let kind = match delivery.event {
@@ -117,7 +166,8 @@ impl Receiver<'_> {
                     "ping" => Kind::Ping,
                     other => return Ok(Outcome::Ignored(other.to_string())),
                 };
-                (payload.repository.into_vec(), kind)
+                let pushed = pushed_tip(payload.pushed_ref, payload.after);
+                (payload.repository.into_vec(), kind, pushed)
             }
             Provider::GitLab => {
                 let payload: GitLabPayload = parse(delivery.body)?;
@@ -126,14 +176,31 @@ impl Receiver<'_> {
                 }
                 let mut urls = payload.project.into_vec();
                 urls.extend(payload.repository.into_vec());
-                (urls, Kind::Push)
+                (
+                    urls,
+                    Kind::Push,
+                    pushed_tip(payload.pushed_ref, payload.after),
+                )
             }
         };
         let proven = self.proven(delivery, &urls)?;
         if kind == Kind::Ping {
             return Ok(Outcome::Pong);
         }
-        self.queue_once(delivery, &proven)
+        self.queue_once(delivery, &proven, pushed.as_ref())
+    }
+
+    /// Whether `mirror`'s repository already holds the pushed ref as the push
+    /// left it (at `after`, or gone for a deletion).
+    fn holds(&self, mirror: &Mirror, (name, after): &(String, git2::Oid)) -> bool {
+        let path = crate::sync::repo_path(self.repos_dir, &mirror.project_id);
+        let Ok(repo) = git2::Repository::open_bare(path) else {
+            return false;
+        };
+        match repo.refname_to_id(name) {
+            Ok(held) => held == *after,
+            Err(_) => after.is_zero(),
+        }
     }
 
     /// The candidates' mirrors of the projects whose secret the delivery proves.
@@ -167,15 +234,22 @@ impl Receiver<'_> {
     }
 
     /// Records the delivery and queues its mirrors under one hold of the database.
+    /// A push a mirror already holds (a flood of deliveries for one push, or
+    /// a push the reconciliation sweep caught first) queues nothing for it.
     fn queue_once(
         &self,
         delivery: &Delivery<'_>,
         proven: &[Arc<Mirror>],
+        pushed: Option<&(String, git2::Oid)>,
     ) -> Result<Outcome, WebhookError> {
         let source = delivery.provider.as_str();
         if self.routing.seen(source, delivery.id) {
             return Ok(Outcome::Duplicate);
         }
+        let behind: Vec<&Arc<Mirror>> = proven
+            .iter()
+            .filter(|m| m.enabled && !pushed.is_some_and(|p| self.holds(m, p)))
+            .collect();
         let runs = self
             .store
             .with(|c| -> Result<Option<Vec<i64>>, StoreError> {
@@ -183,8 +257,14 @@ impl Receiver<'_> {
                     return Ok(None);
                 }
                 let mut runs = Vec::new();
-                for mirror in proven.iter().filter(|m| m.enabled) {
-                    runs.push(store::runs::enqueue(c, mirror.mirror_id, Trigger::Webhook)?.run_id);
+                for mirror in &behind {
+                    let queued = store::runs::enqueue_spaced(
+                        c,
+                        mirror.mirror_id,
+                        Trigger::Webhook,
+                        Some(self.spacing),
+                    )?;
+                    runs.push(queued.run_id);
                 }
                 Ok(Some(runs))
             })?;
@@ -192,8 +272,12 @@ impl Receiver<'_> {
         let Some(runs) = runs else {
             return Ok(Outcome::Duplicate);
         };
+        if runs.is_empty() && pushed.is_some() {
+            tracing::debug!(source, delivery = %delivery.id, "webhook delivery: mirrors up to date");
+            return Ok(Outcome::UpToDate);
+        }
         self.queue.wake();
-        tracing::info!(source, delivery = %delivery.id, runs = runs.len(), "webhook delivery queued");
+        tracing::debug!(source, delivery = %delivery.id, runs = runs.len(), "webhook delivery queued");
         Ok(Outcome::Queued(runs))
     }
 }
@@ -210,6 +294,9 @@ enum Kind {
 struct GitHubPayload {
     #[serde(default)]
     repository: Urls,
+    #[serde(rename = "ref")]
+    pushed_ref: Option<String>,
+    after: Option<String>,
 }
 
 /// The part of a GitLab delivery mirrorhost reads.
@@ -219,6 +306,17 @@ struct GitLabPayload {
     project: Urls,
     #[serde(default)]
     repository: Urls,
+    #[serde(rename = "ref")]
+    pushed_ref: Option<String>,
+    after: Option<String>,
+}
+
+/// The ref a push moved and its new tip (zeros for a deletion), when the
+/// payload names both well; both forges call them `ref` and `after`.
+fn pushed_tip(name: Option<String>, after: Option<String>) -> Option<(String, git2::Oid)> {
+    let name = name.filter(|n| crate::sync::refs::valid_name(n))?;
+    let after = git2::Oid::from_str(&after?).ok()?;
+    Some((name, after))
 }
 
 /// Every URL field either forge uses for a repository.

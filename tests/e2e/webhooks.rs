@@ -421,3 +421,114 @@ async fn branch_create_and_delete_events_reach_the_push_mirrors() {
     wait_for_refs(dest, "the branch deleted", |refs| !has_feature(refs)).await;
     assert!(refs_of(dest).contains_key("refs/heads/main"), "main stays");
 }
+
+/// A delivery for a push the mirror already holds queues nothing: a flood of
+/// deliveries for one push costs one run, whenever they arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_the_mirror_already_holds_queues_nothing() {
+    let h = hooked("hooks/held").await;
+    let api = Api::new(&h.server);
+    assert_eq!(api.sync(h.pull).await["status"], "succeeded");
+    let runs = run_count(&api, h.pull).await;
+    let held = git(&h.up.bare(), &["rev-parse", "refs/heads/main"]);
+
+    let body = github_push(&h.clone_url, &held);
+    let (status, answer) = github(&h.server, "push", "held-1", &body, SECRET).await;
+    assert_eq!((status, &answer), (200, &json!({"up_to_date": true})));
+    assert_eq!(run_count(&api, h.pull).await, runs, "nothing queued");
+
+    // A new push is queued; once it landed, its later deliveries are not.
+    let tip = h.up.commit("main", "new");
+    h.up.push(&["main"]);
+    let body = github_push(&h.clone_url, &tip);
+    let (status, answer) = github(&h.server, "push", "new-1", &body, SECRET).await;
+    assert_eq!(status, 202, "{answer}");
+    let local = crate::support::project_repo(&h.server, "hooks/held");
+    wait_for_tip(&local, &tip).await;
+    // The cascade to the push mirror may still be running; let the pull's
+    // record land.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_one = run_count(&api, h.pull).await;
+    for i in 0..20 {
+        let (status, answer) =
+            github(&h.server, "push", &format!("new-again-{i}"), &body, SECRET).await;
+        assert_eq!((status, &answer), (200, &json!({"up_to_date": true})));
+    }
+    // A GitLab delivery of a deletion the mirror already reflects, likewise.
+    let gone = gitlab_push(&h.clone_url, "refs/heads/gone", &"0".repeat(40));
+    let body = serde_json::to_vec(&gone).unwrap();
+    let headers = [
+        ("x-gitlab-event", "Push Hook".to_string()),
+        ("x-gitlab-event-uuid", "gone-1".to_string()),
+        ("x-gitlab-token", SECRET.to_string()),
+    ];
+    let (status, answer) = deliver(&h.server, "/hooks/gitlab", &headers, body).await;
+    assert_eq!((status, &answer), (200, &json!({"up_to_date": true})));
+    assert_eq!(run_count(&api, h.pull).await, after_one);
+}
+
+/// A lone push runs at once; the next push's run waits until the spacing
+/// since the previous run's start has passed (a flood costs a run per
+/// spacing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_runs_of_one_mirror_are_spaced() {
+    let up = Upstream::with_main();
+    let http = HttpGit::start(up.dir.path()).await;
+    let clone_url = http.url("upstream.git");
+    let mut envs = crate::support::LOCAL_REMOTES.to_vec();
+    envs.push(("MIRRORHOST_WEBHOOK_SPACING_MS", "1500"));
+    let server = Server::start(&envs);
+    let api = Api::new(&server);
+    let pull = api
+        .create(
+            "pull",
+            json!({"project_id": "hooks/spaced", "url": clone_url}),
+        )
+        .await;
+    put_secret(&api, "hooks%2Fspaced").await;
+    let local = crate::support::project_repo(&server, "hooks/spaced");
+
+    let started = |run: &Value| chrono_ms(run["started_at"].as_str().unwrap());
+    let mut starts = Vec::new();
+    for i in 0..2 {
+        let tip = up.commit("main", &format!("spaced-{i}"));
+        up.push(&["main"]);
+        let delivered = Instant::now();
+        let body = github_push(&clone_url, &tip);
+        let (status, answer) = github(&server, "push", &format!("spaced-{i}"), &body, SECRET).await;
+        assert_eq!(status, 202, "{answer}");
+        // The first run creates the mirror's repository.
+        while !local.join("HEAD").exists() {
+            assert!(
+                delivered.elapsed() < Duration::from_secs(30),
+                "no repository"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        wait_for_tip(&local, &tip).await;
+        if i == 0 {
+            assert!(
+                delivered.elapsed() < Duration::from_secs(5),
+                "a lone push waits for nothing"
+            );
+        }
+        let (_, runs) = api.get(&format!("/api/v1/mirrors/{pull}/runs")).await;
+        starts.push(started(&runs["runs"][0]));
+    }
+    assert!(
+        starts[1] - starts[0] >= 1500,
+        "runs {} ms apart",
+        starts[1] - starts[0]
+    );
+}
+
+/// Milliseconds of an RFC 3339 UTC time as the API writes it
+/// (`2026-12-02T13:14:44.730Z`), within one day.
+fn chrono_ms(at: &str) -> i64 {
+    let time = at.split('T').nth(1).unwrap().trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: i64 = parts.next().unwrap().parse().unwrap();
+    let m: i64 = parts.next().unwrap().parse().unwrap();
+    let s: f64 = parts.next().unwrap().parse().unwrap();
+    (h * 3600 + m * 60) * 1000 + (s * 1000.0).round() as i64
+}

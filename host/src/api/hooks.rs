@@ -79,6 +79,7 @@ fn answer(provider: Provider, outcome: Result<Outcome, ApiError>) -> Answer {
     crate::telemetry::webhook_delivery(provider.as_str(), label);
     outcome.map(|outcome| match outcome {
         Outcome::Queued(runs) => (StatusCode::ACCEPTED, Json(json!({ "queued": runs }))),
+        Outcome::UpToDate => (StatusCode::OK, Json(json!({"up_to_date": true}))),
         Outcome::Duplicate => (StatusCode::OK, Json(json!({"duplicate": true}))),
         Outcome::Pong => (StatusCode::OK, Json(json!({"pong": true}))),
         Outcome::Ignored(event) => (StatusCode::OK, Json(json!({ "ignored": event }))),

@@ -1,5 +1,5 @@
 //! The service's own tasks: the dispatcher that starts queued runs, the
-//! scheduler tick, and the reconciliation sweep. Started by `server::serve`,
+//! scheduler tick, the reconciliation sweep, and the webhook log summary. Started by `server::serve`,
 //! stopped when the [`Background`] handle is dropped.
 
 use std::sync::Arc;
@@ -23,12 +23,14 @@ impl Drop for Background {
     }
 }
 
-/// Starts the dispatcher, the scheduler and (if configured) the sweep.
+/// Starts the dispatcher, the scheduler, the webhook summary and (if
+/// configured) the sweep.
 pub fn start(app: &Arc<App>) -> Background {
     let mut tasks = vec![
         tokio::spawn(jobs::dispatch(app.clone())),
         tokio::spawn(tick_schedules(app.clone())),
     ];
+    tasks.push(tokio::spawn(summarise_webhooks(app.clone())));
     if let Some(every) = app.config.reconcile_every {
         tasks.push(tokio::spawn(reconcile(app.clone(), every)));
     }
@@ -50,6 +52,25 @@ async fn tick_schedules(app: Arc<App>) {
             Ok(Ok(count)) => tracing::debug!(count, "schedules fired"),
             Ok(Err(error)) => tracing::error!(%error, "schedule tick failed"),
             Err(error) => tracing::error!(%error, "schedule task failed"),
+        }
+    }
+}
+
+/// Once a minute, what became of the webhook deliveries of that minute (each
+/// logs at debug level only).
+async fn summarise_webhooks(app: Arc<App>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let (queued, up_to_date, duplicate) = app.webhook_tally.take();
+        if queued + up_to_date + duplicate > 0 {
+            tracing::info!(
+                queued,
+                up_to_date,
+                duplicate,
+                "webhook deliveries in the last minute"
+            );
         }
     }
 }

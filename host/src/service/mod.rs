@@ -32,7 +32,7 @@ use crate::store::{Store, StoreError};
 use crate::sync::progress::{Progress, Snapshot};
 use crate::sync::throttle::Bucket;
 use crate::sync::{Engine, SyncError};
-use crate::webhooks::{Receiver, RoutingCache};
+use crate::webhooks::{Receiver, RoutingCache, Tally};
 
 pub use mirrors::{CreateMirror, PatchMirror, check_project_id};
 pub use schedules::SetSchedule;
@@ -97,6 +97,8 @@ pub struct App {
     pub live: LiveRuns,
     /// Which mirrors a webhook delivery reaches, cached.
     pub webhook_routing: RoutingCache,
+    /// What became of webhook deliveries since the last log summary.
+    pub webhook_tally: Tally,
 }
 
 /// Progress of the runs in flight. Entries live from a run's start to its end.
@@ -158,6 +160,9 @@ impl App {
             master_key: &self.master_key,
             routing: &self.webhook_routing,
             queue: &self.jobs,
+            repos_dir: &self.repos_dir,
+            tally: &self.webhook_tally,
+            spacing: self.config.webhook_spacing,
         }
     }
 

@@ -212,6 +212,9 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE schedules;
     ALTER TABLE schedules_new RENAME TO schedules;
     CREATE INDEX schedules_due ON schedules(next_run_at) WHERE enabled = 1 AND hard_failed = 0;",
+    // 14: a pending job may wait (Unix ms) before it starts: webhook runs of
+    // one mirror are spaced out, so a flood of pushes costs a few runs.
+    "ALTER TABLE jobs ADD COLUMN not_before INTEGER;",
 ];
 
 /// The schema version this binary writes.

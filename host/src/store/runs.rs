@@ -219,6 +219,18 @@ pub fn enqueue(
     mirror_id: i64,
     trigger: Trigger,
 ) -> Result<Enqueued, StoreError> {
+    enqueue_spaced(conn, mirror_id, trigger, None)
+}
+
+/// Like [`enqueue`]; with `spacing`, a new job starts no sooner than that long
+/// after the mirror's latest run started (so a sustained flood of triggers
+/// costs a run per `spacing`, and a lone one starts at once).
+pub fn enqueue_spaced(
+    conn: &mut Connection,
+    mirror_id: i64,
+    trigger: Trigger,
+    spacing: Option<std::time::Duration>,
+) -> Result<Enqueued, StoreError> {
     let tx = conn.transaction()?;
     let pending: Option<i64> = tx
         .query_row(
@@ -239,9 +251,16 @@ pub fn enqueue(
         params![mirror_id, trigger, at],
     )?;
     let run_id = tx.last_insert_rowid();
+    let not_before = match spacing {
+        Some(spacing) => latest_start_ms(&tx, mirror_id)?
+            .map(|started| started + i64::try_from(spacing.as_millis()).unwrap_or(i64::MAX))
+            .filter(|at| *at > now_ms()),
+        None => None,
+    };
     tx.execute(
-        "INSERT INTO jobs (mirror_id, run_id, state, created_at) VALUES (?1, ?2, 'pending', ?3)",
-        params![mirror_id, run_id, at],
+        "INSERT INTO jobs (mirror_id, run_id, state, created_at, not_before) \
+         VALUES (?1, ?2, 'pending', ?3, ?4)",
+        params![mirror_id, run_id, at, not_before],
     )?;
     tx.commit()?;
     Ok(Enqueued {
@@ -250,17 +269,47 @@ pub fn enqueue(
     })
 }
 
-/// Pending jobs whose mirror has nothing running, oldest first.
+/// Unix milliseconds now, as `now()` stamps rows.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// When the mirror's latest run started, in Unix milliseconds.
+fn latest_start_ms(conn: &Connection, mirror_id: i64) -> Result<Option<i64>, StoreError> {
+    let started: Option<String> = conn
+        .query_row(
+            "SELECT started_at FROM runs WHERE mirror_id = ?1 AND started_at IS NOT NULL \
+             ORDER BY id DESC LIMIT 1",
+            [mirror_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(started
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok())
+        .map(|at| at.timestamp_millis()))
+}
+
+/// When the first pending job that is waiting may start (Unix ms), if any.
+pub fn next_start(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(conn.query_row(
+        "SELECT MIN(not_before) FROM jobs WHERE state = 'pending' AND not_before > ?1",
+        [now_ms()],
+        |row| row.get(0),
+    )?)
+}
+
+/// Pending jobs whose mirror has nothing running and that need not wait
+/// longer, oldest first.
 pub fn startable(conn: &Connection) -> Result<Vec<PendingJob>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT j.id, j.run_id, j.mirror_id, m.remote_host, r.trigger, b.max_concurrent_updates \
          FROM jobs j JOIN mirrors m ON m.id = j.mirror_id JOIN runs r ON r.id = j.run_id \
          LEFT JOIN bandwidth b ON b.mirror_id = j.mirror_id \
-         WHERE j.state = 'pending' AND NOT EXISTS \
+         WHERE j.state = 'pending' AND COALESCE(j.not_before, 0) <= ?1 AND NOT EXISTS \
            (SELECT 1 FROM jobs r WHERE r.mirror_id = j.mirror_id AND r.state = 'running') \
          ORDER BY j.id",
     )?;
-    let rows = stmt.query_map([], |row| {
+    let rows = stmt.query_map([now_ms()], |row| {
         Ok(PendingJob {
             job_id: row.get(0)?,
             run_id: row.get(1)?,
