@@ -149,6 +149,16 @@ async fn mirrors_are_listed_patched_and_deleted() {
     let (_, listed) = api.get("/api/v1/mirrors?project_id=acme%2Fwidgets").await;
     let listed = listed["mirrors"].as_array().unwrap();
     assert_eq!(listed.len(), 2);
+    // GitLab's status fields, before any run.
+    assert_eq!(listed[0]["update_status"], "none", "{listed:?}");
+    for field in [
+        "last_update_started_at",
+        "last_update_at",
+        "last_successful_update_at",
+        "last_error",
+    ] {
+        assert_eq!(listed[0][field], Value::Null, "{field}");
+    }
     assert_eq!(listed[0]["direction"], "pull");
     assert_eq!(listed[1]["keep_divergent_refs"], true);
 

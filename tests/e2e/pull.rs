@@ -355,6 +355,12 @@ async fn pull_and_push_over_smart_http() {
     let local = project_repo(&server, "http/project");
     assert_eq!(refs_of(&local), refs_of(&up.bare()));
     fsck(&local);
+    let (_, mirror) = api.get(&format!("/api/v1/mirrors/{pull}")).await;
+    assert_eq!(mirror["update_status"], "finished", "{mirror}");
+    assert_eq!(mirror["last_update_at"], run["finished_at"], "{mirror}");
+    assert_eq!(mirror["last_successful_update_at"], run["finished_at"]);
+    assert_eq!(mirror["last_update_started_at"], run["started_at"]);
+    assert_eq!(mirror["last_error"], Value::Null);
 
     let push = api
         .create(

@@ -119,6 +119,10 @@ async fn consecutive_failures_hard_fail_until_a_manual_sync() {
     }
     let failed = runs_until(&api, id, "two failures", |runs| runs.len() >= 2).await;
     assert!(failed.iter().all(|r| r["status"] == "failed"), "{failed:?}");
+    let (_, mirror) = api.get(&format!("/api/v1/mirrors/{id}")).await;
+    assert_eq!(mirror["update_status"], "failed", "{mirror}");
+    assert_eq!(mirror["last_successful_update_at"], Value::Null);
+    assert!(mirror["last_error"].is_string(), "{mirror}");
 
     let run = api.sync(id).await;
     assert_eq!(run["status"], "failed");

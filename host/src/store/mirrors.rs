@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 
+use super::runs::RunStatus;
 use super::text::text_enum;
 use super::{StoreError, now};
 
@@ -60,6 +61,41 @@ pub struct Mirror {
     pub auth_provider_config: String,
     pub created_at: String,
     pub updated_at: String,
+    /// Where its runs stand, in GitLab's words.
+    #[serde(flatten)]
+    pub status: UpdateState,
+}
+
+text_enum! {
+    /// GitLab's `update_status` of a mirror.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum UpdateStatus as "update status" {
+        /// It never ran.
+        None = "none",
+        /// A run is queued.
+        Scheduled = "scheduled",
+        /// A run is going on.
+        Started = "started",
+        /// Its last run succeeded.
+        Finished = "finished",
+        /// Its last run failed.
+        Failed = "failed",
+    }
+}
+
+/// GitLab's status fields of a mirror, from its runs (cancelled and
+/// interrupted runs are the service's or an operator's doing, left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct UpdateState {
+    pub update_status: UpdateStatus,
+    /// When its latest run started.
+    pub last_update_started_at: Option<String>,
+    /// When its latest run that succeeded or failed ended.
+    pub last_update_at: Option<String>,
+    pub last_successful_update_at: Option<String>,
+    /// The error of its latest run, if that failed.
+    pub last_error: Option<String>,
 }
 
 /// Everything a caller sets on a mirror; `mirror_id` and times are the store's.
@@ -141,7 +177,19 @@ impl Mirror {
 const MIRROR_COLUMNS: &str = "id, project_id, direction, url, remote_host, auth_method, enabled, \
      update_interval, only_protected_branches, keep_divergent_refs, mirror_branch_regex, \
      conflict_strategy, conflict_strategy_config, branch_filter, branch_filter_config, \
-     created_at, updated_at, auth_provider, auth_provider_config";
+     created_at, updated_at, auth_provider, auth_provider_config, \
+     EXISTS (SELECT 1 FROM jobs WHERE jobs.mirror_id = mirrors.id AND jobs.state = 'running'), \
+     EXISTS (SELECT 1 FROM jobs WHERE jobs.mirror_id = mirrors.id AND jobs.state = 'pending'), \
+     (SELECT started_at FROM runs WHERE runs.mirror_id = mirrors.id \
+        AND started_at IS NOT NULL ORDER BY id DESC LIMIT 1), \
+     (SELECT status FROM runs WHERE runs.mirror_id = mirrors.id \
+        AND status IN ('succeeded', 'failed') ORDER BY id DESC LIMIT 1), \
+     (SELECT finished_at FROM runs WHERE runs.mirror_id = mirrors.id \
+        AND status IN ('succeeded', 'failed') ORDER BY id DESC LIMIT 1), \
+     (SELECT error FROM runs WHERE runs.mirror_id = mirrors.id \
+        AND status IN ('succeeded', 'failed') ORDER BY id DESC LIMIT 1), \
+     (SELECT finished_at FROM runs WHERE runs.mirror_id = mirrors.id \
+        AND status = 'succeeded' ORDER BY id DESC LIMIT 1)";
 
 fn mirror_from_row(row: &Row<'_>) -> rusqlite::Result<Mirror> {
     Ok(Mirror {
@@ -164,6 +212,30 @@ fn mirror_from_row(row: &Row<'_>) -> rusqlite::Result<Mirror> {
         updated_at: row.get(16)?,
         auth_provider: row.get(17)?,
         auth_provider_config: row.get(18)?,
+        status: update_state(row, 19)?,
+    })
+}
+
+/// GitLab's status fields from the columns at `at..`: a run going on, one
+/// pending, the latest start; the status, end and error of the latest run
+/// that succeeded or failed; the latest success.
+fn update_state(row: &Row<'_>, at: usize) -> rusqlite::Result<UpdateState> {
+    let (running, pending): (bool, bool) = (row.get(at)?, row.get(at + 1)?);
+    let finished: Option<RunStatus> = row.get(at + 3)?;
+    let update_status = match (running, pending, finished) {
+        (true, _, _) => UpdateStatus::Started,
+        (false, true, _) => UpdateStatus::Scheduled,
+        (false, false, Some(RunStatus::Succeeded)) => UpdateStatus::Finished,
+        (false, false, Some(_)) => UpdateStatus::Failed,
+        (false, false, None) => UpdateStatus::None,
+    };
+    let error: Option<String> = row.get(at + 5)?;
+    Ok(UpdateState {
+        update_status,
+        last_update_started_at: row.get(at + 2)?,
+        last_update_at: row.get(at + 4)?,
+        last_successful_update_at: row.get(at + 6)?,
+        last_error: error.filter(|_| finished == Some(RunStatus::Failed)),
     })
 }
 

@@ -83,6 +83,7 @@ mod tests {
     use serde::Serialize;
 
     use crate::store::health::State;
+    use crate::store::mirrors::UpdateStatus;
     use crate::store::{
         AuthMethod, ConflictStatus, Direction, RefAction, Resolution, RunStatus, Store, Trigger,
     };
@@ -105,6 +106,7 @@ mod tests {
         agree(RunStatus::ALL, RunStatus::as_str);
         agree(Trigger::ALL, Trigger::as_str);
         agree(RefAction::ALL, RefAction::as_str);
+        agree(UpdateStatus::ALL, UpdateStatus::as_str);
         agree(ConflictStatus::ALL, ConflictStatus::as_str);
         agree(Resolution::ALL, Resolution::as_str);
         agree(State::ALL, State::as_str);
