@@ -251,15 +251,10 @@ impl Driven {
 
     /// Finished runs with trigger `schedule`, newest first.
     async fn scheduled_runs(&self, id: i64) -> Vec<Value> {
-        let runs = self
-            .call(reqwest::Method::GET, &format!("/mirrors/{id}/runs"), None)
-            .await;
-        runs["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
+        self.runs(id)
+            .await
+            .into_iter()
             .filter(|r| r["trigger"] == "schedule" && r["finished_at"].is_string())
-            .cloned()
             .collect()
     }
 

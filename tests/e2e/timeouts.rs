@@ -30,6 +30,15 @@ fn silent_listener() -> SocketAddr {
     addr
 }
 
+/// The run failed naming `why`, after about the 2 s limit the tests set.
+fn failed_at_the_limit(run: &Value, why: &str) {
+    assert_eq!(run["status"], "failed", "{run}");
+    let error = run["error"].as_str().unwrap();
+    assert!(error.contains(why), "{error}");
+    let took = run["duration_ms"].as_i64().unwrap();
+    assert!((1500..15_000).contains(&took), "{took} ms");
+}
+
 /// Waits for run `run_id` to finish; returns it and how long the wait took.
 async fn finished(api: &Api<'_>, run_id: i64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -97,11 +106,7 @@ async fn silent_remotes_end_at_the_stall_limit_and_free_their_slots() {
 
     for run_id in silent_runs {
         let run = finished(&api, run_id).await;
-        assert_eq!(run["status"], "failed", "{run}");
-        let error = run["error"].as_str().unwrap();
-        assert!(error.contains("nothing for 2 s (stall timeout"), "{error}");
-        let took = run["duration_ms"].as_i64().unwrap();
-        assert!((1500..15_000).contains(&took), "{took} ms");
+        failed_at_the_limit(&run, "nothing for 2 s (stall timeout");
     }
     let run = finished(&api, good_run).await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -126,12 +131,7 @@ async fn an_unreachable_remote_ends_at_the_connect_limit() {
             json!({"project_id": "connect/p", "url": format!("http://{addr}/x.git")}),
         )
         .await;
-    let run = api.sync(id).await;
-    assert_eq!(run["status"], "failed", "{run}");
-    let error = run["error"].as_str().unwrap();
-    assert!(error.contains("within 2 s (connect timeout"), "{error}");
-    let took = run["duration_ms"].as_i64().unwrap();
-    assert!((1500..15_000).contains(&took), "{took} ms");
+    failed_at_the_limit(&api.sync(id).await, "within 2 s (connect timeout");
     drop(full);
 }
 
@@ -159,14 +159,7 @@ async fn a_run_past_its_limit_is_stopped() {
     let api = Api::new(&server);
     let id = slow_mirror(&api, &http, "slow/p").await;
     let run = api.sync(id).await;
-    assert_eq!(run["status"], "failed", "{run}");
-    let error = run["error"].as_str().unwrap();
-    assert!(
-        error.contains("longer than 2 s and was stopped (run timeout"),
-        "{error}"
-    );
-    let took = run["duration_ms"].as_i64().unwrap();
-    assert!((1500..10_000).contains(&took), "{took} ms");
+    failed_at_the_limit(&run, "longer than 2 s and was stopped (run timeout");
     let (_, refs) = api
         .get(&format!("/api/v1/runs/{}/refs", run["run_id"]))
         .await;
@@ -186,10 +179,5 @@ async fn a_silent_ssh_remote_ends_at_the_stall_limit() {
             json!({"project_id": "stall/ssh", "url": format!("ssh://git@{addr}/x.git")}),
         )
         .await;
-    let run = api.sync(id).await;
-    assert_eq!(run["status"], "failed", "{run}");
-    let error = run["error"].as_str().unwrap();
-    assert!(error.contains("(stall timeout"), "{error}");
-    let took = run["duration_ms"].as_i64().unwrap();
-    assert!((1500..15_000).contains(&took), "{took} ms");
+    failed_at_the_limit(&api.sync(id).await, "(stall timeout");
 }
