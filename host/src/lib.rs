@@ -20,7 +20,8 @@
 //! - `secrets`: the master key, sealed credentials, the admin token;
 //! - `telemetry`: Prometheus metrics;
 //! - `store`: SQLite, its schema and its rows;
-//! - `fsutil`: private files.
+//! - `fsutil` (private files, durable renames) and `memory` (giving freed
+//!   memory back).
 
 pub mod alerts;
 pub mod api;
@@ -29,6 +30,7 @@ pub mod config;
 mod fsutil;
 pub mod health;
 pub mod jobs;
+mod memory;
 pub mod plugins;
 pub mod schedule;
 pub mod secrets;

@@ -97,6 +97,8 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
     })
     .await??;
     tracing::info!(count = plugins.list().len(), "plugins loaded");
+    // A first start compiled the built-ins: return what the compiler freed.
+    crate::memory::release_free();
     let config_schedule = config.schedule;
     let bandwidth_cap = config.max_bytes_per_second;
     let alerts = config.alerts.clone();

@@ -21,7 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["secrets"],
     &["telemetry"],
     &["store"],
-    &["fsutil"],
+    &["fsutil", "memory"],
 ];
 
 /// Modules whose code may name axum: the HTTP face and what serves it.
