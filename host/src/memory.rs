@@ -1,6 +1,8 @@
 //! Giving freed memory back to the system. Compiling the built-in plugins on a
 //! first start (cranelift, on several threads) frees hundreds of megabytes
-//! that glibc's per-thread arenas keep; the service would hold them for good.
+//! that glibc's per-thread arenas keep, and so does a large answer (every
+//! mirror in one list); the service would hold them for good. It calls this
+//! after the start and once a minute.
 
 // glibc's malloc_trim through libc's binding.
 #![allow(unsafe_code)]

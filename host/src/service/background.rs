@@ -1,5 +1,6 @@
 //! The service's own tasks: the dispatcher that starts queued runs, the
-//! scheduler tick, the reconciliation sweep, and the webhook log summary. Started by `server::serve`,
+//! scheduler tick, the reconciliation sweep, and a minute's chores (the
+//! webhook log summary, handing freed memory back). Started by `server::serve`,
 //! stopped when the [`Background`] handle is dropped.
 
 use std::sync::Arc;
@@ -23,14 +24,14 @@ impl Drop for Background {
     }
 }
 
-/// Starts the dispatcher, the scheduler, the webhook summary and (if
+/// Starts the dispatcher, the scheduler, the minute's chores and (if
 /// configured) the sweep.
 pub fn start(app: &Arc<App>) -> Background {
     let mut tasks = vec![
         tokio::spawn(jobs::dispatch(app.clone())),
         tokio::spawn(tick_schedules(app.clone())),
     ];
-    tasks.push(tokio::spawn(summarise_webhooks(app.clone())));
+    tasks.push(tokio::spawn(every_minute(app.clone())));
     if let Some(every) = app.config.reconcile_every {
         tasks.push(tokio::spawn(reconcile(app.clone(), every)));
     }
@@ -56,9 +57,10 @@ async fn tick_schedules(app: Arc<App>) {
     }
 }
 
-/// Once a minute, what became of the webhook deliveries of that minute (each
-/// logs at debug level only).
-async fn summarise_webhooks(app: Arc<App>) {
+/// Once a minute: what became of the webhook deliveries of that minute (each
+/// logs at debug level only), and the memory large answers (a list of every
+/// mirror, a health scan) freed handed back, so an idle service stays small.
+async fn every_minute(app: Arc<App>) {
     let mut ticker = tokio::time::interval(Duration::from_secs(60));
     ticker.tick().await;
     loop {
@@ -72,6 +74,7 @@ async fn summarise_webhooks(app: Arc<App>) {
                 "webhook deliveries in the last minute"
             );
         }
+        let _ = tokio::task::spawn_blocking(crate::memory::release_free).await;
     }
 }
 
