@@ -246,9 +246,11 @@ impl Receiver<'_> {
         if self.routing.seen(source, delivery.id) {
             return Ok(Outcome::Duplicate);
         }
-        let behind: Vec<&Arc<Mirror>> = proven
+        let enabled: Vec<&Arc<Mirror>> = proven.iter().filter(|m| m.enabled).collect();
+        let behind: Vec<&Arc<Mirror>> = enabled
             .iter()
-            .filter(|m| m.enabled && !pushed.is_some_and(|p| self.holds(m, p)))
+            .copied()
+            .filter(|m| !pushed.is_some_and(|p| self.holds(m, p)))
             .collect();
         let runs = self
             .store
@@ -258,6 +260,11 @@ impl Receiver<'_> {
                 }
                 let mut runs = Vec::new();
                 for mirror in &behind {
+                    // Hard-failed: it waits for a manual sync or a settings change.
+                    let schedule = store::schedules::get(c, mirror.mirror_id)?;
+                    if schedule.is_some_and(|s| s.hard_failed) {
+                        continue;
+                    }
                     let queued = store::runs::enqueue_spaced(
                         c,
                         mirror.mirror_id,
@@ -272,7 +279,7 @@ impl Receiver<'_> {
         let Some(runs) = runs else {
             return Ok(Outcome::Duplicate);
         };
-        if runs.is_empty() && pushed.is_some() {
+        if pushed.is_some() && !enabled.is_empty() && behind.is_empty() {
             tracing::debug!(source, delivery = %delivery.id, "webhook delivery: mirrors up to date");
             return Ok(Outcome::UpToDate);
         }

@@ -532,3 +532,29 @@ fn chrono_ms(at: &str) -> i64 {
     let s: f64 = parts.next().unwrap().parse().unwrap();
     (h * 3600 + m * 60) * 1000 + (s * 1000.0).round() as i64
 }
+
+/// A hard-failed mirror waits for a manual sync or a settings change: a
+/// webhook does not run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_failed_mirror_is_not_run_by_a_webhook() {
+    let mut envs = crate::support::LOCAL_REMOTES.to_vec();
+    envs.push(("MIRRORHOST_MAX_FAILURES", "1"));
+    let server = Server::start(&envs);
+    let api = Api::new(&server);
+    // Nothing listens on port 1: every run fails at once.
+    let url = "http://127.0.0.1:1/acme/broken.git";
+    let pull = api
+        .create("pull", json!({"project_id": "hooks/broken", "url": url}))
+        .await;
+    put_secret(&api, "hooks%2Fbroken").await;
+    assert_eq!(api.sync(pull).await["status"], "failed");
+    let (_, health) = api.get(&format!("/api/v1/mirrors/{pull}/health")).await;
+    assert_eq!(health["state"], "hard_failed", "{health}");
+    let runs = run_count(&api, pull).await;
+
+    let body = github_push(url, &"1".repeat(40));
+    let (status, answer) = github(&server, "push", "broken-1", &body, SECRET).await;
+    assert_eq!((status, &answer), (202, &json!({"queued": []})));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(run_count(&api, pull).await, runs, "nothing ran");
+}
