@@ -72,7 +72,7 @@ pub fn of(conn: &Connection, mirror: &Mirror, window: u32) -> Result<Health, Sto
     let runs = rows::recent(conn, id, window)?;
     let f = figures(&runs);
     let consecutive_failures = rows::consecutive_failures(conn, id)?;
-    let hard_failed = store::schedules::get(conn, id)?.is_some_and(|s| s.hard_failed);
+    let hard_failed = store::schedules::hard_failed(conn, id)?;
     let state = if !mirror.enabled {
         State::Disabled
     } else if hard_failed {

@@ -85,6 +85,9 @@ pub trait Executor: Send + Sync + 'static {
     fn execute(&self, job: &PendingJob);
 }
 
+/// How long the dispatcher sleeps when nothing wakes it and no job waits.
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
+
 /// Starts jobs until the service stops.
 pub async fn dispatch<E: Executor>(service: Arc<E>) {
     let caps = service.queue().caps;
@@ -92,13 +95,24 @@ pub async fn dispatch<E: Executor>(service: Arc<E>) {
     let mut busy_mirrors: HashSet<i64> = HashSet::new();
     let mut per_host: HashMap<String, usize> = HashMap::new();
     loop {
-        let startable = {
+        // One read: the jobs that may start now, and how long until one that
+        // was told to wait (webhook spacing) may.
+        let read = {
             let service = service.clone();
-            tokio::task::spawn_blocking(move || service.store().with(|c| store::runs::startable(c)))
-                .await
+            tokio::task::spawn_blocking(move || {
+                service.store().with(|c| {
+                    Ok::<_, StoreError>((
+                        store::runs::startable(c)?,
+                        store::runs::next_start_in(c)?,
+                    ))
+                })
+            })
+            .await
         };
-        match startable {
-            Ok(Ok(jobs)) => {
+        let mut until_next = IDLE_WAKE;
+        match read {
+            Ok(Ok((jobs, waiting))) => {
+                until_next = waiting.unwrap_or(IDLE_WAKE);
                 for job in jobs {
                     let host_load = per_host.get(&job.remote_host).copied().unwrap_or(0);
                     let host_cap = job
@@ -123,21 +137,6 @@ pub async fn dispatch<E: Executor>(service: Arc<E>) {
             Ok(Err(error)) => tracing::error!(%error, "cannot read the job queue"),
             Err(error) => tracing::error!(%error, "job queue task failed"),
         }
-        // A job told to wait (webhook spacing) starts when its time comes.
-        let waiting = {
-            let service = service.clone();
-            tokio::task::spawn_blocking(move || {
-                service.store().with(|c| store::runs::next_start(c))
-            })
-            .await
-        };
-        let until_next = match waiting {
-            Ok(Ok(Some(at))) => {
-                let wait_ms = at - chrono::Utc::now().timestamp_millis();
-                Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0).max(1))
-            }
-            _ => Duration::from_secs(3600),
-        };
         tokio::select! {
             () = tokio::time::sleep(until_next) => {}
             () = service.queue().wake.notified() => {}

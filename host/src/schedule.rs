@@ -203,10 +203,11 @@ pub fn record_run(
     now: i64,
 ) -> Result<(), StoreError> {
     let existing = store.with(|c| schedules::get(c, mirror_id))?;
-    if existing.is_none() && succeeded {
+    let has_row = existing.is_some();
+    if !has_row && succeeded {
         return Ok(());
     }
-    let schedule = existing.clone().unwrap_or(Schedule {
+    let schedule = existing.unwrap_or(Schedule {
         mirror_id,
         interval_seconds: None,
         cron: None,
@@ -224,11 +225,11 @@ pub fn record_run(
             "mirror hard-failed: skipped until a manual sync or a settings change"
         );
     }
-    store.with(|c| match (&existing, cadence_of(&schedule)) {
-        (None, _) => schedules::record_first_failure(c, mirror_id, hard_failed, next),
+    store.with(|c| match (has_row, cadence_of(&schedule)) {
+        (false, _) => schedules::record_first_failure(c, mirror_id, hard_failed, next),
         // A retry row whose mirror recovered holds nothing worth keeping.
-        (Some(_), None) if failures == 0 => schedules::clear_retry(c, mirror_id),
-        (Some(_), _) => schedules::record(c, mirror_id, failures, hard_failed, next),
+        (true, None) if failures == 0 => schedules::clear_retry(c, mirror_id),
+        (true, _) => schedules::record(c, mirror_id, failures, hard_failed, next),
     })
 }
 

@@ -260,9 +260,7 @@ impl Receiver<'_> {
                 }
                 let mut runs = Vec::new();
                 for mirror in &behind {
-                    // Hard-failed: it waits for a manual sync or a settings change.
-                    let schedule = store::schedules::get(c, mirror.mirror_id)?;
-                    if schedule.is_some_and(|s| s.hard_failed) {
+                    if store::schedules::hard_failed(c, mirror.mirror_id)? {
                         continue;
                     }
                     let queued = store::runs::enqueue_spaced(

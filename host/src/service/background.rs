@@ -30,8 +30,8 @@ pub fn start(app: &Arc<App>) -> Background {
     let mut tasks = vec![
         tokio::spawn(jobs::dispatch(app.clone())),
         tokio::spawn(tick_schedules(app.clone())),
+        tokio::spawn(every_minute(app.clone())),
     ];
-    tasks.push(tokio::spawn(every_minute(app.clone())));
     if let Some(every) = app.config.reconcile_every {
         tasks.push(tokio::spawn(reconcile(app.clone(), every)));
     }

@@ -52,12 +52,12 @@ impl App {
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let mut outcome = self.record(&mirror, job.run_id, duration_ms, &result)?;
         outcome.cancelled = result.is_err() && progress.is_cancelled();
+        log(&outcome);
         self.store
             .with(|c| store::runs::finish(c, job.job_id, job.run_id, &outcome))?;
         telemetry::run_finished(mirror.direction, &outcome);
         // A cancelled run says nothing of the mirror: no backoff, no health.
         if outcome.cancelled {
-            tracing::info!("run cancelled");
             return Ok(());
         }
         let now = self.clock.now_ms();
@@ -87,7 +87,6 @@ impl App {
         let report = match result {
             Ok(report) => report,
             Err(error) => {
-                tracing::warn!(%error, "run failed");
                 return Ok(RunOutcome {
                     duration_ms,
                     error: Some(error.to_string()),
@@ -111,16 +110,6 @@ impl App {
                 store::mirrors::set_remote_fingerprint(c, mirror.mirror_id, fingerprint)
             })?;
         }
-        match &outcome.error {
-            None => tracing::info!(
-                created = outcome.refs_created,
-                updated = outcome.refs_updated,
-                deleted = outcome.refs_deleted,
-                bytes = outcome.bytes_transferred,
-                "run succeeded"
-            ),
-            Some(error) => tracing::warn!(%error, "run failed"),
-        }
         Ok(outcome)
     }
 
@@ -134,8 +123,7 @@ impl App {
             // settings change; one backing off gets the new refs anyway.
             let hard_failed = self
                 .store
-                .with(|c| store::schedules::get(c, mirror.mirror_id))?
-                .is_some_and(|s| s.hard_failed);
+                .with(|c| store::schedules::hard_failed(c, mirror.mirror_id))?;
             if !hard_failed {
                 self.jobs
                     .trigger(&self.store, mirror.mirror_id, Trigger::Cascade)?;
@@ -225,6 +213,21 @@ impl App {
         Ok(self
             .store
             .with(|c| store::conflicts::get(c, id, conflict_id))?)
+    }
+}
+
+/// One line for the end of a run, in the run's span.
+fn log(outcome: &RunOutcome) {
+    match &outcome.error {
+        _ if outcome.cancelled => tracing::info!("run cancelled"),
+        None => tracing::info!(
+            created = outcome.refs_created,
+            updated = outcome.refs_updated,
+            deleted = outcome.refs_deleted,
+            bytes = outcome.bytes_transferred,
+            "run succeeded"
+        ),
+        Some(error) => tracing::warn!(%error, "run failed"),
     }
 }
 

@@ -289,13 +289,15 @@ fn latest_start_ms(conn: &Connection, mirror_id: i64) -> Result<Option<i64>, Sto
         .map(|at| at.timestamp_millis()))
 }
 
-/// When the first pending job that is waiting may start (Unix ms), if any.
-pub fn next_start(conn: &Connection) -> Result<Option<i64>, StoreError> {
-    Ok(conn.query_row(
+/// How long until the first pending job that waits may start, if one waits.
+pub fn next_start_in(conn: &Connection) -> Result<Option<std::time::Duration>, StoreError> {
+    let now = now_ms();
+    let at: Option<i64> = conn.query_row(
         "SELECT MIN(not_before) FROM jobs WHERE state = 'pending' AND not_before > ?1",
-        [now_ms()],
+        [now],
         |row| row.get(0),
-    )?)
+    )?;
+    Ok(at.map(|at| std::time::Duration::from_millis(u64::try_from(at - now).unwrap_or(1))))
 }
 
 /// Pending jobs whose mirror has nothing running and that need not wait

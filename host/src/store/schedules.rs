@@ -90,6 +90,12 @@ pub fn due(conn: &Connection, now: i64) -> Result<Vec<Schedule>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Whether the mirror is hard-failed: it waits for a manual sync or a
+/// settings change, whatever would trigger it.
+pub fn hard_failed(conn: &Connection, mirror_id: i64) -> Result<bool, StoreError> {
+    Ok(get(conn, mirror_id)?.is_some_and(|s| s.hard_failed))
+}
+
 /// Records a failure of a mirror that has no schedule row yet: a row with
 /// no cadence, holding the failure state and the retry.
 pub fn record_first_failure(

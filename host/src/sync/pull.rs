@@ -39,21 +39,7 @@ impl Run<'_> {
             .and_then(|name| name.as_str().ok().map(str::to_string))
             .filter(|name| refs::valid_name(name));
 
-        // Scope: filters see upstream refs and local-only refs alike, so that a
-        // ref deleted upstream is pruned only if it is in scope.
-        let mut candidates: Vec<(String, Oid)> =
-            advertised.iter().map(|(n, o)| (n.clone(), *o)).collect();
-        candidates.extend(
-            local
-                .iter()
-                .filter(|(n, _)| !advertised.contains_key(*n))
-                .map(|(n, o)| (n.clone(), *o)),
-        );
-        let mut scope = self.scope(&candidates)?;
-        for (name, other) in new_names_that_clash(&advertised, &local, &scope) {
-            scope.remove(&name);
-            refused.push((name.clone(), advertised[&name], Refusal::Clash(other)));
-        }
+        let scope = self.pull_scope(&advertised, &local, &mut refused)?;
         self.fetch_missing(&mut connection, &advertised, &scope, &counter)?;
         drop(connection);
 
@@ -75,17 +61,54 @@ impl Run<'_> {
             return Ok(report);
         }
         if self.mode == Mode::Apply {
-            // The last moment a cancel or the deadline can stop the run whole.
-            if !self.may_go_on() {
-                return Err(self.stopped());
-            }
-            refs::apply(self.repo, &updates, &self.tips.found())?;
-            let head = default_branch.filter(|b| holds_after(&local, &updates, b));
-            if let Some(branch) = head {
-                refs::point_head(self.repo, &branch)?;
-            }
+            self.land(&local, &updates, default_branch)?;
         }
         Ok(report)
+    }
+
+    /// The refs in scope. Filters see upstream refs and local-only refs
+    /// alike, so that a ref deleted upstream is pruned only if it is in
+    /// scope; a new name git could not hold beside another is refused.
+    fn pull_scope(
+        &self,
+        advertised: &BTreeMap<String, Oid>,
+        local: &BTreeMap<String, Oid>,
+        refused: &mut Vec<(String, Oid, Refusal)>,
+    ) -> Result<HashSet<String>, SyncError> {
+        let mut candidates: Vec<(String, Oid)> =
+            advertised.iter().map(|(n, o)| (n.clone(), *o)).collect();
+        candidates.extend(
+            local
+                .iter()
+                .filter(|(n, _)| !advertised.contains_key(*n))
+                .map(|(n, o)| (n.clone(), *o)),
+        );
+        let mut scope = self.scope(&candidates)?;
+        for (name, other) in new_names_that_clash(advertised, local, &scope) {
+            scope.remove(&name);
+            refused.push((name.clone(), advertised[&name], Refusal::Clash(other)));
+        }
+        Ok(scope)
+    }
+
+    /// Applies the run's ref updates, unless it was cancelled or ran out of
+    /// time, and points HEAD at the upstream's default branch if the mirror
+    /// holds it.
+    fn land(
+        &self,
+        local: &BTreeMap<String, Oid>,
+        updates: &[RefUpdate],
+        default_branch: Option<String>,
+    ) -> Result<(), SyncError> {
+        // The last moment a cancel or the deadline can stop the run whole.
+        if !self.may_go_on() {
+            return Err(self.stopped());
+        }
+        refs::apply(self.repo, updates, &self.tips.found())?;
+        match default_branch.filter(|b| holds_after(local, updates, b)) {
+            Some(branch) => refs::point_head(self.repo, &branch),
+            None => Ok(()),
+        }
     }
 }
 

@@ -32,9 +32,7 @@ impl<'r> Run<'r> {
     pub(super) fn callbacks<'a>(&'a self, transfer: &'a Transfer) -> RemoteCallbacks<'a> {
         let mut callbacks = RemoteCallbacks::new();
         callbacks.credentials(move |_url, username, allowed| {
-            if !self.may_go_on() {
-                return Err(git2::Error::from_str("the run timed out"));
-            }
+            self.go_on()?;
             self.credential(&transfer.attempts, username, allowed)
         });
         callbacks.certificate_check(|cert, host| self.check_certificate(cert, host));
@@ -61,14 +59,17 @@ impl<'r> Run<'r> {
             }
             self.throttle.progress(bytes as u64, || self.may_go_on());
         });
-        callbacks.push_negotiation(|_| {
-            if self.may_go_on() {
-                Ok(())
-            } else {
-                Err(git2::Error::from_str("the run timed out"))
-            }
-        });
+        callbacks.push_negotiation(|_| self.go_on());
         callbacks
+    }
+
+    /// [`Run::may_go_on`] for the callbacks that answer with an error. The
+    /// run's error is the reason `may_go_on` recorded, not this message.
+    fn go_on(&self) -> Result<(), git2::Error> {
+        match self.may_go_on() {
+            true => Ok(()),
+            false => Err(git2::Error::from_str("the run was stopped")),
+        }
     }
 
     pub(super) fn fetch_options<'a>(&'a self, transfer: &'a Transfer) -> FetchOptions<'a> {
