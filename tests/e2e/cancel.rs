@@ -9,14 +9,6 @@ use crate::support::{
     Api, LOCAL_REMOTES, Server, project_repo, refs_of, slow_mirror, slow_upstream,
 };
 
-async fn queue(api: &Api<'_>, id: i64) -> i64 {
-    let (status, queued) = api
-        .post(&format!("/api/v1/mirrors/{id}/sync"), json!({}))
-        .await;
-    assert_eq!(status, 202, "{queued}");
-    queued["run_id"].as_i64().unwrap()
-}
-
 /// Waits until run `run_id` has moved some bytes.
 async fn transferring(api: &Api<'_>, run_id: i64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -42,7 +34,7 @@ async fn a_running_run_stops_within_two_seconds_and_changes_nothing() {
     let server = Server::start(LOCAL_REMOTES);
     let api = Api::new(&server);
     let id = slow_mirror(&api, &http, "cancel/running").await;
-    let run_id = queue(&api, id).await;
+    let run_id = api.queue(id).await;
     transferring(&api, run_id).await;
 
     let asked = Instant::now();
@@ -94,9 +86,9 @@ async fn a_queued_run_is_cancelled_at_once() {
     let api = Api::new(&server);
     let first = slow_mirror(&api, &http, "cancel/first").await;
     let second = slow_mirror(&api, &http, "cancel/second").await;
-    let running = queue(&api, first).await;
+    let running = api.queue(first).await;
     transferring(&api, running).await;
-    let queued = queue(&api, second).await;
+    let queued = api.queue(second).await;
 
     let (status, run) = cancel(&api, queued).await;
     assert_eq!(status, 200, "{run}");

@@ -258,6 +258,18 @@ impl Driven {
             .collect()
     }
 
+    /// Creates a mirror (`pull` or `push`) and returns its id.
+    async fn create(&self, direction: &str, body: Value) -> i64 {
+        let mirror = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/mirrors/{direction}"),
+                Some(body),
+            )
+            .await;
+        mirror["mirror_id"].as_i64().unwrap()
+    }
+
     /// A manual sync, waited for.
     async fn sync(&self, id: i64) -> Value {
         self.call(
@@ -325,14 +337,12 @@ async fn an_injected_clock_drives_firing_backoff_hard_failure_and_reset() {
     let t0 = 1_795_824_000_000;
     let service = Driven::start(t0).await;
     let up = Upstream::with_main();
-    let mirror = service
-        .call(
-            reqwest::Method::POST,
-            "/mirrors/pull",
-            Some(json!({"project_id": "clock/p", "url": up.url(), "update_interval": 3600})),
+    let id = service
+        .create(
+            "pull",
+            json!({"project_id": "clock/p", "url": up.url(), "update_interval": 3600}),
         )
         .await;
-    let id = mirror["mirror_id"].as_i64().unwrap();
     let next = service.schedule(id).await["next_run_at"].as_i64().unwrap();
     assert!(
         (t0 + HOUR_MS..=t0 + HOUR_MS + HOUR_MS / 10).contains(&next),
@@ -417,14 +427,9 @@ async fn a_disabled_mirror_never_fires_and_a_patch_keeps_its_cron() {
     let t0 = 1_795_824_000_000;
     let service = Driven::start(t0).await;
     let up = Upstream::with_main();
-    let mirror = service
-        .call(
-            reqwest::Method::POST,
-            "/mirrors/pull",
-            Some(json!({"project_id": "clock/cron", "url": up.url()})),
-        )
+    let id = service
+        .create("pull", json!({"project_id": "clock/cron", "url": up.url()}))
         .await;
-    let id = mirror["mirror_id"].as_i64().unwrap();
     let path = format!("/mirrors/{id}");
     let s = service
         .call(
@@ -485,23 +490,16 @@ async fn a_failed_push_is_retried_with_backoff_until_it_succeeds() {
     let service = Driven::start(t0).await;
     let up = Upstream::with_main();
     let pull = service
-        .call(
-            reqwest::Method::POST,
-            "/mirrors/pull",
-            Some(json!({"project_id": "retry/p", "url": up.url()})),
-        )
+        .create("pull", json!({"project_id": "retry/p", "url": up.url()}))
         .await;
-    let pull = pull["mirror_id"].as_i64().unwrap();
     let dest_dir = tempfile::tempdir().unwrap();
     let dest = dest_dir.path().join("dest.git");
     let push = service
-        .call(
-            reqwest::Method::POST,
-            "/mirrors/push",
-            Some(json!({"project_id": "retry/p", "url": format!("file://{}", dest.display())})),
+        .create(
+            "push",
+            json!({"project_id": "retry/p", "url": format!("file://{}", dest.display())}),
         )
         .await;
-    let push = push["mirror_id"].as_i64().unwrap();
 
     // The pull cascades to the push, which fails: the destination is missing.
     service.sync(pull).await;

@@ -323,6 +323,18 @@ impl<'a> Api<'a> {
         mirror["mirror_id"].as_i64().unwrap()
     }
 
+    /// A manual sync, not waited for; returns the queued run's id.
+    pub async fn queue(&self, mirror_id: i64) -> i64 {
+        let (status, queued) = self
+            .post(
+                &format!("/api/v1/mirrors/{mirror_id}/sync"),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{queued}");
+        queued["run_id"].as_i64().unwrap()
+    }
+
     /// A manual sync, waited for; returns the finished run.
     pub async fn sync(&self, mirror_id: i64) -> serde_json::Value {
         let (status, run) = self

@@ -52,14 +52,6 @@ async fn finished(api: &Api<'_>, run_id: i64) -> Value {
     }
 }
 
-async fn queue(api: &Api<'_>, mirror_id: i64) -> i64 {
-    let (status, queued) = api
-        .post(&format!("/api/v1/mirrors/{mirror_id}/sync"), json!({}))
-        .await;
-    assert_eq!(status, 202, "{queued}");
-    queued["run_id"].as_i64().unwrap()
-}
-
 /// Two remotes that accept the connection and then say nothing hold both of
 /// the host's slots; each run ends at the stall limit, and a good mirror on
 /// the same host, queued behind them, then runs.
@@ -93,7 +85,7 @@ async fn silent_remotes_end_at_the_stall_limit_and_free_their_slots() {
                 json!({"project_id": format!("stall/s{i}"), "url": url}),
             )
             .await;
-        silent_runs.push(queue(&api, id).await);
+        silent_runs.push(api.queue(id).await);
     }
     let good_id = api
         .create(
@@ -102,7 +94,7 @@ async fn silent_remotes_end_at_the_stall_limit_and_free_their_slots() {
         )
         .await;
     let started = Instant::now();
-    let good_run = queue(&api, good_id).await;
+    let good_run = api.queue(good_id).await;
 
     for run_id in silent_runs {
         let run = finished(&api, run_id).await;
