@@ -1,11 +1,14 @@
-//! Mirror health, computed from the run history, and the state changes that
-//! raise alerts. Figures cover the last `window` finished runs; the consecutive
-//! failure count and the last success look at the whole history.
+//! Mirror health, computed from each mirror's kept summary (`mirror_health`,
+//! updated as its runs start and finish), and the state changes that raise
+//! alerts. Figures cover the last `window` finished runs: up to
+//! [`KEPT_RUNS`] from the summary, a wider window from the run history that
+//! retention kept. The consecutive failure count and the last success are the
+//! summary's, so they outlive the history.
 
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::store::health::{self as rows, FinishedRun};
+use crate::store::health::{self as rows, KEPT_RUNS, Outcome, Summary};
 use crate::store::{self, Mirror, Store, StoreError};
 
 pub use crate::store::health::State;
@@ -45,7 +48,7 @@ struct Figures {
     p95_ms: Option<i64>,
 }
 
-fn figures(runs: &[FinishedRun]) -> Figures {
+fn figures(runs: &[Outcome]) -> Figures {
     if runs.is_empty() {
         return Figures::default();
     }
@@ -66,23 +69,41 @@ fn figures(runs: &[FinishedRun]) -> Figures {
     }
 }
 
+/// The last `window` finished runs of `mirror_id`, newest first.
+fn window_of(
+    conn: &Connection,
+    mirror_id: i64,
+    summary: &Summary,
+    window: u32,
+) -> Result<Vec<Outcome>, StoreError> {
+    let wanted = window as usize;
+    if wanted <= KEPT_RUNS {
+        return Ok(summary.recent.iter().take(wanted).copied().collect());
+    }
+    Ok(rows::recent(conn, mirror_id, window)?
+        .into_iter()
+        .map(|r| Outcome {
+            succeeded: r.succeeded,
+            duration_ms: r.duration_ms,
+        })
+        .collect())
+}
+
 /// The health of `mirror` over its last `window` finished runs.
 pub fn of(conn: &Connection, mirror: &Mirror, window: u32) -> Result<Health, StoreError> {
     let id = mirror.mirror_id;
-    let runs = rows::recent(conn, id, window)?;
-    let f = figures(&runs);
-    let consecutive_failures = rows::consecutive_failures(conn, id)?;
+    let summary = rows::summary(conn, id)?;
+    let f = figures(&window_of(conn, id, &summary, window)?);
     let hard_failed = store::schedules::hard_failed(conn, id)?;
     let state = if !mirror.enabled {
         State::Disabled
     } else if hard_failed {
         State::HardFailed
-    } else if consecutive_failures > 0 {
+    } else if summary.consecutive_failures > 0 {
         State::Failing
     } else {
         State::Healthy
     };
-    let last = runs.first();
     Ok(Health {
         mirror_id: id,
         project_id: mirror.project_id.clone(),
@@ -95,24 +116,43 @@ pub fn of(conn: &Connection, mirror: &Mirror, window: u32) -> Result<Health, Sto
         failed_updates: f.total - f.succeeded,
         average_duration_ms: f.average_ms,
         p95_duration_ms: f.p95_ms,
-        last_error: last.filter(|r| !r.succeeded).and_then(|r| r.error.clone()),
-        last_successful_update_at: rows::last_success_at(conn, id)?,
-        last_update_at: last.map(|r| r.finished_at.clone()),
-        consecutive_failures,
+        last_error: summary.last_error,
+        last_successful_update_at: summary.last_success_at,
+        last_update_at: summary.last_finished_at,
+        consecutive_failures: summary.consecutive_failures,
         window,
     })
 }
 
 /// Mirrors whose success rate is under `min_success_rate`, and hard-failed ones
 /// whatever their rate. Mirrors without a finished run have no rate and are not
-/// listed.
+/// listed. One pass over the kept summaries picks them; only those are read
+/// in full.
 pub fn unhealthy(
     conn: &Connection,
     window: u32,
     min_success_rate: f64,
 ) -> Result<Vec<Health>, StoreError> {
+    let mut picked: Vec<i64> = store::schedules::all_hard_failed(conn)?;
+    if window as usize <= KEPT_RUNS {
+        for (id, recent) in rows::all_recent(conn)? {
+            let runs = &recent[..recent.len().min(window as usize)];
+            let ok = runs.iter().filter(|o| o.succeeded).count();
+            if (ok as f64) * 100.0 < min_success_rate * runs.len() as f64 {
+                picked.push(id);
+            }
+        }
+    } else {
+        let all = store::mirrors::list(conn, None, None)?;
+        picked.extend(all.iter().map(|m| m.mirror_id));
+    }
+    picked.sort_unstable();
+    picked.dedup();
     let mut found = Vec::new();
-    for mirror in store::mirrors::list(conn, None, None)? {
+    for id in picked {
+        let Some(mirror) = store::mirrors::get(conn, id)? else {
+            continue;
+        };
         let health = of(conn, &mirror, window)?;
         let low = health.success_rate.is_some_and(|r| r < min_success_rate);
         if low || health.state == State::HardFailed {
@@ -168,12 +208,10 @@ pub fn observe(store: &Store, window: u32, mirror_id: i64) -> Result<Option<Chan
 mod tests {
     use super::*;
 
-    fn run(succeeded: bool, duration_ms: i64) -> FinishedRun {
-        FinishedRun {
+    fn run(succeeded: bool, duration_ms: i64) -> Outcome {
+        Outcome {
             succeeded,
             duration_ms,
-            finished_at: String::new(),
-            error: None,
         }
     }
 

@@ -57,22 +57,143 @@ pub fn recent(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Failed runs since the last successful one, over the whole history.
-pub fn consecutive_failures(conn: &Connection, mirror_id: i64) -> Result<u32, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT COUNT(*) FROM runs WHERE mirror_id = ?1 AND status = 'failed' AND id > \
-         COALESCE((SELECT MAX(id) FROM runs WHERE mirror_id = ?1 AND status = 'succeeded'), 0)",
-    )?;
-    Ok(stmt.query_row([mirror_id], |row| row.get(0))?)
+/// How many finished runs a mirror's kept summary holds: the widest health
+/// window served without reading the run history.
+pub const KEPT_RUNS: usize = 100;
+
+/// How one finished run went, as the summary keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub succeeded: bool,
+    pub duration_ms: i64,
 }
 
-/// When the last successful run finished, over the whole history.
-pub fn last_success_at(conn: &Connection, mirror_id: i64) -> Result<Option<String>, StoreError> {
+impl Outcome {
+    /// Four bytes: the duration in ms (capped at 2^31 - 1) shifted left, the
+    /// low bit set for a success. Big-endian, as migration 15's backfill
+    /// writes it.
+    fn pack(self) -> [u8; 4] {
+        let ms = self.duration_ms.clamp(0, i64::from(i32::MAX)) as u32;
+        ((ms << 1) | u32::from(self.succeeded)).to_be_bytes()
+    }
+
+    fn unpack(bytes: [u8; 4]) -> Self {
+        let word = u32::from_be_bytes(bytes);
+        Outcome {
+            succeeded: word & 1 == 1,
+            duration_ms: i64::from(word >> 1),
+        }
+    }
+}
+
+/// A mirror's health and GitLab status fields, kept as its runs start and
+/// finish (`mirror_health`), so reading them costs one row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub last_started_at: Option<String>,
+    pub last_finished_at: Option<String>,
+    pub last_succeeded: Option<bool>,
+    /// The error of the latest finished run, if it failed.
+    pub last_error: Option<String>,
+    pub last_success_at: Option<String>,
+    pub consecutive_failures: u32,
+    /// The latest finished runs, newest first, at most [`KEPT_RUNS`].
+    pub recent: Vec<Outcome>,
+}
+
+fn unpack_all(blob: &[u8]) -> Vec<Outcome> {
+    blob.chunks_exact(4)
+        .map(|c| Outcome::unpack([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// The kept summary of `mirror_id`; the default (nothing yet) if it never ran.
+pub fn summary(conn: &Connection, mirror_id: i64) -> Result<Summary, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT finished_at FROM runs WHERE mirror_id = ?1 AND status = 'succeeded' \
-         ORDER BY id DESC LIMIT 1",
+        "SELECT last_started_at, last_finished_at, last_status = 'succeeded', last_error, \
+         last_success_at, consecutive_failures, recent FROM mirror_health WHERE mirror_id = ?1",
     )?;
-    Ok(stmt.query_row([mirror_id], |row| row.get(0)).optional()?)
+    let found = stmt
+        .query_row([mirror_id], |row| {
+            Ok(Summary {
+                last_started_at: row.get(0)?,
+                last_finished_at: row.get(1)?,
+                last_succeeded: row.get(2)?,
+                last_error: row.get(3)?,
+                last_success_at: row.get(4)?,
+                consecutive_failures: row.get(5)?,
+                recent: unpack_all(&row.get::<_, Vec<u8>>(6)?),
+            })
+        })
+        .optional()?;
+    Ok(found.unwrap_or_default())
+}
+
+/// Each mirror's latest finished runs (newest first, at most [`KEPT_RUNS`]),
+/// for every mirror that finished one: one pass over the summaries.
+pub fn all_recent(conn: &Connection) -> Result<Vec<(i64, Vec<Outcome>)>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT mirror_id, recent FROM mirror_health WHERE recent != x''")?;
+    let rows = stmt.query_map([], |row| {
+        Ok((row.get(0)?, unpack_all(&row.get::<_, Vec<u8>>(1)?)))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Keeps the start of a run in its mirror's summary; part of the caller's
+/// transaction.
+pub(super) fn run_started(conn: &Connection, mirror_id: i64, at: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO mirror_health (mirror_id, last_started_at) VALUES (?1, ?2) \
+         ON CONFLICT(mirror_id) DO UPDATE SET last_started_at = excluded.last_started_at",
+    )?
+    .execute(params![mirror_id, at])?;
+    Ok(())
+}
+
+/// Keeps a run that succeeded or failed in its mirror's summary; part of
+/// the caller's transaction.
+pub(super) fn run_finished(
+    conn: &Connection,
+    mirror_id: i64,
+    outcome: Outcome,
+    at: &str,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    let old: Vec<u8> = conn
+        .prepare_cached("SELECT recent FROM mirror_health WHERE mirror_id = ?1")?
+        .query_row([mirror_id], |row| row.get(0))
+        .optional()?
+        .unwrap_or_default();
+    let mut recent = Vec::with_capacity(KEPT_RUNS * 4);
+    recent.extend_from_slice(&outcome.pack());
+    recent.extend_from_slice(&old[..old.len().min((KEPT_RUNS - 1) * 4)]);
+    let (status, success_at, error) = if outcome.succeeded {
+        ("succeeded", Some(at), None)
+    } else {
+        ("failed", None, error)
+    };
+    conn.prepare_cached(
+        "INSERT INTO mirror_health (mirror_id, last_finished_at, last_status, last_error, \
+             last_success_at, consecutive_failures, recent) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT(mirror_id) DO UPDATE SET last_finished_at = excluded.last_finished_at, \
+             last_status = excluded.last_status, last_error = excluded.last_error, \
+             last_success_at = COALESCE(excluded.last_success_at, last_success_at), \
+             consecutive_failures = CASE WHEN excluded.last_status = 'succeeded' THEN 0 \
+                 ELSE consecutive_failures + 1 END, \
+             recent = excluded.recent",
+    )?
+    .execute(params![
+        mirror_id,
+        at,
+        status,
+        error,
+        success_at,
+        i64::from(!outcome.succeeded),
+        recent,
+    ])?;
+    Ok(())
 }
 
 /// The state recorded for `mirror_id`, if one ever was.

@@ -215,6 +215,42 @@ const MIGRATIONS: &[&str] = &[
     // 14: a pending job may wait (Unix ms) before it starts: webhook runs of
     // one mirror are spaced out, so a flood of pushes costs a few runs.
     "ALTER TABLE jobs ADD COLUMN not_before INTEGER;",
+    // 15: each mirror's health and GitLab status fields, kept as runs start and
+    // finish, so that reading them costs one row, not a scan of the history
+    // (which retention shortens anyway). `recent` is the last 100 finished
+    // runs, newest first, 4 bytes each (big-endian duration in ms << 1, low bit
+    // set for a success); the backfill builds it from the history.
+    "CREATE TABLE mirror_health (
+        mirror_id             INTEGER PRIMARY KEY REFERENCES mirrors(id) ON DELETE CASCADE,
+        last_started_at       TEXT,
+        last_finished_at      TEXT,
+        last_status           TEXT CHECK (last_status IN ('succeeded', 'failed')),
+        last_error            TEXT,
+        last_success_at       TEXT,
+        consecutive_failures  INTEGER NOT NULL DEFAULT 0,
+        recent                BLOB NOT NULL DEFAULT x''
+    ) STRICT;
+    INSERT INTO mirror_health (mirror_id) SELECT id FROM mirrors;
+    UPDATE mirror_health SET
+        last_started_at = (SELECT MAX(started_at) FROM runs r WHERE r.mirror_id = mirror_health.mirror_id),
+        (last_finished_at, last_status, last_error) = (
+            SELECT finished_at, status, CASE status WHEN 'failed' THEN error END
+            FROM runs r WHERE r.mirror_id = mirror_health.mirror_id
+              AND status IN ('succeeded', 'failed') ORDER BY id DESC LIMIT 1),
+        last_success_at = (
+            SELECT finished_at FROM runs r WHERE r.mirror_id = mirror_health.mirror_id
+              AND status = 'succeeded' ORDER BY id DESC LIMIT 1),
+        consecutive_failures = (
+            SELECT COUNT(*) FROM runs r WHERE r.mirror_id = mirror_health.mirror_id
+              AND status = 'failed' AND id > COALESCE((SELECT MAX(id) FROM runs s
+                  WHERE s.mirror_id = mirror_health.mirror_id AND status = 'succeeded'), 0)),
+        recent = (
+            SELECT COALESCE(unhex(group_concat(printf('%08X',
+                       (MIN(MAX(COALESCE(duration_ms, 0), 0), 2147483647) << 1)
+                       | (status = 'succeeded')), '' ORDER BY id DESC)), x'')
+            FROM (SELECT id, status, duration_ms FROM runs r
+                  WHERE r.mirror_id = mirror_health.mirror_id
+                    AND status IN ('succeeded', 'failed') ORDER BY id DESC LIMIT 100));",
 ];
 
 /// The schema version this binary writes.
@@ -349,5 +385,78 @@ mod rebuild_tests {
                 Ok::<_, StoreError>(())
             })
             .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::super::Store;
+    use super::super::health::{self, Outcome};
+    use super::*;
+
+    /// Migration 15 builds each mirror's summary from its history: the same
+    /// summary that keeping it run by run gives.
+    #[test]
+    fn the_backfilled_summary_matches_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..14] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 14).unwrap();
+            conn.execute_batch(
+                "INSERT INTO projects (id, protected_branches, created_at) VALUES ('a/b', '[]', 't');
+                 INSERT INTO mirrors (id, project_id, direction, url, remote_host, auth_method,
+                     enabled, only_protected_branches, keep_divergent_refs, conflict_strategy,
+                     conflict_strategy_config, branch_filter_config, created_at, updated_at)
+                     VALUES (1, 'a/b', 'pull', 'https://h/a/b', 'h', 'none', 1, 0, 0, 'theirs',
+                     '', '', 't', 't'),
+                     (2, 'a/b', 'push', 'https://h/c/d', 'h', 'none', 1, 0, 0, 'theirs',
+                     '', '', 't', 't');",
+            )
+            .unwrap();
+            // 130 runs of mirror 1: every third fails, the last two fail;
+            // an interrupted and a cancelled run count for nothing.
+            for i in 1..=130_i64 {
+                let status = if i % 3 == 0 || i > 128 {
+                    "failed"
+                } else {
+                    "succeeded"
+                };
+                conn.execute(
+                    "INSERT INTO runs (mirror_id, trigger, status, queued_at, started_at, \
+                     finished_at, duration_ms, error) VALUES (1, 'manual', ?1, 'q', ?2, ?2, ?3, ?4)",
+                    rusqlite::params![status, format!("t{i:03}"), i * 10, format!("e{i}")],
+                )
+                .unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO runs (mirror_id, trigger, status, queued_at, started_at, finished_at)
+                     VALUES (1, 'manual', 'interrupted', 'q', 't131', 't131'),
+                            (1, 'manual', 'cancelled', 'q', NULL, 't132');",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let (one, two) = store
+            .with(|c| Ok::<_, StoreError>((health::summary(c, 1)?, health::summary(c, 2)?)))
+            .unwrap();
+        assert_eq!(one.last_started_at.as_deref(), Some("t131"));
+        assert_eq!(one.last_finished_at.as_deref(), Some("t130"));
+        assert_eq!(one.last_succeeded, Some(false));
+        assert_eq!(one.last_error.as_deref(), Some("e130"));
+        assert_eq!(one.last_success_at.as_deref(), Some("t128"));
+        assert_eq!(one.consecutive_failures, 2);
+        let expected: Vec<Outcome> = (31..=130_i64)
+            .rev()
+            .map(|i| Outcome {
+                succeeded: i % 3 != 0 && i <= 128,
+                duration_ms: i * 10,
+            })
+            .collect();
+        assert_eq!(one.recent, expected);
+        assert_eq!(two, health::Summary::default());
     }
 }

@@ -180,16 +180,11 @@ const MIRROR_COLUMNS: &str = "id, project_id, direction, url, remote_host, auth_
      created_at, updated_at, auth_provider, auth_provider_config, \
      EXISTS (SELECT 1 FROM jobs WHERE jobs.mirror_id = mirrors.id AND jobs.state = 'running'), \
      EXISTS (SELECT 1 FROM jobs WHERE jobs.mirror_id = mirrors.id AND jobs.state = 'pending'), \
-     (SELECT started_at FROM runs WHERE runs.mirror_id = mirrors.id \
-        AND started_at IS NOT NULL ORDER BY id DESC LIMIT 1), \
-     (SELECT status FROM runs WHERE runs.mirror_id = mirrors.id \
-        AND status IN ('succeeded', 'failed') ORDER BY id DESC LIMIT 1), \
-     (SELECT finished_at FROM runs WHERE runs.mirror_id = mirrors.id \
-        AND status IN ('succeeded', 'failed') ORDER BY id DESC LIMIT 1), \
-     (SELECT error FROM runs WHERE runs.mirror_id = mirrors.id \
-        AND status IN ('succeeded', 'failed') ORDER BY id DESC LIMIT 1), \
-     (SELECT finished_at FROM runs WHERE runs.mirror_id = mirrors.id \
-        AND status = 'succeeded' ORDER BY id DESC LIMIT 1)";
+     h.last_started_at, h.last_status, h.last_finished_at, h.last_error, h.last_success_at";
+
+/// What every query of mirrors reads from: each mirror beside its kept
+/// summary (GitLab's status fields come from there, not from the history).
+const MIRROR_TABLES: &str = "mirrors LEFT JOIN mirror_health h ON h.mirror_id = mirrors.id";
 
 fn mirror_from_row(row: &Row<'_>) -> rusqlite::Result<Mirror> {
     Ok(Mirror {
@@ -362,7 +357,7 @@ pub fn update(conn: &Connection, id: i64, s: &MirrorSettings) -> Result<Mirror, 
 
 pub fn get(conn: &Connection, id: i64) -> Result<Option<Mirror>, StoreError> {
     conn.query_row(
-        &format!("SELECT {MIRROR_COLUMNS} FROM mirrors WHERE id = ?1"),
+        &format!("SELECT {MIRROR_COLUMNS} FROM {MIRROR_TABLES} WHERE id = ?1"),
         [id],
         mirror_from_row,
     )
@@ -377,7 +372,7 @@ pub fn list(
     direction: Option<Direction>,
 ) -> Result<Vec<Mirror>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {MIRROR_COLUMNS} FROM mirrors \
+        "SELECT {MIRROR_COLUMNS} FROM {MIRROR_TABLES} \
          WHERE (?1 IS NULL OR project_id = ?1) AND (?2 IS NULL OR direction = ?2) ORDER BY id"
     ))?;
     let rows = stmt.query_map(

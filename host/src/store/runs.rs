@@ -331,10 +331,12 @@ pub fn start(conn: &mut Connection, job: &PendingJob) -> Result<(), StoreError> 
         "UPDATE jobs SET state = 'running' WHERE id = ?1",
         [job.job_id],
     )?;
+    let at = now();
     tx.execute(
         "UPDATE runs SET status = 'running', started_at = ?2 WHERE id = ?1",
-        params![job.run_id, now()],
+        params![job.run_id, at],
     )?;
+    super::health::run_started(&tx, job.mirror_id, &at)?;
     tx.commit()?;
     Ok(())
 }
@@ -352,6 +354,7 @@ pub fn finish(
         (false, true) => RunStatus::Succeeded,
         (false, false) => RunStatus::Failed,
     };
+    let at = now();
     tx.execute(
         "UPDATE runs SET status = ?2, finished_at = ?3, duration_ms = ?4, bytes_transferred = ?5, \
          refs_created = ?6, refs_updated = ?7, refs_deleted = ?8, refs_skipped = ?9, \
@@ -359,7 +362,7 @@ pub fn finish(
         params![
             run_id,
             status,
-            now(),
+            at,
             o.duration_ms,
             o.bytes_transferred,
             o.refs_created,
@@ -372,6 +375,13 @@ pub fn finish(
     )?;
     tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;
     let run = get(&tx, run_id)?.ok_or(StoreError::NotFound("run"))?;
+    if !o.cancelled {
+        let outcome = super::health::Outcome {
+            succeeded: o.succeeded,
+            duration_ms: o.duration_ms,
+        };
+        super::health::run_finished(&tx, run.mirror_id, outcome, &at, o.error.as_deref())?;
+    }
     tx.commit()?;
     Ok(run)
 }
@@ -479,6 +489,60 @@ mod tests {
         let settings = MirrorSettings::pull("a/b", "https://example.com/a/b.git", "example.com");
         let mirror = store.with(|c| mirrors::insert(c, &settings)).unwrap();
         (store, mirror.mirror_id)
+    }
+
+    fn run_once(store: &Store, id: i64, outcome: RunOutcome) {
+        store.with(|c| enqueue(c, id, Trigger::Manual)).unwrap();
+        let job = store.with(|c| startable(c)).unwrap().remove(0);
+        store.with(|c| start(c, &job)).unwrap();
+        store
+            .with(|c| finish(c, job.job_id, job.run_id, &outcome))
+            .unwrap();
+    }
+
+    /// The kept summary follows the runs: the window holds the newest
+    /// `KEPT_RUNS`, a cancel counts for nothing, a success clears the error.
+    #[test]
+    fn finishing_runs_keeps_the_summary() {
+        use crate::store::health::{KEPT_RUNS, summary};
+        let (store, id) = store_with_mirror();
+        for i in 0..(KEPT_RUNS as i64 + 4) {
+            let failed = i % 4 == 3;
+            let outcome = RunOutcome {
+                succeeded: !failed,
+                duration_ms: i,
+                error: failed.then(|| format!("boom {i}")),
+                ..RunOutcome::default()
+            };
+            run_once(&store, id, outcome);
+        }
+        let cancelled = RunOutcome {
+            cancelled: true,
+            ..RunOutcome::default()
+        };
+        run_once(&store, id, cancelled.clone());
+        let kept = store.with(|c| summary(c, id)).unwrap();
+        assert_eq!(kept.recent.len(), KEPT_RUNS);
+        assert_eq!(kept.recent[0].duration_ms, KEPT_RUNS as i64 + 3);
+        assert_eq!(kept.recent[KEPT_RUNS - 1].duration_ms, 4);
+        assert_eq!(
+            (kept.consecutive_failures, kept.last_succeeded),
+            (1, Some(false))
+        );
+        assert_eq!(kept.last_error.as_deref(), Some("boom 103"));
+        assert!(kept.last_success_at.is_some() && kept.last_started_at.is_some());
+
+        run_once(
+            &store,
+            id,
+            RunOutcome {
+                succeeded: true,
+                ..RunOutcome::default()
+            },
+        );
+        let kept = store.with(|c| summary(c, id)).unwrap();
+        assert_eq!((kept.consecutive_failures, kept.last_error), (0, None));
+        assert_eq!(kept.last_finished_at, kept.last_success_at);
     }
 
     #[test]

@@ -96,6 +96,13 @@ pub fn hard_failed(conn: &Connection, mirror_id: i64) -> Result<bool, StoreError
     Ok(get(conn, mirror_id)?.is_some_and(|s| s.hard_failed))
 }
 
+/// Every hard-failed mirror.
+pub fn all_hard_failed(conn: &Connection) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT mirror_id FROM schedules WHERE hard_failed = 1")?;
+    let rows = stmt.query_map([], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Records a failure of a mirror that has no schedule row yet: a row with
 /// no cadence, holding the failure state and the retry.
 pub fn record_first_failure(
