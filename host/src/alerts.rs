@@ -97,7 +97,7 @@ fn payload(change: &Change) -> Vec<u8> {
         "mirror_id": change.health.mirror_id,
         "from": change.from,
         "to": change.to,
-        "at": crate::store::now(),
+        "at": crate::clock::rfc3339(chrono::Utc::now().timestamp_millis()),
         "health": change.health,
     })
     .to_string()

@@ -11,6 +11,8 @@ use crate::alerts::Target;
 use crate::jobs::Caps;
 use crate::plugins::Limits;
 use crate::schedule::Policy;
+use crate::store::retention::Retention;
+use crate::sync::housekeeping::Housekeeping;
 use crate::sync::{PackIndexer, Timeouts};
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,24 @@ pub struct Overrides {
     /// a lone push starts at once, a flood costs a run per this [default: 2000].
     #[arg(long, env = "MIRRORHOST_WEBHOOK_SPACING_MS")]
     pub webhook_spacing_ms: Option<u64>,
+    /// Finished runs kept per mirror, newest first [default: 100].
+    #[arg(long, env = "MIRRORHOST_RETAIN_RUNS")]
+    pub retain_runs: Option<u32>,
+    /// Days a finished run is kept at most [default: 30].
+    #[arg(long, env = "MIRRORHOST_RETAIN_RUN_DAYS")]
+    pub retain_run_days: Option<u32>,
+    /// Days a webhook delivery id is kept to refuse its replay [default: 7].
+    #[arg(long, env = "MIRRORHOST_RETAIN_DELIVERY_DAYS")]
+    pub retain_delivery_days: Option<u32>,
+    /// Days a resolved or aborted conflict is kept [default: 90].
+    #[arg(long, env = "MIRRORHOST_RETAIN_CONFLICT_DAYS")]
+    pub retain_conflict_days: Option<u32>,
+    /// Housekeeping runs after a pull that leaves more packs than this [default: 8].
+    #[arg(long, env = "MIRRORHOST_HOUSEKEEPING_PACK_LIMIT")]
+    pub housekeeping_pack_limit: Option<usize>,
+    /// Hours an object no ref reaches is kept before housekeeping deletes it [default: 336].
+    #[arg(long, env = "MIRRORHOST_PRUNE_GRACE_HOURS")]
+    pub prune_grace_hours: Option<u64>,
     /// Seconds a remote may take to accept a connection [default: 30].
     #[arg(long, env = "MIRRORHOST_CONNECT_TIMEOUT_SECONDS")]
     pub connect_timeout_seconds: Option<u64>,
@@ -127,6 +147,12 @@ struct FileConfig {
     stall_timeout_seconds: Option<u64>,
     run_timeout_seconds: Option<u64>,
     webhook_spacing_ms: Option<u64>,
+    retain_runs: Option<u32>,
+    retain_run_days: Option<u32>,
+    retain_delivery_days: Option<u32>,
+    retain_conflict_days: Option<u32>,
+    housekeeping_pack_limit: Option<usize>,
+    prune_grace_hours: Option<u64>,
     plugins: PluginLimitsFile,
 }
 
@@ -166,6 +192,10 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// At least this far apart start one mirror's webhook runs.
     pub webhook_spacing: Duration,
+    /// How much history is kept.
+    pub retention: Retention,
+    /// When repositories are packed anew, and how long unreachable objects wait.
+    pub housekeeping: Housekeeping,
 }
 
 impl Config {
@@ -259,6 +289,45 @@ impl Config {
                     .or(file.webhook_spacing_ms)
                     .unwrap_or(2000),
             ),
+            housekeeping: {
+                let defaults = Housekeeping::default();
+                Housekeeping {
+                    pack_limit: overrides
+                        .housekeeping_pack_limit
+                        .or(file.housekeeping_pack_limit)
+                        .unwrap_or(defaults.pack_limit)
+                        .max(1),
+                    grace: overrides
+                        .prune_grace_hours
+                        .or(file.prune_grace_hours)
+                        .map_or(defaults.grace, |hours| Duration::from_secs(hours * 3600)),
+                }
+            },
+            retention: {
+                let defaults = Retention::default();
+                Retention {
+                    runs_per_mirror: overrides
+                        .retain_runs
+                        .or(file.retain_runs)
+                        .unwrap_or(defaults.runs_per_mirror)
+                        .max(1),
+                    run_days: overrides
+                        .retain_run_days
+                        .or(file.retain_run_days)
+                        .unwrap_or(defaults.run_days)
+                        .max(1),
+                    delivery_days: overrides
+                        .retain_delivery_days
+                        .or(file.retain_delivery_days)
+                        .unwrap_or(defaults.delivery_days)
+                        .max(1),
+                    conflict_days: overrides
+                        .retain_conflict_days
+                        .or(file.retain_conflict_days)
+                        .unwrap_or(defaults.conflict_days)
+                        .max(1),
+                }
+            },
             timeouts: {
                 let seconds = |given: Option<u64>, default: Duration| {
                     given.map_or(default, |s| Duration::from_secs(s.max(1)))

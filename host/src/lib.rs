@@ -20,12 +20,13 @@
 //! - `secrets`: the master key, sealed credentials, the admin token;
 //! - `telemetry`: Prometheus metrics;
 //! - `store`: SQLite, its schema and its rows;
-//! - `fsutil` (private files, durable renames) and `memory` (giving freed
-//!   memory back).
+//! - `fsutil` (private files, durable renames), `memory` (giving freed
+//!   memory back) and `clock` (where now comes from).
 
 pub mod alerts;
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod config;
 mod fsutil;
 pub mod health;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use mirrorhost::cli::{
     self, ConflictsCommand, Connection, CredentialsCommand, MirrorCommand, PluginCommand,
+    ProjectCommand,
 };
 use mirrorhost::config::{Config, Overrides};
 use mirrorhost::secrets::{self, MasterKey};
@@ -52,6 +53,13 @@ enum Command {
         connection: Connection,
         #[command(subcommand)]
         command: MirrorCommand,
+    },
+    /// Projects of a running server: housekeeping of their repositories.
+    Project {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: ProjectCommand,
     },
     /// Conflicts of a running server's mirrors.
     Conflicts {
@@ -118,6 +126,10 @@ fn main() -> anyhow::Result<()> {
             connection,
             command,
         } => client_command(cli::mirror(&connection, command))?,
+        Command::Project {
+            connection,
+            command,
+        } => client_command(cli::project(&connection, command))?,
         Command::Conflicts {
             connection,
             command,

@@ -37,21 +37,6 @@ impl Default for Policy {
     }
 }
 
-/// Where "now" comes from.
-pub trait Clock: std::fmt::Debug + Send + Sync {
-    /// Unix milliseconds.
-    fn now_ms(&self) -> i64;
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        Utc::now().timestamp_millis()
-    }
-}
-
 /// Parses a crontab expression: five fields (minute precision) or six (with
 /// seconds first).
 pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {

@@ -7,10 +7,10 @@ use tokio::net::TcpListener;
 
 use crate::alerts::Alerts;
 use crate::api;
+use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::jobs::Queue;
 use crate::plugins::{PluginError, Registry, Runtime, uploaded};
-use crate::schedule::SystemClock;
 use crate::secrets::{AdminToken, MasterKey, SecretsError, TokenSource};
 use crate::service::{self, App, LiveRuns};
 use crate::store::{Store, StoreError};
@@ -42,6 +42,8 @@ pub enum ServerError {
     Timeouts(git2::Error),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Git(#[from] crate::sync::housekeeping::HousekeepingError),
 }
 
 /// Everything the service holds, built from `config`. Separate from [`serve`] so
@@ -62,6 +64,8 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
         }
     }
     config.timeouts.install().map_err(ServerError::Timeouts)?;
+    let git = crate::sync::housekeeping::check_git()?;
+    tracing::debug!(%git, "git for housekeeping");
     let store = Store::open(&config.database_path())?;
     let interrupted = store.with(crate::store::runs::recover)?;
     if interrupted > 0 {
@@ -118,6 +122,7 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
         live: LiveRuns::default(),
         webhook_routing: Default::default(),
         webhook_tally: Default::default(),
+        project_locks: Default::default(),
     })
 }
 

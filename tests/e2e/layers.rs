@@ -21,7 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["secrets"],
     &["telemetry"],
     &["store"],
-    &["fsutil", "memory"],
+    &["fsutil", "memory", "clock"],
 ];
 
 /// Modules whose code may name axum: the HTTP face and what serves it.

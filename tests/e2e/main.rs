@@ -16,6 +16,7 @@ mod git;
 mod health;
 #[path = "../fixtures/history.rs"]
 mod history;
+mod housekeeping;
 mod http_git;
 mod layers;
 mod openapi;

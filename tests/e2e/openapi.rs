@@ -46,6 +46,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/mirrors/{id}/conflicts/detect"),
     ("post", "/api/v1/mirrors/{id}/conflicts/{cid}/resolve"),
     ("put", "/api/v1/projects/{id}/protected-branches"),
+    ("post", "/api/v1/projects/{id}/housekeeping"),
     ("put", "/api/v1/projects/{id}/webhook"),
 ];
 

@@ -177,7 +177,7 @@ async fn reconciliation_catches_a_push_that_sent_no_webhook() {
 #[derive(Debug)]
 struct ManualClock(std::sync::atomic::AtomicI64);
 
-impl mirrorhost::schedule::Clock for ManualClock {
+impl mirrorhost::clock::Clock for ManualClock {
     fn now_ms(&self) -> i64 {
         self.0.load(std::sync::atomic::Ordering::SeqCst)
     }

@@ -18,7 +18,12 @@ use git_cli::git;
 /// The service's state as `serve` builds it, on `data`, with `overrides`; no
 /// reconciliation sweeps, and the plugin cache shared by every bench run.
 pub async fn app(data: &Path, overrides: Overrides) -> Arc<App> {
-    Arc::new(in_process::app(data, "bench-token", overrides).await)
+    Arc::new(in_process_app(data, overrides).await)
+}
+
+/// [`app`] before it is shared, for a bench that sets its clock.
+pub async fn in_process_app(data: &Path, overrides: Overrides) -> App {
+    in_process::app(data, "bench-token", overrides).await
 }
 
 /// A new bare repository `dir/name` with `main` as its default branch.

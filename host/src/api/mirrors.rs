@@ -1,4 +1,5 @@
-//! `/api/v1/mirrors` and `/api/v1/projects/{id}/protected-branches`.
+//! `/api/v1/mirrors`, `/api/v1/projects/{id}/protected-branches` and
+//! `/api/v1/projects/{id}/housekeeping`.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -100,4 +101,19 @@ pub async fn set_protected_branches(
     })
     .await
     .map(Json)
+}
+
+#[utoipa::path(post, path = "/projects/{id}/housekeeping", tag = "projects",
+    params(("id" = String, Path, description = "Project id, URL-encoded (group%2Fname)")),
+    responses(
+        (status = 200, description = "Packed anew; sizes before and after", body = crate::sync::housekeeping::Pass),
+        (status = 404, description = "No such project", body = crate::api::ErrorBody),
+        (status = 409, description = "The project has no repository yet", body = crate::api::ErrorBody)))]
+pub async fn housekeeping(
+    State(state): State<AppState>,
+    Path(project_id): Path<String>,
+) -> Result<Json<crate::sync::housekeeping::Pass>, ApiError> {
+    blocking(state, move |app| Ok(app.housekeeping(&project_id)?))
+        .await
+        .map(Json)
 }

@@ -106,6 +106,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::detect))
         .routes(routes!(runs::resolve))
         .routes(routes!(mirrors::set_protected_branches))
+        .routes(routes!(mirrors::housekeeping))
         .routes(routes!(hooks::set_secret))
 }
 

@@ -1,5 +1,5 @@
-//! The operator's commands against a running server: `mirror`, `conflicts`,
-//! `credentials`. Each is one or a few admin API calls; the server does the work.
+//! The operator's commands against a running server: `mirror`, `project`,
+//! `conflicts`, `credentials`. Each is one or a few admin API calls; the server does the work.
 
 mod client;
 mod output;
@@ -125,6 +125,13 @@ pub struct AddMirror {
     /// Create it disabled.
     #[arg(long)]
     disabled: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ProjectCommand {
+    /// Pack the project's repository anew now and drop objects unreachable
+    /// for longer than the grace period (it also happens after pulls).
+    Housekeeping { project_id: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -268,6 +275,21 @@ async fn sync(client: &Client, mirror_id: i64, json: bool) -> Result<(), CliErro
             run["error"].as_str().unwrap_or("no error recorded")
         ))),
     }
+}
+
+pub async fn project(conn: &Connection, command: ProjectCommand) -> Result<(), CliError> {
+    let client = conn.client()?;
+    let answer = match command {
+        ProjectCommand::Housekeeping { project_id } => {
+            let encoded: String =
+                url::form_urlencoded::byte_serialize(project_id.as_bytes()).collect();
+            client
+                .post(&format!("/projects/{encoded}/housekeeping"), json!({}))
+                .await?
+        }
+    };
+    output::print(&answer, conn.json);
+    Ok(())
 }
 
 pub async fn conflicts(conn: &Connection, command: ConflictsCommand) -> Result<(), CliError> {

@@ -1,6 +1,6 @@
 //! The service's own tasks: the dispatcher that starts queued runs, the
-//! scheduler tick, the reconciliation sweep, and a minute's chores (the
-//! webhook log summary, handing freed memory back). Started by `server::serve`,
+//! scheduler tick, the reconciliation sweep, a minute's chores (the webhook
+//! log summary, handing freed memory back) and the hourly retention pass. Started by `server::serve`,
 //! stopped when the [`Background`] handle is dropped.
 
 use std::sync::Arc;
@@ -24,13 +24,14 @@ impl Drop for Background {
     }
 }
 
-/// Starts the dispatcher, the scheduler, the minute's chores and (if
-/// configured) the sweep.
+/// Starts the dispatcher, the scheduler, the minute's and the hour's chores
+/// and (if configured) the sweep.
 pub fn start(app: &Arc<App>) -> Background {
     let mut tasks = vec![
         tokio::spawn(jobs::dispatch(app.clone())),
         tokio::spawn(tick_schedules(app.clone())),
         tokio::spawn(every_minute(app.clone())),
+        tokio::spawn(every_hour(app.clone())),
     ];
     if let Some(every) = app.config.reconcile_every {
         tasks.push(tokio::spawn(reconcile(app.clone(), every)));
@@ -75,6 +76,21 @@ async fn every_minute(app: Arc<App>) {
             );
         }
         let _ = tokio::task::spawn_blocking(crate::memory::release_free).await;
+    }
+}
+
+/// Retention once an hour, the first pass at start.
+async fn every_hour(app: Arc<App>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let app = app.clone();
+        match tokio::task::spawn_blocking(move || app.prune_history()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "retention pass failed"),
+            Err(error) => tracing::error!(%error, "retention task failed"),
+        }
     }
 }
 

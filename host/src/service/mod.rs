@@ -11,6 +11,10 @@
 
 pub mod background;
 mod credentials;
+mod history;
+mod housekeeping;
+
+pub use housekeeping::ProjectLocks;
 mod mirrors;
 mod plugins;
 mod runs;
@@ -23,10 +27,11 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::alerts::Alerts;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::jobs::Queue;
 use crate::plugins::Registry;
-use crate::schedule::{Clock, Policy};
+use crate::schedule::Policy;
 use crate::secrets::{AdminToken, MasterKey};
 use crate::store::{Store, StoreError};
 use crate::sync::progress::{Progress, Snapshot};
@@ -99,6 +104,8 @@ pub struct App {
     pub webhook_routing: RoutingCache,
     /// What became of webhook deliveries since the last log summary.
     pub webhook_tally: Tally,
+    /// Runs share their project's lock; housekeeping holds it alone.
+    pub project_locks: ProjectLocks,
 }
 
 /// Progress of the runs in flight. Entries live from a run's start to its end.
@@ -136,6 +143,7 @@ impl LiveRuns {
 impl App {
     /// Replaces the time source (tests drive time with their own clock).
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        self.store.set_clock(clock.clone());
         Self { clock, ..self }
     }
 

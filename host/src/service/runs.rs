@@ -1,6 +1,7 @@
 //! Runs: one run from start to record ([`jobs::Executor`]), a manual sync, the
 //! dry run and the resolution of a conflict.
 
+use std::sync::PoisonError;
 use std::time::Instant;
 
 use super::{App, ServiceError};
@@ -47,7 +48,11 @@ impl App {
             progress: Some(&progress),
             ..self.engine()
         };
-        let result = engine.sync(&mirror, &project);
+        let lock = self.project_locks.of(&project.project_id);
+        let result = {
+            let _shared = lock.read().unwrap_or_else(PoisonError::into_inner);
+            engine.sync(&mirror, &project)
+        };
         self.live.finish(job.run_id);
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let mut outcome = self.record(&mirror, job.run_id, duration_ms, &result)?;
@@ -71,6 +76,9 @@ impl App {
         self.observe_health(mirror.mirror_id)?;
         if mirror.direction == Direction::Pull && result.is_ok_and(|r| r.changed()) {
             self.cascade(&mirror.project_id)?;
+        }
+        if mirror.direction == Direction::Pull {
+            self.housekeep_if_due(&mirror.project_id);
         }
         Ok(())
     }
@@ -180,6 +188,8 @@ impl App {
     /// A dry run: what a run would do to each ref now; nothing changes.
     pub fn plan(&self, id: i64) -> Result<Report, ServiceError> {
         let (mirror, project) = self.mirror_with_project(id)?;
+        let lock = self.project_locks.of(&project.project_id);
+        let _shared = lock.read().unwrap_or_else(PoisonError::into_inner);
         Ok(self.engine().plan(&mirror, &project)?)
     }
 
@@ -202,8 +212,12 @@ impl App {
                 "conflict {conflict_id} is not open"
             )));
         }
-        self.engine()
-            .resolve(&mirror, &project, &conflict, resolution)?;
+        {
+            let lock = self.project_locks.of(&project.project_id);
+            let _shared = lock.read().unwrap_or_else(PoisonError::into_inner);
+            self.engine()
+                .resolve(&mirror, &project, &conflict, resolution)?;
+        }
         self.store
             .with(|c| store::conflicts::resolve(c, conflict_id, resolution))?;
         // Taking upstream's tip moved a local ref: the destinations follow.

@@ -96,7 +96,7 @@ pub fn record(
     conflicts: &[NewConflict],
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
-    let at = now();
+    let at = now(&tx)?;
     for c in conflicts {
         let known: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM conflicts WHERE mirror_id = ?1 AND ref_name = ?2 \
@@ -181,7 +181,7 @@ pub fn resolve(
     let changed = conn.execute(
         "UPDATE conflicts SET status = 'resolved', resolution = ?2, resolved_at = ?3 \
          WHERE id = ?1 AND status = 'open'",
-        params![conflict_id, resolution, now()],
+        params![conflict_id, resolution, now(conn)?],
     )?;
     match changed {
         0 => Err(StoreError::NotFound("open conflict")),

@@ -40,7 +40,7 @@ pub fn put(
          ON CONFLICT(mirror_id) DO UPDATE SET kind = excluded.kind, username = excluded.username, \
          fingerprint = excluded.fingerprint, key_id = excluded.key_id, sealed = excluded.sealed, \
          rotated_at = excluded.created_at",
-        params![mirror_id, c.kind, c.username, c.fingerprint, c.key_id, c.sealed, now()],
+        params![mirror_id, c.kind, c.username, c.fingerprint, c.key_id, c.sealed, now(conn)?],
     )?;
     meta(conn, mirror_id)?.ok_or(StoreError::NotFound("credential"))
 }
@@ -114,7 +114,7 @@ pub fn set_host_keys(
         "DELETE FROM ssh_host_keys WHERE mirror_id = ?1",
         [mirror_id],
     )?;
-    let at = now();
+    let at = now(&tx)?;
     for key in keys {
         tx.execute(
             "INSERT OR IGNORE INTO ssh_host_keys (mirror_id, fingerprint, key_type, added_at) \

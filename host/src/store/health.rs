@@ -212,7 +212,7 @@ pub fn set_state(conn: &Connection, mirror_id: i64, state: State) -> Result<(), 
     conn.execute(
         "INSERT INTO health_states (mirror_id, state, changed_at) VALUES (?1, ?2, ?3) \
          ON CONFLICT(mirror_id) DO UPDATE SET state = excluded.state, changed_at = excluded.changed_at",
-        params![mirror_id, state, now()],
+        params![mirror_id, state, now(conn)?],
     )?;
     Ok(())
 }

@@ -251,6 +251,12 @@ const MIGRATIONS: &[&str] = &[
             FROM (SELECT id, status, duration_ms FROM runs r
                   WHERE r.mirror_id = mirror_health.mirror_id
                     AND status IN ('succeeded', 'failed') ORDER BY id DESC LIMIT 100));",
+    // 16: retention deletes by age, and deleting a run looks for the jobs and
+    // conflicts that name it: each needs an index to stay cheap.
+    "CREATE INDEX runs_by_finish ON runs(finished_at) WHERE finished_at IS NOT NULL;
+    CREATE INDEX deliveries_by_age ON webhook_deliveries(received_at);
+    CREATE INDEX conflicts_by_run ON conflicts(run_id) WHERE run_id IS NOT NULL;
+    CREATE INDEX jobs_by_run ON jobs(run_id);",
 ];
 
 /// The schema version this binary writes.

@@ -238,7 +238,7 @@ fn update_state(row: &Row<'_>, at: usize) -> rusqlite::Result<UpdateState> {
 pub fn ensure_project(conn: &Connection, project_id: &str) -> Result<Project, StoreError> {
     conn.execute(
         "INSERT INTO projects (id, created_at) VALUES (?1, ?2) ON CONFLICT(id) DO NOTHING",
-        params![project_id, now()],
+        params![project_id, now(conn)?],
     )?;
     project(conn, project_id)?.ok_or(StoreError::NotFound("project"))
 }
@@ -313,7 +313,7 @@ fn placeholders(from: usize, to: usize) -> String {
 pub fn insert(conn: &mut Connection, s: &MirrorSettings) -> Result<Mirror, StoreError> {
     let tx = conn.transaction()?;
     ensure_project(&tx, &s.project_id)?;
-    let at = now();
+    let at = now(&tx)?;
     let mut values: Vec<&dyn rusqlite::ToSql> = settable_params(s).to_vec();
     values.extend([&s.project_id as &dyn rusqlite::ToSql, &s.direction, &at]);
     tx.execute(
@@ -337,7 +337,7 @@ pub fn update(conn: &Connection, id: i64, s: &MirrorSettings) -> Result<Mirror, 
         .enumerate()
         .map(|(i, column)| format!("{} = ?{}", column.trim(), i + 1))
         .collect();
-    let at = now();
+    let at = now(conn)?;
     let mut values: Vec<&dyn rusqlite::ToSql> = settable_params(s).to_vec();
     values.extend([&at as &dyn rusqlite::ToSql, &id]);
     let changed = conn.execute(
@@ -418,7 +418,7 @@ pub fn set_remote_fingerprint(
     conn.execute(
         "INSERT INTO remote_fingerprints (mirror_id, fingerprint, seen_at) VALUES (?1, ?2, ?3) \
          ON CONFLICT(mirror_id) DO UPDATE SET fingerprint = excluded.fingerprint, seen_at = excluded.seen_at",
-        params![mirror_id, fingerprint, now()],
+        params![mirror_id, fingerprint, now(conn)?],
     )?;
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod health;
 mod migrations;
 pub mod mirrors;
+pub mod retention;
 pub mod runs;
 pub mod schedules;
 mod text;
@@ -17,10 +18,13 @@ pub mod webhooks;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use rusqlite::Connection;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::hooks::Action;
+
+use crate::clock::{Clock, SystemClock, rfc3339};
 
 pub use conflicts::{Conflict, ConflictStatus, NewConflict, Resolution};
 pub use migrations::SCHEMA_VERSION;
@@ -42,10 +46,19 @@ pub enum StoreError {
     Encode(String),
 }
 
-/// The timestamp format of every `*_at` column: RFC 3339, UTC, milliseconds.
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+/// Unix milliseconds now, by the store's clock (SQL's `clock_now_ms()`).
+pub fn now_ms(conn: &Connection) -> Result<i64, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT clock_now_ms()")?;
+    Ok(stmt.query_row([], |row| row.get(0))?)
 }
+
+/// Now by the store's clock, as every `*_at` column holds it.
+pub fn now(conn: &Connection) -> Result<String, StoreError> {
+    Ok(rfc3339(now_ms(conn)?))
+}
+
+/// The clock behind `clock_now_ms()`; swapped by [`Store::set_clock`].
+type ClockSlot = Arc<RwLock<Arc<dyn Clock>>>;
 
 #[derive(Debug)]
 pub struct Store {
@@ -55,6 +68,7 @@ pub struct Store {
     /// SQLite's update hook, so no writer can forget to. Caches of those
     /// tables compare it to know they are stale.
     routing_generation: Arc<AtomicU64>,
+    clock: ClockSlot,
 }
 
 /// Tables whose changes bump [`Store::routing_generation`]. All are rowid
@@ -75,15 +89,25 @@ impl Store {
     }
 
     fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        incremental_vacuum(&conn)?;
         // WAL lets readers proceed during a write; NORMAL sync is durable across
         // process crashes (the case we care about) and much faster than FULL.
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Checkpoints leave the WAL file at its largest; cap what stays on disk.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // Migrations run with foreign keys off (SQLite's way to rebuild a
         // table; each migration checks references itself), the service with
         // them on.
         conn.pragma_update(None, "foreign_keys", false)?;
+        // Every timestamp the store writes comes from this clock, so that a
+        // test (or a soak on simulated time) can drive it.
+        let clock: ClockSlot = Arc::new(RwLock::new(Arc::new(SystemClock)));
+        let read = clock.clone();
+        conn.create_scalar_function("clock_now_ms", 0, FunctionFlags::SQLITE_UTF8, move |_| {
+            Ok(read.read().unwrap_or_else(PoisonError::into_inner).now_ms())
+        })?;
         migrations::apply(&mut conn)?;
         conn.pragma_update(None, "foreign_keys", true)?;
         let routing_generation = Arc::new(AtomicU64::new(0));
@@ -96,7 +120,13 @@ impl Store {
         Ok(Self {
             conn: Mutex::new(conn),
             routing_generation,
+            clock,
         })
+    }
+
+    /// Replaces the clock the store stamps rows with.
+    pub fn set_clock(&self, clock: Arc<dyn Clock>) {
+        *self.clock.write().unwrap_or_else(PoisonError::into_inner) = clock;
     }
 
     /// Changes with every write to the tables webhook routing reads; see the field.
@@ -120,6 +150,25 @@ impl Store {
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         self.with(|conn| migrations::current_version(conn))
     }
+}
+
+/// Makes the file one whose free pages can be handed back
+/// (`retention::reclaim`): set before the first table of a new database; an
+/// older database is rebuilt once (`VACUUM`), at the first start of a binary
+/// that retains history.
+fn incremental_vacuum(conn: &Connection) -> Result<(), StoreError> {
+    const INCREMENTAL: i64 = 2;
+    let mode: i64 = conn.pragma_query_value(None, "auto_vacuum", |row| row.get(0))?;
+    if mode == INCREMENTAL {
+        return Ok(());
+    }
+    conn.pragma_update(None, "auto_vacuum", INCREMENTAL)?;
+    let pages: i64 = conn.pragma_query_value(None, "page_count", |row| row.get(0))?;
+    if pages > 0 {
+        tracing::info!(pages, "rebuilding the database once for incremental vacuum");
+        conn.execute_batch("VACUUM")?;
+    }
+    Ok(())
 }
 
 /// Whose sealed secret a row holds, and so what it is bound to.

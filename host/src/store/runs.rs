@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::text::text_enum;
-use super::{StoreError, now};
+use super::{StoreError, now, now_ms};
 
 text_enum! {
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -245,7 +245,8 @@ pub fn enqueue_spaced(
             coalesced: true,
         });
     }
-    let at = now();
+    let now_at = now_ms(&tx)?;
+    let at = crate::clock::rfc3339(now_at);
     tx.execute(
         "INSERT INTO runs (mirror_id, trigger, status, queued_at) VALUES (?1, ?2, 'queued', ?3)",
         params![mirror_id, trigger, at],
@@ -254,7 +255,7 @@ pub fn enqueue_spaced(
     let not_before = match spacing {
         Some(spacing) => latest_start_ms(&tx, mirror_id)?
             .map(|started| started + i64::try_from(spacing.as_millis()).unwrap_or(i64::MAX))
-            .filter(|at| *at > now_ms()),
+            .filter(|at| *at > now_at),
         None => None,
     };
     tx.execute(
@@ -269,11 +270,6 @@ pub fn enqueue_spaced(
     })
 }
 
-/// Unix milliseconds now, as `now()` stamps rows.
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// When the mirror's latest run started, in Unix milliseconds.
 fn latest_start_ms(conn: &Connection, mirror_id: i64) -> Result<Option<i64>, StoreError> {
     let started: Option<String> = conn
@@ -284,14 +280,12 @@ fn latest_start_ms(conn: &Connection, mirror_id: i64) -> Result<Option<i64>, Sto
             |row| row.get(0),
         )
         .optional()?;
-    Ok(started
-        .and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok())
-        .map(|at| at.timestamp_millis()))
+    Ok(started.as_deref().and_then(crate::clock::parse_rfc3339))
 }
 
 /// How long until the first pending job that waits may start, if one waits.
 pub fn next_start_in(conn: &Connection) -> Result<Option<std::time::Duration>, StoreError> {
-    let now = now_ms();
+    let now = now_ms(conn)?;
     let at: Option<i64> = conn.query_row(
         "SELECT MIN(not_before) FROM jobs WHERE state = 'pending' AND not_before > ?1",
         [now],
@@ -311,7 +305,7 @@ pub fn startable(conn: &Connection) -> Result<Vec<PendingJob>, StoreError> {
            (SELECT 1 FROM jobs r WHERE r.mirror_id = j.mirror_id AND r.state = 'running') \
          ORDER BY j.id",
     )?;
-    let rows = stmt.query_map([now_ms()], |row| {
+    let rows = stmt.query_map([now_ms(conn)?], |row| {
         Ok(PendingJob {
             job_id: row.get(0)?,
             run_id: row.get(1)?,
@@ -331,7 +325,7 @@ pub fn start(conn: &mut Connection, job: &PendingJob) -> Result<(), StoreError> 
         "UPDATE jobs SET state = 'running' WHERE id = ?1",
         [job.job_id],
     )?;
-    let at = now();
+    let at = now(&tx)?;
     tx.execute(
         "UPDATE runs SET status = 'running', started_at = ?2 WHERE id = ?1",
         params![job.run_id, at],
@@ -354,7 +348,7 @@ pub fn finish(
         (false, true) => RunStatus::Succeeded,
         (false, false) => RunStatus::Failed,
     };
-    let at = now();
+    let at = now(&tx)?;
     tx.execute(
         "UPDATE runs SET status = ?2, finished_at = ?3, duration_ms = ?4, bytes_transferred = ?5, \
          refs_created = ?6, refs_updated = ?7, refs_deleted = ?8, refs_skipped = ?9, \
@@ -402,7 +396,7 @@ pub fn cancel_queued(conn: &mut Connection, run_id: i64) -> Result<bool, StoreEr
         params![
             run_id,
             RunStatus::Cancelled,
-            now(),
+            now(&tx)?,
             "cancelled by an operator before it started"
         ],
     )?;
@@ -421,7 +415,7 @@ pub fn recover(conn: &mut Connection) -> Result<usize, StoreError> {
         let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
         rows.collect::<Result<_, _>>()?
     };
-    let at = now();
+    let at = now(&tx)?;
     for (job_id, mirror_id, run_id) in &running {
         tx.execute(
             "UPDATE runs SET status = 'interrupted', finished_at = ?2, \

@@ -21,7 +21,7 @@ pub fn set_secret(
         "INSERT INTO webhook_secrets (project_id, sealed, key_id, updated_at) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT(project_id) DO UPDATE SET sealed = excluded.sealed, key_id = excluded.key_id, \
          updated_at = excluded.updated_at",
-        params![project_id, sealed, key_id, now()],
+        params![project_id, sealed, key_id, now(conn)?],
     )?;
     Ok(())
 }
@@ -44,7 +44,7 @@ pub fn first_delivery(
 ) -> Result<bool, StoreError> {
     let inserted = conn.execute(
         "INSERT OR IGNORE INTO webhook_deliveries (source, delivery_id, received_at) VALUES (?1, ?2, ?3)",
-        params![source, delivery_id, now()],
+        params![source, delivery_id, now(conn)?],
     )?;
     Ok(inserted == 1)
 }

@@ -10,6 +10,7 @@
 
 mod credentials;
 mod hostkeys;
+pub mod housekeeping;
 pub mod index_pack;
 mod listing;
 pub mod packs;

@@ -135,9 +135,15 @@ pub fn remove_partial_packs(repo_dir: &Path) -> usize {
         .filter(|file| {
             file.file_name()
                 .to_str()
-                // The indexer's temporary files, and those of the indexers
-                // used before it (gix-pack's `.tmp*`, libgit2's).
-                .is_some_and(|name| name.starts_with(".tmp") || name.starts_with("pack_git2_"))
+                // The indexer's temporary files, those of the indexers used
+                // before it (gix-pack's `.tmp*`, libgit2's), and those of a
+                // housekeeping `git repack` (`.tmp-<pid>-pack*`, pack-objects'
+                // `tmp_pack_*`, `tmp_idx_*`, ...).
+                .is_some_and(|name| {
+                    name.starts_with(".tmp")
+                        || name.starts_with("pack_git2_")
+                        || name.starts_with("tmp_")
+                })
         })
         .filter(|file| std::fs::remove_file(file.path()).is_ok())
         .count()
