@@ -135,10 +135,8 @@ pub fn unhealthy(
 ) -> Result<Vec<Health>, StoreError> {
     let mut picked: Vec<i64> = store::schedules::all_hard_failed(conn)?;
     if window as usize <= KEPT_RUNS {
-        for (id, recent) in rows::all_recent(conn)? {
-            let runs = &recent[..recent.len().min(window as usize)];
-            let ok = runs.iter().filter(|o| o.succeeded).count();
-            if (ok as f64) * 100.0 < min_success_rate * runs.len() as f64 {
+        for (id, total, ok) in rows::window_counts(conn, window as usize)? {
+            if f64::from(ok) * 100.0 < min_success_rate * f64::from(total) {
                 picked.push(id);
             }
         }

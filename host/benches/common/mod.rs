@@ -21,6 +21,11 @@ pub async fn app(data: &Path, overrides: Overrides) -> Arc<App> {
     Arc::new(in_process_app(data, overrides).await)
 }
 
+/// The compiled-plugin cache every bench and test run shares.
+pub fn plugin_cache_dir() -> PathBuf {
+    in_process::plugin_cache_dir()
+}
+
 /// [`app`] before it is shared, for a bench that sets its clock.
 pub async fn in_process_app(data: &Path, overrides: Overrides) -> App {
     in_process::app(data, "bench-token", overrides).await

@@ -129,15 +129,23 @@ pub fn summary(conn: &Connection, mirror_id: i64) -> Result<Summary, StoreError>
     Ok(found.unwrap_or_default())
 }
 
-/// Each mirror's latest finished runs (newest first, at most [`KEPT_RUNS`]),
-/// for every mirror that finished one: one pass over the summaries.
-pub fn all_recent(conn: &Connection) -> Result<Vec<(i64, Vec<Outcome>)>, StoreError> {
+/// For every mirror that finished a run: how many of its latest `window`
+/// finished runs (at most [`KEPT_RUNS`]) there are and how many succeeded.
+/// One pass over the summaries, counting in place.
+pub fn window_counts(conn: &Connection, window: usize) -> Result<Vec<(i64, u32, u32)>, StoreError> {
     let mut stmt =
         conn.prepare_cached("SELECT mirror_id, recent FROM mirror_health WHERE recent != x''")?;
-    let rows = stmt.query_map([], |row| {
-        Ok((row.get(0)?, unpack_all(&row.get::<_, Vec<u8>>(1)?)))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut rows = stmt.query([])?;
+    let mut found = Vec::new();
+    while let Some(row) = rows.next()? {
+        let blob = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+        let runs = &blob[..blob.len().min(window * 4)];
+        let total = runs.len() / 4;
+        // The success bit is the low bit of a big-endian word: its last byte's.
+        let ok = runs.chunks_exact(4).filter(|c| c[3] & 1 == 1).count();
+        found.push((row.get(0)?, total as u32, ok as u32));
+    }
+    Ok(found)
 }
 
 /// Keeps the start of a run in its mirror's summary; part of the caller's

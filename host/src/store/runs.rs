@@ -525,6 +525,11 @@ mod tests {
         );
         assert_eq!(kept.last_error.as_deref(), Some("boom 103"));
         assert!(kept.last_success_at.is_some() && kept.last_started_at.is_some());
+        // Newest first: 103 failed, 102..100 succeeded; 99 failed.
+        let counts = |window| store.with(|c| crate::store::health::window_counts(c, window));
+        assert_eq!(counts(4).unwrap(), vec![(id, 4, 3)]);
+        assert_eq!(counts(5).unwrap(), vec![(id, 5, 3)]);
+        assert_eq!(counts(1000).unwrap(), vec![(id, KEPT_RUNS as u32, 75)]);
 
         run_once(
             &store,

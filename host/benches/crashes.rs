@@ -1,0 +1,349 @@
+//! A kill -9 campaign: `cargo bench --bench crashes [-- --kills N --seed S]`.
+//!
+//! The service runs as a child process (`mirrorhost serve`) with one project:
+//! a pull mirror of an upstream served by `git http-backend` (a generated
+//! history of 3,000 commits), two push mirrors to bare repositories, and a
+//! pack limit of 2 so housekeeping passes come often. Each round changes
+//! the upstream (a commit, now and then a force-push or a new branch),
+//! queues a pull (which cascades to the pushes) and sometimes a housekeeping
+//! pass, waits a random time, and kills the service's whole process group
+//! (SIGKILL: the indexer and git children die with it). Then it restarts the
+//! service on the same data dir, lets the queue drain, and counts:
+//! repositories failing `git fsck`, runs left `running`, and lost jobs (a
+//! run that never ended, or an interrupted run with no run after it).
+//! At the end one more sync must leave the mirror and both destinations equal
+//! to the upstream. Figures go to RELIABILITY.md.
+
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+mod common;
+use common::git_cli::git;
+
+#[path = "../../tests/fixtures/history.rs"]
+mod history;
+
+#[allow(dead_code, clippy::unwrap_used)]
+#[path = "../../tests/e2e/http_git.rs"]
+mod http_git;
+
+const TOKEN: &str = "crash-campaign-token";
+const PROJECT: &str = "crash/project";
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// A small xorshift generator: the campaign is repeatable from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+struct Service {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Service {
+    fn start(data: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(env!("CARGO_BIN_EXE_mirrorhost"))
+            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+            .arg(data)
+            .env("MIRRORHOST_ADMIN_TOKEN", TOKEN)
+            .env("MIRRORHOST_ALLOW_LOCAL_REMOTES", "true")
+            .env("MIRRORHOST_ALLOW_HTTP_REMOTES", "true")
+            .env("MIRRORHOST_HOUSEKEEPING_PACK_LIMIT", "2")
+            // Keep every run: the campaign counts them all.
+            .env("MIRRORHOST_RETAIN_RUNS", "100000")
+            .env("MIRRORHOST_PLUGIN_CACHE_DIR", common::plugin_cache_dir())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start mirrorhost");
+        Self { child, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The command lines of the service's children now (its process group).
+    fn children(&self) -> String {
+        let out = Command::new("pgrep")
+            .args(["-a", "-g", &self.child.id().to_string()])
+            .output()
+            .expect("pgrep");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// SIGKILL to the service and every child it started.
+    fn kill(mut self) {
+        let group = format!("-{}", self.child.id());
+        let killed = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let _ = self.child.wait();
+    }
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    body: Value,
+) -> Option<(u16, Value)> {
+    let request = match method {
+        "POST" => http.post(url).json(&body),
+        _ => http.get(url),
+    };
+    let answer = request.bearer_auth(TOKEN).send().await.ok()?;
+    let status = answer.status().as_u16();
+    Some((status, answer.json().await.unwrap_or(Value::Null)))
+}
+
+async fn ready(http: &reqwest::Client, service: &Service) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Some((200, _)) = call(http, "GET", &service.url("/readyz"), Value::Null).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the service never became ready");
+}
+
+/// Every run of the mirrors, once nothing is queued or running.
+async fn drained_runs(http: &reqwest::Client, service: &Service, ids: &[i64]) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let mut runs = Vec::new();
+        for id in ids {
+            let url = service.url(&format!("/api/v1/mirrors/{id}/runs?limit=1000"));
+            let (_, body) = call(http, "GET", &url, Value::Null).await.expect("runs");
+            runs.extend(body["runs"].as_array().cloned().unwrap_or_default());
+        }
+        let busy = runs
+            .iter()
+            .any(|r| r["status"] == "queued" || r["status"] == "running");
+        if !busy {
+            return runs;
+        }
+        assert!(Instant::now() < deadline, "the queue never drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn fsck_ok(repo: &Path) -> bool {
+    !repo.join("objects").exists()
+        || Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["fsck", "--no-progress", "--no-dangling"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+fn refs(repo: &Path) -> String {
+    git(
+        repo,
+        &[
+            "for-each-ref",
+            "--format=%(refname) %(objectname)",
+            "refs/heads",
+            "refs/tags",
+        ],
+    )
+}
+
+fn change_upstream(tree: &Path, rng: &mut Rng, round: u64) {
+    let file = tree.join(format!("crash-{}.txt", rng.below(30)));
+    std::fs::write(
+        &file,
+        format!("round {round}\n").repeat(rng.below(2000) as usize + 1),
+    )
+    .expect("write");
+    git(tree, &["add", "-A"]);
+    git(tree, &["commit", "-q", "-m", &format!("round {round}")]);
+    match rng.below(10) {
+        0 => {
+            // A force-push: the old tip becomes unreachable upstream.
+            git(
+                tree,
+                &["commit", "-q", "--amend", "-m", &format!("amended {round}")],
+            );
+            git(tree, &["push", "-q", "-f", "origin", "HEAD:main"]);
+        }
+        1 => {
+            git(
+                tree,
+                &[
+                    "push",
+                    "-q",
+                    "origin",
+                    &format!("HEAD:refs/heads/topic-{round}"),
+                ],
+            );
+        }
+        _ => {
+            git(tree, &["push", "-q", "origin", "HEAD:main"]);
+        }
+    }
+}
+
+fn main() {
+    let kills: u64 = arg("--kills").map_or(120, |k| k.parse().expect("--kills N"));
+    let mut rng =
+        Rng(arg("--seed").map_or(0x9e37_79b9_7f4a_7c15, |s| s.parse().expect("--seed S")));
+    let work = tempfile::tempdir().expect("temp dir");
+    let root = work.path();
+    let upstream = common::bare(root, "upstream.git");
+    history::generate(
+        &upstream,
+        history::History {
+            commits: 3_000,
+            blob_bytes: 2_000,
+            dirs: 20,
+            refs_every: 200,
+        },
+    );
+    git(
+        root,
+        &[
+            "clone",
+            "-q",
+            "--no-local",
+            upstream.to_str().expect("utf-8"),
+            "work",
+        ],
+    );
+    let tree = root.join("work");
+    git(&tree, &["checkout", "-q", "-B", "main", "origin/main"]);
+    let destinations: Vec<PathBuf> = (0..2)
+        .map(|i| common::bare(root, &format!("dest{i}.git")))
+        .collect();
+    let data = root.join("data");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let served = http_git::HttpGit::start(root).await;
+        let http = reqwest::Client::new();
+        let mut service = Service::start(&data);
+        ready(&http, &service).await;
+        let pull = json!({"project_id": PROJECT, "url": served.url("upstream.git")});
+        let (_, body) = call(&http, "POST", &service.url("/api/v1/mirrors/pull"), pull)
+            .await
+            .expect("pull mirror");
+        let mut ids = vec![body["mirror_id"].as_i64().expect("id")];
+        for dest in &destinations {
+            let push = json!({"project_id": PROJECT, "url": format!("file://{}", dest.display())});
+            let (_, body) = call(&http, "POST", &service.url("/api/v1/mirrors/push"), push)
+                .await
+                .expect("push mirror");
+            ids.push(body["mirror_id"].as_i64().expect("id"));
+        }
+        let repo = data.join(format!("repos/{PROJECT}.git"));
+        let (mut fsck_failures, mut left_running, mut lost) = (0, 0, 0);
+        let mut interrupted_total = 0;
+        let (mut in_indexer, mut in_repack) = (0, 0);
+        let started = Instant::now();
+        for round in 0..kills {
+            change_upstream(&tree, &mut rng, round);
+            let sync = service.url(&format!("/api/v1/mirrors/{}/sync", ids[0]));
+            call(&http, "POST", &sync, json!({})).await;
+            if rng.below(3) == 0 {
+                // Housekeeping runs on the request; the kill may land inside it.
+                let url = service.url("/api/v1/projects/crash%2Fproject/housekeeping");
+                let client = http.clone();
+                tokio::spawn(async move { call(&client, "POST", &url, json!({})).await });
+            }
+            tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
+            let children = service.children();
+            in_indexer += usize::from(children.contains("index-pack"));
+            in_repack +=
+                usize::from(children.contains("repack") || children.contains("pack-objects"));
+            service.kill();
+            for repo in std::iter::once(&repo).chain(&destinations) {
+                fsck_failures += usize::from(!fsck_ok(repo));
+            }
+            service = Service::start(&data);
+            ready(&http, &service).await;
+            let runs = drained_runs(&http, &service, &ids).await;
+            left_running += runs.iter().filter(|r| r["status"] == "running").count();
+            // An interrupted run must have a later run of its mirror.
+            for run in runs.iter().filter(|r| r["status"] == "interrupted") {
+                let later = runs.iter().any(|r| {
+                    r["mirror_id"] == run["mirror_id"]
+                        && r["run_id"].as_i64() > run["run_id"].as_i64()
+                });
+                lost += usize::from(!later);
+            }
+            interrupted_total = runs.iter().filter(|r| r["status"] == "interrupted").count();
+        }
+        // A last sync, uninterrupted: everything equal to the upstream.
+        let sync = service.url(&format!("/api/v1/mirrors/{}/sync?wait=true", ids[0]));
+        let (_, run) = call(&http, "POST", &sync, json!({}))
+            .await
+            .expect("final sync");
+        let runs = drained_runs(&http, &service, &ids).await;
+        let statuses = |status: &str| runs.iter().filter(|r| r["status"] == status).count();
+        let upstream_refs = refs(&upstream);
+        let equal =
+            refs(&repo) == upstream_refs && destinations.iter().all(|d| refs(d) == upstream_refs);
+        let packs = std::fs::read_dir(repo.join("objects/pack")).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+                .count()
+        });
+        println!(
+            "{kills} kills in {:.0} s (seed given by --seed); last run {}",
+            started.elapsed().as_secs_f64(),
+            run["status"]
+        );
+        println!(
+            "  kills that landed while a pack was being indexed: {in_indexer}; \
+             during a git repack: {in_repack}"
+        );
+        println!(
+            "  runs: {} succeeded, {} failed, {} cancelled, {} interrupted (each retried)",
+            statuses("succeeded"),
+            statuses("failed"),
+            statuses("cancelled"),
+            interrupted_total
+        );
+        println!(
+            "  repositories failing git fsck: {fsck_failures}; runs left running: {left_running}; \
+             lost jobs: {lost}; mirror and destinations equal to upstream: {equal}; packs: {packs}"
+        );
+        service.kill();
+    });
+}
