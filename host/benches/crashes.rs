@@ -14,15 +14,14 @@
 //! At the end one more sync must leave the mirror and both destinations equal
 //! to the upstream. Figures go to RELIABILITY.md.
 
-use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod common;
+use common::child::{Service, call};
 use common::git_cli::git;
 
 #[path = "../../tests/fixtures/history.rs"]
@@ -32,7 +31,6 @@ mod history;
 #[path = "../../tests/e2e/http_git.rs"]
 mod http_git;
 
-const TOKEN: &str = "crash-campaign-token";
 const PROJECT: &str = "crash/project";
 
 fn arg(name: &str) -> Option<String> {
@@ -54,89 +52,6 @@ impl Rng {
     }
 }
 
-struct Service {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Service {
-    fn start(data: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let child = Command::new(env!("CARGO_BIN_EXE_mirrorhost"))
-            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
-            .arg(data)
-            .env("MIRRORHOST_ADMIN_TOKEN", TOKEN)
-            .env("MIRRORHOST_ALLOW_LOCAL_REMOTES", "true")
-            .env("MIRRORHOST_ALLOW_HTTP_REMOTES", "true")
-            .env("MIRRORHOST_HOUSEKEEPING_PACK_LIMIT", "2")
-            // Keep every run: the campaign counts them all.
-            .env("MIRRORHOST_RETAIN_RUNS", "100000")
-            .env("MIRRORHOST_PLUGIN_CACHE_DIR", common::plugin_cache_dir())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start mirrorhost");
-        Self { child, addr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// The command lines of the service's children now (its process group).
-    fn children(&self) -> String {
-        let out = Command::new("pgrep")
-            .args(["-a", "-g", &self.child.id().to_string()])
-            .output()
-            .expect("pgrep");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// SIGKILL to the service and every child it started.
-    fn kill(mut self) {
-        let group = format!("-{}", self.child.id());
-        let killed = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        let _ = self.child.wait();
-    }
-}
-
-async fn call(
-    http: &reqwest::Client,
-    method: &str,
-    url: &str,
-    body: Value,
-) -> Option<(u16, Value)> {
-    let request = match method {
-        "POST" => http.post(url).json(&body),
-        _ => http.get(url),
-    };
-    let answer = request.bearer_auth(TOKEN).send().await.ok()?;
-    let status = answer.status().as_u16();
-    Some((status, answer.json().await.unwrap_or(Value::Null)))
-}
-
-async fn ready(http: &reqwest::Client, service: &Service) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if let Some((200, _)) = call(http, "GET", &service.url("/readyz"), Value::Null).await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the service never became ready");
-}
-
 /// Every run of the mirrors, once nothing is queued or running.
 async fn drained_runs(http: &reqwest::Client, service: &Service, ids: &[i64]) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -156,6 +71,16 @@ async fn drained_runs(http: &reqwest::Client, service: &Service, ids: &[i64]) ->
         assert!(Instant::now() < deadline, "the queue never drained");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+fn start(data: &Path) -> Service {
+    let envs = [
+        ("MIRRORHOST_HOUSEKEEPING_PACK_LIMIT", "2"),
+        // Keep every run: the campaign counts them all.
+        ("MIRRORHOST_RETAIN_RUNS", "100000"),
+        ("RUST_LOG", "warn"),
+    ];
+    Service::start(data, &envs, Stdio::null())
 }
 
 fn fsck_ok(repo: &Path) -> bool {
@@ -257,8 +182,8 @@ fn main() {
     runtime.block_on(async {
         let served = http_git::HttpGit::start(root).await;
         let http = reqwest::Client::new();
-        let mut service = Service::start(&data);
-        ready(&http, &service).await;
+        let mut service = start(&data);
+        service.ready(&http).await;
         let pull = json!({"project_id": PROJECT, "url": served.url("upstream.git")});
         let (_, body) = call(&http, "POST", &service.url("/api/v1/mirrors/pull"), pull)
             .await
@@ -295,8 +220,8 @@ fn main() {
             for repo in std::iter::once(&repo).chain(&destinations) {
                 fsck_failures += usize::from(!fsck_ok(repo));
             }
-            service = Service::start(&data);
-            ready(&http, &service).await;
+            service = start(&data);
+            service.ready(&http).await;
             let runs = drained_runs(&http, &service, &ids).await;
             left_running += runs.iter().filter(|r| r["status"] == "running").count();
             // An interrupted run must have a later run of its mirror.

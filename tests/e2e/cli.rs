@@ -151,6 +151,15 @@ async fn mirrors_are_added_listed_synced_with_progress_and_checked() {
         "{refs}"
     );
 
+    // Housekeeping of the project, from the CLI.
+    let pass = json_of(&mirrorhost(
+        &server,
+        &["project", "housekeeping", "--json", "cli/p"],
+        "",
+    ));
+    assert_eq!(pass["packs_after"], 1, "{pass}");
+    crate::support::fsck(&project_repo(&server, "cli/p"));
+
     let health = ok(&mirrorhost(
         &server,
         &["mirror", "health", &pull.to_string()],

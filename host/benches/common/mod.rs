@@ -8,6 +8,7 @@ use std::sync::Arc;
 use mirrorhost::config::Overrides;
 use mirrorhost::service::App;
 
+pub mod child;
 #[path = "../../../tests/fixtures/git.rs"]
 pub mod git_cli;
 #[path = "../../../tests/fixtures/app.rs"]
