@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
 use mirrorhost::config::Overrides;
-use mirrorhost::server;
 use mirrorhost::store::{self, Direction, MirrorSettings};
 use sha2::Sha256;
 
@@ -131,11 +130,7 @@ async fn start(
     }
     app.set_webhook_secret("acme/widgets", SECRET)
         .expect("secret");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(server::serve(app.clone(), listener, std::future::pending()));
+    let addr = common::serve(app.clone()).await;
     (app, addr)
 }
 

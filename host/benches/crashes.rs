@@ -33,13 +33,6 @@ mod http_git;
 
 const PROJECT: &str = "crash/project";
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 /// A small xorshift generator: the campaign is repeatable from its seed.
 struct Rng(u64);
 
@@ -143,9 +136,9 @@ fn change_upstream(tree: &Path, rng: &mut Rng, round: u64) {
 }
 
 fn main() {
-    let kills: u64 = arg("--kills").map_or(120, |k| k.parse().expect("--kills N"));
+    let kills: u64 = common::arg("--kills").map_or(120, |k| k.parse().expect("--kills N"));
     let mut rng =
-        Rng(arg("--seed").map_or(0x9e37_79b9_7f4a_7c15, |s| s.parse().expect("--seed S")));
+        Rng(common::arg("--seed").map_or(0x9e37_79b9_7f4a_7c15, |s| s.parse().expect("--seed S")));
     let work = tempfile::tempdir().expect("temp dir");
     let root = work.path();
     let upstream = common::bare(root, "upstream.git");
@@ -158,28 +151,14 @@ fn main() {
             refs_every: 200,
         },
     );
-    git(
-        root,
-        &[
-            "clone",
-            "-q",
-            "--no-local",
-            upstream.to_str().expect("utf-8"),
-            "work",
-        ],
-    );
-    let tree = root.join("work");
+    let tree = common::work_tree(root, &upstream);
     git(&tree, &["checkout", "-q", "-B", "main", "origin/main"]);
     let destinations: Vec<PathBuf> = (0..2)
         .map(|i| common::bare(root, &format!("dest{i}.git")))
         .collect();
     let data = root.join("data");
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    common::runtime().block_on(async {
         let served = http_git::HttpGit::start(root).await;
         let http = reqwest::Client::new();
         let mut service = start(&data);

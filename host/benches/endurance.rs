@@ -24,8 +24,6 @@ use std::time::{Duration, Instant};
 
 use mirrorhost::clock::Clock;
 use mirrorhost::config::Overrides;
-use mirrorhost::server;
-use mirrorhost::service::App;
 use mirrorhost::store::{
     self, ConflictStatus, MirrorSettings, NewConflict, RunOutcome, Store, Trigger,
 };
@@ -135,15 +133,6 @@ fn run_all(store: &Store, ids: &[i64], fails: impl Fn(i64) -> bool) {
     }
 }
 
-async fn serve(app: Arc<App>) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(server::serve(app, listener, std::future::pending()));
-    addr
-}
-
 /// The median time of `rounds` GETs of `path`, and the last answer's size.
 async fn time_get(addr: std::net::SocketAddr, path: &str, rounds: usize) -> (Duration, usize) {
     let http = reqwest::Client::new();
@@ -182,7 +171,7 @@ async fn health_at_scale(mirrors: usize) {
         fill.as_secs_f64(),
         runs as f64 / fill.as_secs_f64()
     );
-    let addr = serve(app.clone()).await;
+    let addr = common::serve(app.clone()).await;
     // The service's retention pass at start walks every mirror; let it end.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (unhealthy, size) = time_get(addr, "/api/v1/health/unhealthy", 21).await;
@@ -292,7 +281,7 @@ async fn soak(mirrors: usize, days: i64) {
             end as f64 / window as f64
         );
     }
-    let addr = serve(app.clone()).await;
+    let addr = common::serve(app.clone()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (unhealthy, _) = time_get(addr, "/api/v1/health/unhealthy", 21).await;
     let one = format!("/api/v1/mirrors/{}/health", ids[0]);

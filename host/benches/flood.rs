@@ -35,11 +35,7 @@ const SECRET: &str = "flood-webhook-secret";
 const SENDERS: usize = 32;
 
 fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map_or(default, |v| v.parse().expect("a number"))
+    common::arg(name).map_or(default, |v| v.parse().expect("a number"))
 }
 
 struct Upstream {
@@ -65,11 +61,7 @@ fn main() {
     let count = arg("--mirrors", 20) as usize;
     let work = tempfile::tempdir().expect("temp dir");
     let root = work.path();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    common::runtime().block_on(async {
         let served = http_git::HttpGit::start(root).await;
         let upstreams: Vec<Arc<Upstream>> = (0..count)
             .map(|i| Arc::new(upstream(root, i, &served)))

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mirrorhost::config::Overrides;
-use mirrorhost::server;
 use mirrorhost::store::{self, MirrorSettings};
 
 mod common;
@@ -34,19 +33,12 @@ mod http_git;
 
 const TOKEN: &str = "bench-token";
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 fn main() {
-    let rounds: usize = arg("--rounds").map_or(1000, |r| r.parse().expect("--rounds N"));
+    let rounds: usize = common::arg("--rounds").map_or(1000, |r| r.parse().expect("--rounds N"));
     let work = tempfile::tempdir().expect("temp dir");
     let root = work.path();
     let upstream = root.join("upstream.git");
-    match arg("--source") {
+    match common::arg("--source") {
         Some(source) => {
             git(
                 root,
@@ -74,23 +66,9 @@ fn main() {
     let branch = git(&upstream, &["symbolic-ref", "--short", "HEAD"])
         .trim()
         .to_string();
-    git(
-        root,
-        &[
-            "clone",
-            "-q",
-            "--no-local",
-            upstream.to_str().expect("utf-8"),
-            "work",
-        ],
-    );
-    let tree = root.join("work");
+    let tree = common::work_tree(root, &upstream);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    common::runtime().block_on(async {
         let served = http_git::HttpGit::start(root).await;
         let url = served.url("upstream.git");
         let data = root.join("data");
@@ -160,11 +138,7 @@ async fn start(
         ..Overrides::default()
     };
     let app = common::app(data, local).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(server::serve(app.clone(), listener, std::future::pending()));
+    let addr = common::serve(app.clone()).await;
     (app, addr)
 }
 

@@ -339,6 +339,28 @@ mod tests {
     }
 }
 
+/// A database file at schema `version`, with project `a/b` and its pull
+/// mirror 1, as an older binary left it.
+#[cfg(test)]
+fn old_database(path: &std::path::Path, version: usize) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    for sql in &MIGRATIONS[..version] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.pragma_update(None, "user_version", version as i64)
+        .unwrap();
+    conn.execute_batch(
+        "INSERT INTO projects (id, protected_branches, created_at) VALUES ('a/b', '[]', 't');
+         INSERT INTO mirrors (id, project_id, direction, url, remote_host, auth_method,
+             enabled, only_protected_branches, keep_divergent_refs, conflict_strategy,
+             conflict_strategy_config, branch_filter_config, created_at, updated_at)
+             VALUES (1, 'a/b', 'pull', 'https://h/a/b', 'h', 'none', 1, 0, 0, 'theirs',
+             '', '', 't', 't');",
+    )
+    .unwrap();
+    conn
+}
+
 #[cfg(test)]
 mod rebuild_tests {
     use super::super::Store;
@@ -351,20 +373,10 @@ mod rebuild_tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
         {
-            let conn = Connection::open(&path).unwrap();
+            let conn = old_database(&path, 11);
             conn.pragma_update(None, "foreign_keys", true).unwrap();
-            for sql in &MIGRATIONS[..11] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 11).unwrap();
             conn.execute_batch(
-                "INSERT INTO projects (id, protected_branches, created_at) VALUES ('a/b', '[]', 't');
-                 INSERT INTO mirrors (id, project_id, direction, url, remote_host, auth_method,
-                     enabled, only_protected_branches, keep_divergent_refs, conflict_strategy,
-                     conflict_strategy_config, branch_filter_config, created_at, updated_at)
-                     VALUES (1, 'a/b', 'pull', 'https://h/a/b', 'h', 'none', 1, 0, 0, 'theirs',
-                     '', '', 't', 't');
-                 INSERT INTO runs (id, mirror_id, trigger, status, queued_at)
+                "INSERT INTO runs (id, mirror_id, trigger, status, queued_at)
                      VALUES (7, 1, 'manual', 'succeeded', 't'), (8, 1, 'manual', 'queued', 't');
                  INSERT INTO jobs (mirror_id, run_id, state, created_at) VALUES (1, 8, 'pending', 't');
                  INSERT INTO run_refs (run_id, ref_name, action) VALUES (7, 'refs/heads/main', 'create');",
@@ -407,19 +419,12 @@ mod summary_tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
         {
-            let conn = Connection::open(&path).unwrap();
-            for sql in &MIGRATIONS[..14] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 14).unwrap();
+            let conn = old_database(&path, 14);
             conn.execute_batch(
-                "INSERT INTO projects (id, protected_branches, created_at) VALUES ('a/b', '[]', 't');
-                 INSERT INTO mirrors (id, project_id, direction, url, remote_host, auth_method,
+                "INSERT INTO mirrors (id, project_id, direction, url, remote_host, auth_method,
                      enabled, only_protected_branches, keep_divergent_refs, conflict_strategy,
                      conflict_strategy_config, branch_filter_config, created_at, updated_at)
-                     VALUES (1, 'a/b', 'pull', 'https://h/a/b', 'h', 'none', 1, 0, 0, 'theirs',
-                     '', '', 't', 't'),
-                     (2, 'a/b', 'push', 'https://h/c/d', 'h', 'none', 1, 0, 0, 'theirs',
+                     VALUES (2, 'a/b', 'push', 'https://h/c/d', 'h', 'none', 1, 0, 0, 'theirs',
                      '', '', 't', 't');",
             )
             .unwrap();
