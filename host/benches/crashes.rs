@@ -137,8 +137,9 @@ fn change_upstream(tree: &Path, rng: &mut Rng, round: u64) {
 
 fn main() {
     let kills: u64 = common::arg("--kills").map_or(120, |k| k.parse().expect("--kills N"));
-    let mut rng =
-        Rng(common::arg("--seed").map_or(0x9e37_79b9_7f4a_7c15, |s| s.parse().expect("--seed S")));
+    let seed =
+        common::arg("--seed").map_or(0x9e37_79b9_7f4a_7c15, |s| s.parse().expect("--seed S"));
+    let mut rng = Rng(seed);
     let work = tempfile::tempdir().expect("temp dir");
     let root = work.path();
     let upstream = common::bare(root, "upstream.git");
@@ -229,7 +230,7 @@ fn main() {
                 .count()
         });
         println!(
-            "{kills} kills in {:.0} s (seed given by --seed); last run {}",
+            "{kills} kills in {:.0} s (--seed {seed}); last run {}",
             started.elapsed().as_secs_f64(),
             run["status"]
         );

@@ -225,7 +225,12 @@ impl<'a> Worker<'a> {
     }
 
     /// Makes frame `k`'s data present again, rebuilding it from the nearest
-    /// frame below that still has its own (or from the root's entry).
+    /// frame below that still has its own (or from the root's entry). The
+    /// frames rebuilt on the way keep their data as the budget allows, the
+    /// ones nearest `k` first: the walk goes back up the chain from `k`, so
+    /// they are the next ones needed, and a chain much longer than the budget
+    /// is rebuilt once per budget's worth of frames, not once per frame (git
+    /// keeps them the same way).
     fn restore(&mut self, k: usize) -> Result<(), IndexError> {
         if self.stack[k].data.is_some() {
             return Ok(());
@@ -238,6 +243,7 @@ impl<'a> Worker<'a> {
                 0
             }
         };
+        let mut oldest = from;
         for m in from + 1..=k {
             let delta = self.read(self.stack[m].entry)?;
             let base = self.stack[m - 1].data.as_deref().unwrap_or_default();
@@ -245,8 +251,9 @@ impl<'a> Worker<'a> {
             let data = delta::apply(base, &delta, self.shared.limit)
                 .map_err(|problem| IndexError::malformed(offset, problem))?;
             self.set_data(m, data);
-            if m - 1 != from {
-                self.drop_data(m - 1);
+            while self.held > self.shared.budget && oldest < m {
+                self.drop_data(oldest);
+                oldest += 1;
             }
         }
         Ok(())

@@ -626,3 +626,65 @@ fn a_thin_pack_whose_delta_comes_before_its_bases_delta_is_completed() {
     assert!(matches!(error, IndexError::MissingBases { .. }), "{error}");
     assert_eq!(files(&out), Vec::<String>::new());
 }
+
+/// git's encoding of an ofs-delta's distance back to its base.
+fn ofs_distance(mut distance: usize) -> Vec<u8> {
+    let mut out = vec![(distance & 0x7f) as u8];
+    distance >>= 7;
+    while distance > 0 {
+        distance -= 1;
+        out.insert(0, 0x80 | (distance & 0x7f) as u8);
+        distance >>= 7;
+    }
+    out
+}
+
+/// A chain of deltas far past the base budget, each link with a second, leaf
+/// delta after its child, so the walk comes back up the whole chain: every
+/// object rebuilt right (the .idx is git's, byte for byte).
+#[test]
+fn a_chain_past_the_budget_is_walked_back_up_as_git_resolves_it() {
+    let mut object: Vec<u8> = (0..300)
+        .flat_map(|i| format!("base {i}\n").into_bytes())
+        .collect();
+    let mut entries = vec![[entry_header(3, object.len() as u64), deflated(&object)].concat()];
+    let mut offsets = vec![12usize];
+    let mut at = 12 + entries[0].len();
+    let mut previous = 12;
+    for n in 0..300 {
+        let base_len = object.len();
+        for (leaf, suffix) in [
+            (false, format!("link {n}\n")),
+            (true, format!("leaf {n}\n")),
+        ] {
+            let delta = delta_appending(&object[..base_len], suffix.as_bytes());
+            let entry = [
+                entry_header(6, delta.len() as u64),
+                ofs_distance(at - previous),
+                deflated(&delta),
+            ]
+            .concat();
+            offsets.push(at);
+            at += entry.len();
+            entries.push(entry);
+            if !leaf {
+                object.extend(suffix.as_bytes());
+            }
+        }
+        previous = offsets[offsets.len() - 2];
+    }
+    let pack = raw_pack(&entries);
+    let (work, _, out) = work();
+    let small = Options {
+        threads: 2,
+        base_budget: 16 << 10,
+        ..Options::new(1 << 30)
+    };
+    let ours = run(&pack, &out, None, &small).unwrap();
+    let (name, idx) = git_index(&pack, work.path());
+    assert_eq!(ours.name, name);
+    assert_eq!(
+        std::fs::read(out.join(format!("pack-{}.idx", ours.name))).unwrap(),
+        idx
+    );
+}
