@@ -48,6 +48,10 @@ fn compare(pack: &[u8]) {
                 "index-pack",
                 "--max-object-bytes",
                 "1073741824",
+                "--max-memory-bytes",
+                "4294967296",
+                "--max-cpu-seconds",
+                "3600",
                 "--objects-dir",
             ])
             .arg(ours_repo.join("objects")),

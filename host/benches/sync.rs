@@ -301,10 +301,10 @@ impl Service {
             registry: Registry::with_builtins(runtime).expect("plugins"),
             master_key: MasterKey::generate(),
             repos: data.join("repos"),
-            indexer: PackIndexer {
-                program: env!("CARGO_BIN_EXE_mirrorhost").into(),
-                max_object_bytes: mirrorhost::sync::DEFAULT_MAX_OBJECT_BYTES,
-            },
+            indexer: PackIndexer::new(
+                env!("CARGO_BIN_EXE_mirrorhost").into(),
+                mirrorhost::sync::DEFAULT_MAX_OBJECT_BYTES,
+            ),
         }
     }
 

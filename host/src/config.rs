@@ -13,6 +13,7 @@ use crate::plugins::Limits;
 use crate::schedule::Policy;
 use crate::store::retention::Retention;
 use crate::sync::housekeeping::Housekeeping;
+use crate::sync::packs::{ChildLimits, DEFAULT_INDEXER_MEMORY_BYTES};
 use crate::sync::{PackIndexer, Timeouts};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,10 @@ pub struct Overrides {
     /// [default: 1073741824, 1 GiB].
     #[arg(long, env = "MIRRORHOST_MAX_OBJECT_BYTES")]
     pub max_object_bytes: Option<u64>,
+    /// Address space, in bytes, of the child that indexes a fetched pack;
+    /// past it the child dies and the fetch fails [default: 4294967296, 4 GiB].
+    #[arg(long, env = "MIRRORHOST_INDEXER_MEMORY_BYTES")]
+    pub indexer_memory_bytes: Option<u64>,
     /// The mirrorhost executable that indexes fetched packs (`index-pack`):
     /// this one unless given. Not a flag: tests and benches, whose own
     /// executable is not mirrorhost, name the binary here.
@@ -139,6 +144,7 @@ struct FileConfig {
     max_failures: Option<u32>,
     max_bytes_per_second: Option<u64>,
     max_object_bytes: Option<u64>,
+    indexer_memory_bytes: Option<u64>,
     reconcile_seconds: Option<u64>,
     health_window: Option<u32>,
     alert_webhook_url: Option<url::Url>,
@@ -233,13 +239,23 @@ impl Config {
                     .or(file.max_object_bytes)
                     .unwrap_or(crate::sync::DEFAULT_MAX_OBJECT_BYTES)
                     .max(1);
-                match overrides.indexer_program {
-                    Some(program) => PackIndexer {
-                        program,
-                        max_object_bytes,
-                    },
+                let mut indexer = match overrides.indexer_program {
+                    Some(program) => PackIndexer::new(program, max_object_bytes),
                     None => PackIndexer::this_executable(max_object_bytes),
-                }
+                };
+                indexer.limits = ChildLimits {
+                    memory_bytes: overrides
+                        .indexer_memory_bytes
+                        .or(file.indexer_memory_bytes)
+                        .unwrap_or(DEFAULT_INDEXER_MEMORY_BYTES),
+                    // The indexer cannot usefully outlast the run it serves.
+                    cpu_seconds: overrides
+                        .run_timeout_seconds
+                        .or(file.run_timeout_seconds)
+                        .unwrap_or(Timeouts::default().run.as_secs())
+                        .max(1),
+                };
+                indexer
             },
             reconcile_every: Some(
                 overrides

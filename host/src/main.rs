@@ -13,6 +13,7 @@ use mirrorhost::config::{Config, Overrides};
 use mirrorhost::secrets::{self, MasterKey};
 use mirrorhost::store::Store;
 use mirrorhost::sync::index_pack;
+use mirrorhost::sync::packs::ChildLimits;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -88,6 +89,10 @@ enum Command {
         objects_dir: PathBuf,
         #[arg(long)]
         max_object_bytes: u64,
+        #[arg(long)]
+        max_memory_bytes: u64,
+        #[arg(long)]
+        max_cpu_seconds: u64,
     },
 }
 
@@ -147,9 +152,15 @@ fn main() -> anyhow::Result<()> {
         Command::IndexPack {
             objects_dir,
             max_object_bytes,
+            max_memory_bytes,
+            max_cpu_seconds,
         } => {
+            let limits = ChildLimits {
+                memory_bytes: max_memory_bytes,
+                cpu_seconds: max_cpu_seconds,
+            };
             // The message is the whole answer: the service quotes it.
-            if let Err(error) = index_pack::serve(&objects_dir, max_object_bytes) {
+            if let Err(error) = index_pack::serve(&objects_dir, max_object_bytes, limits) {
                 eprintln!("{error}");
                 std::process::exit(1);
             }

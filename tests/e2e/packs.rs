@@ -15,10 +15,10 @@ use crate::pack_objects::pack_objects;
 use crate::support::git;
 
 fn indexer() -> PackIndexer {
-    PackIndexer {
-        program: env!("CARGO_BIN_EXE_mirrorhost").into(),
-        max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
-    }
+    PackIndexer::new(
+        env!("CARGO_BIN_EXE_mirrorhost").into(),
+        DEFAULT_MAX_OBJECT_BYTES,
+    )
 }
 
 /// A project repository whose fetched packs go through `indexer`.
@@ -229,4 +229,62 @@ fn the_indexer_reports_the_kinds_of_the_expected_tips() {
     assert_eq!(tips.kind(absent), None);
     // An earlier commit the pack holds was not asked about.
     assert_eq!(tips.kind(oid(&commits[0])), None);
+}
+
+/// A pack of a 1-byte blob and a delta on it that claims a 900 MiB result:
+/// within `max_object_bytes`, so the indexer sets the memory aside.
+fn pack_claiming_900_mib() -> Vec<u8> {
+    let deflate = |data: &[u8]| {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(data).unwrap();
+        z.finish().unwrap()
+    };
+    let varint = |mut n: u64, out: &mut Vec<u8>| loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    };
+    let mut delta = Vec::new();
+    varint(1, &mut delta);
+    varint(900 << 20, &mut delta);
+    delta.extend([0x91, 0x00, 0x01]); // copy 1 byte from offset 0
+    let mut pack = b"PACK\0\0\0\x02\0\0\0\x02".to_vec();
+    pack.push(0x31); // a blob of 1 byte
+    pack.extend(deflate(b"x"));
+    let distance = pack.len() - 12;
+    pack.push(0x60 | delta.len() as u8); // an ofs-delta
+    pack.push(distance as u8);
+    pack.extend(deflate(&delta));
+    let sum: [u8; 20] = sha1dc::digest(&pack).unwrap().into();
+    pack.extend(sum);
+    pack
+}
+
+/// Past its address-space limit the indexer child dies; the fetch fails with
+/// what it said, and its files are gone at once, not at the next start.
+#[test]
+fn an_indexer_past_its_memory_limit_dies_and_leaves_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let pack = pack_claiming_900_mib();
+    let mut tight = indexer();
+    tight.limits.memory_bytes = 512 << 20;
+    let repo = mirror(&work.path().join("tight.git"), &tight);
+    let error = write_pack(&repo, &pack).unwrap_err();
+    assert!(
+        error.message().contains("memory allocation"),
+        "{}",
+        error.message()
+    );
+    assert_eq!(pack_files(&repo), Vec::<String>::new());
+
+    // Under the default limit the same pack is refused for what it is.
+    let repo = mirror(&work.path().join("roomy.git"), &indexer());
+    let error = write_pack(&repo, &pack).unwrap_err();
+    assert!(error.message().contains("received pack refused"), "{error}");
+    assert!(!error.message().contains("memory allocation"), "{error}");
+    assert_eq!(pack_files(&repo), Vec::<String>::new());
 }

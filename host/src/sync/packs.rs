@@ -40,24 +40,54 @@ const PRIORITY: c_int = 100;
 const SUBCOMMAND: &str = "index-pack";
 
 /// How fetched packs are indexed: `program index-pack`, refusing objects over
-/// `max_object_bytes`.
+/// `max_object_bytes`, under `limits`.
 #[derive(Debug, Clone)]
 pub struct PackIndexer {
     /// The mirrorhost executable.
     pub program: PathBuf,
     /// The largest object a fetch may bring.
     pub max_object_bytes: u64,
+    /// What the child may take of the machine.
+    pub limits: ChildLimits,
 }
 
+/// The child's address space and processor time, set on itself
+/// (`setrlimit`) before it reads a byte: whatever a hostile pack makes it
+/// hold or compute, past these it dies, and the parent removes its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildLimits {
+    pub memory_bytes: u64,
+    pub cpu_seconds: u64,
+}
+
+impl Default for ChildLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: DEFAULT_INDEXER_MEMORY_BYTES,
+            cpu_seconds: 3600,
+        }
+    }
+}
+
+/// The indexer's address space by default: a 1 GiB object (the default
+/// `max_object_bytes`) twice over, with room for the threads and the code.
+pub const DEFAULT_INDEXER_MEMORY_BYTES: u64 = 4 << 30;
+
 impl PackIndexer {
+    /// `program` with the default limits.
+    pub fn new(program: PathBuf, max_object_bytes: u64) -> Self {
+        Self {
+            program,
+            max_object_bytes,
+            limits: ChildLimits::default(),
+        }
+    }
+
     /// The running executable. `/proc/self/exe` rather than its path: after an
     /// upgrade replaced or removed the file, it still starts the binary that is
     /// running, so parent and child always speak the same protocol.
     pub fn this_executable(max_object_bytes: u64) -> Self {
-        Self {
-            program: PathBuf::from("/proc/self/exe"),
-            max_object_bytes,
-        }
+        Self::new(PathBuf::from("/proc/self/exe"), max_object_bytes)
     }
 }
 
@@ -178,6 +208,8 @@ struct Indexing {
     /// Reads the child's reports; `None` once finished.
     reports: Option<JoinHandle<Option<Indexed>>>,
     counts: Arc<LiveCounts>,
+    /// Where the child writes, to clean up after it if it dies.
+    pack_dir: PathBuf,
 }
 
 /// The child's last progress report.
@@ -316,6 +348,10 @@ impl Indexing {
             .arg(&backend.objects_dir)
             .arg("--max-object-bytes")
             .arg(indexer.max_object_bytes.to_string())
+            .arg("--max-memory-bytes")
+            .arg(indexer.limits.memory_bytes.to_string())
+            .arg("--max-cpu-seconds")
+            .arg(indexer.limits.cpu_seconds.to_string())
             .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -339,6 +375,7 @@ impl Indexing {
                 input: Some(input),
                 reports: Some(reports),
                 counts,
+                pack_dir: backend.objects_dir.join("pack"),
             },
             Err(e) => {
                 let _ = child.kill();
@@ -386,10 +423,29 @@ impl Indexing {
             .child
             .wait()
             .map_err(|e| format!("waiting for the pack indexer: {e}"))?;
+        if !status.success() {
+            // A child that died (out of memory, out of time, killed) could
+            // not remove its own files.
+            remove_files_of(&self.pack_dir, self.child.id());
+        }
         match (indexed, message.trim()) {
             (Some(indexed), _) if status.success() => Ok(indexed),
             (_, "") => Err(format!("the pack indexer failed ({status})")),
             (_, message) => Err(format!("received pack refused: {message}")),
+        }
+    }
+}
+
+/// Removes the temporary files the indexer child `pid` left in `pack_dir`.
+fn remove_files_of(pack_dir: &Path, pid: u32) {
+    let prefix = super::index_pack::temp_prefix(pid);
+    for file in super::entries(pack_dir) {
+        if file
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix))
+        {
+            let _ = std::fs::remove_file(file.path());
         }
     }
 }

@@ -10,6 +10,7 @@ use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Bases, Counts, IndexError, Indexed, Kind, Oid, Options, index};
+use crate::sync::packs::ChildLimits;
 
 /// Tips a fetch may ask about; a longer preamble is refused.
 const MAX_TIPS: usize = 1 << 22;
@@ -85,7 +86,12 @@ fn read_tips(input: &mut impl BufRead) -> Result<Vec<Oid>, IndexError> {
 }
 
 /// Indexes the pack on standard input into `objects_dir/pack`.
-pub fn serve(objects_dir: &Path, max_object_bytes: u64) -> Result<(), IndexError> {
+pub fn serve(
+    objects_dir: &Path,
+    max_object_bytes: u64,
+    limits: ChildLimits,
+) -> Result<(), IndexError> {
+    limit_self(limits)?;
     let pack_dir = objects_dir.join("pack");
     std::fs::create_dir_all(&pack_dir).map_err(IndexError::io("creating the pack directory"))?;
     let bases = RepositoryObjects {
@@ -113,6 +119,34 @@ pub fn serve(objects_dir: &Path, max_object_bytes: u64) -> Result<(), IndexError
     }
     report(Report::Done(landed.pack));
     Ok(())
+}
+
+/// Puts this process under `limits` before it reads anything: its address
+/// space (an allocation past it fails, and the process aborts) and its
+/// processor time (SIGXCPU, then SIGKILL). libgit2, opened for a thin pack's
+/// bases, maps pack windows of at most a quarter of the address space.
+#[allow(unsafe_code)]
+fn limit_self(limits: ChildLimits) -> Result<(), IndexError> {
+    let set = |resource, value: u64| {
+        let limit = libc::rlimit {
+            rlim_cur: value,
+            rlim_max: value,
+        };
+        // SAFETY: setrlimit reads the struct it is handed and nothing else.
+        if unsafe { libc::setrlimit(resource, &limit) } == 0 {
+            Ok(())
+        } else {
+            Err(IndexError::io("setting the indexer's limits")(
+                io::Error::last_os_error(),
+            ))
+        }
+    };
+    set(libc::RLIMIT_AS, limits.memory_bytes)?;
+    set(libc::RLIMIT_CPU, limits.cpu_seconds)?;
+    let windows = usize::try_from(limits.memory_bytes / 4).unwrap_or(usize::MAX);
+    // SAFETY: set before any thread of this process uses libgit2.
+    unsafe { git2::opts::set_mwindow_mapped_limit(windows) }
+        .map_err(|e| IndexError::io("limiting libgit2's pack windows")(io::Error::other(e)))
 }
 
 /// The repository's own objects, for the bases a thin pack leaves out. Opened

@@ -162,6 +162,12 @@ impl IndexError {
 /// Prefix of the temporary files; `sync::remove_leftovers` sweeps them after a crash.
 pub const TEMP_PREFIX: &str = ".tmp-index-pack-";
 
+/// The prefix of the temporary files of the indexer running as process
+/// `pid`, so that its parent can remove them should it die.
+pub fn temp_prefix(pid: u32) -> String {
+    format!("{TEMP_PREFIX}{pid}-")
+}
+
 /// Indexes the pack read from `input` into `pack_dir`, and finds the kinds of
 /// `tips` (the objects a fetch asked for) in it. Nothing is left in `pack_dir`
 /// unless the whole pack checked out.
@@ -173,9 +179,10 @@ pub fn index(
     options: &Options,
     progress: &(dyn Fn(Counts) + Sync),
 ) -> Result<Landed, IndexError> {
+    let prefix = temp_prefix(std::process::id());
     let temp = |suffix| {
         tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
+            .prefix(&prefix)
             .suffix(suffix)
             .tempfile_in(pack_dir)
             .map_err(IndexError::io("temporary file in the pack directory"))
