@@ -688,3 +688,81 @@ fn a_chain_past_the_budget_is_walked_back_up_as_git_resolves_it() {
         idx
     );
 }
+
+/// The corners of the pack format, each through git and through us: the same
+/// verdict, and where both accept, the same .idx.
+#[test]
+fn the_formats_corners_are_judged_as_git_judges_them() {
+    let blob = |data: &[u8]| [entry_header(3, data.len() as u64), deflated(data)].concat();
+    let ofs_delta = |distance: usize, delta: &[u8]| {
+        [
+            entry_header(6, delta.len() as u64),
+            ofs_distance(distance),
+            deflated(delta),
+        ]
+        .concat()
+    };
+    let base = b"the base object, long enough to copy from\n".to_vec();
+    let first = blob(&base);
+    let good_delta = delta_appending(&base, b"more\n");
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a blob and its delta",
+            raw_pack(&[first.clone(), ofs_delta(first.len(), &good_delta)]),
+        ),
+        (
+            "an ofs-delta before the pack",
+            raw_pack(&[first.clone(), ofs_delta(first.len() + 40, &good_delta)]),
+        ),
+        (
+            "an ofs-delta on itself",
+            raw_pack(&[first.clone(), ofs_delta(0, &good_delta)]),
+        ),
+        ("an empty pack", raw_pack(&[])),
+    ];
+    // A copy past the end of its base.
+    let mut outside = delta_appending(&base, b"x");
+    let at = outside.len() - 2 - 3;
+    outside[at] = 0xff;
+    cases.push((
+        "a copy outside its base",
+        raw_pack(&[first.clone(), ofs_delta(first.len(), &outside)]),
+    ));
+    // zlib streams holding more, and less, than the header says.
+    let long = [entry_header(3, 4), deflated(b"12345678")].concat();
+    let short = [entry_header(3, 16), deflated(b"1234")].concat();
+    cases.push(("a zlib stream too long", raw_pack(&[long])));
+    cases.push(("a zlib stream too short", raw_pack(&[short])));
+    // Two ref-deltas on each other: a cycle with no way in.
+    let (a, b) = (blob_id(b"a\n"), blob_id(b"b\n"));
+    let cycle = [
+        ref_delta(&b, &delta_appending(b"b\n", b"a")),
+        ref_delta(&a, &delta_appending(b"a\n", b"b")),
+    ];
+    cases.push(("a cycle of ref-deltas", raw_pack(&cycle)));
+    // Counts that lie, truncation, trailing bytes, version 3.
+    let good = raw_pack(&[first.clone(), ofs_delta(first.len(), &good_delta)]);
+    let mut more = good.clone();
+    more[11] = 3;
+    cases.push(("a count over the entries", resealed(more)));
+    let mut fewer = good.clone();
+    fewer[11] = 1;
+    cases.push(("a count under the entries", resealed(fewer)));
+    cases.push(("a pack cut short", good[..good.len() - 30].to_vec()));
+    cases.push((
+        "a pack without its checksum",
+        good[..good.len() - 20].to_vec(),
+    ));
+    let mut trailing = good.clone();
+    trailing.extend(b"trailing");
+    cases.push(("bytes after the checksum", trailing));
+    let mut v3 = good.clone();
+    v3[7] = 3;
+    cases.push(("version 3", resealed(v3)));
+    let mut v4 = good;
+    v4[7] = 4;
+    cases.push(("version 4", resealed(v4)));
+    for (case, data) in cases {
+        agrees_with_git(case, &data);
+    }
+}
