@@ -28,10 +28,11 @@ pub(super) fn resolve(
 ) -> Result<(), IndexError> {
     let known = table.len() - u32::try_from(table.unresolved()).unwrap_or(0);
     let slots = std::mem::take(&mut table.slots);
+    let claimed = vec![0; slots.len().div_ceil(64)];
     let shared = Shared {
         pack,
         table,
-        slots: Mutex::new(slots),
+        slots: Mutex::new(Slots { slots, claimed }),
         next: AtomicU32::new(roots.start),
         end: roots.end,
         failed: AtomicBool::new(false),
@@ -59,7 +60,7 @@ pub(super) fn resolve(
         .slots
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
-    table.slots = slots;
+    table.slots = slots.slots;
     results.into_iter().collect()
 }
 
@@ -68,7 +69,7 @@ pub(super) fn resolve(
 struct Shared<'a> {
     pack: &'a File,
     table: &'a Table,
-    slots: Mutex<Vec<Slot>>,
+    slots: Mutex<Slots>,
     next: AtomicU32,
     end: u32,
     failed: AtomicBool,
@@ -78,13 +79,36 @@ struct Shared<'a> {
     budget: usize,
 }
 
+/// The entries' objects, and which deltas a worker has taken on: two
+/// workers may reach the same delta (through two copies of its base in one
+/// pack), and only the first may rebuild it.
+struct Slots {
+    slots: Vec<Slot>,
+    /// One bit per entry.
+    claimed: Vec<u64>,
+}
+
+impl Slots {
+    /// Takes delta `i` on; false if a worker already did.
+    fn claim(&mut self, i: u32) -> bool {
+        let (word, bit) = (i as usize / 64, 1u64 << (i % 64));
+        let free = self.claimed[word] & bit == 0;
+        self.claimed[word] |= bit;
+        free
+    }
+}
+
 impl Shared<'_> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn slot(&self, i: u32) -> Slot {
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner)[i as usize]
+        self.lock().slots[i as usize]
     }
 
     fn record(&self, i: u32, oid: Oid, kind: Kind) {
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner)[i as usize] = Slot {
+        self.lock().slots[i as usize] = Slot {
             oid,
             kind: Some(kind),
             whole: false,
@@ -100,20 +124,34 @@ impl Shared<'_> {
         }
     }
 
-    /// The deltas whose base is entry `i` (with id `oid`) and that are not yet
-    /// resolved: a delta resolved already is reached again only through a
-    /// duplicate object or a delta that rebuilds its own base.
-    fn children(&self, i: u32, oid: &Oid) -> Vec<u32> {
+    /// The deltas whose base is entry `i` (with id `oid`), taken on by the
+    /// caller. A ref-delta that a worker has resolved or taken on already is
+    /// reached from a second base: its base is in the pack twice, or the
+    /// delta rebuilds its own base. git refuses such a pack, and so do we.
+    fn children(&self, i: u32, oid: &Oid) -> Result<Vec<u32>, IndexError> {
         let table = self.table;
         let by_offset = table.ofs_deltas_on(table.offsets[i as usize]);
         let by_id = table.ref_deltas_on(oid);
-        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        by_offset
+        let mut slots = self.lock();
+        let mut found: Vec<u32> = by_offset
             .iter()
             .map(|(_, child)| *child)
-            .chain(by_id.iter().map(|(_, child)| *child))
-            .filter(|child| slots[*child as usize].kind.is_none())
-            .collect()
+            .filter(|child| slots.slots[*child as usize].kind.is_none() && slots.claim(*child))
+            .collect();
+        for &(_, child) in by_id {
+            if slots.slots[child as usize].kind.is_some() || !slots.claim(child) {
+                return Err(IndexError::malformed(
+                    table.offsets[child as usize],
+                    format!(
+                        "a ref-delta reached from two bases: {} is in the pack twice, \
+                         or the delta rebuilds its own base (git: \"already resolved\")",
+                        hex::encode(oid)
+                    ),
+                ));
+            }
+            found.push(child);
+        }
+        Ok(found)
     }
 }
 
@@ -169,7 +207,7 @@ impl<'a> Worker<'a> {
 
     /// Resolves every delta below the whole object `root`.
     fn walk(&mut self, root: u32, kind: Kind, oid: &Oid) -> Result<(), IndexError> {
-        let children = self.shared.children(root, oid);
+        let children = self.shared.children(root, oid)?;
         if children.is_empty() {
             return Ok(());
         }
@@ -197,7 +235,7 @@ impl<'a> Worker<'a> {
             }
             let oid = object_id(kind, &result, self.shared.table.offsets[child as usize])?;
             self.shared.record(child, oid, kind);
-            let children = self.shared.children(child, &oid);
+            let children = self.shared.children(child, &oid)?;
             if !children.is_empty() {
                 self.held += result.len();
                 self.stack.push(Frame {
