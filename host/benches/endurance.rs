@@ -3,8 +3,9 @@
 //! 1. Health at scale: 20,000 mirrors with 100 finished runs each, written
 //!    through the store's own run path (enqueue, start, finish), 5% of the
 //!    mirrors failing half their runs; then the service on that database
-//!    answers `GET /api/v1/health/unhealthy` and a mirror's health over HTTP.
-//!    Target (issue 16, item 4): under 50 ms.
+//!    answers `GET /api/v1/health/unhealthy`, a mirror's health, and pages of
+//!    the mirrors list over HTTP. Targets: under 50 ms (issue 16, item 4;
+//!    issue 18, item 3).
 //! 2. A soak on simulated time: mirrors on 5-minute schedules (each step runs
 //!    every mirror once through the same path, one in fifty failing), one
 //!    webhook delivery per mirror an hour, one conflict per mirror a day,
@@ -186,6 +187,17 @@ async fn health_at_scale(mirrors: usize) {
         "  GET /api/v1/mirrors/ID/health  median {:>7.2} ms",
         single.as_secs_f64() * 1e3
     );
+    for path in [
+        "/api/v1/mirrors",
+        "/api/v1/mirrors?page=500&per_page=20",
+        "/api/v1/mirrors?state=failing&per_page=100",
+    ] {
+        let (took, size) = time_get(addr, path, 21).await;
+        println!(
+            "  GET {path:<42} median {:>7.2} ms  ({size} bytes)",
+            took.as_secs_f64() * 1e3
+        );
+    }
 }
 
 fn database_bytes(data: &Path) -> u64 {

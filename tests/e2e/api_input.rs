@@ -200,3 +200,73 @@ async fn mirrors_are_listed_patched_and_deleted() {
     let (status, _) = api.get(&path).await;
     assert_eq!(status, 404);
 }
+
+/// Lists come in pages, as GitLab's do: `page`/`per_page`, the X-* headers
+/// and a Link header that keeps the filters; the filters narrow the count;
+/// a parameter that does not parse is a 422 naming it.
+#[tokio::test]
+async fn mirrors_come_in_pages_and_filter_by_direction_enabled_and_state() {
+    let server = Server::start(&[("MIRRORHOST_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let api = Api::new(&server);
+    for i in 0..25 {
+        let body = json!({"project_id": format!("g/p{i}"), "url": format!("https://example.com/g/p{i}.git"),
+                          "enabled": i % 5 != 0});
+        api.create(if i % 2 == 0 { "pull" } else { "push" }, body)
+            .await;
+    }
+    let get = |path: &str| {
+        crate::support::client()
+            .get(server.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    let resp = get("/api/v1/mirrors?direction=pull&per_page=4&page=2")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let header = |name: &str| resp.headers()[name].to_str().unwrap().to_string();
+    assert_eq!(header("x-total"), "13");
+    assert_eq!(header("x-total-pages"), "4");
+    assert_eq!(
+        (header("x-page"), header("x-per-page")),
+        ("2".into(), "4".into())
+    );
+    assert_eq!(
+        (header("x-prev-page"), header("x-next-page")),
+        ("1".into(), "3".into())
+    );
+    assert!(
+        header("link").contains("</api/v1/mirrors?direction=pull&per_page=4&page=3>; rel=\"next\""),
+        "{}",
+        header("link")
+    );
+    let page: Value = resp.json().await.unwrap();
+    let ids: Vec<i64> = page["mirrors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mirror_id"].as_i64().unwrap())
+        .collect();
+    // Pull mirrors are the odd ids (0-based even i); the second page of four.
+    assert_eq!(ids, [9, 11, 13, 15]);
+
+    let (_, disabled) = api.get("/api/v1/mirrors?enabled=false&per_page=100").await;
+    assert_eq!(disabled["mirrors"].as_array().unwrap().len(), 5);
+    let (_, by_state) = api.get("/api/v1/mirrors?state=disabled&per_page=100").await;
+    assert_eq!(by_state["mirrors"], disabled["mirrors"]);
+    let (_, healthy) = api.get("/api/v1/mirrors?state=healthy&per_page=100").await;
+    assert_eq!(healthy["mirrors"].as_array().unwrap().len(), 20);
+    let (_, default_page) = api.get("/api/v1/mirrors").await;
+    assert_eq!(default_page["mirrors"].as_array().unwrap().len(), 20);
+
+    for (query, field) in [
+        ("page=0", "page"),
+        ("per_page=101", "per_page"),
+        ("state=sad", "state"),
+        ("page=x", "page"),
+    ] {
+        let (status, err) = api.get(&format!("/api/v1/mirrors?{query}")).await;
+        assert_eq!(status, 422, "{query}: {err}");
+        assert_eq!(err["error"]["field"], field, "{query}: {err}");
+    }
+}

@@ -1,10 +1,11 @@
-//! Request bodies: JSON parsed with the failing field's path in the error, so a
-//! caller learns which field to fix (`400` for malformed JSON, `422` for a field
-//! of the wrong type, unknown, or missing).
+//! Request bodies and query strings, parsed with the failing field's path in
+//! the error, so a caller learns which field to fix (`400` for malformed JSON,
+//! `422` for a field of the wrong type, unknown, or missing).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
@@ -22,6 +23,36 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             .map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
         parse(&bytes).map(ApiJson)
     }
+}
+
+/// Like `axum::extract::Query`, with [`ApiError`] rejections (422) that name
+/// the parameter.
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or_default()).map(ApiQuery)
+    }
+}
+
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let pairs = url::form_urlencoded::parse(query.as_bytes());
+    serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(pairs)).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        if field == "." {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_query",
+                inner.to_string(),
+            )
+        } else {
+            ApiError::invalid(field, inner.to_string())
+        }
+    })
 }
 
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -57,6 +88,26 @@ mod tests {
     struct Body {
         name: String,
         count: u32,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Query {
+        page: Option<u32>,
+        state: Option<crate::store::health::State>,
+    }
+
+    #[test]
+    fn query_errors_name_the_parameter() {
+        let q: Query = parse_query("page=2&state=failing&other=1").unwrap();
+        assert_eq!(q.page, Some(2));
+        let err = parse_query::<Query>("page=two").unwrap_err();
+        assert_eq!(
+            (err.status.as_u16(), err.field.as_deref()),
+            (422, Some("page"))
+        );
+        let err = parse_query::<Query>("state=sad").unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("state"));
     }
 
     #[test]

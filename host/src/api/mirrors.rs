@@ -2,14 +2,17 @@
 //! `/api/v1/projects/{id}/housekeeping`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::json::ApiJson;
+use super::json::{ApiJson, ApiQuery};
+use super::pagination::{self, PageQuery};
 use super::{ApiError, AppState, blocking, mirror_id};
+use crate::health::State as HealthState;
 use crate::service::{CreateMirror, PatchMirror};
+use crate::store::mirrors::MirrorFilter;
 use crate::store::{self, Direction, Mirror};
 
 #[utoipa::path(post, path = "/mirrors/pull", tag = "mirrors", request_body = CreateMirror, responses((status = 201, body = Mirror), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
@@ -40,21 +43,43 @@ async fn create(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this project's mirrors.
     project_id: Option<String>,
+    /// Only pull or only push mirrors.
+    direction: Option<Direction>,
+    /// Only enabled, or only disabled, mirrors.
+    enabled: Option<bool>,
+    /// Only mirrors in this health state.
+    state: Option<HealthState>,
 }
 
-#[utoipa::path(get, path = "/mirrors", tag = "mirrors", params(ListQuery), responses((status = 200, description = "{\"mirrors\": [Mirror]}", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/mirrors", tag = "mirrors", params(ListQuery, PageQuery),
+    responses(
+        (status = 200, description = "{\"mirrors\": [Mirror]}, oldest first, one page; \
+            X-Total, X-Total-Pages, X-Page, X-Per-Page, X-Next-Page, X-Prev-Page and Link \
+            (first, prev, next, last) say where it stands", body = serde_json::Value),
+        (status = 422, description = "A parameter is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let mirrors = blocking(state, move |app| {
-        Ok(app
-            .store
-            .with(|c| store::mirrors::list(c, query.project_id.as_deref(), None))?)
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(query): ApiQuery<ListQuery>,
+    ApiQuery(paging): ApiQuery<PageQuery>,
+) -> Result<(HeaderMap, Json<Value>), ApiError> {
+    let page = paging.page()?;
+    let filter = MirrorFilter {
+        project_id: query.project_id,
+        direction: query.direction,
+        enabled: query.enabled,
+        state: query.state,
+    };
+    let (mirrors, total) = blocking(state, move |app| {
+        Ok(app.store.with(|c| store::mirrors::page(c, &filter, page))?)
     })
     .await?;
-    Ok(Json(json!({ "mirrors": mirrors })))
+    Ok((
+        pagination::headers(&uri, page, total),
+        Json(json!({ "mirrors": mirrors })),
+    ))
 }
 
 #[utoipa::path(get, path = "/mirrors/{id}", tag = "mirrors", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, body = Mirror), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]

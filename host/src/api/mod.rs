@@ -10,6 +10,7 @@ mod health;
 mod hooks;
 mod json;
 mod mirrors;
+mod pagination;
 mod plugins;
 mod runs;
 mod schedules;

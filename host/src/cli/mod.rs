@@ -189,11 +189,11 @@ pub async fn mirror(conn: &Connection, command: MirrorCommand) -> Result<(), Cli
         MirrorCommand::AddPull(add) => client.post("/mirrors/pull", add.body(true)).await?,
         MirrorCommand::AddPush(add) => client.post("/mirrors/push", add.body(false)).await?,
         MirrorCommand::List { project } => {
-            let query = project.map_or_else(String::new, |p| {
+            let filter = project.map_or_else(String::new, |p| {
                 let encoded: String = url::form_urlencoded::byte_serialize(p.as_bytes()).collect();
-                format!("?project_id={encoded}")
+                format!("&project_id={encoded}")
             });
-            client.get(&format!("/mirrors{query}")).await?
+            all_mirrors(&client, &filter).await?
         }
         MirrorCommand::Sync { mirror_id } => return sync(&client, mirror_id, conn.json).await,
         MirrorCommand::Run { run_id } => client.get(&format!("/runs/{run_id}/refs")).await?,
@@ -222,6 +222,24 @@ pub async fn mirror(conn: &Connection, command: MirrorCommand) -> Result<(), Cli
     };
     output::print(&answer, conn.json);
     Ok(())
+}
+
+/// Every page of `GET /mirrors` with `filter`, as one list.
+async fn all_mirrors(client: &Client, filter: &str) -> Result<Value, CliError> {
+    const PER_PAGE: usize = 100;
+    let mut mirrors = Vec::new();
+    for page in 1.. {
+        let answer = client
+            .get(&format!("/mirrors?per_page={PER_PAGE}&page={page}{filter}"))
+            .await?;
+        let rows = answer["mirrors"].as_array().cloned().unwrap_or_default();
+        let last = rows.len() < PER_PAGE;
+        mirrors.extend(rows);
+        if last {
+            break;
+        }
+    }
+    Ok(json!({ "mirrors": mirrors }))
 }
 
 impl AddMirror {

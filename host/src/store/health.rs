@@ -3,14 +3,14 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::text::text_enum;
 use super::{StoreError, now};
 
 text_enum! {
     /// Where a mirror stands, from best to worst.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
     #[serde(rename_all = "snake_case")]
     pub enum State as "health state" {
         Healthy = "healthy",

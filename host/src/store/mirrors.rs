@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 
+use super::health::State;
 use super::runs::RunStatus;
 use super::text::text_enum;
 use super::{StoreError, now};
@@ -380,6 +381,74 @@ pub fn list(
         mirror_from_row,
     )?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Which mirrors a list shows; `None` is any.
+#[derive(Debug, Clone, Default)]
+pub struct MirrorFilter {
+    pub project_id: Option<String>,
+    pub direction: Option<Direction>,
+    pub enabled: Option<bool>,
+    pub state: Option<State>,
+}
+
+/// One page of a list: `page` counts from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl Page {
+    fn offset(self) -> i64 {
+        i64::from(self.page.saturating_sub(1)) * i64::from(self.per_page)
+    }
+}
+
+/// A mirror's health state in SQL, as `health::of` decides it: disabled,
+/// hard-failed, failing since its last success, or healthy.
+const STATE_SQL: &str = "CASE WHEN NOT mirrors.enabled THEN 'disabled' \
+     WHEN EXISTS (SELECT 1 FROM schedules s WHERE s.mirror_id = mirrors.id AND s.hard_failed = 1) \
+       THEN 'hard_failed' \
+     WHEN COALESCE(h.consecutive_failures, 0) > 0 THEN 'failing' ELSE 'healthy' END";
+
+/// The mirrors `filter` lets through, oldest first, one `page` of them, and
+/// how many there are in all.
+pub fn page(
+    conn: &Connection,
+    filter: &MirrorFilter,
+    page: Page,
+) -> Result<(Vec<Mirror>, u64), StoreError> {
+    let filtered = format!(
+        "FROM {MIRROR_TABLES} WHERE (?1 IS NULL OR project_id = ?1) \
+         AND (?2 IS NULL OR direction = ?2) AND (?3 IS NULL OR enabled = ?3) \
+         AND (?4 IS NULL OR {STATE_SQL} = ?4)"
+    );
+    let args = params![
+        filter.project_id,
+        filter.direction.map(Direction::as_str),
+        filter.enabled,
+        filter.state.map(State::as_str),
+    ];
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT COUNT(*) {filtered}"))?
+        .query_row(args, |row| row.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MIRROR_COLUMNS} {filtered} ORDER BY id LIMIT ?5 OFFSET ?6"
+    ))?;
+    let rows = stmt.query_map(
+        params![
+            filter.project_id,
+            filter.direction.map(Direction::as_str),
+            filter.enabled,
+            filter.state.map(State::as_str),
+            page.per_page,
+            page.offset(),
+        ],
+        mirror_from_row,
+    )?;
+    let mirrors = rows.collect::<Result<_, _>>()?;
+    Ok((mirrors, u64::try_from(total).unwrap_or(0)))
 }
 
 /// Deletes the mirror with its runs, jobs, conflicts and push records.

@@ -162,8 +162,8 @@ fn incremental_vacuum(conn: &Connection) -> Result<(), StoreError> {
     if mode == INCREMENTAL {
         return Ok(());
     }
-    conn.pragma_update(None, "auto_vacuum", INCREMENTAL)?;
     let pages: i64 = conn.pragma_query_value(None, "page_count", |row| row.get(0))?;
+    conn.pragma_update(None, "auto_vacuum", INCREMENTAL)?;
     if pages > 0 {
         tracing::info!(pages, "rebuilding the database once for incremental vacuum");
         conn.execute_batch("VACUUM")?;
