@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
-use common::child::{Service, call};
+use common::child::{Service, all_runs, call};
 use common::git_cli::git;
 
 #[path = "../../tests/fixtures/history.rs"]
@@ -51,9 +51,7 @@ async fn drained_runs(http: &reqwest::Client, service: &Service, ids: &[i64]) ->
     loop {
         let mut runs = Vec::new();
         for id in ids {
-            let url = service.url(&format!("/api/v1/mirrors/{id}/runs?limit=1000"));
-            let (_, body) = call(http, "GET", &url, Value::Null).await.expect("runs");
-            runs.extend(body["runs"].as_array().cloned().unwrap_or_default());
+            runs.extend(all_runs(http, service, *id).await);
         }
         let busy = runs
             .iter()

@@ -24,7 +24,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 mod common;
-use common::child::{Service, call};
+use common::child::{Service, all_runs, call};
 use common::git_cli::git;
 
 #[allow(dead_code, clippy::unwrap_used)]
@@ -125,10 +125,8 @@ fn main() {
         let log_bytes = std::fs::metadata(&log_path).map_or(0, |m| m.len()) - log_before;
         let mut runs = 0;
         for id in &ids {
-            let url = service.url(&format!("/api/v1/mirrors/{id}/runs?limit=1000"));
-            let (_, body) = call(&http, "GET", &url, json!(null)).await.expect("runs");
             // The first run (the initial pull) came before the flood.
-            runs += body["runs"].as_array().map_or(0, |r| r.len().saturating_sub(1));
+            runs += all_runs(&http, &service, *id).await.len().saturating_sub(1);
         }
         lags.sort_by(f64::total_cmp);
         println!(

@@ -259,6 +259,22 @@ async fn mirrors_come_in_pages_and_filter_by_direction_enabled_and_state() {
     let (_, default_page) = api.get("/api/v1/mirrors").await;
     assert_eq!(default_page["mirrors"].as_array().unwrap().len(), 20);
 
+    // Runs and conflicts page and filter the same way.
+    for (list, status) in [("runs", "failed"), ("conflicts", "open")] {
+        let path = format!("/api/v1/mirrors/1/{list}?status={status}&per_page=5");
+        let resp = get(&path).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.headers()["x-total"], "0", "{path}");
+        let (status, err) = api
+            .get(&format!("/api/v1/mirrors/1/{list}?status=sad"))
+            .await;
+        assert_eq!(
+            (status, &err["error"]["field"]),
+            (422, &json!("status")),
+            "{err}"
+        );
+    }
+
     for (query, field) in [
         ("page=0", "page"),
         ("per_page=101", "per_page"),

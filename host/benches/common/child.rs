@@ -98,3 +98,21 @@ pub async fn call(
     let status = answer.status().as_u16();
     Some((status, answer.json().await.unwrap_or(Value::Null)))
 }
+
+/// Every run of mirror `id`, newest first, page after page.
+pub async fn all_runs(http: &reqwest::Client, service: &Service, id: i64) -> Vec<Value> {
+    let mut runs = Vec::new();
+    for page in 1.. {
+        let url = service.url(&format!(
+            "/api/v1/mirrors/{id}/runs?per_page=100&page={page}"
+        ));
+        let (_, body) = call(http, "GET", &url, Value::Null).await.expect("runs");
+        let rows = body["runs"].as_array().cloned().unwrap_or_default();
+        let last = rows.len() < 100;
+        runs.extend(rows);
+        if last {
+            return runs;
+        }
+    }
+    runs
+}

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use serde::Deserialize;
 
 use super::ApiError;
-use crate::store::mirrors::Page;
+use crate::store::Page;
 
 /// Rows per page when the request names none, and at most.
 const DEFAULT_PER_PAGE: u32 = 20;

@@ -4,14 +4,15 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::json::ApiJson;
+use super::json::{ApiJson, ApiQuery};
+use super::pagination::{self, PageQuery};
 use super::{ApiError, AppState, blocking, mirror_id};
-use crate::store::{self, Resolution, Run};
+use crate::store::{self, ConflictStatus, Resolution, Run, RunStatus};
 
 /// How long `?wait=true` waits for a run before answering with its current state.
 const WAIT_LIMIT: Duration = Duration::from_secs(600);
@@ -133,23 +134,36 @@ pub async fn refs(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RunsQuery {
-    limit: Option<u32>,
+    /// Only runs with this status.
+    status: Option<RunStatus>,
 }
 
-#[utoipa::path(get, path = "/mirrors/{id}/runs", tag = "runs", params(("id" = i64, Path, description = "Mirror id"), RunsQuery), responses((status = 200, description = "{\"runs\": [Run]}, newest first", body = serde_json::Value), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
+#[utoipa::path(get, path = "/mirrors/{id}/runs", tag = "runs",
+    params(("id" = i64, Path, description = "Mirror id"), RunsQuery, PageQuery),
+    responses(
+        (status = 200, description = "{\"runs\": [Run]}, newest first, one page; the X-* and Link headers as on /mirrors", body = serde_json::Value),
+        (status = 404, description = "No such mirror", body = crate::api::ErrorBody),
+        (status = 422, description = "A parameter is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(query): Query<RunsQuery>,
-) -> Result<Json<Value>, ApiError> {
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(query): ApiQuery<RunsQuery>,
+    ApiQuery(paging): ApiQuery<PageQuery>,
+) -> Result<(HeaderMap, Json<Value>), ApiError> {
     let id = mirror_id(&id)?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let runs = blocking(state, move |app| {
+    let page = paging.page()?;
+    let (runs, total) = blocking(state, move |app| {
         app.mirror(id)?;
-        Ok(app.store.with(|c| store::runs::list(c, id, limit))?)
+        Ok(app
+            .store
+            .with(|c| store::runs::page(c, id, query.status, page))?)
     })
     .await?;
-    Ok(Json(json!({ "runs": runs })))
+    Ok((
+        pagination::headers(&uri, page, total),
+        Json(json!({ "runs": runs })),
+    ))
 }
 
 /// A dry run: the plan per ref, with the strategy's decisions, and no ref changed.
@@ -177,18 +191,39 @@ pub async fn detect(
     .await
 }
 
-#[utoipa::path(get, path = "/mirrors/{id}/conflicts", tag = "conflicts", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, description = "{\"conflicts\": [Conflict]}", body = serde_json::Value), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConflictsQuery {
+    /// Only conflicts with this status.
+    status: Option<ConflictStatus>,
+}
+
+#[utoipa::path(get, path = "/mirrors/{id}/conflicts", tag = "conflicts",
+    params(("id" = i64, Path, description = "Mirror id"), ConflictsQuery, PageQuery),
+    responses(
+        (status = 200, description = "{\"conflicts\": [Conflict]}, newest first, one page; the X-* and Link headers as on /mirrors", body = serde_json::Value),
+        (status = 404, description = "No such mirror", body = crate::api::ErrorBody),
+        (status = 422, description = "A parameter is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn conflicts(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(query): ApiQuery<ConflictsQuery>,
+    ApiQuery(paging): ApiQuery<PageQuery>,
+) -> Result<(HeaderMap, Json<Value>), ApiError> {
     let id = mirror_id(&id)?;
-    let conflicts = blocking(state, move |app| {
+    let page = paging.page()?;
+    let (conflicts, total) = blocking(state, move |app| {
         app.mirror(id)?;
-        Ok(app.store.with(|c| store::conflicts::list(c, id))?)
+        Ok(app
+            .store
+            .with(|c| store::conflicts::page(c, id, query.status, page))?)
     })
     .await?;
-    Ok(Json(json!({ "conflicts": conflicts })))
+    Ok((
+        pagination::headers(&uri, page, total),
+        Json(json!({ "conflicts": conflicts })),
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -191,9 +191,9 @@ pub async fn mirror(conn: &Connection, command: MirrorCommand) -> Result<(), Cli
         MirrorCommand::List { project } => {
             let filter = project.map_or_else(String::new, |p| {
                 let encoded: String = url::form_urlencoded::byte_serialize(p.as_bytes()).collect();
-                format!("&project_id={encoded}")
+                format!("project_id={encoded}")
             });
-            all_mirrors(&client, &filter).await?
+            all_pages(&client, &format!("/mirrors?{filter}"), "mirrors").await?
         }
         MirrorCommand::Sync { mirror_id } => return sync(&client, mirror_id, conn.json).await,
         MirrorCommand::Run { run_id } => client.get(&format!("/runs/{run_id}/refs")).await?,
@@ -224,22 +224,22 @@ pub async fn mirror(conn: &Connection, command: MirrorCommand) -> Result<(), Cli
     Ok(())
 }
 
-/// Every page of `GET /mirrors` with `filter`, as one list.
-async fn all_mirrors(client: &Client, filter: &str) -> Result<Value, CliError> {
+/// Every page of the list at `path` (which has a query), as one list under `key`.
+async fn all_pages(client: &Client, path: &str, key: &str) -> Result<Value, CliError> {
     const PER_PAGE: usize = 100;
-    let mut mirrors = Vec::new();
+    let mut all = Vec::new();
     for page in 1.. {
         let answer = client
-            .get(&format!("/mirrors?per_page={PER_PAGE}&page={page}{filter}"))
+            .get(&format!("{path}&per_page={PER_PAGE}&page={page}"))
             .await?;
-        let rows = answer["mirrors"].as_array().cloned().unwrap_or_default();
+        let rows = answer[key].as_array().cloned().unwrap_or_default();
         let last = rows.len() < PER_PAGE;
-        mirrors.extend(rows);
+        all.extend(rows);
         if last {
             break;
         }
     }
-    Ok(json!({ "mirrors": mirrors }))
+    Ok(json!({ key: all }))
 }
 
 impl AddMirror {
@@ -314,9 +314,8 @@ pub async fn conflicts(conn: &Connection, command: ConflictsCommand) -> Result<(
     let client = conn.client()?;
     let answer = match command {
         ConflictsCommand::List { mirror_id } => {
-            client
-                .get(&format!("/mirrors/{mirror_id}/conflicts"))
-                .await?
+            let path = format!("/mirrors/{mirror_id}/conflicts?");
+            all_pages(&client, &path, "conflicts").await?
         }
         ConflictsCommand::Resolve {
             mirror_id,

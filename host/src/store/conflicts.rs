@@ -28,7 +28,7 @@ pub struct Conflict {
 }
 
 text_enum! {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
     #[serde(rename_all = "lowercase")]
     pub enum ConflictStatus as "conflict status" {
         /// Waiting for an operator.
@@ -156,6 +156,29 @@ pub fn list(conn: &Connection, mirror_id: i64) -> Result<Vec<Conflict>, StoreErr
     ))?;
     let rows = stmt.query_map([mirror_id], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One page of `mirror_id`'s conflicts, newest first, only those with
+/// `status` if given, and how many there are in all.
+pub fn page(
+    conn: &Connection,
+    mirror_id: i64,
+    status: Option<ConflictStatus>,
+    page: super::Page,
+) -> Result<(Vec<Conflict>, u64), StoreError> {
+    let filter = "FROM conflicts WHERE mirror_id = ?1 AND (?2 IS NULL OR status = ?2)";
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT COUNT(*) {filter}"))?
+        .query_row(params![mirror_id, status], |row| row.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} {filter} ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+    ))?;
+    let rows = stmt.query_map(
+        params![mirror_id, status, page.per_page, page.offset()],
+        from_row,
+    )?;
+    let conflicts = rows.collect::<Result<_, _>>()?;
+    Ok((conflicts, u64::try_from(total).unwrap_or(0)))
 }
 
 pub fn get(

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::health::State;
 use super::runs::RunStatus;
 use super::text::text_enum;
-use super::{StoreError, now};
+use super::{Page, StoreError, now};
 
 text_enum! {
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -390,19 +390,6 @@ pub struct MirrorFilter {
     pub direction: Option<Direction>,
     pub enabled: Option<bool>,
     pub state: Option<State>,
-}
-
-/// One page of a list: `page` counts from 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Page {
-    pub page: u32,
-    pub per_page: u32,
-}
-
-impl Page {
-    fn offset(self) -> i64 {
-        i64::from(self.page.saturating_sub(1)) * i64::from(self.per_page)
-    }
 }
 
 /// A mirror's health state in SQL, as `health::of` decides it: disabled,

@@ -46,6 +46,20 @@ pub enum StoreError {
     Encode(String),
 }
 
+/// One page of a list: `page` counts from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl Page {
+    /// Rows before this page.
+    pub fn offset(self) -> i64 {
+        i64::from(self.page.saturating_sub(1)) * i64::from(self.per_page)
+    }
+}
+
 /// Unix milliseconds now, by the store's clock (SQL's `clock_now_ms()`).
 pub fn now_ms(conn: &Connection) -> Result<i64, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT clock_now_ms()")?;

@@ -12,7 +12,7 @@ use super::text::text_enum;
 use super::{StoreError, now, now_ms};
 
 text_enum! {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
     #[serde(rename_all = "lowercase")]
     pub enum RunStatus as "run status" {
         Queued = "queued",
@@ -473,6 +473,29 @@ pub fn list(conn: &Connection, mirror_id: i64, limit: u32) -> Result<Vec<Run>, S
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// One page of `mirror_id`'s runs, newest first, only those with `status`
+/// if given, and how many there are in all.
+pub fn page(
+    conn: &Connection,
+    mirror_id: i64,
+    status: Option<RunStatus>,
+    page: super::Page,
+) -> Result<(Vec<Run>, u64), StoreError> {
+    let filter = "FROM runs WHERE mirror_id = ?1 AND (?2 IS NULL OR status = ?2)";
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT COUNT(*) {filter}"))?
+        .query_row(params![mirror_id, status], |row| row.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {RUN_COLUMNS} {filter} ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+    ))?;
+    let rows = stmt.query_map(
+        params![mirror_id, status, page.per_page, page.offset()],
+        run_from_row,
+    )?;
+    let runs = rows.collect::<Result<_, _>>()?;
+    Ok((runs, u64::try_from(total).unwrap_or(0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,6 +565,27 @@ mod tests {
         let kept = store.with(|c| summary(c, id)).unwrap();
         assert_eq!((kept.consecutive_failures, kept.last_error), (0, None));
         assert_eq!(kept.last_finished_at, kept.last_success_at);
+    }
+
+    #[test]
+    fn runs_come_in_pages_newest_first_and_filter_by_status() {
+        let (store, id) = store_with_mirror();
+        for i in 0..7 {
+            let outcome = RunOutcome {
+                succeeded: i % 3 != 0,
+                ..RunOutcome::default()
+            };
+            run_once(&store, id, outcome);
+        }
+        let page = |status, page, per_page| {
+            let p = crate::store::Page { page, per_page };
+            let (runs, total) = store.with(|c| super::page(c, id, status, p)).unwrap();
+            (runs.iter().map(|r| r.run_id).collect::<Vec<_>>(), total)
+        };
+        assert_eq!(page(None, 1, 3), (vec![7, 6, 5], 7));
+        assert_eq!(page(None, 3, 3), (vec![1], 7));
+        assert_eq!(page(Some(RunStatus::Failed), 1, 10), (vec![7, 4, 1], 3));
+        assert_eq!(page(Some(RunStatus::Queued), 1, 10), (vec![], 0));
     }
 
     #[test]
