@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 mod common;
 use common::git_cli::git;
 
+#[path = "../../tests/fixtures/pack_objects.rs"]
+mod crafted;
+use crafted::{deflated, delta_appending, entry_header, ofs_distance};
+
 fn main() {
     let depth: usize = common::arg("--depth").map_or(6_000, |d| d.parse().expect("--depth N"));
     let kib: usize = common::arg("--kib").map_or(256, |k| k.parse().expect("--kib K"));
@@ -147,80 +151,27 @@ fn chain_pack(bytes: usize, depth: usize, forked: bool) -> Vec<u8> {
     let leaves = if forked { depth } else { 0 };
     pack.extend(((depth + leaves) as u32 + 1).to_be_bytes());
     let mut previous = pack.len();
-    pack.extend(header(3, object.len()));
-    pack.extend(deflate(&object));
+    pack.extend(entry_header(3, object.len() as u64));
+    pack.extend(deflated(&object));
     for n in 0..depth {
         let line = format!("delta {n}\n");
-        let delta = appending(object.len(), line.as_bytes());
+        let delta = delta_appending(&object, line.as_bytes());
         object.extend(line.as_bytes());
         let here = pack.len();
-        pack.extend(header(6, delta.len()));
-        pack.extend(ofs(here - previous));
-        pack.extend(deflate(&delta));
+        pack.extend(entry_header(6, delta.len() as u64));
+        pack.extend(ofs_distance(here - previous));
+        pack.extend(deflated(&delta));
         if forked {
-            let leaf = appending(object.len() - line.len(), format!("leaf {n}\n").as_bytes());
+            let base = &object[..object.len() - line.len()];
+            let leaf = delta_appending(base, format!("leaf {n}\n").as_bytes());
             let at = pack.len();
-            pack.extend(header(6, leaf.len()));
-            pack.extend(ofs(at - previous));
-            pack.extend(deflate(&leaf));
+            pack.extend(entry_header(6, leaf.len() as u64));
+            pack.extend(ofs_distance(at - previous));
+            pack.extend(deflated(&leaf));
         }
         previous = here;
     }
-    let sum = sha1(&pack);
+    let sum: [u8; 20] = sha1dc::digest(&pack).expect("no collision").into();
     pack.extend(sum);
     pack
-}
-
-fn header(kind: u8, size: usize) -> Vec<u8> {
-    let mut out = vec![(kind << 4) | (size & 0x0f) as u8];
-    let mut rest = size >> 4;
-    while rest > 0 {
-        *out.last_mut().expect("a byte") |= 0x80;
-        out.push((rest & 0x7f) as u8);
-        rest >>= 7;
-    }
-    out
-}
-
-/// git's offset encoding of an ofs-delta's distance to its base.
-fn ofs(mut distance: usize) -> Vec<u8> {
-    let mut out = vec![(distance & 0x7f) as u8];
-    distance >>= 7;
-    while distance > 0 {
-        distance -= 1;
-        out.insert(0, 0x80 | (distance & 0x7f) as u8);
-        distance >>= 7;
-    }
-    out
-}
-
-/// A delta copying all `base_len` bytes and appending `suffix`.
-fn appending(base_len: usize, suffix: &[u8]) -> Vec<u8> {
-    let mut delta = Vec::new();
-    for mut n in [base_len, base_len + suffix.len()] {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                delta.push(byte);
-                break;
-            }
-            delta.push(byte | 0x80);
-        }
-    }
-    delta.push(0x80 | 0x10 | 0x20 | 0x40);
-    delta.extend(&(base_len as u32).to_le_bytes()[..3]);
-    delta.push(suffix.len() as u8);
-    delta.extend(suffix);
-    delta
-}
-
-fn deflate(data: &[u8]) -> Vec<u8> {
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(data).expect("deflate");
-    z.finish().expect("deflate")
-}
-
-fn sha1(data: &[u8]) -> [u8; 20] {
-    sha1dc::digest(data).expect("no collision").into()
 }

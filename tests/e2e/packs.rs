@@ -234,34 +234,19 @@ fn the_indexer_reports_the_kinds_of_the_expected_tips() {
 /// A pack of a 1-byte blob and a delta on it that claims a 900 MiB result:
 /// within `max_object_bytes`, so the indexer sets the memory aside.
 fn pack_claiming_900_mib() -> Vec<u8> {
-    let deflate = |data: &[u8]| {
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        z.write_all(data).unwrap();
-        z.finish().unwrap()
-    };
-    let varint = |mut n: u64, out: &mut Vec<u8>| loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    };
+    use crate::pack_objects::{deflated, entry_header, ofs_distance, raw_pack, varint};
     let mut delta = Vec::new();
     varint(1, &mut delta);
     varint(900 << 20, &mut delta);
     delta.extend([0x91, 0x00, 0x01]); // copy 1 byte from offset 0
-    let mut pack = b"PACK\0\0\0\x02\0\0\0\x02".to_vec();
-    pack.push(0x31); // a blob of 1 byte
-    pack.extend(deflate(b"x"));
-    let distance = pack.len() - 12;
-    pack.push(0x60 | delta.len() as u8); // an ofs-delta
-    pack.push(distance as u8);
-    pack.extend(deflate(&delta));
-    let sum: [u8; 20] = sha1dc::digest(&pack).unwrap().into();
-    pack.extend(sum);
-    pack
+    let blob = [entry_header(3, 1), deflated(b"x")].concat();
+    let claim = [
+        entry_header(6, delta.len() as u64),
+        ofs_distance(blob.len()),
+        deflated(&delta),
+    ]
+    .concat();
+    raw_pack(&[blob, claim])
 }
 
 /// Past its address-space limit the indexer child dies; the fetch fails with

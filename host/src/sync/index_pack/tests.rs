@@ -10,7 +10,7 @@ use crate::sync::testing::git;
 
 #[path = "../../../../tests/fixtures/pack_objects.rs"]
 mod fixture;
-use fixture::pack_objects;
+use fixture::{deflated, delta_appending, entry_header, ofs_distance, pack_objects, raw_pack};
 
 /// A repository whose history stores most objects as deltas: `commits`
 /// versions of two files that share most of their lines, and a tag.
@@ -208,17 +208,6 @@ fn damaged_packs_leave_nothing_behind() {
     run(&good, &out, None, &options()).unwrap();
 }
 
-/// A pack of `entries` (already encoded), with its header and trailer.
-fn raw_pack(entries: &[Vec<u8>]) -> Vec<u8> {
-    let mut pack = b"PACK".to_vec();
-    pack.extend(2u32.to_be_bytes());
-    pack.extend((entries.len() as u32).to_be_bytes());
-    pack.extend(entries.concat());
-    let sum: Oid = sha1dc::digest(&pack).unwrap().into();
-    pack.extend(sum);
-    pack
-}
-
 /// `data` as a zlib stream of one stored (uncompressed) block.
 fn zlib_stored(data: &[u8]) -> Vec<u8> {
     let len = data.len() as u16;
@@ -231,18 +220,6 @@ fn zlib_stored(data: &[u8]) -> Vec<u8> {
         (a, (b + a) % 65521)
     });
     out.extend(((b << 16) | a).to_be_bytes());
-    out
-}
-
-/// An entry header claiming `size` bytes of `kind` (type code).
-fn entry_header(kind: u8, size: u64) -> Vec<u8> {
-    let mut out = vec![(kind << 4) | (size & 0x0f) as u8];
-    let mut rest = size >> 4;
-    while rest > 0 {
-        *out.last_mut().unwrap() |= 0x80;
-        out.push((rest & 0x7f) as u8);
-        rest >>= 7;
-    }
     out
 }
 
@@ -472,14 +449,6 @@ fn agrees_with_git(case: &str, data: &[u8]) {
     }
 }
 
-/// zlib of `data`, as git would send it.
-fn deflated(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(data).unwrap();
-    z.finish().unwrap()
-}
-
 /// An entry header whose size (1) is spelled with `extra` continuation
 /// bytes: git's readers take at most eight.
 #[test]
@@ -512,28 +481,6 @@ fn deltas_below_gits_minimum_are_refused() {
             &raw_pack(&[base.clone(), entry]),
         );
     }
-}
-
-/// A delta that copies all of `base` and appends `suffix` (at most 127 bytes).
-fn delta_appending(base: &[u8], suffix: &[u8]) -> Vec<u8> {
-    let varint = |mut n: usize, out: &mut Vec<u8>| loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    };
-    let mut delta = Vec::new();
-    varint(base.len(), &mut delta);
-    varint(base.len() + suffix.len(), &mut delta);
-    // Copy from offset 0, three size bytes.
-    delta.push(0x80 | 0x10 | 0x20 | 0x40);
-    delta.extend(&(base.len() as u32).to_le_bytes()[..3]);
-    delta.push(suffix.len() as u8);
-    delta.extend(suffix);
-    delta
 }
 
 fn ref_delta(base: &Oid, delta: &[u8]) -> Vec<u8> {
@@ -624,18 +571,6 @@ fn a_thin_pack_whose_delta_comes_before_its_bases_delta_is_completed() {
     let error = run(&pack, &out, Some(&nothing), &options()).unwrap_err();
     assert!(matches!(error, IndexError::MissingBases { .. }), "{error}");
     assert_eq!(files(&out), Vec::<String>::new());
-}
-
-/// git's encoding of an ofs-delta's distance back to its base.
-fn ofs_distance(mut distance: usize) -> Vec<u8> {
-    let mut out = vec![(distance & 0x7f) as u8];
-    distance >>= 7;
-    while distance > 0 {
-        distance -= 1;
-        out.insert(0, 0x80 | (distance & 0x7f) as u8);
-        distance >>= 7;
-    }
-    out
 }
 
 /// A chain of deltas far past the base budget, each link with a second, leaf
