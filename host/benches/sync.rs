@@ -98,10 +98,12 @@ fn initial_pull(work: &Path) {
     let mut times = (Vec::new(), Vec::new());
     for round in 0..TIMED_ROUNDS {
         let dir = work.join(format!("timed-{round}"));
+        std::fs::create_dir_all(&dir).expect("run dir");
         times.0.push(measure(&mut git_side(&dir), false).wall);
         times.1.push(measure(&mut our_side(&dir), false).wall);
     }
     let sampled = work.join("sampled");
+    std::fs::create_dir_all(&sampled).expect("run dir");
     let git_memory = measure(&mut git_side(&sampled), true).memory;
     let our_memory = measure(&mut our_side(&sampled), true).memory;
     assert_eq!(

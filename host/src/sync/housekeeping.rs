@@ -158,7 +158,7 @@ fn git_ok(command: &mut Command) -> Result<(), HousekeepingError> {
 
 /// git with nothing of the host's or the user's configuration, and no
 /// secret of the service's environment.
-fn git_command() -> Command {
+pub(super) fn git_command() -> Command {
     let mut command = Command::new("git");
     command.env_clear();
     if let Some(path) = std::env::var_os("PATH") {

@@ -8,6 +8,7 @@
 //! ref updates as one transaction (`refs::apply`). Everything here is blocking
 //! (libgit2 and plugin calls); callers run it on the blocking pool.
 
+mod connectivity;
 mod credentials;
 mod hostkeys;
 pub mod housekeeping;
@@ -64,6 +65,10 @@ pub enum SyncError {
         "the remote's repository uses the sha256 object format: sha256 object format is not supported"
     )]
     Sha256,
+    #[error(
+        "the remote sent an incomplete history ({0}): objects the fetched refs reach are missing; nothing was applied"
+    )]
+    Disconnected(String),
     #[error("aborted by the conflict strategy: {0}; no ref was changed")]
     Aborted(String),
     #[error("the destination refused {0}")]

@@ -96,6 +96,7 @@ pub fn serve(
     std::fs::create_dir_all(&pack_dir).map_err(IndexError::io("creating the pack directory"))?;
     let bases = RepositoryObjects {
         objects_dir: objects_dir.to_path_buf(),
+        memory_bytes: limits.memory_bytes,
         odb: OnceCell::new(),
     };
     let stdout = io::stdout();
@@ -123,8 +124,7 @@ pub fn serve(
 
 /// Puts this process under `limits` before it reads anything: its address
 /// space (an allocation past it fails, and the process aborts) and its
-/// processor time (SIGXCPU, then SIGKILL). libgit2, opened for a thin pack's
-/// bases, maps pack windows of at most a quarter of the address space.
+/// processor time (SIGXCPU, then SIGKILL).
 #[allow(unsafe_code)]
 fn limit_self(limits: ChildLimits) -> Result<(), IndexError> {
     let set = |resource, value: u64| {
@@ -142,17 +142,15 @@ fn limit_self(limits: ChildLimits) -> Result<(), IndexError> {
         }
     };
     set(libc::RLIMIT_AS, limits.memory_bytes)?;
-    set(libc::RLIMIT_CPU, limits.cpu_seconds)?;
-    let windows = usize::try_from(limits.memory_bytes / 4).unwrap_or(usize::MAX);
-    // SAFETY: set before any thread of this process uses libgit2.
-    unsafe { git2::opts::set_mwindow_mapped_limit(windows) }
-        .map_err(|e| IndexError::io("limiting libgit2's pack windows")(io::Error::other(e)))
+    set(libc::RLIMIT_CPU, limits.cpu_seconds)
 }
 
 /// The repository's own objects, for the bases a thin pack leaves out. Opened
 /// on the first base asked for: an initial pull never needs libgit2 here.
 pub(crate) struct RepositoryObjects {
     objects_dir: PathBuf,
+    /// The child's address space, a quarter of which libgit2 may map.
+    memory_bytes: u64,
     odb: OnceCell<Option<git2::Odb<'static>>>,
 }
 
@@ -161,12 +159,23 @@ impl RepositoryObjects {
     pub(crate) fn new(objects_dir: &Path) -> Self {
         Self {
             objects_dir: objects_dir.to_path_buf(),
+            memory_bytes: ChildLimits::default().memory_bytes,
             odb: OnceCell::new(),
         }
     }
 
     fn odb(&self) -> Option<&git2::Odb<'static>> {
         let open = || -> Result<git2::Odb<'static>, git2::Error> {
+            // libgit2 is started only for a thin pack's bases (starting it
+            // costs memory a pack that is whole does not need), and maps pack
+            // windows of at most a quarter of the address space it may use.
+            let windows = usize::try_from(self.memory_bytes / 4).unwrap_or(usize::MAX);
+            // SAFETY: set before this process reads anything with libgit2;
+            // the resolving threads reach the odb only through this cell.
+            #[allow(unsafe_code)]
+            unsafe {
+                git2::opts::set_mwindow_mapped_limit(windows)?;
+            }
             let odb = git2::Odb::new()?;
             let dir = self
                 .objects_dir
