@@ -119,6 +119,31 @@ async fn the_document_and_the_router_list_the_same_routes() {
             .is_none()
     );
     assert_eq!(doc["security"], serde_json::json!([{"admin_token": []}]));
+
+    // Every admin operation lists what the shared layers answer: 401 from
+    // the token check, 400/422 where a body or query string is parsed, each
+    // with the error body's schema.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/api/v1/") {
+            continue;
+        }
+        for (method, op) in item.as_object().unwrap() {
+            let statuses = op["responses"].as_object().unwrap();
+            let listed = |status: &str| statuses.contains_key(status);
+            assert!(listed("401"), "{method} {path}: no 401");
+            if op.get("requestBody").is_some() {
+                assert!(listed("422"), "{method} {path}: a body but no 422");
+            }
+            let queried = op["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+            if queried {
+                assert!(listed("422"), "{method} {path}: a query but no 422");
+            }
+            let schema = &statuses["401"]["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(schema, "#/components/schemas/ErrorBody", "{method} {path}");
+        }
+    }
 }
 
 /// Routes are only ever added through `routes!`, which registers the handler

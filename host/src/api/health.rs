@@ -1,11 +1,12 @@
 //! `/api/v1/mirrors/{id}/health`, `/api/v1/health/unhealthy` and `/metrics`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
+use super::json::ApiQuery;
 use super::{ApiError, AppState, blocking, mirror_id};
 use crate::health::{self, Health};
 
@@ -44,7 +45,7 @@ fn window(requested: Option<u32>, default: u32) -> Result<u32, ApiError> {
 pub async fn mirror(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(query): Query<WindowQuery>,
+    ApiQuery(query): ApiQuery<WindowQuery>,
 ) -> Result<Json<Health>, ApiError> {
     let id = mirror_id(&id)?;
     blocking(state, move |app| {
@@ -60,7 +61,7 @@ pub async fn mirror(
     responses((status = 200, body = UnhealthyList), (status = 422, body = super::ErrorBody)))]
 pub async fn unhealthy(
     State(state): State<AppState>,
-    Query(query): Query<UnhealthyQuery>,
+    ApiQuery(query): ApiQuery<UnhealthyQuery>,
 ) -> Result<Json<UnhealthyList>, ApiError> {
     let min = query.min_success_rate.unwrap_or(90.0);
     if !(0.0..=100.0).contains(&min) {

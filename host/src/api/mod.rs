@@ -47,7 +47,8 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         auth::require_admin,
     ));
-    let (router, doc) = probes_and_hooks().nest("/api/v1", admin).split_for_parts();
+    let (router, mut doc) = probes_and_hooks().nest("/api/v1", admin).split_for_parts();
+    document_shared_statuses(&mut doc);
     OPENAPI.get_or_init(|| doc);
     router
         .fallback(|| async { ApiError::not_found("no such route") })
@@ -109,6 +110,62 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(mirrors::set_protected_branches))
         .routes(routes!(mirrors::housekeeping))
         .routes(routes!(hooks::set_secret))
+}
+
+/// Adds to every admin operation the statuses that the layers around the
+/// handlers answer, so a client generated from the document knows them: 401
+/// from the token check, 400 and 422 where `ApiJson` parses a body, 422
+/// where `ApiQuery` parses a query string. An operation's own description
+/// of a status wins.
+fn document_shared_statuses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |description: &str| {
+        let body = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build();
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content("application/json", body)
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !path.starts_with("/api/v1/") {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            let queried =
+                op.parameters.iter().flatten().any(
+                    |p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Query)),
+                );
+            let bodied = op.request_body.is_some();
+            let responses = &mut op.responses.responses;
+            let mut add = |status: &str, description: &str| {
+                responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| error(description));
+            };
+            add("401", "The admin token is missing or wrong");
+            if bodied {
+                add("400", "The body is not well-formed JSON");
+            }
+            if bodied || queried {
+                add(
+                    "422",
+                    "A field or parameter is not acceptable; `field` names it",
+                );
+            }
+        }
+    }
 }
 
 #[derive(utoipa::OpenApi)]

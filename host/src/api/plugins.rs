@@ -2,11 +2,12 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::json::ApiQuery;
 use super::{ApiError, AppState, blocking};
 use crate::plugins::{PluginMeta, World};
 
@@ -28,7 +29,7 @@ pub struct UploadQuery {
 #[utoipa::path(post, path = "/plugins", tag = "plugins", params(UploadQuery), request_body(content = Vec<u8>, content_type = "application/wasm", description = "A WebAssembly component"), responses((status = 201, body = serde_json::Value), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
-    Query(query): Query<UploadQuery>,
+    ApiQuery(query): ApiQuery<UploadQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<PluginMeta>), ApiError> {
     let name = query

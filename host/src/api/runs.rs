@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,7 +28,7 @@ pub struct SyncQuery {
 pub async fn sync(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(query): Query<SyncQuery>,
+    ApiQuery(query): ApiQuery<SyncQuery>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = mirror_id(&id)?;
     // Subscribe before queueing, so the run's end cannot be missed.
