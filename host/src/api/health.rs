@@ -14,6 +14,7 @@ use crate::health::{self, Health};
 #[into_params(parameter_in = Query)]
 pub struct WindowQuery {
     /// How many of the latest finished runs to cover [default: the `health_window` setting].
+    #[param(minimum = 1, maximum = 100000)]
     window: Option<u32>,
 }
 
@@ -21,8 +22,10 @@ pub struct WindowQuery {
 #[into_params(parameter_in = Query)]
 pub struct UnhealthyQuery {
     /// Percent; mirrors under it are listed [default: 90].
+    #[param(minimum = 0, maximum = 100)]
     min_success_rate: Option<f64>,
     /// How many of the latest finished runs to cover [default: the `health_window` setting].
+    #[param(minimum = 1, maximum = 100000)]
     window: Option<u32>,
 }
 
@@ -34,8 +37,8 @@ pub struct UnhealthyList {
 fn window(requested: Option<u32>, default: u32) -> Result<u32, ApiError> {
     match requested {
         None => Ok(default),
-        Some(0) => Err(ApiError::invalid("window", "must be at least 1")),
-        Some(n) => Ok(n.min(100_000)),
+        Some(n @ 1..=100_000) => Ok(n),
+        Some(_) => Err(ApiError::invalid("window", "must be from 1 to 100000")),
     }
 }
 
@@ -78,7 +81,7 @@ pub async fn unhealthy(
     .await
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "probes",
+#[utoipa::path(get, path = "/metrics", tag = "probes", security(()),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 /// Prometheus text format. Unauthenticated like `/healthz`, as scrapers expect;
 /// it names no mirror, URL or secret.

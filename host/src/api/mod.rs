@@ -172,7 +172,14 @@ fn document_shared_statuses(doc: &mut utoipa::openapi::OpenApi) {
 #[openapi(
     info(title = "mirrorhost", description = "Admin API of the mirrorhost Git mirroring service."),
     security(("admin_token" = [])),
-    modifiers(&AdminTokenScheme)
+    modifiers(&AdminTokenScheme),
+    // Named by query parameters, which utoipa does not collect on its own.
+    components(schemas(
+        crate::store::ConflictStatus,
+        crate::store::RunStatus,
+        crate::store::Direction,
+        crate::health::State
+    ))
 )]
 struct ApiDoc;
 

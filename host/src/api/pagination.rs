@@ -17,8 +17,10 @@ const MAX_PER_PAGE: u32 = 100;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Which page, from 1 [default: 1].
+    #[param(minimum = 1)]
     page: Option<u32>,
     /// Rows per page, 1 to 100 [default: 20].
+    #[param(minimum = 1, maximum = 100)]
     per_page: Option<u32>,
 }
 
