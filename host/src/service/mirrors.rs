@@ -14,6 +14,11 @@ use crate::sync::remote;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMirror {
+    /// `group/project`, nested groups allowed (see `check_project_id`).
+    #[schema(
+        pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$",
+        max_length = 255
+    )]
     pub project_id: String,
     pub url: String,
     #[serde(default = "auth_none")]
