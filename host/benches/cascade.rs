@@ -30,6 +30,11 @@ use common::git_cli::git;
 #[path = "../../tests/e2e/http_git.rs"]
 mod http_git;
 
+/// The first page of one row: a mirror's latest run.
+const LATEST: store::Page = store::Page {
+    page: 1,
+    per_page: 1,
+};
 const SECRET: &str = "bench-webhook-secret";
 const ROUNDS: usize = 10;
 const DESTINATIONS: usize = 3;
@@ -195,8 +200,9 @@ fn critical_path(app: &mirrorhost::service::App) -> Duration {
             .iter()
             .map(|m| {
                 app.store
-                    .with(|c| store::runs::list(c, m.mirror_id, 1))
-                    .expect("runs")[0]
+                    .with(|c| store::runs::page(c, m.mirror_id, None, LATEST))
+                    .expect("runs")
+                    .0[0]
                     .duration_ms
                     .unwrap_or(0)
             })

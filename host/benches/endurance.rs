@@ -31,6 +31,11 @@ use mirrorhost::store::{
 
 mod common;
 
+/// The first page of one row: a mirror's latest run.
+const LATEST: store::Page = store::Page {
+    page: 1,
+    per_page: 1,
+};
 const TOKEN: &str = "bench-token";
 const STEP_MS: i64 = 5 * 60 * 1000;
 const DAY_MS: i64 = 86_400_000;
@@ -258,8 +263,9 @@ async fn soak(mirrors: usize, days: i64) {
             let day = step / steps_per_day;
             let run_id = app
                 .store
-                .with(|c| store::runs::list(c, ids[0], 1))
-                .expect("runs")[0]
+                .with(|c| store::runs::page(c, ids[0], None, LATEST))
+                .expect("runs")
+                .0[0]
                 .run_id;
             for id in &ids {
                 app.store

@@ -80,13 +80,7 @@ fn window_of(
     if wanted <= KEPT_RUNS {
         return Ok(summary.recent.iter().take(wanted).copied().collect());
     }
-    Ok(rows::recent(conn, mirror_id, window)?
-        .into_iter()
-        .map(|r| Outcome {
-            succeeded: r.succeeded,
-            duration_ms: r.duration_ms,
-        })
-        .collect())
+    rows::recent(conn, mirror_id, window)
 }
 
 /// The health of `mirror` over its last `window` finished runs.

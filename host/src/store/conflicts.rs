@@ -150,14 +150,6 @@ pub fn kept_by_operator(
     )?)
 }
 
-pub fn list(conn: &Connection, mirror_id: i64) -> Result<Vec<Conflict>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM conflicts WHERE mirror_id = ?1 ORDER BY id DESC"
-    ))?;
-    let rows = stmt.query_map([mirror_id], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 /// One page of `mirror_id`'s conflicts, newest first, only those with
 /// `status` if given, and how many there are in all.
 pub fn page(

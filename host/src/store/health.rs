@@ -24,34 +24,19 @@ text_enum! {
     }
 }
 
-/// A run that ended on its own. Interrupted runs are left out of health: the
-/// service stopping is not the mirror's failure, and they are retried anyway.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FinishedRun {
-    pub succeeded: bool,
-    pub duration_ms: i64,
-    pub finished_at: String,
-    pub error: Option<String>,
-}
-
-/// The last `window` finished runs of `mirror_id`, newest first. One mirror
+/// The last `window` finished runs of `mirror_id` in the run history, newest
+/// first (interrupted and cancelled runs are left out of health). One mirror
 /// never runs twice at once, so id order is finishing order.
-pub fn recent(
-    conn: &Connection,
-    mirror_id: i64,
-    window: u32,
-) -> Result<Vec<FinishedRun>, StoreError> {
+pub fn recent(conn: &Connection, mirror_id: i64, window: u32) -> Result<Vec<Outcome>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT status = 'succeeded', COALESCE(duration_ms, 0), finished_at, error FROM runs \
+        "SELECT status = 'succeeded', COALESCE(duration_ms, 0) FROM runs \
          WHERE mirror_id = ?1 AND status IN ('succeeded', 'failed') \
          ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![mirror_id, window], |row| {
-        Ok(FinishedRun {
+        Ok(Outcome {
             succeeded: row.get(0)?,
             duration_ms: row.get(1)?,
-            finished_at: row.get(2)?,
-            error: row.get(3)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -101,10 +86,10 @@ pub struct Summary {
     pub recent: Vec<Outcome>,
 }
 
-fn unpack_all(blob: &[u8]) -> Vec<Outcome> {
+/// The outcomes packed in `blob`, in order.
+fn unpacked(blob: &[u8]) -> impl Iterator<Item = Outcome> + '_ {
     blob.chunks_exact(4)
         .map(|c| Outcome::unpack([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 /// The kept summary of `mirror_id`; the default (nothing yet) if it never ran.
@@ -122,7 +107,7 @@ pub fn summary(conn: &Connection, mirror_id: i64) -> Result<Summary, StoreError>
                 last_error: row.get(3)?,
                 last_success_at: row.get(4)?,
                 consecutive_failures: row.get(5)?,
-                recent: unpack_all(&row.get::<_, Vec<u8>>(6)?),
+                recent: unpacked(&row.get::<_, Vec<u8>>(6)?).collect(),
             })
         })
         .optional()?;
@@ -140,10 +125,8 @@ pub fn window_counts(conn: &Connection, window: usize) -> Result<Vec<(i64, u32, 
     while let Some(row) = rows.next()? {
         let blob = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
         let runs = &blob[..blob.len().min(window * 4)];
-        let total = runs.len() / 4;
-        // The success bit is the low bit of a big-endian word: its last byte's.
-        let ok = runs.chunks_exact(4).filter(|c| c[3] & 1 == 1).count();
-        found.push((row.get(0)?, total as u32, ok as u32));
+        let ok = unpacked(runs).filter(|o| o.succeeded).count();
+        found.push((row.get(0)?, (runs.len() / 4) as u32, ok as u32));
     }
     Ok(found)
 }

@@ -143,7 +143,7 @@ mod tests {
     use super::*;
     use crate::clock::Clock;
     use crate::store::{
-        ConflictStatus, MirrorSettings, NewConflict, RunOutcome, Store, Trigger, conflicts,
+        ConflictStatus, MirrorSettings, NewConflict, Page, RunOutcome, Store, Trigger, conflicts,
         mirrors, runs, webhooks,
     };
 
@@ -190,9 +190,14 @@ mod tests {
     }
 
     fn run_ids(store: &Store, mirror_id: i64) -> Vec<i64> {
+        let all = Page {
+            page: 1,
+            per_page: 10_000,
+        };
         let mut ids: Vec<i64> = store
-            .with(|c| runs::list(c, mirror_id, 10_000))
+            .with(|c| runs::page(c, mirror_id, None, all))
             .unwrap()
+            .0
             .iter()
             .map(|r| r.run_id)
             .collect();
@@ -292,7 +297,11 @@ mod tests {
             .unwrap();
         assert_eq!((pruned.runs, pruned.conflicts), (1, 1));
         assert_eq!(run_ids(&store, id), vec![new_run]);
-        let left = store.with(|c| conflicts::list(c, id)).unwrap();
+        let all = Page {
+            page: 1,
+            per_page: 100,
+        };
+        let (left, _) = store.with(|c| conflicts::page(c, id, None, all)).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].status, ConflictStatus::Open);
         assert_eq!(left[0].run_id, None);

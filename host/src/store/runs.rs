@@ -464,15 +464,6 @@ pub fn get(conn: &Connection, run_id: i64) -> Result<Option<Run>, StoreError> {
     .map_err(Into::into)
 }
 
-/// A mirror's runs, newest first.
-pub fn list(conn: &Connection, mirror_id: i64, limit: u32) -> Result<Vec<Run>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE mirror_id = ?1 ORDER BY id DESC LIMIT ?2"
-    ))?;
-    let rows = stmt.query_map(params![mirror_id, limit], run_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 /// One page of `mirror_id`'s runs, newest first, only those with `status`
 /// if given, and how many there are in all.
 pub fn page(
