@@ -11,16 +11,14 @@ use std::path::Path;
 use std::process::Stdio;
 
 use super::SyncError;
-use super::housekeeping::git_command;
+use super::git_cli;
 
 /// Checks that everything `tips` reach is in `repo`.
 pub fn check(repo: &Path, tips: &[git2::Oid]) -> Result<(), SyncError> {
     if tips.is_empty() {
         return Ok(());
     }
-    let mut child = git_command()
-        .arg("-C")
-        .arg(repo)
+    let mut child = git_cli::in_repo(repo)
         .args([
             "rev-list",
             "--objects",

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::git_cli;
+
 /// The oldest git whose `repack` knows `--cruft` (named in the errors).
 const MIN_GIT: (u32, u32) = (2, 37);
 
@@ -64,7 +66,7 @@ pub struct Pass {
 
 /// Checks that `git` runs and is new enough; its version.
 pub fn check_git() -> Result<String, HousekeepingError> {
-    let out = git_command()
+    let out = git_cli::command()
         .arg("--version")
         .output()
         .map_err(HousekeepingError::NoGit)?;
@@ -100,10 +102,8 @@ pub fn run(repo: &Path, grace: Duration) -> Result<Pass, HousekeepingError> {
     // from the best (tokio's: 1.58x the size `git repack -adf` reaches).
     // Later passes reuse them and search deltas only for new objects.
     let recompute = !deltas_recomputed(repo);
-    let mut repack = git_command();
+    let mut repack = git_cli::in_repo(repo);
     repack
-        .arg("-C")
-        .arg(repo)
         // No bitmaps: libgit2, which reads these packs, does not use them,
         // and writing them costs a reachability walk of its own.
         .args(["-c", "repack.writeBitmaps=false", "-c", "gc.auto=0"])
@@ -118,10 +118,8 @@ pub fn run(repo: &Path, grace: Duration) -> Result<Pass, HousekeepingError> {
     git_ok(&mut repack)?;
     if recompute {
         // Lost in a crash, this only means the next pass searches again.
-        let mut mark = git_command();
-        mark.arg("-C")
-            .arg(repo)
-            .args(["config", DELTAS_RECOMPUTED, "true"]);
+        let mut mark = git_cli::in_repo(repo);
+        mark.args(["config", DELTAS_RECOMPUTED, "true"]);
         git_ok(&mut mark)?;
     }
     let (packs_after, bytes_after) = packs(repo);
@@ -138,9 +136,7 @@ pub fn run(repo: &Path, grace: Duration) -> Result<Pass, HousekeepingError> {
 const DELTAS_RECOMPUTED: &str = "mirrorhost.deltasRecomputed";
 
 fn deltas_recomputed(repo: &Path) -> bool {
-    git_command()
-        .arg("-C")
-        .arg(repo)
+    git_cli::in_repo(repo)
         .args(["config", "--bool", DELTAS_RECOMPUTED])
         .output()
         .is_ok_and(|out| out.stdout.starts_with(b"true"))
@@ -154,21 +150,6 @@ fn git_ok(command: &mut Command) -> Result<(), HousekeepingError> {
         return Err(HousekeepingError::Repack(message));
     }
     Ok(())
-}
-
-/// git with nothing of the host's or the user's configuration, and no
-/// secret of the service's environment.
-pub(super) fn git_command() -> Command {
-    let mut command = Command::new("git");
-    command.env_clear();
-    if let Some(path) = std::env::var_os("PATH") {
-        command.env("PATH", path);
-    }
-    command
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("LC_ALL", "C");
-    command
 }
 
 /// How many packs `repo` holds (a cruft pack not counted) and the bytes of
@@ -250,9 +231,7 @@ mod tests {
         git(&mirror, &["cat-file", "-e", orphan.trim()]);
 
         run(&mirror, Duration::ZERO).unwrap();
-        let gone = Command::new("git")
-            .arg("-C")
-            .arg(&mirror)
+        let gone = crate::sync::testing::command(&mirror)
             .args(["cat-file", "-e", orphan.trim()])
             .status()
             .unwrap();

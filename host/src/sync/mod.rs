@@ -10,6 +10,7 @@
 
 mod connectivity;
 mod credentials;
+mod git_cli;
 mod hostkeys;
 pub mod housekeeping;
 pub mod index_pack;

@@ -161,20 +161,18 @@ pub fn install(repo: &git2::Repository, indexer: &PackIndexer) -> Result<Arc<Tip
 /// pack directory of `repo_dir`; a killed fetch of a large repository would
 /// otherwise leave its partial pack there for good. How many it removed.
 pub fn remove_partial_packs(repo_dir: &Path) -> usize {
-    super::entries(&repo_dir.join("objects/pack"))
-        .filter(|file| {
-            file.file_name()
-                .to_str()
-                // The indexer's temporary files, those of the indexers used
-                // before it (gix-pack's `.tmp*`, libgit2's), and those of a
-                // housekeeping `git repack` (`.tmp-<pid>-pack*`, pack-objects'
-                // `tmp_pack_*`, `tmp_idx_*`, ...).
-                .is_some_and(|name| {
-                    name.starts_with(".tmp")
-                        || name.starts_with("pack_git2_")
-                        || name.starts_with("tmp_")
-                })
-        })
+    // The indexer's temporary files, those of the indexers used before it
+    // (gix-pack's `.tmp*`, libgit2's), and those of a housekeeping `git
+    // repack` (`.tmp-<pid>-pack*`, pack-objects' `tmp_pack_*`, `tmp_idx_*`, ...).
+    remove_named(&repo_dir.join("objects/pack"), |name| {
+        name.starts_with(".tmp") || name.starts_with("pack_git2_") || name.starts_with("tmp_")
+    })
+}
+
+/// Removes the files of `dir` whose names `doomed` picks; how many it removed.
+fn remove_named(dir: &Path, doomed: impl Fn(&str) -> bool) -> usize {
+    super::entries(dir)
+        .filter(|file| file.file_name().to_str().is_some_and(&doomed))
         .filter(|file| std::fs::remove_file(file.path()).is_ok())
         .count()
 }
@@ -439,15 +437,7 @@ impl Indexing {
 /// Removes the temporary files the indexer child `pid` left in `pack_dir`.
 fn remove_files_of(pack_dir: &Path, pid: u32) {
     let prefix = super::index_pack::temp_prefix(pid);
-    for file in super::entries(pack_dir) {
-        if file
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(&prefix))
-        {
-            let _ = std::fs::remove_file(file.path());
-        }
-    }
+    remove_named(pack_dir, |name| name.starts_with(&prefix));
 }
 
 /// Follows the child's standard output until it closes; the pack it reported.
