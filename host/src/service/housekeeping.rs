@@ -15,9 +15,23 @@ use crate::sync::housekeeping::{self, HousekeepingError, Pass};
 pub struct ProjectLocks(Mutex<HashMap<String, Arc<RwLock<()>>>>);
 
 impl ProjectLocks {
-    pub fn of(&self, project_id: &str) -> Arc<RwLock<()>> {
+    fn of(&self, project_id: &str) -> Arc<RwLock<()>> {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry(project_id.to_string()).or_default().clone()
+    }
+
+    /// Runs `f` holding `project_id`'s lock with the project's other runs.
+    pub fn shared<T>(&self, project_id: &str, f: impl FnOnce() -> T) -> T {
+        let lock = self.of(project_id);
+        let _shared = lock.read().unwrap_or_else(PoisonError::into_inner);
+        f()
+    }
+
+    /// Runs `f` holding `project_id`'s lock alone: no run of it meanwhile.
+    pub fn alone<T>(&self, project_id: &str, f: impl FnOnce() -> T) -> T {
+        let lock = self.of(project_id);
+        let _alone = lock.write().unwrap_or_else(PoisonError::into_inner);
+        f()
     }
 }
 
@@ -57,10 +71,11 @@ impl App {
     }
 
     fn housekeep(&self, project_id: &str) -> Result<Pass, HousekeepingError> {
-        let lock = self.project_locks.of(project_id);
-        let _alone = lock.write().unwrap_or_else(PoisonError::into_inner);
         let repo = crate::sync::repo_path(&self.repos_dir, project_id);
-        let pass = housekeeping::run(&repo, self.config.housekeeping.grace)?;
+        let grace = self.config.housekeeping.grace;
+        let pass = self
+            .project_locks
+            .alone(project_id, || housekeeping::run(&repo, grace))?;
         tracing::info!(
             project_id,
             packs_before = pass.packs_before,

@@ -1,7 +1,6 @@
 //! Runs: one run from start to record ([`jobs::Executor`]), a manual sync, the
 //! dry run and the resolution of a conflict.
 
-use std::sync::PoisonError;
 use std::time::Instant;
 
 use super::{App, ServiceError};
@@ -48,11 +47,9 @@ impl App {
             progress: Some(&progress),
             ..self.engine()
         };
-        let lock = self.project_locks.of(&project.project_id);
-        let result = {
-            let _shared = lock.read().unwrap_or_else(PoisonError::into_inner);
-            engine.sync(&mirror, &project)
-        };
+        let result = self
+            .project_locks
+            .shared(&project.project_id, || engine.sync(&mirror, &project));
         self.live.finish(job.run_id);
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let mut outcome = self.record(&mirror, job.run_id, duration_ms, &result)?;
@@ -188,9 +185,10 @@ impl App {
     /// A dry run: what a run would do to each ref now; nothing changes.
     pub fn plan(&self, id: i64) -> Result<Report, ServiceError> {
         let (mirror, project) = self.mirror_with_project(id)?;
-        let lock = self.project_locks.of(&project.project_id);
-        let _shared = lock.read().unwrap_or_else(PoisonError::into_inner);
-        Ok(self.engine().plan(&mirror, &project)?)
+        let engine = self.engine();
+        Ok(self
+            .project_locks
+            .shared(&project.project_id, || engine.plan(&mirror, &project))?)
     }
 
     /// Settles an open conflict as the operator says.
@@ -212,12 +210,10 @@ impl App {
                 "conflict {conflict_id} is not open"
             )));
         }
-        {
-            let lock = self.project_locks.of(&project.project_id);
-            let _shared = lock.read().unwrap_or_else(PoisonError::into_inner);
-            self.engine()
-                .resolve(&mirror, &project, &conflict, resolution)?;
-        }
+        let engine = self.engine();
+        self.project_locks.shared(&project.project_id, || {
+            engine.resolve(&mirror, &project, &conflict, resolution)
+        })?;
         self.store
             .with(|c| store::conflicts::resolve(c, conflict_id, resolution))?;
         // Taking upstream's tip moved a local ref: the destinations follow.
