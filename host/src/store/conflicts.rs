@@ -158,19 +158,9 @@ pub fn page(
     status: Option<ConflictStatus>,
     page: super::Page,
 ) -> Result<(Vec<Conflict>, u64), StoreError> {
-    let filter = "FROM conflicts WHERE mirror_id = ?1 AND (?2 IS NULL OR status = ?2)";
-    let total: i64 = conn
-        .prepare_cached(&format!("SELECT COUNT(*) {filter}"))?
-        .query_row(params![mirror_id, status], |row| row.get(0))?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} {filter} ORDER BY id DESC LIMIT ?3 OFFSET ?4"
-    ))?;
-    let rows = stmt.query_map(
-        params![mirror_id, status, page.per_page, page.offset()],
-        from_row,
-    )?;
-    let conflicts = rows.collect::<Result<_, _>>()?;
-    Ok((conflicts, u64::try_from(total).unwrap_or(0)))
+    let from = "FROM conflicts WHERE mirror_id = ?1 AND (?2 IS NULL OR status = ?2)";
+    let args = params![mirror_id, status];
+    super::paged(conn, COLUMNS, from, "id DESC", args, page, from_row)
 }
 
 pub fn get(

@@ -406,7 +406,7 @@ pub fn page(
     filter: &MirrorFilter,
     page: Page,
 ) -> Result<(Vec<Mirror>, u64), StoreError> {
-    let filtered = format!(
+    let from = format!(
         "FROM {MIRROR_TABLES} WHERE (?1 IS NULL OR project_id = ?1) \
          AND (?2 IS NULL OR direction = ?2) AND (?3 IS NULL OR enabled = ?3) \
          AND (?4 IS NULL OR {STATE_SQL} = ?4)"
@@ -417,25 +417,15 @@ pub fn page(
         filter.enabled,
         filter.state.map(State::as_str),
     ];
-    let total: i64 = conn
-        .prepare_cached(&format!("SELECT COUNT(*) {filtered}"))?
-        .query_row(args, |row| row.get(0))?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {MIRROR_COLUMNS} {filtered} ORDER BY id LIMIT ?5 OFFSET ?6"
-    ))?;
-    let rows = stmt.query_map(
-        params![
-            filter.project_id,
-            filter.direction.map(Direction::as_str),
-            filter.enabled,
-            filter.state.map(State::as_str),
-            page.per_page,
-            page.offset(),
-        ],
+    super::paged(
+        conn,
+        MIRROR_COLUMNS,
+        &from,
+        "id",
+        args,
+        page,
         mirror_from_row,
-    )?;
-    let mirrors = rows.collect::<Result<_, _>>()?;
-    Ok((mirrors, u64::try_from(total).unwrap_or(0)))
+    )
 }
 
 /// Deletes the mirror with its runs, jobs, conflicts and push records.

@@ -55,9 +55,38 @@ pub struct Page {
 
 impl Page {
     /// Rows before this page.
-    pub fn offset(self) -> i64 {
+    fn offset(self) -> i64 {
         i64::from(self.page.saturating_sub(1)) * i64::from(self.per_page)
     }
+}
+
+/// `page` of the rows that `SELECT {columns} {from_where} ORDER BY {order}`
+/// gives with `args` (numbered ?1, ?2, ...), each read by `row`, and how many
+/// rows the whole selection holds.
+fn paged<T>(
+    conn: &Connection,
+    columns: &str,
+    from_where: &str,
+    order: &str,
+    args: &[&dyn rusqlite::ToSql],
+    page: Page,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<(Vec<T>, u64), StoreError> {
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT COUNT(*) {from_where}"))?
+        .query_row(args, |r| r.get(0))?;
+    let (limit, offset) = (args.len() + 1, args.len() + 2);
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {columns} {from_where} ORDER BY {order} LIMIT ?{limit} OFFSET ?{offset}"
+    ))?;
+    let (per_page, skipped) = (page.per_page, page.offset());
+    let mut all = args.to_vec();
+    all.extend([&per_page as &dyn rusqlite::ToSql, &skipped]);
+    let rows = stmt.query_map(all.as_slice(), row)?;
+    Ok((
+        rows.collect::<Result<_, _>>()?,
+        u64::try_from(total).unwrap_or(0),
+    ))
 }
 
 /// Unix milliseconds now, by the store's clock (SQL's `clock_now_ms()`).

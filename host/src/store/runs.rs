@@ -472,19 +472,9 @@ pub fn page(
     status: Option<RunStatus>,
     page: super::Page,
 ) -> Result<(Vec<Run>, u64), StoreError> {
-    let filter = "FROM runs WHERE mirror_id = ?1 AND (?2 IS NULL OR status = ?2)";
-    let total: i64 = conn
-        .prepare_cached(&format!("SELECT COUNT(*) {filter}"))?
-        .query_row(params![mirror_id, status], |row| row.get(0))?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {RUN_COLUMNS} {filter} ORDER BY id DESC LIMIT ?3 OFFSET ?4"
-    ))?;
-    let rows = stmt.query_map(
-        params![mirror_id, status, page.per_page, page.offset()],
-        run_from_row,
-    )?;
-    let runs = rows.collect::<Result<_, _>>()?;
-    Ok((runs, u64::try_from(total).unwrap_or(0)))
+    let from = "FROM runs WHERE mirror_id = ?1 AND (?2 IS NULL OR status = ?2)";
+    let args = params![mirror_id, status];
+    super::paged(conn, RUN_COLUMNS, from, "id DESC", args, page, run_from_row)
 }
 
 #[cfg(test)]
