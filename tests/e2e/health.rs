@@ -240,6 +240,111 @@ async fn health_follows_real_runs_and_each_state_change_alerts_once() {
 }
 
 #[tokio::test]
+async fn updates_recorded_from_outside_count_in_health_and_alert() {
+    let receiver = AlertReceiver::start().await;
+    let mut envs = LOCAL_REMOTES.to_vec();
+    envs.extend([
+        ("MIRRORHOST_ALERT_WEBHOOK_URL", receiver.url.as_str()),
+        ("MIRRORHOST_ALERT_WEBHOOK_SECRET", ALERT_SECRET),
+    ]);
+    let server = Server::start(&envs);
+    let api = Api::new(&server);
+    let up = Upstream::with_main();
+    let id = api
+        .create("pull", json!({"project_id": "outside/p", "url": up.url()}))
+        .await;
+    assert_eq!(api.sync(id).await["status"], "succeeded");
+    let runs = format!("/api/v1/mirrors/{id}/runs");
+
+    let (status, failed) = api
+        .post(
+            &runs,
+            json!({"success": false, "duration_ms": 1500, "error": "cron script: timed out"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{failed}");
+    assert_eq!(
+        (
+            &failed["trigger"],
+            &failed["status"],
+            &failed["duration_ms"]
+        ),
+        (&json!("external"), &json!("failed"), &json!(1500))
+    );
+    assert_eq!(failed["error"], "cron script: timed out");
+    assert!(failed["started_at"].as_str() < failed["finished_at"].as_str());
+    let (status, _) = api
+        .post(&runs, json!({"success": false, "duration_ms": 2500}))
+        .await;
+    assert_eq!(status, 201);
+
+    let (_, h) = api.get(&format!("/api/v1/mirrors/{id}/health")).await;
+    assert_eq!(
+        (&h["total_updates"], &h["failed_updates"], &h["state"]),
+        (&json!(3), &json!(2), &json!("failing")),
+        "{h}"
+    );
+    assert_eq!(h["success_rate"], 33.33);
+    assert_eq!(h["consecutive_failures"], 2);
+    let (_, listed) = api.get(&format!("{runs}?status=failed")).await;
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 2, "{listed}");
+    let alerts = receiver.wait_for(1).await;
+    assert_eq!(
+        (alerts[0]["from"].as_str(), alerts[0]["to"].as_str()),
+        (Some("healthy"), Some("failing"))
+    );
+
+    let (status, ok) = api
+        .post(&runs, json!({"success": true, "duration_ms": 0}))
+        .await;
+    assert_eq!((status, &ok["status"]), (201, &json!("succeeded")));
+    let (_, h) = api.get(&format!("/api/v1/mirrors/{id}/health")).await;
+    assert_eq!(
+        (&h["state"], &h["last_error"]),
+        (&json!("healthy"), &Value::Null)
+    );
+
+    // Each refusal names its field, and records nothing.
+    for (body, field) in [
+        (json!({"success": true, "duration_ms": -1}), "duration_ms"),
+        (
+            json!({"success": true, "duration_ms": 2147483648_i64}),
+            "duration_ms",
+        ),
+        (
+            json!({"success": true, "duration_ms": 5, "error": "x"}),
+            "error",
+        ),
+        (
+            json!({"success": false, "duration_ms": 5, "error": "x".repeat(4097)}),
+            "error",
+        ),
+        (json!({"success": "yes", "duration_ms": 5}), "success"),
+        (json!({"duration_ms": 5}), "success"),
+        (
+            json!({"success": true, "duration_ms": 5, "trigger": "manual"}),
+            "trigger",
+        ),
+    ] {
+        let (status, err) = api.post(&runs, body).await;
+        assert_eq!(
+            (status, err["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{err}"
+        );
+    }
+    let (_, h) = api.get(&format!("/api/v1/mirrors/{id}/health")).await;
+    assert_eq!(h["total_updates"], 4);
+    let (status, _) = api
+        .post(
+            "/api/v1/mirrors/999/runs",
+            json!({"success": true, "duration_ms": 1}),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
 async fn an_alert_url_without_a_secret_is_refused_at_start() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_mirrorhost"))
         .args([

@@ -37,6 +37,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/mirrors/{id}/bandwidth"),
     ("post", "/api/v1/mirrors/{id}/sync"),
     ("get", "/api/v1/mirrors/{id}/runs"),
+    ("post", "/api/v1/mirrors/{id}/runs"),
     ("get", "/api/v1/runs/{run_id}"),
     ("get", "/api/v1/runs/{run_id}/refs"),
     ("post", "/api/v1/runs/{run_id}/cancel"),

@@ -240,10 +240,26 @@ async fn manual_conflicts_are_resolved_through_the_api() {
         .unwrap();
     assert_eq!(main_plan["action"], "manual");
     assert_eq!(refs_of(&project_repo(&server, PROJECT)), before_refs);
+    // It opens the divergence as a conflict to resolve by id.
+    let opened = &detected["conflicts"][0];
+    assert_eq!(
+        (
+            &opened["ref_name"],
+            &opened["status"],
+            &opened["remote_oid"]
+        ),
+        (&json!("refs/heads/main"), &json!("open"), &json!(d.after))
+    );
+    assert_eq!(opened["run_id"], Value::Null);
+    let detected_id = opened["conflict_id"].as_i64().unwrap();
 
     api.sync(id).await;
-    // A second run does not open the same conflict twice.
+    // Neither a second run nor a second detection opens the same conflict twice.
     api.sync(id).await;
+    let (_, again) = api
+        .post(&format!("/api/v1/mirrors/{id}/conflicts/detect"), json!({}))
+        .await;
+    assert_eq!(again["conflicts"][0]["conflict_id"], detected_id);
     let (_, conflicts) = api.get(&format!("/api/v1/mirrors/{id}/conflicts")).await;
     let open: Vec<&Value> = conflicts["conflicts"]
         .as_array()
@@ -253,6 +269,7 @@ async fn manual_conflicts_are_resolved_through_the_api() {
         .collect();
     assert_eq!(open.len(), 1, "{conflicts}");
     let cid = open[0]["conflict_id"].as_i64().unwrap();
+    assert_eq!(cid, detected_id);
 
     let path = format!("/api/v1/mirrors/{id}/conflicts/{cid}/resolve");
     let (status, err) = api.post(&path, json!({"strategy": "sideways"})).await;
@@ -280,6 +297,48 @@ async fn manual_conflicts_are_resolved_through_the_api() {
     let (status, _) = api.post(&path, json!({"strategy": "ours"})).await;
     assert_eq!(status, 409, "a resolved conflict is not resolved again");
     fsck(&project_repo(&server, PROJECT));
+}
+
+#[tokio::test]
+async fn a_detected_conflict_closes_when_a_run_settles_it() {
+    let server = local_server();
+    let api = Api::new(&server);
+    let up = two_commit_upstream();
+    // The default strategy takes upstream's side.
+    let id = api
+        .create("pull", json!({"project_id": PROJECT, "url": up.url()}))
+        .await;
+    api.sync(id).await;
+    let detect = format!("/api/v1/mirrors/{id}/conflicts/detect");
+    let (_, nothing) = api.post(&detect, json!({})).await;
+    assert_eq!(nothing["conflicts"], json!([]), "{nothing}");
+    let d = diverge(up);
+
+    let (_, detected) = api.post(&detect, json!({})).await;
+    let opened = &detected["conflicts"][0];
+    assert_eq!(
+        (&opened["status"], &opened["strategy"]),
+        (&json!("open"), &json!("theirs"))
+    );
+    let cid = opened["conflict_id"].as_i64().unwrap();
+    assert_eq!(api.sync(id).await["status"], "succeeded");
+    assert_eq!(local_main(&server).await, d.after);
+
+    let (_, listed) = api.get(&format!("/api/v1/mirrors/{id}/conflicts")).await;
+    let conflicts = listed["conflicts"].as_array().unwrap();
+    assert!(
+        conflicts.iter().all(|c| c["status"] == "resolved"),
+        "{listed}"
+    );
+    let detected = conflicts.iter().find(|c| c["conflict_id"] == cid).unwrap();
+    assert_eq!(detected["resolution"], "theirs");
+    let (status, _) = api
+        .post(
+            &format!("/api/v1/mirrors/{id}/conflicts/{cid}/resolve"),
+            json!({"strategy": "ours"}),
+        )
+        .await;
+    assert_eq!(status, 409, "the run settled it");
 }
 
 #[tokio::test]

@@ -98,7 +98,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(schedules::disable))
         .routes(routes!(bandwidth::get, bandwidth::put))
         .routes(routes!(runs::sync))
-        .routes(routes!(runs::list))
+        .routes(routes!(runs::list, runs::record))
         .routes(routes!(runs::get))
         .routes(routes!(runs::refs))
         .routes(routes!(runs::cancel))

@@ -166,29 +166,90 @@ pub async fn list(
     ))
 }
 
-/// A dry run: the plan per ref, with the strategy's decisions, and no ref changed.
-#[utoipa::path(post, path = "/mirrors/{id}/conflicts/detect", tag = "conflicts", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, description = "The dry-run plan and the diverged refs", body = serde_json::Value), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
+/// A dry run: the plan per ref, with the strategy's decisions, and no ref
+/// changed. Each diverged ref is opened as a conflict (or the one already
+/// open is reused), so it can be resolved by id.
+#[utoipa::path(post, path = "/mirrors/{id}/conflicts/detect", tag = "conflicts", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, description = "mirror_id; diverged (ref names); conflicts ([Conflict], open, one per diverged ref); plan; aborted", body = serde_json::Value), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
 pub async fn detect(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = mirror_id(&id)?;
     blocking(state, move |app| {
-        let report = app.plan(id)?;
-        let conflicts: Vec<&str> = report
-            .plan
+        let detected = app.detect_conflicts(id)?;
+        let diverged: Vec<&str> = detected
+            .conflicts
             .iter()
-            .filter(|p| p.merge_base.is_some() || p.ahead.is_some())
-            .map(|p| p.ref_name.as_str())
+            .map(|c| c.ref_name.as_str())
             .collect();
         Ok(Json(json!({
             "mirror_id": id,
-            "diverged": conflicts,
-            "plan": report.plan,
-            "aborted": report.aborted,
+            "diverged": diverged,
+            "conflicts": detected.conflicts,
+            "plan": detected.report.plan,
+            "aborted": detected.report.aborted,
         })))
     })
     .await
+}
+
+/// An update done outside mirrorhost, as a script reports it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalRunBody {
+    /// Whether the update succeeded.
+    success: bool,
+    /// How long it took.
+    #[schema(minimum = 0, maximum = 2147483647)]
+    duration_ms: i64,
+    /// Why it failed; only for a failed update.
+    #[schema(max_length = 4096)]
+    error: Option<String>,
+}
+
+/// The longest error text an external update may carry.
+const MAX_ERROR_CHARS: usize = 4096;
+
+impl ExternalRunBody {
+    fn validate(self) -> Result<store::ExternalUpdate, ApiError> {
+        if !(0..=i64::from(i32::MAX)).contains(&self.duration_ms) {
+            return Err(ApiError::invalid(
+                "duration_ms",
+                "must be from 0 to 2147483647",
+            ));
+        }
+        match &self.error {
+            Some(_) if self.success => {
+                return Err(ApiError::invalid("error", "only a failed update has one"));
+            }
+            Some(e) if e.chars().count() > MAX_ERROR_CHARS => {
+                return Err(ApiError::invalid("error", "at most 4096 characters"));
+            }
+            _ => {}
+        }
+        Ok(store::ExternalUpdate {
+            succeeded: self.success,
+            duration_ms: self.duration_ms,
+            error: self.error,
+        })
+    }
+}
+
+/// Records an update done outside mirrorhost (trigger `external`): it ends
+/// now, and counts in the mirror's health like any run.
+#[utoipa::path(post, path = "/mirrors/{id}/runs", tag = "runs", params(("id" = i64, Path, description = "Mirror id")), request_body = ExternalRunBody, responses((status = 201, body = Run), (status = 404, description = "No such mirror", body = crate::api::ErrorBody), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
+pub async fn record(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ExternalRunBody>,
+) -> Result<(StatusCode, Json<Run>), ApiError> {
+    let id = mirror_id(&id)?;
+    let update = body.validate()?;
+    let run = blocking(state, move |app| {
+        Ok(app.record_external_update(id, &update)?)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(run)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

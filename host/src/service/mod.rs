@@ -40,6 +40,7 @@ use crate::sync::{Engine, SyncError};
 use crate::webhooks::{Receiver, RoutingCache, Tally};
 
 pub use mirrors::{CreateMirror, PatchMirror, check_project_id};
+pub use runs::Detected;
 pub use schedules::SetSchedule;
 
 /// Why an operation did not happen. Every variant but `Store` and `Internal`

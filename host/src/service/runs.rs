@@ -6,8 +6,8 @@ use std::time::Instant;
 use super::{App, ServiceError};
 use crate::jobs::{Executor, Queue};
 use crate::store::{
-    self, Conflict, ConflictStatus, Direction, Enqueued, Mirror, PendingJob, Resolution,
-    RunOutcome, RunRef, Store, StoreError, Trigger,
+    self, Conflict, ConflictStatus, Direction, Enqueued, ExternalUpdate, Mirror, PendingJob,
+    Resolution, Run, RunOutcome, RunRef, Store, StoreError, Trigger,
 };
 use crate::sync::{Action, Engine, Report, SyncError};
 use crate::{schedule, telemetry};
@@ -182,13 +182,41 @@ impl App {
         }
     }
 
-    /// A dry run: what a run would do to each ref now; nothing changes.
-    pub fn plan(&self, id: i64) -> Result<Report, ServiceError> {
+    /// A dry run: what a run would do to each ref now, no ref changed. Each
+    /// divergence it meets is opened as a conflict (whatever the strategy
+    /// would do with it), so an operator can settle it by id.
+    pub fn detect_conflicts(&self, id: i64) -> Result<Detected, ServiceError> {
         let (mirror, project) = self.mirror_with_project(id)?;
         let engine = self.engine();
-        Ok(self
+        let report = self
             .project_locks
-            .shared(&project.project_id, || engine.plan(&mirror, &project))?)
+            .shared(&project.project_id, || engine.plan(&mirror, &project))?;
+        let conflicts = self
+            .store
+            .with(|c| store::conflicts::record_detected(c, id, &report.conflicts))?;
+        Ok(Detected { report, conflicts })
+    }
+
+    /// Records an update done outside mirrorhost: it counts in health (and
+    /// may change the mirror's state, which alerts), not in the mirror's own
+    /// schedule or backoff.
+    pub fn record_external_update(
+        &self,
+        id: i64,
+        update: &ExternalUpdate,
+    ) -> Result<Run, ServiceError> {
+        self.mirror(id)?;
+        let run = self
+            .store
+            .with(|c| store::runs::record_external(c, id, update))?;
+        tracing::info!(
+            mirror_id = id,
+            run_id = run.run_id,
+            succeeded = update.succeeded,
+            "external update recorded"
+        );
+        self.observe_health(id)?;
+        Ok(run)
     }
 
     /// Settles an open conflict as the operator says.
@@ -224,6 +252,13 @@ impl App {
             .store
             .with(|c| store::conflicts::get(c, id, conflict_id))?)
     }
+}
+
+/// What a dry run found: its plan, and the conflicts it opened or found open.
+#[derive(Debug)]
+pub struct Detected {
+    pub report: Report,
+    pub conflicts: Vec<Conflict>,
 }
 
 /// One line for the end of a run, in the run's span.

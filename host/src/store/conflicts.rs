@@ -88,7 +88,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Conflict> {
 }
 
 /// Records the divergences of a run. An open conflict already on record for the
-/// same ref and the same two tips is not recorded twice.
+/// same ref and the same two tips is not recorded twice; one the run settled
+/// closes the ref's earlier open ones (a dry run may have opened them) the same way.
 pub fn record(
     conn: &mut Connection,
     mirror_id: i64,
@@ -98,39 +99,96 @@ pub fn record(
     let tx = conn.transaction()?;
     let at = now(&tx)?;
     for c in conflicts {
-        let known: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM conflicts WHERE mirror_id = ?1 AND ref_name = ?2 \
-             AND local_oid = ?3 AND remote_oid = ?4 AND status = 'open')",
-            params![mirror_id, c.ref_name, c.local_oid, c.remote_oid],
-            |row| row.get(0),
-        )?;
-        if known && c.status == ConflictStatus::Open {
+        if c.status == ConflictStatus::Open && open_one(&tx, mirror_id, c)?.is_some() {
             continue;
         }
-        let resolved_at = (c.status == ConflictStatus::Resolved).then_some(&at);
-        tx.execute(
-            "INSERT INTO conflicts (mirror_id, run_id, ref_name, local_oid, remote_oid, merge_base, \
-             ahead, behind, strategy, status, resolution, detected_at, resolved_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![
-                mirror_id,
-                run_id,
-                c.ref_name,
-                c.local_oid,
-                c.remote_oid,
-                c.merge_base,
-                c.ahead,
-                c.behind,
-                c.strategy,
-                c.status,
-                c.resolution,
-                at,
-                resolved_at,
-            ],
-        )?;
+        if c.status == ConflictStatus::Resolved {
+            tx.prepare_cached(
+                "UPDATE conflicts SET status = 'resolved', resolution = ?3, resolved_at = ?4 \
+                 WHERE mirror_id = ?1 AND ref_name = ?2 AND status = 'open'",
+            )?
+            .execute(params![mirror_id, c.ref_name, c.resolution, at])?;
+        }
+        insert(&tx, mirror_id, Some(run_id), c, &at)?;
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Opens a conflict for each divergence a dry run found, whatever the strategy
+/// would do with it, so an operator can settle it; one already open for the
+/// same ref and tips is reused. The conflicts, in the order given.
+pub fn record_detected(
+    conn: &mut Connection,
+    mirror_id: i64,
+    found: &[NewConflict],
+) -> Result<Vec<Conflict>, StoreError> {
+    let tx = conn.transaction()?;
+    let at = now(&tx)?;
+    let mut ids = Vec::with_capacity(found.len());
+    for c in found {
+        let open = NewConflict {
+            status: ConflictStatus::Open,
+            resolution: None,
+            ..c.clone()
+        };
+        let id = match open_one(&tx, mirror_id, &open)? {
+            Some(id) => id,
+            None => insert(&tx, mirror_id, None, &open, &at)?,
+        };
+        ids.push(id);
+    }
+    let conflicts = ids
+        .into_iter()
+        .map(|id| get(&tx, mirror_id, id)?.ok_or(StoreError::NotFound("conflict")))
+        .collect::<Result<_, _>>()?;
+    tx.commit()?;
+    Ok(conflicts)
+}
+
+/// The open conflict on record for this ref and these two tips, if any.
+fn open_one(conn: &Connection, mirror_id: i64, c: &NewConflict) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id FROM conflicts WHERE mirror_id = ?1 AND ref_name = ?2 \
+             AND local_oid = ?3 AND remote_oid = ?4 AND status = 'open'",
+        )?
+        .query_row(
+            params![mirror_id, c.ref_name, c.local_oid, c.remote_oid],
+            |row| row.get(0),
+        )
+        .optional()?)
+}
+
+fn insert(
+    conn: &Connection,
+    mirror_id: i64,
+    run_id: Option<i64>,
+    c: &NewConflict,
+    at: &str,
+) -> Result<i64, StoreError> {
+    let resolved_at = (c.status == ConflictStatus::Resolved).then_some(at);
+    conn.prepare_cached(
+        "INSERT INTO conflicts (mirror_id, run_id, ref_name, local_oid, remote_oid, merge_base, \
+         ahead, behind, strategy, status, resolution, detected_at, resolved_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        mirror_id,
+        run_id,
+        c.ref_name,
+        c.local_oid,
+        c.remote_oid,
+        c.merge_base,
+        c.ahead,
+        c.behind,
+        c.strategy,
+        c.status,
+        c.resolution,
+        at,
+        resolved_at,
+    ])?;
+    Ok(conn.last_insert_rowid())
 }
 
 /// Whether an operator settled this exact divergence with `ours`: the engine

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::text::text_enum;
 use super::{StoreError, now, now_ms};
+use crate::clock::rfc3339;
 
 text_enum! {
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -55,6 +56,8 @@ text_enum! {
         /// Queued again: a run cut off by a stop of the service (at start), or
         /// a failed mirror without a schedule, after its backoff.
         Retry = "retry",
+        /// An update done outside mirrorhost, recorded through the API.
+        External = "external",
     }
 }
 
@@ -246,7 +249,7 @@ pub fn enqueue_spaced(
         });
     }
     let now_at = now_ms(&tx)?;
-    let at = crate::clock::rfc3339(now_at);
+    let at = rfc3339(now_at);
     tx.execute(
         "INSERT INTO runs (mirror_id, trigger, status, queued_at) VALUES (?1, ?2, 'queued', ?3)",
         params![mirror_id, trigger, at],
@@ -376,6 +379,57 @@ pub fn finish(
         };
         super::health::run_finished(&tx, run.mirror_id, outcome, &at, o.error.as_deref())?;
     }
+    tx.commit()?;
+    Ok(run)
+}
+
+/// What a caller reports of an update done outside mirrorhost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalUpdate {
+    pub succeeded: bool,
+    pub duration_ms: i64,
+    pub error: Option<String>,
+}
+
+/// Records an update done outside mirrorhost as a finished run (trigger
+/// `external`) that ended now and started `duration_ms` before; it counts in
+/// the mirror's health like any run.
+pub fn record_external(
+    conn: &mut Connection,
+    mirror_id: i64,
+    update: &ExternalUpdate,
+) -> Result<Run, StoreError> {
+    let tx = conn.transaction()?;
+    let end_ms = now_ms(&tx)?;
+    let (started, finished) = (
+        rfc3339(end_ms.saturating_sub(update.duration_ms)),
+        rfc3339(end_ms),
+    );
+    let status = match update.succeeded {
+        true => RunStatus::Succeeded,
+        false => RunStatus::Failed,
+    };
+    tx.execute(
+        "INSERT INTO runs (mirror_id, trigger, status, queued_at, started_at, finished_at, \
+         duration_ms, error) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
+        params![
+            mirror_id,
+            Trigger::External,
+            status,
+            started,
+            finished,
+            update.duration_ms,
+            update.error,
+        ],
+    )?;
+    let run_id = tx.last_insert_rowid();
+    super::health::run_started(&tx, mirror_id, &started)?;
+    let outcome = super::health::Outcome {
+        succeeded: update.succeeded,
+        duration_ms: update.duration_ms,
+    };
+    super::health::run_finished(&tx, mirror_id, outcome, &finished, update.error.as_deref())?;
+    let run = get(&tx, run_id)?.ok_or(StoreError::NotFound("run"))?;
     tx.commit()?;
     Ok(run)
 }
