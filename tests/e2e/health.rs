@@ -46,6 +46,17 @@ impl AlertReceiver {
         }
     }
 
+    /// A service that takes local remotes and sends its alerts here.
+    fn alerted_server(&self, extra: &[(&str, &str)]) -> Server {
+        let mut envs = LOCAL_REMOTES.to_vec();
+        envs.extend([
+            ("MIRRORHOST_ALERT_WEBHOOK_URL", self.url.as_str()),
+            ("MIRRORHOST_ALERT_WEBHOOK_SECRET", ALERT_SECRET),
+        ]);
+        envs.extend_from_slice(extra);
+        Server::start(&envs)
+    }
+
     /// Waits until `n` alerts arrived and returns their verified bodies.
     async fn wait_for(&self, n: usize) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -86,13 +97,7 @@ fn p95(mut durations: Vec<i64>) -> i64 {
 #[tokio::test]
 async fn health_follows_real_runs_and_each_state_change_alerts_once() {
     let receiver = AlertReceiver::start().await;
-    let mut envs = LOCAL_REMOTES.to_vec();
-    envs.extend([
-        ("MIRRORHOST_MAX_FAILURES", "3"),
-        ("MIRRORHOST_ALERT_WEBHOOK_URL", receiver.url.as_str()),
-        ("MIRRORHOST_ALERT_WEBHOOK_SECRET", ALERT_SECRET),
-    ]);
-    let server = Server::start(&envs);
+    let server = receiver.alerted_server(&[("MIRRORHOST_MAX_FAILURES", "3")]);
     let api = Api::new(&server);
     let up = Upstream::with_main();
     let id = api
@@ -242,12 +247,7 @@ async fn health_follows_real_runs_and_each_state_change_alerts_once() {
 #[tokio::test]
 async fn updates_recorded_from_outside_count_in_health_and_alert() {
     let receiver = AlertReceiver::start().await;
-    let mut envs = LOCAL_REMOTES.to_vec();
-    envs.extend([
-        ("MIRRORHOST_ALERT_WEBHOOK_URL", receiver.url.as_str()),
-        ("MIRRORHOST_ALERT_WEBHOOK_SECRET", ALERT_SECRET),
-    ]);
-    let server = Server::start(&envs);
+    let server = receiver.alerted_server(&[]);
     let api = Api::new(&server);
     let up = Upstream::with_main();
     let id = api
