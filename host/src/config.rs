@@ -126,6 +126,16 @@ pub struct Overrides {
     /// the environment variable or the file: a flag shows in the process list.
     #[arg(long, env = "MIRRORHOST_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
     pub alert_webhook_secret: Option<String>,
+    /// PEM certificate chain to serve HTTPS with (with --tls-key) [default: plain HTTP].
+    #[arg(long, env = "MIRRORHOST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "MIRRORHOST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM file of certificate authorities trusted for https remotes, beside
+    /// the system's [default: the system's only].
+    #[arg(long, env = "MIRRORHOST_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// The TOML file. Every key is optional; unknown keys are an error so that a
@@ -159,6 +169,9 @@ struct FileConfig {
     retain_conflict_days: Option<u32>,
     housekeeping_pack_limit: Option<usize>,
     prune_grace_hours: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    ca_bundle: Option<PathBuf>,
     plugins: PluginLimitsFile,
 }
 
@@ -202,6 +215,17 @@ pub struct Config {
     pub retention: Retention,
     /// When repositories are packed anew, and how long unreachable objects wait.
     pub housekeeping: Housekeeping,
+    /// HTTPS on the listener, when set; plain HTTP otherwise.
+    pub tls: Option<TlsFiles>,
+    /// Certificate authorities trusted for https remotes beside the system's.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// The PEM files the listener serves HTTPS with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Config {
@@ -299,6 +323,11 @@ impl Config {
                 overrides.alert_webhook_url.or(file.alert_webhook_url),
                 overrides.alert_webhook_secret.or(file.alert_webhook_secret),
             )?,
+            tls: tls_files(
+                overrides.tls_cert.or(file.tls_cert),
+                overrides.tls_key.or(file.tls_key),
+            )?,
+            ca_bundle: overrides.ca_bundle.or(file.ca_bundle),
             webhook_spacing: Duration::from_millis(
                 overrides
                     .webhook_spacing_ms
@@ -416,6 +445,21 @@ fn alert_target(
             message: "alerts are signed: set a secret with the alert URL",
         }),
         (Some(url), Some(secret)) => Ok(Some(Target { url, secret })),
+    }
+}
+
+fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (Some(_), None) => Err(ConfigError::Invalid {
+            field: "tls_key",
+            message: "HTTPS needs the certificate's private key too",
+        }),
+        (None, Some(_)) => Err(ConfigError::Invalid {
+            field: "tls_cert",
+            message: "HTTPS needs the certificate the key belongs to",
+        }),
     }
 }
 

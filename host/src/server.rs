@@ -1,9 +1,13 @@
 //! Start-up and shutdown: data dir, admin token, database, plugins, then the
 //! HTTP server until SIGTERM or Ctrl-C.
 
+mod tls;
+
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+
+pub use tls::{Certificates, TlsError, TlsListener};
 
 use crate::alerts::Alerts;
 use crate::api;
@@ -44,6 +48,10 @@ pub enum ServerError {
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Git(#[from] crate::sync::housekeeping::HousekeepingError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    CaBundle(#[from] crate::sync::tls::TrustError),
 }
 
 /// Everything the service holds, built from `config`. Separate from [`serve`] so
@@ -64,6 +72,10 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
         }
     }
     config.timeouts.install().map_err(ServerError::Timeouts)?;
+    if let Some(bundle) = &config.ca_bundle {
+        let count = crate::sync::tls::trust_bundle(bundle)?;
+        tracing::info!(path = %bundle.display(), count, "trusting the ca_bundle's authorities for https remotes");
+    }
     let git = crate::sync::housekeeping::check_git()?;
     tracing::debug!(%git, "git for housekeeping");
     let store = Store::open(&config.database_path())?;
@@ -134,22 +146,39 @@ pub struct Secrets<'a> {
     pub master_key: Option<&'a str>,
 }
 
-/// Binds the configured address and serves until SIGTERM or Ctrl-C.
+/// Binds the configured address and serves (HTTPS when the settings name a
+/// certificate, reloaded on SIGHUP) until SIGTERM or Ctrl-C.
 pub async fn run(app: App) -> Result<(), ServerError> {
     let addr = app.config.listen;
+    let certificates = app.config.tls.clone().map(Certificates::load).transpose()?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Listen { addr, source })?;
-    serve(Arc::new(app), listener, shutdown_signal()).await
+    let app = Arc::new(app);
+    match certificates {
+        None => serve(app, listener, shutdown_signal()).await,
+        Some(certificates) => {
+            let reloads = tls::reload_on_sighup(certificates.clone());
+            let listener = TlsListener::new(listener, certificates)?;
+            tracing::info!("serving HTTPS; SIGHUP reloads the certificate");
+            let served = serve(app, listener, shutdown_signal()).await;
+            reloads.abort();
+            served
+        }
+    }
 }
 
-/// Serves on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish. The bound address is logged as `listening bound=<addr>`.
-pub async fn serve(
+/// Serves on `listener` (a `TcpListener`, or a [`TlsListener`]) until
+/// `shutdown` completes, then lets in-flight requests finish. The bound
+/// address is logged as `listening bound=<addr>`.
+pub async fn serve<L>(
     app: Arc<App>,
-    listener: TcpListener,
+    listener: L,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
+) -> Result<(), ServerError>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
     let bound = listener.local_addr().map_err(ServerError::Serve)?;
     let background = service::background::start(&app);
     tracing::info!(%bound, "listening");

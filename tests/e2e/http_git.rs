@@ -27,10 +27,11 @@ struct Front {
     latency: std::time::Duration,
 }
 
-/// Serves every repository under `root` at `http://<addr>/<name>`, with push
-/// (receive-pack) enabled. Stops when dropped.
+/// Serves every repository under `root` at `http://<addr>/<name>` (or
+/// `https://`), with push (receive-pack) enabled. Stops when dropped.
 pub struct HttpGit {
     pub addr: SocketAddr,
+    scheme: &'static str,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -64,11 +65,42 @@ impl HttpGit {
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self { addr, task }
+        Self {
+            addr,
+            scheme: "http",
+            task,
+        }
+    }
+
+    /// Behind TLS with the certificate of `tls`, terminated by the same
+    /// listener `mirrorhost serve --tls-cert` uses.
+    pub async fn start_tls(
+        root: &Path,
+        auth: Option<BasicAuth>,
+        tls: mirrorhost::config::TlsFiles,
+    ) -> Self {
+        let front = Arc::new(Front {
+            root: root.to_path_buf(),
+            auth,
+            latency: std::time::Duration::ZERO,
+        });
+        let app = axum::Router::new().fallback(cgi).with_state(front);
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let certificates = mirrorhost::server::Certificates::load(tls).unwrap();
+        let listener = mirrorhost::server::TlsListener::new(tcp, certificates).unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            addr,
+            scheme: "https",
+            task,
+        }
     }
 
     pub fn url(&self, repo: &str) -> String {
-        format!("http://{}/{repo}", self.addr)
+        format!("{}://{}/{repo}", self.scheme, self.addr)
     }
 }
 

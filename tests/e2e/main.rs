@@ -18,6 +18,7 @@ mod health;
 mod history;
 mod housekeeping;
 mod http_git;
+mod https;
 mod layers;
 mod openapi;
 #[path = "../fixtures/pack_objects.rs"]

@@ -27,6 +27,12 @@ impl Run<'_> {
         cert: &Cert<'_>,
         host: &str,
     ) -> Result<CertificateCheckStatus, git2::Error> {
+        if let Some(x509) = cert.as_x509() {
+            // OpenSSL's verdict stands; keep the certificate to say why, should
+            // it be a refusal.
+            *self.presented.borrow_mut() = Some((x509.data().to_vec(), host.to_string()));
+            return Ok(CertificateCheckStatus::CertificatePassthrough);
+        }
         if cert.as_hostkey().is_none() {
             return Ok(CertificateCheckStatus::CertificatePassthrough);
         }

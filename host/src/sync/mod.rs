@@ -28,6 +28,7 @@ mod resolve;
 mod testing;
 pub mod throttle;
 mod timeouts;
+pub mod tls;
 mod transport;
 
 use std::collections::HashSet;
@@ -353,6 +354,9 @@ struct Run<'a> {
     /// Why a callback refused a connection, when libgit2 replaces the callback's
     /// message with a generic one (it does for host keys).
     refusal: std::cell::RefCell<Option<String>>,
+    /// The TLS certificate (DER) the remote presented, and the host it was
+    /// asked for: what explains libgit2's refusal of it.
+    presented: std::cell::RefCell<Option<(Vec<u8>, String)>>,
     /// The caps on this run's transfers.
     throttle: Throttle,
     /// When the run has taken all the time it may (`Timeouts::run`).
@@ -375,6 +379,7 @@ impl<'a> Run<'a> {
             project,
             mode,
             refusal: std::cell::RefCell::new(None),
+            presented: std::cell::RefCell::new(None),
             throttle: Throttle::new(
                 rate_for(engine.store, mirror.mirror_id),
                 engine.shared_bandwidth.cloned(),

@@ -331,6 +331,11 @@ impl Run<'_> {
         if let Some(refusal) = self.refusal.borrow_mut().take() {
             return SyncError::Git(refusal);
         }
+        let tls_refusal =
+            e.code() == git2::ErrorCode::Certificate || e.class() == git2::ErrorClass::Ssl;
+        if tls_refusal && let Some((leaf, host)) = self.presented.borrow_mut().take() {
+            return SyncError::Git(super::tls::explain_refusal(&leaf, &host));
+        }
         // libgit2 names the remote's object format when it is not SHA-1 (as
         // "unknown remote object format 'sha256'" or a mismatch); say plainly
         // what is not supported.

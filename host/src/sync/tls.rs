@@ -1,0 +1,134 @@
+//! https remotes: the certificate authorities trusted beside the system's
+//! (`ca_bundle`, handed to libgit2's OpenSSL once at start), and our words for
+//! a certificate libgit2 refused: expired, for another host, or from an
+//! authority nobody named.
+
+// git2's setter of libgit2's process-wide CA locations is an `unsafe fn`.
+#![allow(unsafe_code)]
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use openssl::asn1::Asn1Time;
+use openssl::nid::Nid;
+use openssl::x509::X509;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("ca_bundle {path}: {message}")]
+    Bundle { path: String, message: String },
+}
+
+/// Adds the PEM certificates of `bundle` to the authorities libgit2 trusts
+/// for every https remote from now on; the system's stay trusted. How many
+/// certificates the file holds.
+pub fn trust_bundle(bundle: &Path) -> Result<usize, TrustError> {
+    let refused = |message: String| TrustError::Bundle {
+        path: bundle.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(bundle).map_err(|e| refused(e.to_string()))?;
+    let certificates = X509::stack_from_pem(&pem).map_err(|e| refused(e.to_string()))?;
+    if certificates.is_empty() {
+        return Err(refused("holds no PEM certificate".into()));
+    }
+    // SAFETY: libgit2 loads the file into its OpenSSL context, which is not
+    // synchronised with connections being made; the service calls this once
+    // at start, before its first transfer.
+    unsafe { git2::opts::set_ssl_cert_file(bundle) }.map_err(|e| refused(e.message().into()))?;
+    Ok(certificates.len())
+}
+
+/// Why the certificate `leaf` (DER) that `host` presented was refused, as an
+/// operator can act on it.
+pub fn explain_refusal(leaf: &[u8], host: &str) -> String {
+    let Ok(cert) = X509::from_der(leaf) else {
+        return format!("the TLS certificate of {host} was refused and cannot be read");
+    };
+    if let Ok(now) = Asn1Time::days_from_now(0) {
+        if cert.not_after() < now {
+            return format!(
+                "the TLS certificate of {host} expired on {}",
+                cert.not_after()
+            );
+        }
+        if cert.not_before() > now {
+            return format!(
+                "the TLS certificate of {host} is not valid before {}",
+                cert.not_before()
+            );
+        }
+    }
+    let names = names_of(&cert);
+    if !names.iter().any(|name| matches_host(name, host)) {
+        return format!(
+            "the TLS certificate of {host} is for {}, not {host}",
+            if names.is_empty() {
+                "no host name".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
+    let issuer = cert
+        .issuer_name()
+        .entries_by_nid(Nid::COMMONNAME)
+        .next()
+        .and_then(|e| e.data().to_string().ok())
+        .unwrap_or_else(|| "an unnamed issuer".to_string());
+    format!(
+        "the TLS certificate of {host} is signed by {issuer}, an authority this service \
+         does not trust; add it to the ca_bundle setting (MIRRORHOST_CA_BUNDLE)"
+    )
+}
+
+/// The DNS names and IP addresses the certificate is for.
+fn names_of(cert: &X509) -> Vec<String> {
+    let Some(alt) = cert.subject_alt_names() else {
+        return Vec::new();
+    };
+    alt.iter()
+        .filter_map(|name| {
+            name.dnsname().map(str::to_string).or_else(|| {
+                let ip = match name.ipaddress()? {
+                    [a, b, c, d] => IpAddr::from([*a, *b, *c, *d]),
+                    bytes => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+                };
+                Some(ip.to_string())
+            })
+        })
+        .collect()
+}
+
+/// Whether a certificate name covers `host`: equal, ignoring case, or a
+/// wildcard standing for exactly the first label.
+fn matches_host(name: &str, host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if name.eq_ignore_ascii_case(host) {
+        return true;
+    }
+    match (name.strip_prefix("*."), host.split_once('.')) {
+        (Some(suffix), Some((first, rest))) => {
+            !first.is_empty()
+                && host.parse::<IpAddr>().is_err()
+                && suffix.eq_ignore_ascii_case(rest)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_cover_one_label_only() {
+        assert!(matches_host("git.example.com", "GIT.example.com"));
+        assert!(matches_host("*.example.com", "git.example.com"));
+        assert!(!matches_host("*.example.com", "a.git.example.com"));
+        assert!(!matches_host("*.example.com", "example.com"));
+        assert!(matches_host("127.0.0.1", "127.0.0.1"));
+        assert!(matches_host("::1", "[::1]"));
+        assert!(!matches_host("*.0.0.1", "127.0.0.1"));
+    }
+}
