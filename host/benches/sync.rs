@@ -38,6 +38,7 @@ use memory::TreePeak;
 use mirrorhost::plugins::{Limits, Registry, Runtime};
 use mirrorhost::secrets::MasterKey;
 use mirrorhost::store::{self, Mirror, MirrorSettings, Project, Store};
+use mirrorhost::sync::proxy::ProxySettings;
 use mirrorhost::sync::{Engine, PackIndexer, Timeouts};
 
 const CHILD: &str = "child-pull";
@@ -321,9 +322,16 @@ impl Service {
             progress: None,
             pack_indexer: &self.indexer,
             timeouts: &TIMEOUTS,
+            proxy: &NO_PROXY,
         }
     }
 }
+
+/// Loopback remotes: no proxy.
+static NO_PROXY: ProxySettings = ProxySettings {
+    url: None,
+    no_proxy: Vec::new(),
+};
 
 /// The service's default limits on remotes.
 static TIMEOUTS: Timeouts = Timeouts {

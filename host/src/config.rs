@@ -14,6 +14,7 @@ use crate::schedule::Policy;
 use crate::store::retention::Retention;
 use crate::sync::housekeeping::Housekeeping;
 use crate::sync::packs::{ChildLimits, DEFAULT_INDEXER_MEMORY_BYTES};
+use crate::sync::proxy::{ProxySettings, parse_no_proxy};
 use crate::sync::{PackIndexer, Timeouts};
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +137,14 @@ pub struct Overrides {
     /// the system's [default: the system's only].
     #[arg(long, env = "MIRRORHOST_CA_BUNDLE")]
     pub ca_bundle: Option<PathBuf>,
+    /// HTTP proxy for http(s) remotes, `http://[user:password@]host:port`
+    /// [default: libgit2 reads HTTPS_PROXY/HTTP_PROXY and NO_PROXY]. Prefer
+    /// the environment variable or the file: a flag shows in the process list.
+    #[arg(long, env = "MIRRORHOST_HTTPS_PROXY", hide_env_values = true)]
+    pub https_proxy: Option<String>,
+    /// Comma-separated hosts reached without the proxy [default: NO_PROXY].
+    #[arg(long, env = "MIRRORHOST_NO_PROXY")]
+    pub no_proxy: Option<String>,
 }
 
 /// The TOML file. Every key is optional; unknown keys are an error so that a
@@ -172,6 +181,8 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     ca_bundle: Option<PathBuf>,
+    https_proxy: Option<String>,
+    no_proxy: Option<String>,
     plugins: PluginLimitsFile,
 }
 
@@ -219,6 +230,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Certificate authorities trusted for https remotes beside the system's.
     pub ca_bundle: Option<PathBuf>,
+    /// The HTTP proxy of every http(s) remote whose mirror names none.
+    pub proxy: ProxySettings,
 }
 
 /// The PEM files the listener serves HTTPS with.
@@ -328,6 +341,10 @@ impl Config {
                 overrides.tls_key.or(file.tls_key),
             )?,
             ca_bundle: overrides.ca_bundle.or(file.ca_bundle),
+            proxy: proxy_settings(
+                overrides.https_proxy.or(file.https_proxy),
+                overrides.no_proxy.or(file.no_proxy),
+            )?,
             webhook_spacing: Duration::from_millis(
                 overrides
                     .webhook_spacing_ms
@@ -446,6 +463,34 @@ fn alert_target(
         }),
         (Some(url), Some(secret)) => Ok(Some(Target { url, secret })),
     }
+}
+
+fn proxy_settings(
+    url: Option<String>,
+    no_proxy: Option<String>,
+) -> Result<ProxySettings, ConfigError> {
+    let url = url.filter(|u| !u.is_empty());
+    if let Some(url) = &url {
+        let parsed = url::Url::parse(url).map_err(|_| ConfigError::Invalid {
+            field: "https_proxy",
+            message: "not a URL; give http://[user:password@]host:port",
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(ConfigError::Invalid {
+                field: "https_proxy",
+                message: "an http:// or https:// proxy with a host",
+            });
+        }
+    }
+    // Read like curl and git do, when the service names its own proxy.
+    let no_proxy = no_proxy
+        .or_else(|| std::env::var("NO_PROXY").ok())
+        .or_else(|| std::env::var("no_proxy").ok())
+        .unwrap_or_default();
+    Ok(ProxySettings {
+        url,
+        no_proxy: parse_no_proxy(&no_proxy),
+    })
 }
 
 fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>, ConfigError> {

@@ -20,14 +20,14 @@ const PASSWORD: &str = "tls-pw-5Gd1";
 const TOKEN: &str = "tls-token-8Jq3";
 
 /// A certificate authority of the test's own, writing PEM files to a temp dir.
-struct Authority {
+pub struct Authority {
     dir: tempfile::TempDir,
     cert: rcgen::Certificate,
     key: KeyPair,
 }
 
 impl Authority {
-    fn new(name: &str) -> Self {
+    pub fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -38,12 +38,12 @@ impl Authority {
         Self { dir, cert, key }
     }
 
-    fn bundle(&self) -> PathBuf {
+    pub fn bundle(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
 
     /// A certificate for `names`, valid now unless `expired`.
-    fn issue(&self, stem: &str, names: &[&str], expired: bool) -> TlsFiles {
+    pub fn issue(&self, stem: &str, names: &[&str], expired: bool) -> TlsFiles {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names).unwrap();
         params.distinguished_name.push(DnType::CommonName, stem);

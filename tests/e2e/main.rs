@@ -26,6 +26,7 @@ mod pack_objects;
 mod packs;
 mod plugin_kit;
 mod plugins;
+mod proxy;
 mod pull;
 mod push;
 mod recovery;

@@ -41,6 +41,9 @@ pub struct CreateMirror {
     pub auth_provider_config: Option<Value>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// `http(s)://host:port` of the HTTP proxy this mirror's transfers go
+    /// through; `""` for none; absent for the service's (`https_proxy`).
+    pub proxy_url: Option<String>,
 }
 
 /// A change of a mirror's settings, as `PATCH /api/v1/mirrors/{id}` takes it:
@@ -68,6 +71,9 @@ pub struct PatchMirror {
     #[schema(value_type = Option<Object>)]
     pub auth_provider_config: Option<Value>,
     pub enabled: Option<bool>,
+    /// As at creation; `null` goes back to the service's proxy.
+    #[serde(default, deserialize_with = "present")]
+    pub proxy_url: Option<Option<String>>,
 }
 
 fn auth_none() -> AuthMethod {
@@ -108,6 +114,7 @@ impl App {
             branch_filter_config: config_text(new.branch_filter_config),
             auth_provider: new.auth_provider,
             auth_provider_config: config_text(new.auth_provider_config),
+            proxy_url: new.proxy_url,
         };
         let settings = self.validate(settings)?;
         let mirror = self.store.with(|c| {
@@ -163,6 +170,7 @@ impl App {
             s.auth_provider_config = config_text(Some(config));
         }
         s.enabled = patch.enabled.unwrap_or(s.enabled);
+        s.proxy_url = patch.proxy_url.unwrap_or(s.proxy_url);
         let s = self.validate(s)?;
         let mirror = self.store.with(|c| store::mirrors::update(c, id, &s))?;
         // Only a PATCH that names `update_interval` sets the cadence (a cron
@@ -233,6 +241,9 @@ impl App {
             .map_err(|e| ServiceError::invalid("url", e.to_string()))?;
         s.url = url.url;
         s.remote_host = url.host;
+        if let Some(proxy) = &s.proxy_url {
+            check_proxy_url(proxy)?;
+        }
         if s.direction == Direction::Pull && s.keep_divergent_refs {
             return Err(ServiceError::invalid(
                 "keep_divergent_refs",
@@ -333,6 +344,33 @@ fn config_text(config: Option<Value>) -> String {
 
 /// `group/project`, nested groups allowed: segments of letters, digits, `.`, `_`,
 /// `-`, not starting with `.` or `-`. Keeps repository paths inside the data dir.
+/// A mirror's proxy: `""`, or an http(s) URL of a host and port with nothing
+/// else (credentials of a mirror's own proxy are not stored; the service-wide
+/// `https_proxy` may carry them).
+fn check_proxy_url(proxy: &str) -> Result<(), ServiceError> {
+    if proxy.is_empty() {
+        return Ok(());
+    }
+    let invalid = |why: &str| ServiceError::invalid("proxy_url", why.to_string());
+    let url = url::Url::parse(proxy).map_err(|e| invalid(&format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("an http:// or https:// proxy, or \"\" for none"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("names no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "must not carry credentials: a mirror's proxy is stored in clear; \
+             put an authenticating proxy in the service's https_proxy setting",
+        ));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("only scheme, host and port"));
+    }
+    Ok(())
+}
+
 pub fn check_project_id(id: &str) -> Result<(), ServiceError> {
     let valid_segment = |s: &str| {
         !s.is_empty()

@@ -159,6 +159,7 @@ impl App {
             progress: None,
             pack_indexer: &self.config.pack_indexer,
             timeouts: &self.config.timeouts,
+            proxy: &self.config.proxy,
         }
     }
 

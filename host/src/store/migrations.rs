@@ -257,6 +257,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_by_age ON webhook_deliveries(received_at);
     CREATE INDEX conflicts_by_run ON conflicts(run_id) WHERE run_id IS NOT NULL;
     CREATE INDEX jobs_by_run ON jobs(run_id);",
+    // 17: a mirror's own HTTP proxy ('' for none; NULL for the service's).
+    "ALTER TABLE mirrors ADD COLUMN proxy_url TEXT;",
 ];
 
 /// The schema version this binary writes.

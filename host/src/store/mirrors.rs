@@ -60,6 +60,10 @@ pub struct Mirror {
     /// provider of `auth_method`.
     pub auth_provider: Option<String>,
     pub auth_provider_config: String,
+    /// The HTTP proxy of this mirror's transfers; `""` for none, absent for
+    /// the service's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_url: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     /// Where its runs stand, in GitLab's words.
@@ -118,6 +122,7 @@ pub struct MirrorSettings {
     pub branch_filter_config: String,
     pub auth_provider: Option<String>,
     pub auth_provider_config: String,
+    pub proxy_url: Option<String>,
 }
 
 impl MirrorSettings {
@@ -141,6 +146,7 @@ impl MirrorSettings {
             branch_filter_config: String::new(),
             auth_provider: None,
             auth_provider_config: String::new(),
+            proxy_url: None,
         }
     }
 }
@@ -171,6 +177,7 @@ impl Mirror {
             branch_filter_config: self.branch_filter_config.clone(),
             auth_provider: self.auth_provider.clone(),
             auth_provider_config: self.auth_provider_config.clone(),
+            proxy_url: self.proxy_url.clone(),
         }
     }
 }
@@ -178,7 +185,7 @@ impl Mirror {
 const MIRROR_COLUMNS: &str = "id, project_id, direction, url, remote_host, auth_method, enabled, \
      update_interval, only_protected_branches, keep_divergent_refs, mirror_branch_regex, \
      conflict_strategy, conflict_strategy_config, branch_filter, branch_filter_config, \
-     created_at, updated_at, auth_provider, auth_provider_config, \
+     created_at, updated_at, auth_provider, auth_provider_config, proxy_url, \
      EXISTS (SELECT 1 FROM jobs WHERE jobs.mirror_id = mirrors.id AND jobs.state = 'running'), \
      EXISTS (SELECT 1 FROM jobs WHERE jobs.mirror_id = mirrors.id AND jobs.state = 'pending'), \
      h.last_started_at, h.last_status, h.last_finished_at, h.last_error, h.last_success_at";
@@ -208,7 +215,8 @@ fn mirror_from_row(row: &Row<'_>) -> rusqlite::Result<Mirror> {
         updated_at: row.get(16)?,
         auth_provider: row.get(17)?,
         auth_provider_config: row.get(18)?,
-        status: update_state(row, 19)?,
+        proxy_url: row.get(19)?,
+        status: update_state(row, 20)?,
     })
 }
 
@@ -281,8 +289,8 @@ pub fn set_protected_branches(
 const SETTABLE: &str = "url, remote_host, auth_method, enabled, update_interval, \
      only_protected_branches, keep_divergent_refs, mirror_branch_regex, conflict_strategy, \
      conflict_strategy_config, branch_filter, branch_filter_config, auth_provider, \
-     auth_provider_config";
-const SETTABLE_COUNT: usize = 14;
+     auth_provider_config, proxy_url";
+const SETTABLE_COUNT: usize = 15;
 
 fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; SETTABLE_COUNT] {
     [
@@ -300,6 +308,7 @@ fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; SETTABLE_COUNT]
         &s.branch_filter_config,
         &s.auth_provider,
         &s.auth_provider_config,
+        &s.proxy_url,
     ]
 }
 

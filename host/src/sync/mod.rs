@@ -17,6 +17,7 @@ pub mod index_pack;
 mod listing;
 pub mod packs;
 pub mod progress;
+pub mod proxy;
 mod pull;
 mod push;
 pub mod refs;
@@ -201,6 +202,8 @@ pub struct Engine<'a> {
     pub pack_indexer: &'a PackIndexer,
     /// How long a remote may take; a run stops at its deadline.
     pub timeouts: &'a Timeouts,
+    /// The service's HTTP proxy, unless a mirror names its own.
+    pub proxy: &'a proxy::ProxySettings,
 }
 
 /// Default of `max_object_bytes`: ten times GitHub's hard limit on a file.
@@ -262,7 +265,11 @@ impl Engine<'_> {
         let transfer = transport::Transfer::default();
         let mut remote = opened.repo.remote_anonymous(&mirror.url)?;
         let mut connection = remote
-            .connect_auth(git2::Direction::Fetch, Some(run.callbacks(&transfer)), None)
+            .connect_auth(
+                git2::Direction::Fetch,
+                Some(run.callbacks(&transfer)),
+                Some(run.route().options()),
+            )
             .map_err(|e| run.git_error(e))?;
         Ok(fingerprint(&listing::list(connection.remote())?.refs))
     }

@@ -26,7 +26,11 @@ impl Run<'_> {
         let counter = Transfer::default();
         let mut upstream = self.repo.remote_anonymous(&self.mirror.url)?;
         let mut connection = upstream
-            .connect_auth(git2::Direction::Fetch, Some(self.callbacks(&counter)), None)
+            .connect_auth(
+                git2::Direction::Fetch,
+                Some(self.callbacks(&counter)),
+                Some(self.route().options()),
+            )
             .map_err(|e| self.git_error(e))?;
         let Listing {
             refs: advertised,
@@ -345,6 +349,9 @@ impl Run<'_> {
         }
         if let Some(timeout) = self.engine.timeouts.explain(message) {
             return SyncError::Git(timeout);
+        }
+        if let Some(proxy) = super::proxy::explain(message, &self.route()) {
+            return SyncError::Git(proxy);
         }
         SyncError::Git(remote::redact_in(message, &self.mirror.url))
     }

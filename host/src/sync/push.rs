@@ -71,7 +71,11 @@ impl Run<'_> {
         let counter = Transfer::default();
         let mut remote = self.repo.remote_anonymous(&self.mirror.url)?;
         let mut connection = remote
-            .connect_auth(git2::Direction::Push, Some(self.callbacks(&counter)), None)
+            .connect_auth(
+                git2::Direction::Push,
+                Some(self.callbacks(&counter)),
+                Some(self.route().options()),
+            )
             .map_err(|e| self.git_error(e))?;
         // Names the destination holds that git refuses are no ref of ours: we
         // neither push nor delete them.

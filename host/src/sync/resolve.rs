@@ -35,7 +35,11 @@ impl Run<'_> {
         let counter = Transfer::default();
         let mut upstream = self.repo.remote_anonymous(&self.mirror.url)?;
         let mut connection = upstream
-            .connect_auth(git2::Direction::Fetch, Some(self.callbacks(&counter)), None)
+            .connect_auth(
+                git2::Direction::Fetch,
+                Some(self.callbacks(&counter)),
+                Some(self.route().options()),
+            )
             .map_err(|e| self.git_error(e))?;
         let theirs = super::listing::list(connection.remote())?
             .refs

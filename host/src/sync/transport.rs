@@ -63,6 +63,15 @@ impl<'r> Run<'r> {
         callbacks
     }
 
+    /// How this run's transfers reach the remote.
+    pub(super) fn route(&self) -> super::proxy::Route {
+        super::proxy::Route::to(
+            self.engine.proxy,
+            self.mirror.proxy_url.as_deref(),
+            &self.mirror.remote_host,
+        )
+    }
+
     /// [`Run::may_go_on`] for the callbacks that answer with an error. The
     /// run's error is the reason `may_go_on` recorded, not this message.
     fn go_on(&self) -> Result<(), git2::Error> {
@@ -76,6 +85,7 @@ impl<'r> Run<'r> {
         let mut options = FetchOptions::new();
         options
             .remote_callbacks(self.callbacks(transfer))
+            .proxy_options(self.route().options())
             .download_tags(AutotagOption::None)
             .update_fetchhead(false);
         options
@@ -120,7 +130,9 @@ impl<'r> Run<'r> {
             Ok(())
         });
         let mut options = PushOptions::new();
-        options.remote_callbacks(callbacks);
+        options
+            .remote_callbacks(callbacks)
+            .proxy_options(self.route().options());
         options
     }
 }
