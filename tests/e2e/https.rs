@@ -177,6 +177,88 @@ async fn each_refused_certificate_is_named() {
     assert!(error.contains("signed by Mirrorhost Test Root"), "{error}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_trusts_the_authority_it_names() {
+    let ca = Authority::new("Team CA");
+    let other = Authority::new("Other CA");
+    let up = Upstream::new();
+    up.commit("main", "a");
+    up.push(&["main"]);
+    let root = up.dir.path();
+    let front = HttpGit::start_tls(root, None, ca.issue("git", &["127.0.0.1"], false)).await;
+    let elsewhere =
+        HttpGit::start_tls(root, None, ca.issue("else", &["git.example.com"], false)).await;
+    let server = Server::start(LOCAL_REMOTES);
+    let api = Api::new(&server);
+    let team_pem = std::fs::read_to_string(ca.bundle()).unwrap();
+    let other_pem = std::fs::read_to_string(other.bundle()).unwrap();
+
+    let body = json!({"project_id": "tls/own", "url": front.url("upstream.git"),
+                      "tls_ca_pem": team_pem});
+    let id = api.create("pull", body).await;
+    let run = api.sync(id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        refs_of(&project_repo(&server, "tls/own")),
+        refs_of(&up.bare())
+    );
+    let (_, shown) = api.get(&format!("/api/v1/mirrors/{id}")).await;
+    assert_eq!(shown["tls_ca_pem"], team_pem);
+
+    // Another authority is not enough, and naming one does not excuse a
+    // certificate for another host.
+    let body = json!({"project_id": "tls/other", "url": front.url("upstream.git"),
+                      "tls_ca_pem": other_pem});
+    let id_other = api.create("pull", body).await;
+    let run = api.sync(id_other).await;
+    assert!(
+        run["error"].as_str().unwrap().contains("signed by Team CA"),
+        "{run}"
+    );
+    let by_name = elsewhere
+        .url("upstream.git")
+        .replace("127.0.0.1", "localhost");
+    let body = json!({"project_id": "tls/else", "url": by_name, "tls_ca_pem": team_pem});
+    let id_else = api.create("pull", body).await;
+    let run = api.sync(id_else).await;
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("is for git.example.com, not localhost"),
+        "{run}"
+    );
+
+    // Removed, the service's trust alone applies again.
+    let path = format!("/api/v1/mirrors/{id}");
+    let (status, _) = api
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"tls_ca_pem": null})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(api.sync(id).await["status"], "failed");
+    for bad in [
+        "not pem",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    ] {
+        let (status, err) = api
+            .call(
+                reqwest::Method::PATCH,
+                &path,
+                Some(json!({"tls_ca_pem": bad})),
+            )
+            .await;
+        assert_eq!(
+            (status, err["error"]["field"].as_str()),
+            (422, Some("tls_ca_pem")),
+            "{err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_ca_bundle_that_is_no_pem_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();

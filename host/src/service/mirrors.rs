@@ -44,6 +44,11 @@ pub struct CreateMirror {
     /// `http(s)://host:port` of the HTTP proxy this mirror's transfers go
     /// through; `""` for none; absent for the service's (`https_proxy`).
     pub proxy_url: Option<String>,
+    /// PEM certificates of authorities the https remote may be signed by,
+    /// beside the service's (include intermediates: the check sees only the
+    /// remote's own certificate).
+    #[schema(max_length = 65536)]
+    pub tls_ca_pem: Option<String>,
 }
 
 /// A change of a mirror's settings, as `PATCH /api/v1/mirrors/{id}` takes it:
@@ -74,6 +79,10 @@ pub struct PatchMirror {
     /// As at creation; `null` goes back to the service's proxy.
     #[serde(default, deserialize_with = "present")]
     pub proxy_url: Option<Option<String>>,
+    /// As at creation; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(max_length = 65536)]
+    pub tls_ca_pem: Option<Option<String>>,
 }
 
 fn auth_none() -> AuthMethod {
@@ -115,6 +124,7 @@ impl App {
             auth_provider: new.auth_provider,
             auth_provider_config: config_text(new.auth_provider_config),
             proxy_url: new.proxy_url,
+            tls_ca_pem: new.tls_ca_pem,
         };
         let settings = self.validate(settings)?;
         let mirror = self.store.with(|c| {
@@ -171,6 +181,7 @@ impl App {
         }
         s.enabled = patch.enabled.unwrap_or(s.enabled);
         s.proxy_url = patch.proxy_url.unwrap_or(s.proxy_url);
+        s.tls_ca_pem = patch.tls_ca_pem.unwrap_or(s.tls_ca_pem);
         let s = self.validate(s)?;
         let mirror = self.store.with(|c| store::mirrors::update(c, id, &s))?;
         // Only a PATCH that names `update_interval` sets the cadence (a cron
@@ -243,6 +254,10 @@ impl App {
         s.remote_host = url.host;
         if let Some(proxy) = &s.proxy_url {
             check_proxy_url(proxy)?;
+        }
+        if let Some(pem) = &s.tls_ca_pem {
+            crate::sync::tls::check_ca_pem(pem)
+                .map_err(|why| ServiceError::invalid("tls_ca_pem", why))?;
         }
         if s.direction == Direction::Pull && s.keep_divergent_refs {
             return Err(ServiceError::invalid(

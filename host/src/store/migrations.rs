@@ -259,6 +259,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_by_run ON jobs(run_id);",
     // 17: a mirror's own HTTP proxy ('' for none; NULL for the service's).
     "ALTER TABLE mirrors ADD COLUMN proxy_url TEXT;",
+    // 18: the certificate authorities a mirror trusts for its https remote.
+    "ALTER TABLE mirrors ADD COLUMN tls_ca_pem TEXT;",
 ];
 
 /// The schema version this binary writes.

@@ -64,6 +64,10 @@ pub struct Mirror {
     /// the service's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_url: Option<String>,
+    /// PEM certificates of the authorities this mirror's https remote may be
+    /// signed by, beside those the service trusts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_pem: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     /// Where its runs stand, in GitLab's words.
@@ -123,6 +127,7 @@ pub struct MirrorSettings {
     pub auth_provider: Option<String>,
     pub auth_provider_config: String,
     pub proxy_url: Option<String>,
+    pub tls_ca_pem: Option<String>,
 }
 
 impl MirrorSettings {
@@ -147,6 +152,7 @@ impl MirrorSettings {
             auth_provider: None,
             auth_provider_config: String::new(),
             proxy_url: None,
+            tls_ca_pem: None,
         }
     }
 }
@@ -178,6 +184,7 @@ impl Mirror {
             auth_provider: self.auth_provider.clone(),
             auth_provider_config: self.auth_provider_config.clone(),
             proxy_url: self.proxy_url.clone(),
+            tls_ca_pem: self.tls_ca_pem.clone(),
         }
     }
 }
@@ -185,7 +192,7 @@ impl Mirror {
 const MIRROR_COLUMNS: &str = "id, project_id, direction, url, remote_host, auth_method, enabled, \
      update_interval, only_protected_branches, keep_divergent_refs, mirror_branch_regex, \
      conflict_strategy, conflict_strategy_config, branch_filter, branch_filter_config, \
-     created_at, updated_at, auth_provider, auth_provider_config, proxy_url, \
+     created_at, updated_at, auth_provider, auth_provider_config, proxy_url, tls_ca_pem, \
      EXISTS (SELECT 1 FROM jobs WHERE jobs.mirror_id = mirrors.id AND jobs.state = 'running'), \
      EXISTS (SELECT 1 FROM jobs WHERE jobs.mirror_id = mirrors.id AND jobs.state = 'pending'), \
      h.last_started_at, h.last_status, h.last_finished_at, h.last_error, h.last_success_at";
@@ -216,7 +223,8 @@ fn mirror_from_row(row: &Row<'_>) -> rusqlite::Result<Mirror> {
         auth_provider: row.get(17)?,
         auth_provider_config: row.get(18)?,
         proxy_url: row.get(19)?,
-        status: update_state(row, 20)?,
+        tls_ca_pem: row.get(20)?,
+        status: update_state(row, 21)?,
     })
 }
 
@@ -289,8 +297,8 @@ pub fn set_protected_branches(
 const SETTABLE: &str = "url, remote_host, auth_method, enabled, update_interval, \
      only_protected_branches, keep_divergent_refs, mirror_branch_regex, conflict_strategy, \
      conflict_strategy_config, branch_filter, branch_filter_config, auth_provider, \
-     auth_provider_config, proxy_url";
-const SETTABLE_COUNT: usize = 15;
+     auth_provider_config, proxy_url, tls_ca_pem";
+const SETTABLE_COUNT: usize = 16;
 
 fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; SETTABLE_COUNT] {
     [
@@ -309,6 +317,7 @@ fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; SETTABLE_COUNT]
         &s.auth_provider,
         &s.auth_provider_config,
         &s.proxy_url,
+        &s.tls_ca_pem,
     ]
 }
 

@@ -11,7 +11,13 @@ use std::path::Path;
 
 use openssl::asn1::Asn1Time;
 use openssl::nid::Nid;
-use openssl::x509::X509;
+use openssl::stack::Stack;
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
+use openssl::x509::{X509, X509StoreContext};
+
+/// The largest `tls_ca_pem` a mirror may hold.
+pub const MAX_CA_PEM_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
@@ -37,6 +43,47 @@ pub fn trust_bundle(bundle: &Path) -> Result<usize, TrustError> {
     // at start, before its first transfer.
     unsafe { git2::opts::set_ssl_cert_file(bundle) }.map_err(|e| refused(e.message().into()))?;
     Ok(certificates.len())
+}
+
+/// Checks a mirror's `tls_ca_pem`: PEM certificates, at least one, at most
+/// [`MAX_CA_PEM_BYTES`]. How many it holds.
+pub fn check_ca_pem(pem: &str) -> Result<usize, String> {
+    if pem.len() > MAX_CA_PEM_BYTES {
+        return Err(format!("at most {MAX_CA_PEM_BYTES} bytes"));
+    }
+    match X509::stack_from_pem(pem.as_bytes()) {
+        Ok(certs) if !certs.is_empty() => Ok(certs.len()),
+        Ok(_) => Err("holds no PEM certificate".into()),
+        Err(_) => Err("not PEM certificates".into()),
+    }
+}
+
+/// Whether the certificate `leaf` (DER) that `host` presented is valid now,
+/// for `host`, and issued by one of the certificates of `ca_pem`. Any of them
+/// may anchor the chain (an intermediate too): libgit2 hands over only the
+/// leaf, so the chain cannot come from the server.
+pub fn issued_by(ca_pem: &str, leaf: &[u8], host: &str) -> bool {
+    verify(ca_pem, leaf, host).unwrap_or(false)
+}
+
+fn verify(ca_pem: &str, leaf: &[u8], host: &str) -> Result<bool, openssl::error::ErrorStack> {
+    let leaf = X509::from_der(leaf)?;
+    let mut store = X509StoreBuilder::new()?;
+    for ca in X509::stack_from_pem(ca_pem.as_bytes())? {
+        store.add_cert(ca)?;
+    }
+    store.set_flags(X509VerifyFlags::PARTIAL_CHAIN)?;
+    let mut param = X509VerifyParam::new()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => param.set_ip(ip)?,
+        Err(_) => param.set_host(bare)?,
+    }
+    store.set_param(&param)?;
+    let store = store.build();
+    let untrusted: Stack<X509> = Stack::new()?;
+    let mut context = X509StoreContext::new()?;
+    context.init(&store, &leaf, &untrusted, |c| c.verify_cert())
 }
 
 /// Why the certificate `leaf` (DER) that `host` presented was refused, as an
@@ -78,7 +125,7 @@ pub fn explain_refusal(leaf: &[u8], host: &str) -> String {
         .unwrap_or_else(|| "an unnamed issuer".to_string());
     format!(
         "the TLS certificate of {host} is signed by {issuer}, an authority this service \
-         does not trust; add it to the ca_bundle setting (MIRRORHOST_CA_BUNDLE)"
+         does not trust; add it to the ca_bundle setting (MIRRORHOST_CA_BUNDLE) or the mirror's tls_ca_pem"
     )
 }
 
