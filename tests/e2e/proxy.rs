@@ -229,7 +229,7 @@ async fn a_mirror_proxy_is_checked_before_it_is_stored() {
     for proxy in [
         "ftp://proxy:21",
         "not a url",
-        "http://user:secret@proxy:3128",
+        "http://user@proxy:3128",
         "http://proxy:3128/path",
     ] {
         let body = json!({"project_id": "proxy/bad", "url": url, "proxy_url": proxy});
@@ -241,9 +241,24 @@ async fn a_mirror_proxy_is_checked_before_it_is_stored() {
         );
         assert!(!err.to_string().contains("secret"), "{err}");
     }
-    let body = json!({"project_id": "proxy/ok", "url": url, "proxy_url": "http://proxy.corp:3128"});
+    let body = json!({"project_id": "proxy/ok", "url": url,
+                      "proxy_url": "http://user:s3cret-pw@proxy.corp:3128"});
     let id = api.create("pull", body).await;
     let path = format!("/api/v1/mirrors/{id}");
+    let (_, shown) = api.get(&path).await;
+    assert_eq!(
+        (&shown["proxy_url"], &shown["proxy_credentials"]),
+        (&json!("http://proxy.corp:3128"), &json!(true)),
+        "{shown}"
+    );
+    assert!(!shown.to_string().contains("s3cret-pw"));
+    let database = std::fs::read(server.data_dir.path().join("mirrorhost.db")).unwrap();
+    let clear = database.windows(9).any(|w| w == b"s3cret-pw");
+    assert!(!clear, "proxy credentials are stored sealed");
+    // Another proxy drops the credentials of the first.
+    let other = json!({"proxy_url": "http://other.corp:8080"});
+    let (_, patched) = api.call(reqwest::Method::PATCH, &path, Some(other)).await;
+    assert_eq!(patched["proxy_credentials"], false, "{patched}");
     let (status, patched) = api
         .call(
             reqwest::Method::PATCH,
@@ -253,4 +268,46 @@ async fn a_mirror_proxy_is_checked_before_it_is_stored() {
         .await;
     assert_eq!(status, 200, "{patched}");
     assert!(patched.get("proxy_url").is_none(), "{patched}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirrors_own_proxy_credentials_open_after_a_key_rotation() {
+    let remote = Remote::start().await;
+    let proxy = Squid::start(true, false);
+    let server = remote.server(None);
+    let api = Api::new(&server);
+    let body = json!({"project_id": "proxy/own", "url": remote.url(),
+                      "proxy_url": proxy.url_with_login(PROXY_PASSWORD)});
+    let id = api.create("pull", body).await;
+    let run = api.sync(id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(proxy.tunnels() >= 1);
+
+    let data_dir = server.stop();
+    let out = Command::new(env!("CARGO_BIN_EXE_mirrorhost"))
+        .args(["secrets", "rotate-key", "--data-dir"])
+        .arg(data_dir.path())
+        .env_remove("MIRRORHOST_MASTER_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("re-sealed 1 stored secrets"), "{stderr}");
+
+    let bundle = remote.ca.bundle();
+    let mut envs = LOCAL_REMOTES.to_vec();
+    envs.push(("MIRRORHOST_CA_BUNDLE", bundle.to_str().unwrap()));
+    let server = Server::start_in(data_dir, &envs);
+    let api = Api::new(&server);
+    remote.up.commit("main", "b");
+    remote.up.push(&["main"]);
+    let run = api.sync(id).await;
+    assert_eq!(
+        run["status"], "succeeded",
+        "the re-sealed login opens: {run}"
+    );
+    assert_eq!(
+        refs_of(&project_repo(&server, "proxy/own")),
+        refs_of(&remote.up.bare())
+    );
 }

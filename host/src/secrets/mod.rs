@@ -257,6 +257,11 @@ impl MasterKey {
     }
 }
 
+/// What a mirror's proxy credentials are sealed to: the proxy they open.
+pub fn proxy_aad(proxy_url: &str) -> Vec<u8> {
+    [b"proxy:".as_slice(), proxy_url.as_bytes()].concat()
+}
+
 /// Re-seals every stored secret (credentials, webhook secrets) under `new`, all
 /// or nothing, and, when the
 /// old key lives in `<data_dir>/master.key`, replaces that file. The new key file
@@ -286,6 +291,7 @@ pub fn rotate(
             let aad = match owner {
                 SealedOwner::Mirror(id) => id.to_be_bytes().to_vec(),
                 SealedOwner::Project(id) => crate::store::webhooks::aad(id),
+                SealedOwner::Proxy { proxy_url, .. } => proxy_aad(proxy_url),
             };
             let plaintext = old.open_bytes(&aad, sealed)?;
             Ok::<_, RotateError>(new.seal_bytes(&aad, &plaintext)?)

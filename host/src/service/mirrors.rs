@@ -41,8 +41,9 @@ pub struct CreateMirror {
     pub auth_provider_config: Option<Value>,
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// `http(s)://host:port` of the HTTP proxy this mirror's transfers go
-    /// through; `""` for none; absent for the service's (`https_proxy`).
+    /// `http(s)://[user:password@]host:port` of the HTTP proxy this mirror's
+    /// transfers go through (the credentials are stored sealed and never
+    /// shown); `""` for none; absent for the service's (`https_proxy`).
     pub proxy_url: Option<String>,
     /// PEM certificates of authorities the https remote may be signed by,
     /// beside the service's (include intermediates: the check sees only the
@@ -124,6 +125,7 @@ impl App {
             auth_provider: new.auth_provider,
             auth_provider_config: config_text(new.auth_provider_config),
             proxy_url: new.proxy_url,
+            proxy_secret: None,
             tls_ca_pem: new.tls_ca_pem,
         };
         let settings = self.validate(settings)?;
@@ -180,7 +182,11 @@ impl App {
             s.auth_provider_config = config_text(Some(config));
         }
         s.enabled = patch.enabled.unwrap_or(s.enabled);
-        s.proxy_url = patch.proxy_url.unwrap_or(s.proxy_url);
+        if let Some(proxy) = patch.proxy_url {
+            // A new proxy drops the old one's credentials; its own URL may carry new ones.
+            s.proxy_url = proxy;
+            s.proxy_secret = None;
+        }
         s.tls_ca_pem = patch.tls_ca_pem.unwrap_or(s.tls_ca_pem);
         let s = self.validate(s)?;
         let mirror = self.store.with(|c| store::mirrors::update(c, id, &s))?;
@@ -252,8 +258,22 @@ impl App {
             .map_err(|e| ServiceError::invalid("url", e.to_string()))?;
         s.url = url.url;
         s.remote_host = url.host;
-        if let Some(proxy) = &s.proxy_url {
-            check_proxy_url(proxy)?;
+        if let Some(proxy) = s.proxy_url.take() {
+            let (bare, login) = split_proxy_url(&proxy)?;
+            if let Some(login) = login {
+                let aad = crate::secrets::proxy_aad(&bare);
+                let sealed = self
+                    .master_key
+                    .seal_bytes(&aad, login.as_bytes())
+                    .map_err(ServiceError::internal)?;
+                s.proxy_secret = Some(sealed);
+            }
+            if bare.is_empty() {
+                s.proxy_secret = None;
+            }
+            s.proxy_url = Some(bare);
+        } else {
+            s.proxy_secret = None;
         }
         if let Some(pem) = &s.tls_ca_pem {
             crate::sync::tls::check_ca_pem(pem)
@@ -359,31 +379,33 @@ fn config_text(config: Option<Value>) -> String {
 
 /// `group/project`, nested groups allowed: segments of letters, digits, `.`, `_`,
 /// `-`, not starting with `.` or `-`. Keeps repository paths inside the data dir.
-/// A mirror's proxy: `""`, or an http(s) URL of a host and port with nothing
-/// else (credentials of a mirror's own proxy are not stored; the service-wide
-/// `https_proxy` may carry them).
-fn check_proxy_url(proxy: &str) -> Result<(), ServiceError> {
+/// A mirror's proxy: `""`, or an http(s) URL of a host and port, perhaps
+/// with `user:password@`. The URL without them, and them.
+fn split_proxy_url(proxy: &str) -> Result<(String, Option<String>), ServiceError> {
     if proxy.is_empty() {
-        return Ok(());
+        return Ok((String::new(), None));
     }
     let invalid = |why: &str| ServiceError::invalid("proxy_url", why.to_string());
-    let url = url::Url::parse(proxy).map_err(|e| invalid(&format!("not a URL: {e}")))?;
+    let mut url = url::Url::parse(proxy).map_err(|e| invalid(&format!("not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid("an http:// or https:// proxy, or \"\" for none"));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid("names no host"));
     }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid(
-            "must not carry credentials: a mirror's proxy is stored in clear; \
-             put an authenticating proxy in the service's https_proxy setting",
-        ));
-    }
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("only scheme, host and port"));
+        return Err(invalid("only scheme, credentials, host and port"));
     }
-    Ok(())
+    let login = match (url.username(), url.password()) {
+        ("", None) => None,
+        (user, Some(password)) => Some(format!("{user}:{password}")),
+        (_, None) => return Err(invalid("credentials need user:password")),
+    };
+    // Infallible for an http(s) URL with a host.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let bare = url.as_str().trim_end_matches('/').to_string();
+    Ok((bare, login))
 }
 
 pub fn check_project_id(id: &str) -> Result<(), ServiceError> {

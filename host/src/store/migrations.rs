@@ -261,6 +261,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE mirrors ADD COLUMN proxy_url TEXT;",
     // 18: the certificate authorities a mirror trusts for its https remote.
     "ALTER TABLE mirrors ADD COLUMN tls_ca_pem TEXT;",
+    // 19: the credentials of a mirror's own proxy, sealed to its proxy_url.
+    "ALTER TABLE mirrors ADD COLUMN proxy_secret BLOB;",
 ];
 
 /// The schema version this binary writes.

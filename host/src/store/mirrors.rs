@@ -64,6 +64,11 @@ pub struct Mirror {
     /// the service's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_url: Option<String>,
+    /// The proxy's `user:password`, sealed to `proxy_url`; shown only as
+    /// whether there is one.
+    #[serde(rename = "proxy_credentials", serialize_with = "is_some")]
+    #[schema(value_type = bool)]
+    pub proxy_secret: Option<Vec<u8>>,
     /// PEM certificates of the authorities this mirror's https remote may be
     /// signed by, beside those the service trusts.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,6 +132,7 @@ pub struct MirrorSettings {
     pub auth_provider: Option<String>,
     pub auth_provider_config: String,
     pub proxy_url: Option<String>,
+    pub proxy_secret: Option<Vec<u8>>,
     pub tls_ca_pem: Option<String>,
 }
 
@@ -152,6 +158,7 @@ impl MirrorSettings {
             auth_provider: None,
             auth_provider_config: String::new(),
             proxy_url: None,
+            proxy_secret: None,
             tls_ca_pem: None,
         }
     }
@@ -184,6 +191,7 @@ impl Mirror {
             auth_provider: self.auth_provider.clone(),
             auth_provider_config: self.auth_provider_config.clone(),
             proxy_url: self.proxy_url.clone(),
+            proxy_secret: self.proxy_secret.clone(),
             tls_ca_pem: self.tls_ca_pem.clone(),
         }
     }
@@ -193,6 +201,7 @@ const MIRROR_COLUMNS: &str = "id, project_id, direction, url, remote_host, auth_
      update_interval, only_protected_branches, keep_divergent_refs, mirror_branch_regex, \
      conflict_strategy, conflict_strategy_config, branch_filter, branch_filter_config, \
      created_at, updated_at, auth_provider, auth_provider_config, proxy_url, tls_ca_pem, \
+     proxy_secret, \
      EXISTS (SELECT 1 FROM jobs WHERE jobs.mirror_id = mirrors.id AND jobs.state = 'running'), \
      EXISTS (SELECT 1 FROM jobs WHERE jobs.mirror_id = mirrors.id AND jobs.state = 'pending'), \
      h.last_started_at, h.last_status, h.last_finished_at, h.last_error, h.last_success_at";
@@ -224,7 +233,8 @@ fn mirror_from_row(row: &Row<'_>) -> rusqlite::Result<Mirror> {
         auth_provider_config: row.get(18)?,
         proxy_url: row.get(19)?,
         tls_ca_pem: row.get(20)?,
-        status: update_state(row, 21)?,
+        proxy_secret: row.get(21)?,
+        status: update_state(row, 22)?,
     })
 }
 
@@ -249,6 +259,10 @@ fn update_state(row: &Row<'_>, at: usize) -> rusqlite::Result<UpdateState> {
         last_successful_update_at: row.get(at + 6)?,
         last_error: error.filter(|_| finished == Some(RunStatus::Failed)),
     })
+}
+
+fn is_some<S: serde::Serializer>(value: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bool(value.is_some())
 }
 
 /// Creates the project on first use; returns it either way.
@@ -297,8 +311,8 @@ pub fn set_protected_branches(
 const SETTABLE: &str = "url, remote_host, auth_method, enabled, update_interval, \
      only_protected_branches, keep_divergent_refs, mirror_branch_regex, conflict_strategy, \
      conflict_strategy_config, branch_filter, branch_filter_config, auth_provider, \
-     auth_provider_config, proxy_url, tls_ca_pem";
-const SETTABLE_COUNT: usize = 16;
+     auth_provider_config, proxy_url, tls_ca_pem, proxy_secret";
+const SETTABLE_COUNT: usize = 17;
 
 fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; SETTABLE_COUNT] {
     [
@@ -318,6 +332,7 @@ fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; SETTABLE_COUNT]
         &s.auth_provider_config,
         &s.proxy_url,
         &s.tls_ca_pem,
+        &s.proxy_secret,
     ]
 }
 

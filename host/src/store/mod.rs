@@ -223,6 +223,9 @@ pub enum SealedOwner {
     Mirror(i64),
     /// `webhook_secrets`: a project's webhook secret.
     Project(String),
+    /// `mirrors.proxy_secret`: a mirror's proxy credentials, bound to its
+    /// `proxy_url`.
+    Proxy { mirror_id: i64, proxy_url: String },
 }
 
 /// Re-seals every sealed secret (credentials and webhook secrets) in one
@@ -257,6 +260,24 @@ pub fn reseal_all<E: From<StoreError>>(
         for row in found {
             rows.push(row.map_err(StoreError::from)?);
         }
+        let mut stmt = tx
+            .prepare(
+                "SELECT id, proxy_url, proxy_secret FROM mirrors \
+                 WHERE proxy_secret IS NOT NULL AND proxy_url IS NOT NULL",
+            )
+            .map_err(StoreError::from)?;
+        let found = stmt
+            .query_map([], |row| {
+                let owner = SealedOwner::Proxy {
+                    mirror_id: row.get(0)?,
+                    proxy_url: row.get(1)?,
+                };
+                Ok((owner, row.get(2)?))
+            })
+            .map_err(StoreError::from)?;
+        for row in found {
+            rows.push(row.map_err(StoreError::from)?);
+        }
     }
     for (owner, sealed) in &rows {
         let resealed = reseal(owner, sealed)?;
@@ -268,6 +289,10 @@ pub fn reseal_all<E: From<StoreError>>(
             SealedOwner::Project(id) => tx.execute(
                 "UPDATE webhook_secrets SET sealed = ?2, key_id = ?3 WHERE project_id = ?1",
                 rusqlite::params![id, resealed, key_id],
+            ),
+            SealedOwner::Proxy { mirror_id, .. } => tx.execute(
+                "UPDATE mirrors SET proxy_secret = ?2 WHERE id = ?1",
+                rusqlite::params![mirror_id, resealed],
             ),
         };
         updated.map_err(StoreError::from)?;

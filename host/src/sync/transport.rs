@@ -65,11 +65,28 @@ impl<'r> Run<'r> {
 
     /// How this run's transfers reach the remote.
     pub(super) fn route(&self) -> super::proxy::Route {
-        super::proxy::Route::to(
-            self.engine.proxy,
-            self.mirror.proxy_url.as_deref(),
-            &self.mirror.remote_host,
-        )
+        let own = self
+            .mirror
+            .proxy_url
+            .as_deref()
+            .map(|url| self.with_login(url));
+        super::proxy::Route::to(self.engine.proxy, own.as_deref(), &self.mirror.remote_host)
+    }
+
+    /// The mirror's proxy URL with its sealed `user:password` put back, if it
+    /// has one that opens (else without: the proxy's 407 then says so).
+    fn with_login(&self, url: &str) -> String {
+        let login = self.mirror.proxy_secret.as_deref().and_then(|sealed| {
+            let aad = crate::secrets::proxy_aad(url);
+            self.engine.master_key.open_bytes(&aad, sealed).ok()
+        });
+        match (
+            login.and_then(|l| String::from_utf8(l).ok()),
+            url.split_once("://"),
+        ) {
+            (Some(login), Some((scheme, rest))) => format!("{scheme}://{login}@{rest}"),
+            _ => url.to_string(),
+        }
     }
 
     /// [`Run::may_go_on`] for the callbacks that answer with an error. The
