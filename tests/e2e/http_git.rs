@@ -54,12 +54,7 @@ impl HttpGit {
         auth: Option<BasicAuth>,
         latency: std::time::Duration,
     ) -> Self {
-        let front = Arc::new(Front {
-            root: root.to_path_buf(),
-            auth,
-            latency,
-        });
-        let app = axum::Router::new().fallback(cgi).with_state(front);
+        let app = router(root, auth, latency);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -79,12 +74,7 @@ impl HttpGit {
         auth: Option<BasicAuth>,
         tls: mirrorhost::config::TlsFiles,
     ) -> Self {
-        let front = Arc::new(Front {
-            root: root.to_path_buf(),
-            auth,
-            latency: std::time::Duration::ZERO,
-        });
-        let app = axum::Router::new().fallback(cgi).with_state(front);
+        let app = router(root, auth, std::time::Duration::ZERO);
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let certificates = mirrorhost::server::Certificates::load(tls).unwrap();
@@ -108,6 +98,16 @@ impl Drop for HttpGit {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// `git http-backend` for every request, behind `auth` when given.
+fn router(root: &Path, auth: Option<BasicAuth>, latency: std::time::Duration) -> axum::Router {
+    let front = Arc::new(Front {
+        root: root.to_path_buf(),
+        auth,
+        latency,
+    });
+    axum::Router::new().fallback(cgi).with_state(front)
 }
 
 async fn cgi(State(front): State<Arc<Front>>, request: Request) -> Response {
