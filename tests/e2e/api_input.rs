@@ -277,6 +277,7 @@ async fn mirrors_come_in_pages_and_filter_by_direction_enabled_and_state() {
 
     for (query, field) in [
         ("page=0", "page"),
+        ("page=2147483648", "page"),
         ("per_page=101", "per_page"),
         ("state=sad", "state"),
         ("page=x", "page"),

@@ -192,8 +192,22 @@ async fn github_and_gitlab_pushes_reach_every_push_mirror() {
         ("x-github-delivery", "delivery-3".to_string()),
     ];
     assert_eq!(
-        deliver(server, "/hooks/github", &unsigned, body).await.0,
+        deliver(server, "/hooks/github", &unsigned, body.clone())
+            .await
+            .0,
         401
+    );
+    // An empty delivery id is no id: refused by name before anything else.
+    let anonymous = [
+        ("x-github-event", "push".to_string()),
+        ("x-github-delivery", String::new()),
+        ("x-hub-signature-256", sign(&body, SECRET)),
+    ];
+    let (status, refused) = deliver(server, "/hooks/github", &anonymous, body).await;
+    assert_eq!(
+        (status, &refused["error"]["field"]),
+        (422, &json!("x-github-delivery")),
+        "{refused}"
     );
     let elsewhere = github_push("https://github.com/someone/else.git", &tip);
     assert_eq!(

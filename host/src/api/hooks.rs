@@ -113,10 +113,12 @@ fn bad_body(e: BytesRejection) -> ApiError {
     ApiError::new(e.status(), "bad_body", e.body_text())
 }
 
+/// A header the delivery must carry; empty counts as missing.
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
         .ok_or_else(|| ApiError::invalid(name.to_string(), "missing header"))
 }
 

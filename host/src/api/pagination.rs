@@ -12,12 +12,14 @@ use crate::store::Page;
 /// Rows per page when the request names none, and at most.
 const DEFAULT_PER_PAGE: u32 = 20;
 const MAX_PER_PAGE: u32 = 100;
+/// The last page a request may name: the schema's 32-bit integer.
+const MAX_PAGE: u32 = i32::MAX as u32;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Which page, from 1 [default: 1].
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 2147483647)]
     page: Option<u32>,
     /// Rows per page, 1 to 100 [default: 20].
     #[param(minimum = 1, maximum = 100)]
@@ -27,8 +29,11 @@ pub struct PageQuery {
 impl PageQuery {
     pub fn page(&self) -> Result<Page, ApiError> {
         let page = self.page.unwrap_or(1);
-        if page == 0 {
-            return Err(ApiError::invalid("page", "pages count from 1"));
+        if page == 0 || page > MAX_PAGE {
+            return Err(ApiError::invalid(
+                "page",
+                "pages count from 1 to 2147483647",
+            ));
         }
         let per_page = self.per_page.unwrap_or(DEFAULT_PER_PAGE);
         if !(1..=MAX_PER_PAGE).contains(&per_page) {
