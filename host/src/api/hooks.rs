@@ -17,12 +17,12 @@ use crate::webhooks::{Delivery, Outcome, Provider, WebhookError};
 type Answer = Result<(StatusCode, Json<Value>), ApiError>;
 
 /// `POST /hooks/github`.
-#[utoipa::path(post, path = "/github", tag = "webhooks",
+#[utoipa::path(post, path = "/github", tag = "webhooks", security(()),
     params(
         ("X-GitHub-Event" = String, Header, description = "push or ping"),
         ("X-GitHub-Delivery" = String, Header, description = "The delivery's id"),
         ("X-Hub-Signature-256" = String, Header, description = "sha256=<HMAC-SHA256 of the body>")),
-    request_body(content = serde_json::Value, description = "GitHub push or ping payload, signed in X-Hub-Signature-256"), responses((status = 422, description = "A header is missing or malformed; `field` names it", body = crate::api::ErrorBody), (status = 202, body = serde_json::Value), (status = 200, description = "ping, duplicate or ignored event", body = serde_json::Value), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 413)))]
+    request_body(content = Object, description = "GitHub push or ping payload, signed in X-Hub-Signature-256"), responses((status = 422, description = "A header is missing or malformed; `field` names it", body = crate::api::ErrorBody), (status = 202, body = serde_json::Value), (status = 200, description = "ping, duplicate or ignored event", body = serde_json::Value), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 413)))]
 pub async fn github(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -47,12 +47,12 @@ pub async fn github(
 }
 
 /// `POST /hooks/gitlab`.
-#[utoipa::path(post, path = "/gitlab", tag = "webhooks",
+#[utoipa::path(post, path = "/gitlab", tag = "webhooks", security(()),
     params(
         ("X-Gitlab-Event" = String, Header, description = "Push Hook or Tag Push Hook"),
         ("X-Gitlab-Event-UUID" = String, Header, description = "The delivery's id (or Idempotency-Key)"),
         ("X-Gitlab-Token" = String, Header, description = "The project's webhook secret")),
-    request_body(content = serde_json::Value, description = "GitLab Push Hook or Tag Push Hook payload, with X-Gitlab-Token"), responses((status = 422, description = "A header is missing or malformed; `field` names it", body = crate::api::ErrorBody), (status = 202, body = serde_json::Value), (status = 200, description = "duplicate or ignored event", body = serde_json::Value), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 413)))]
+    request_body(content = Object, description = "GitLab Push Hook or Tag Push Hook payload, with X-Gitlab-Token"), responses((status = 422, description = "A header is missing or malformed; `field` names it", body = crate::api::ErrorBody), (status = 202, body = serde_json::Value), (status = 200, description = "duplicate or ignored event", body = serde_json::Value), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 413)))]
 pub async fn gitlab(
     State(app): State<AppState>,
     headers: HeaderMap,

@@ -7,6 +7,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::ApiError;
 
@@ -51,23 +52,43 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
 }
 
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let mut value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("malformed JSON: {e}"),
+        )
+    })?;
+    integral(&mut value);
+    serde_path_to_error::deserialize(&value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("malformed JSON: {inner}"),
-            );
-        }
-        let message = inner.to_string();
+        let message = e.into_inner().to_string();
         match named_field(&path, &message) {
             Some(field) => ApiError::invalid(field, message),
             None => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message),
         }
     })
+}
+
+/// Writes whole-valued floats (`120.0`) as integers: JSON Schema's `integer`
+/// takes them, serde's integer types do not. Up to 2^53, where every integer
+/// is exact.
+fn integral(value: &mut Value) {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT) {
+                *value = if f < 0.0 {
+                    Value::from(f as i64)
+                } else {
+                    Value::from(f as u64)
+                };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral),
+        Value::Object(fields) => fields.values_mut().for_each(integral),
+        _ => {}
+    }
 }
 
 /// The field an error is about. serde reports a missing field at the object
@@ -132,6 +153,10 @@ mod tests {
         );
         let err = parse::<Body>(br#"{"name": "x""#).unwrap_err();
         assert_eq!((err.status.as_u16(), err.code), (400, "invalid_json"));
+        let whole: Body = parse(br#"{"name": "x", "count": 120.0}"#).unwrap();
+        assert_eq!(whole.count, 120);
+        let err = parse::<Body>(br#"{"name": "x", "count": 1.5}"#).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("count"));
         let err = parse::<Body>(br#"{"name": "x"}"#).unwrap_err();
         assert_eq!(
             (err.status.as_u16(), err.field.as_deref()),
