@@ -335,6 +335,14 @@ async fn updates_recorded_from_outside_count_in_health_and_alert() {
     }
     let (_, h) = api.get(&format!("/api/v1/mirrors/{id}/health")).await;
     assert_eq!(h["total_updates"], 4);
+    // An empty error is no error.
+    let (status, ok) = api
+        .post(
+            &runs,
+            json!({"success": true, "duration_ms": 1, "error": ""}),
+        )
+        .await;
+    assert_eq!((status, &ok["error"]), (201, &Value::Null), "{ok}");
     let (status, _) = api
         .post(
             "/api/v1/mirrors/999/runs",

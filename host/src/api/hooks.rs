@@ -19,8 +19,8 @@ type Answer = Result<(StatusCode, Json<Value>), ApiError>;
 /// `POST /hooks/github`.
 #[utoipa::path(post, path = "/github", tag = "webhooks", security(()),
     params(
-        ("X-GitHub-Event" = String, Header, description = "push or ping"),
-        ("X-GitHub-Delivery" = String, Header, description = "The delivery's id"),
+        ("X-GitHub-Event" = String, Header, min_length = 1, description = "push or ping"),
+        ("X-GitHub-Delivery" = String, Header, min_length = 1, description = "The delivery's id"),
         ("X-Hub-Signature-256" = String, Header, description = "sha256=<HMAC-SHA256 of the body>")),
     request_body(content = Object, description = "GitHub push or ping payload, signed in X-Hub-Signature-256"), responses((status = 422, description = "A header is missing or malformed; `field` names it", body = crate::api::ErrorBody), (status = 202, body = serde_json::Value), (status = 200, description = "ping, duplicate or ignored event", body = serde_json::Value), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 413)))]
 pub async fn github(
@@ -49,8 +49,8 @@ pub async fn github(
 /// `POST /hooks/gitlab`.
 #[utoipa::path(post, path = "/gitlab", tag = "webhooks", security(()),
     params(
-        ("X-Gitlab-Event" = String, Header, description = "Push Hook or Tag Push Hook"),
-        ("X-Gitlab-Event-UUID" = String, Header, description = "The delivery's id (or Idempotency-Key)"),
+        ("X-Gitlab-Event" = String, Header, min_length = 1, description = "Push Hook or Tag Push Hook"),
+        ("X-Gitlab-Event-UUID" = String, Header, min_length = 1, description = "The delivery's id (or Idempotency-Key)"),
         ("X-Gitlab-Token" = String, Header, description = "The project's webhook secret")),
     request_body(content = Object, description = "GitLab Push Hook or Tag Push Hook payload, with X-Gitlab-Token"), responses((status = 422, description = "A header is missing or malformed; `field` names it", body = crate::api::ErrorBody), (status = 202, body = serde_json::Value), (status = 200, description = "duplicate or ignored event", body = serde_json::Value), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 413)))]
 pub async fn gitlab(
@@ -65,6 +65,7 @@ pub async fn gitlab(
             .get("idempotency-key")
             .or_else(|| headers.get("x-gitlab-event-uuid"))
             .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| {
                 ApiError::invalid("X-Gitlab-Event-UUID", "missing delivery id header")
             })?;
@@ -143,7 +144,7 @@ pub struct SecretBody {
 
 /// `PUT /api/v1/projects/{id}/webhook {"secret"}`: sets the project's webhook
 /// secret (GitHub's secret, GitLab's token), stored sealed, never shown again.
-#[utoipa::path(put, path = "/projects/{id}/webhook", tag = "projects", params(("id" = String, Path, description = "Project id, URL-encoded (group%2Fname)")), request_body = SecretBody, responses((status = 200, body = serde_json::Value), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
+#[utoipa::path(put, path = "/projects/{id}/webhook", tag = "projects", params(("id" = String, Path, description = "Project id, URL-encoded (group%2Fname)", pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$", max_length = 255)), request_body = SecretBody, responses((status = 200, body = serde_json::Value), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn set_secret(
     State(state): State<AppState>,
     Path(project_id): Path<String>,

@@ -115,7 +115,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(put, path = "/projects/{id}/protected-branches", tag = "projects", params(("id" = String, Path, description = "Project id, URL-encoded (group%2Fname)")), request_body = Vec<String>, responses((status = 200, body = store::Project), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
+#[utoipa::path(put, path = "/projects/{id}/protected-branches", tag = "projects", params(("id" = String, Path, description = "Project id, URL-encoded (group%2Fname)", pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$", max_length = 255)), request_body = Vec<String>, responses((status = 200, body = store::Project), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn set_protected_branches(
     State(state): State<AppState>,
     Path(project_id): Path<String>,
@@ -129,7 +129,7 @@ pub async fn set_protected_branches(
 }
 
 #[utoipa::path(post, path = "/projects/{id}/housekeeping", tag = "projects",
-    params(("id" = String, Path, description = "Project id, URL-encoded (group%2Fname)")),
+    params(("id" = String, Path, description = "Project id, URL-encoded (group%2Fname)", pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$", max_length = 255)),
     responses(
         (status = 200, description = "Packed anew; sizes before and after", body = crate::sync::housekeeping::Pass),
         (status = 404, description = "No such project", body = crate::api::ErrorBody),

@@ -202,7 +202,7 @@ pub struct ExternalRunBody {
     /// How long it took.
     #[schema(minimum = 0, maximum = 2147483647)]
     duration_ms: i64,
-    /// Why it failed; only for a failed update.
+    /// Why it failed; only for a failed update (`""` counts as none).
     #[schema(max_length = 4096)]
     error: Option<String>,
 }
@@ -218,7 +218,9 @@ impl ExternalRunBody {
                 "must be from 0 to 2147483647",
             ));
         }
-        match &self.error {
+        // An empty error is no error, as scripts often send it.
+        let error = self.error.filter(|e| !e.is_empty());
+        match &error {
             Some(_) if self.success => {
                 return Err(ApiError::invalid("error", "only a failed update has one"));
             }
@@ -230,7 +232,7 @@ impl ExternalRunBody {
         Ok(store::ExternalUpdate {
             succeeded: self.success,
             duration_ms: self.duration_ms,
-            error: self.error,
+            error,
         })
     }
 }
