@@ -42,6 +42,16 @@ impl Authority {
         self.dir.path().join("ca.pem")
     }
 
+    /// A service on `data_dir` that takes local remotes and trusts this
+    /// authority (`ca_bundle`), with `extra` settings.
+    pub fn trusted_by(&self, data_dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Server {
+        let bundle = self.bundle();
+        let mut envs = LOCAL_REMOTES.to_vec();
+        envs.push(("MIRRORHOST_CA_BUNDLE", bundle.to_str().unwrap()));
+        envs.extend_from_slice(extra);
+        Server::start_in(data_dir, &envs)
+    }
+
     /// A certificate for `names`, valid now unless `expired`.
     pub fn issue(&self, stem: &str, names: &[&str], expired: bool) -> TlsFiles {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
@@ -64,10 +74,7 @@ impl Authority {
 }
 
 fn trusting(ca: &Authority) -> Server {
-    let bundle = ca.bundle();
-    let mut envs = LOCAL_REMOTES.to_vec();
-    envs.push(("MIRRORHOST_CA_BUNDLE", bundle.to_str().unwrap()));
-    Server::start(&envs)
+    ca.trusted_by(tempfile::tempdir().unwrap(), &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,9 +144,7 @@ async fn refusal(api: &Api<'_>, project: &str, url: String) -> String {
 async fn each_refused_certificate_is_named() {
     let ca = Authority::new("Mirrorhost Test Root");
     let stranger = Authority::new("Unknown Issuer CA");
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.push(&["main"]);
+    let up = Upstream::with_main();
     let root = up.dir.path();
     let unknown = HttpGit::start_tls(root, None, stranger.issue("s", &["127.0.0.1"], false)).await;
     let expired = HttpGit::start_tls(root, None, ca.issue("old", &["127.0.0.1"], true)).await;
@@ -181,9 +186,7 @@ async fn each_refused_certificate_is_named() {
 async fn a_mirror_trusts_the_authority_it_names() {
     let ca = Authority::new("Team CA");
     let other = Authority::new("Other CA");
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.push(&["main"]);
+    let up = Upstream::with_main();
     let root = up.dir.path();
     let front = HttpGit::start_tls(root, None, ca.issue("git", &["127.0.0.1"], false)).await;
     let elsewhere =

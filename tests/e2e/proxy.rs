@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::http_git::HttpGit;
 use crate::https::Authority;
-use crate::support::{Api, LOCAL_REMOTES, Server, Upstream, project_repo, refs_of};
+use crate::support::{Api, Server, Upstream, project_repo, refs_of};
 
 const PROXY_USER: &str = "squidward";
 const PROXY_PASSWORD: &str = "proxy-pw-Xk29-distinctive";
@@ -114,22 +114,18 @@ struct Remote {
 impl Remote {
     async fn start() -> Self {
         let ca = Authority::new("Proxy Test Root");
-        let up = Upstream::new();
-        up.commit("main", "a");
-        up.push(&["main"]);
+        let up = Upstream::with_main();
         let front =
             HttpGit::start_tls(up.dir.path(), None, ca.issue("git", &["127.0.0.1"], false)).await;
         Self { ca, up, front }
     }
 
     fn server(&self, proxy: Option<&str>) -> Server {
-        let bundle = self.ca.bundle();
-        let mut envs = LOCAL_REMOTES.to_vec();
-        envs.push(("MIRRORHOST_CA_BUNDLE", bundle.to_str().unwrap()));
-        if let Some(proxy) = proxy {
-            envs.push(("MIRRORHOST_HTTPS_PROXY", proxy));
-        }
-        Server::start(&envs)
+        let extra: Vec<(&str, &str)> = proxy
+            .map(|proxy| ("MIRRORHOST_HTTPS_PROXY", proxy))
+            .into_iter()
+            .collect();
+        self.ca.trusted_by(tempfile::tempdir().unwrap(), &extra)
     }
 
     fn url(&self) -> String {
@@ -294,10 +290,7 @@ async fn a_mirrors_own_proxy_credentials_open_after_a_key_rotation() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("re-sealed 1 stored secrets"), "{stderr}");
 
-    let bundle = remote.ca.bundle();
-    let mut envs = LOCAL_REMOTES.to_vec();
-    envs.push(("MIRRORHOST_CA_BUNDLE", bundle.to_str().unwrap()));
-    let server = Server::start_in(data_dir, &envs);
+    let server = remote.ca.trusted_by(data_dir, &[]);
     let api = Api::new(&server);
     remote.up.commit("main", "b");
     remote.up.push(&["main"]);
