@@ -471,16 +471,10 @@ fn proxy_settings(
 ) -> Result<ProxySettings, ConfigError> {
     let url = url.filter(|u| !u.is_empty());
     if let Some(url) = &url {
-        let parsed = url::Url::parse(url).map_err(|_| ConfigError::Invalid {
+        crate::sync::proxy::parse_url(url).map_err(|message| ConfigError::Invalid {
             field: "https_proxy",
-            message: "not a URL; give http://[user:password@]host:port",
+            message,
         })?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(ConfigError::Invalid {
-                field: "https_proxy",
-                message: "an http:// or https:// proxy with a host",
-            });
-        }
     }
     // Read like curl and git do, when the service names its own proxy.
     let no_proxy = no_proxy

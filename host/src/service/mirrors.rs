@@ -258,6 +258,8 @@ impl App {
             .map_err(|e| ServiceError::invalid("url", e.to_string()))?;
         s.url = url.url;
         s.remote_host = url.host;
+        // A credential already sealed stays (create starts without one, and
+        // a PATCH naming a proxy drops it); one in the URL is sealed now.
         if let Some(proxy) = s.proxy_url.take() {
             let (bare, login) = split_proxy_url(&proxy)?;
             if let Some(login) = login {
@@ -268,12 +270,7 @@ impl App {
                     .map_err(ServiceError::internal)?;
                 s.proxy_secret = Some(sealed);
             }
-            if bare.is_empty() {
-                s.proxy_secret = None;
-            }
             s.proxy_url = Some(bare);
-        } else {
-            s.proxy_secret = None;
         }
         if let Some(pem) = &s.tls_ca_pem {
             crate::sync::tls::check_ca_pem(pem)
@@ -386,13 +383,7 @@ fn split_proxy_url(proxy: &str) -> Result<(String, Option<String>), ServiceError
         return Ok((String::new(), None));
     }
     let invalid = |why: &str| ServiceError::invalid("proxy_url", why.to_string());
-    let mut url = url::Url::parse(proxy).map_err(|e| invalid(&format!("not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid("an http:// or https:// proxy, or \"\" for none"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("names no host"));
-    }
+    let mut url = crate::sync::proxy::parse_url(proxy).map_err(invalid)?;
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
         return Err(invalid("only scheme, credentials, host and port"));
     }

@@ -96,6 +96,17 @@ fn bypassed(no_proxy: &[String], host: &str) -> bool {
     })
 }
 
+/// A proxy URL as libgit2 can use one: http or https, with a host. The
+/// service's setting and a mirror's `proxy_url` are both checked here.
+pub fn parse_url(proxy: &str) -> Result<url::Url, &'static str> {
+    let url =
+        url::Url::parse(proxy).map_err(|_| "not a URL; give http://[user:password@]host:port")?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err("an http:// or https:// proxy with a host");
+    }
+    Ok(url)
+}
+
 /// Splits a `NO_PROXY`-style list.
 pub fn parse_no_proxy(list: &str) -> Vec<String> {
     list.split(',')
