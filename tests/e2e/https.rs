@@ -342,7 +342,7 @@ async fn the_listener_serves_https_and_reloads_its_certificate_on_sighup() {
     let second = ca.issue("second", &["127.0.0.1"], false);
     std::fs::copy(&second.cert, &served.cert).unwrap();
     std::fs::copy(&second.key, &served.key).unwrap();
-    hangup(&server);
+    server.signal("HUP");
     assert!(
         server
             .wait_for_log("TLS certificate reloaded", Duration::from_secs(30))
@@ -354,22 +354,13 @@ async fn the_listener_serves_https_and_reloads_its_certificate_on_sighup() {
 
     // A broken file is refused, and the certificate in use stays.
     std::fs::write(&served.key, "garbage").unwrap();
-    hangup(&server);
+    server.signal("HUP");
     assert!(
         server
             .wait_for_log("TLS certificate not reloaded", Duration::from_secs(30))
             .is_some()
     );
     assert_eq!(presented(&https_client(&ca), &url).await, "second");
-}
-
-fn hangup(server: &Server) {
-    let pid = server.child.id().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[tokio::test]

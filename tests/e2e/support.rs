@@ -120,11 +120,19 @@ impl Server {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Sends the service the signal `name` (`TERM`, `HUP`, ...).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Sends SIGTERM, waits for the exit status, and returns it with the whole log.
     pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success());
+        self.signal("TERM");
         let exit = self.child.wait().unwrap();
         // The reader thread ends when the process's stderr closes.
         while let Ok(line) = self.log.recv_timeout(Duration::from_secs(10)) {
@@ -135,8 +143,7 @@ impl Server {
 
     /// SIGTERM and wait; hands back the data dir for a restart.
     pub fn stop(mut self) -> tempfile::TempDir {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.signal("TERM");
         assert!(self.child.wait().unwrap().success());
         let placeholder = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.data_dir, placeholder)
