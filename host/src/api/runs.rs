@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::json::{ApiJson, ApiQuery};
 use super::pagination::{self, PageQuery};
 use super::{ApiError, AppState, blocking, mirror_id};
-use crate::store::{self, ConflictStatus, Resolution, Run, RunStatus};
+use crate::service::App;
+use crate::store::{self, ConflictStatus, Page, Resolution, Run, RunStatus};
 
 /// How long `?wait=true` waits for a run before answering with its current state.
 const WAIT_LIMIT: Duration = Duration::from_secs(600);
@@ -151,19 +152,12 @@ pub async fn list(
     ApiQuery(query): ApiQuery<RunsQuery>,
     ApiQuery(paging): ApiQuery<PageQuery>,
 ) -> Result<(HeaderMap, Json<Value>), ApiError> {
-    let id = mirror_id(&id)?;
-    let page = paging.page()?;
-    let (runs, total) = blocking(state, move |app| {
-        app.mirror(id)?;
+    mirror_page(state, &id, &uri, &paging, "runs", move |app, id, page| {
         Ok(app
             .store
             .with(|c| store::runs::page(c, id, query.status, page))?)
     })
-    .await?;
-    Ok((
-        pagination::headers(&uri, page, total),
-        Json(json!({ "runs": runs })),
-    ))
+    .await
 }
 
 /// A dry run: the plan per ref, with the strategy's decisions, and no ref
@@ -274,18 +268,41 @@ pub async fn conflicts(
     ApiQuery(query): ApiQuery<ConflictsQuery>,
     ApiQuery(paging): ApiQuery<PageQuery>,
 ) -> Result<(HeaderMap, Json<Value>), ApiError> {
-    let id = mirror_id(&id)?;
+    mirror_page(
+        state,
+        &id,
+        &uri,
+        &paging,
+        "conflicts",
+        move |app, id, page| {
+            Ok(app
+                .store
+                .with(|c| store::conflicts::page(c, id, query.status, page))?)
+        },
+    )
+    .await
+}
+
+/// One page of a mirror's history (`fetch`), as `{key: [...]}` with the
+/// paging headers; 404 when the mirror does not exist.
+async fn mirror_page<T: serde::Serialize + Send + 'static>(
+    state: AppState,
+    id: &str,
+    uri: &Uri,
+    paging: &PageQuery,
+    key: &'static str,
+    fetch: impl FnOnce(&App, i64, Page) -> Result<(Vec<T>, u64), ApiError> + Send + 'static,
+) -> Result<(HeaderMap, Json<Value>), ApiError> {
+    let id = mirror_id(id)?;
     let page = paging.page()?;
-    let (conflicts, total) = blocking(state, move |app| {
+    let (rows, total) = blocking(state, move |app| {
         app.mirror(id)?;
-        Ok(app
-            .store
-            .with(|c| store::conflicts::page(c, id, query.status, page))?)
+        fetch(app, id, page)
     })
     .await?;
     Ok((
-        pagination::headers(&uri, page, total),
-        Json(json!({ "conflicts": conflicts })),
+        pagination::headers(uri, page, total),
+        Json(json!({ key: rows })),
     ))
 }
 
