@@ -44,6 +44,8 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("cannot set the remote timeouts: {0}")]
     Timeouts(git2::Error),
+    #[error("cannot install the TLS stream for https remotes: {0}")]
+    TlsStream(git2::Error),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
@@ -72,6 +74,7 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
         }
     }
     config.timeouts.install().map_err(ServerError::Timeouts)?;
+    crate::sync::tls_stream::register().map_err(ServerError::TlsStream)?;
     if let Some(bundle) = &config.ca_bundle {
         let count = crate::sync::tls::trust_bundle(bundle)?;
         tracing::info!(path = %bundle.display(), count, "trusting the ca_bundle's authorities for https remotes");

@@ -304,17 +304,7 @@ async fn rotating_the_master_key_keeps_credentials_usable() {
     let key_path = data_dir.path().join("master.key");
     let old_key = std::fs::read_to_string(&key_path).unwrap();
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mirrorhost"))
-        .args(["secrets", "rotate-key", "--data-dir"])
-        .arg(data_dir.path())
-        .env_remove("MIRRORHOST_MASTER_KEY")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = crate::support::rotate_master_key(data_dir.path());
     assert!(String::from_utf8_lossy(&out.stderr).contains("re-sealed 1 stored secrets"));
     let new_key = std::fs::read_to_string(&key_path).unwrap();
     assert_ne!(old_key, new_key);

@@ -89,6 +89,48 @@ impl HttpGit {
         }
     }
 
+    /// Behind TLS that demands a client certificate issued by one of the
+    /// certificates in `client_roots` (PEM) and ends any handshake without.
+    pub async fn start_mutual_tls(
+        root: &Path,
+        tls: mirrorhost::config::TlsFiles,
+        client_roots: &Path,
+    ) -> Self {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(client_roots).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(mirrorhost::server::Certificates::load(tls).unwrap());
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let listener = MutualTls {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        };
+        let app = router(root, None, std::time::Duration::ZERO);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            addr,
+            scheme: "https",
+            task,
+        }
+    }
+
     pub fn url(&self, repo: &str) -> String {
         format!("{}://{}/{repo}", self.scheme, self.addr)
     }
@@ -97,6 +139,33 @@ impl HttpGit {
 impl Drop for HttpGit {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Connections whose client presented a certificate the verifier took.
+struct MutualTls {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for MutualTls {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, peer)) = self.tcp.accept().await else {
+                continue;
+            };
+            // A refused handshake ends that connection only.
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, peer);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 

@@ -154,14 +154,19 @@ async fn each_refused_certificate_is_named() {
 
     let server = trusting(&ca);
     let api = Api::new(&server);
-    // By name: libgit2 (1.9) misreports a certificate without a name of the
-    // address's kind when the remote is named by IP address (an early EOF).
+    // Named by IP address or by host name, the names on the certificate
+    // are told.
     let by_name = elsewhere
         .url("upstream.git")
         .replace("127.0.0.1", "localhost");
     let error = refusal(&api, "tls/elsewhere", by_name).await;
     assert!(
         error.contains("is for git.example.com, not localhost"),
+        "{error}"
+    );
+    let error = refusal(&api, "tls/elsewhere-ip", elsewhere.url("upstream.git")).await;
+    assert!(
+        error.contains("is for git.example.com, not 127.0.0.1"),
         "{error}"
     );
     let error = refusal(&api, "tls/unknown", unknown.url("upstream.git")).await;
@@ -260,6 +265,150 @@ async fn a_mirror_trusts_the_authority_it_names() {
             "{err}"
         );
     }
+}
+
+/// The PEM texts (certificate, key) of `files`.
+pub fn pem_pair(files: &TlsFiles) -> (String, String) {
+    let read = |path: &PathBuf| std::fs::read_to_string(path).unwrap();
+    (read(&files.cert), read(&files.key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_demanding_a_client_certificate_gets_the_mirrors() {
+    let ca = Authority::new("Mirrorhost Test Root");
+    let clients = Authority::new("Team Clients CA");
+    let up = Upstream::with_main();
+    let dest = bare_repo(up.dir.path(), "dest.git");
+    let tls = ca.issue("git", &["127.0.0.1"], false);
+    let front = HttpGit::start_mutual_tls(up.dir.path(), tls, &clients.bundle()).await;
+    let (cert, key) = pem_pair(&clients.issue("mirrorhost", &["mirrorhost.test"], false));
+    let stranger = Authority::new("Stranger CA");
+    let (their_cert, their_key) = pem_pair(&stranger.issue("other", &["other.test"], false));
+
+    let server = trusting(&ca);
+    let api = Api::new(&server);
+    let error = refusal(&api, "mtls/none", front.url("upstream.git")).await;
+    assert!(
+        error.contains("demands a TLS client certificate") && error.contains("tls_client_cert_pem"),
+        "{error}"
+    );
+    let body = json!({"project_id": "mtls/stranger", "url": front.url("upstream.git"),
+                      "tls_client_cert_pem": their_cert, "tls_client_key_pem": their_key});
+    let run = api.sync(api.create("pull", body).await).await;
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused the mirror's TLS client certificate"),
+        "{run}"
+    );
+
+    let body = json!({"project_id": "mtls/app", "url": front.url("upstream.git"),
+                      "tls_client_cert_pem": cert, "tls_client_key_pem": key});
+    let pull = api.create("pull", body).await;
+    let run = api.sync(pull).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let local = project_repo(&server, "mtls/app");
+    assert_eq!(refs_of(&local), refs_of(&up.bare()));
+    let (_, shown) = api.get(&format!("/api/v1/mirrors/{pull}")).await;
+    assert_eq!(
+        (
+            shown["tls_client_cert_pem"].as_str(),
+            shown["tls_client_key"].as_bool()
+        ),
+        (Some(cert.as_str()), Some(true))
+    );
+    assert!(!shown.to_string().contains("PRIVATE KEY"), "{shown}");
+    let body = json!({"project_id": "mtls/app", "url": front.url("dest.git"),
+                      "tls_client_cert_pem": cert, "tls_client_key_pem": key});
+    let push = api.create("push", body).await;
+    assert_eq!(api.sync(push).await["status"], "succeeded");
+    assert_eq!(refs_of(&dest), refs_of(&up.bare()));
+    fsck(&dest);
+
+    // The key is sealed at rest and opens again after a key rotation.
+    let key_body = key.lines().nth(1).unwrap().to_string();
+    let data_dir = server.stop();
+    let database = std::fs::read(data_dir.path().join("mirrorhost.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&database).contains(&key_body));
+    let out = crate::support::rotate_master_key(data_dir.path());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("re-sealed 3 stored secrets"));
+    let server = ca.trusted_by(data_dir, &[]);
+    let api = Api::new(&server);
+    up.commit("main", "b");
+    up.push(&["main"]);
+    assert_eq!(api.sync(pull).await["status"], "succeeded");
+    assert_eq!(refs_of(&local), refs_of(&up.bare()));
+
+    // Removed, the remote refuses the mirror again.
+    let path = format!("/api/v1/mirrors/{pull}");
+    let (status, patched) = api
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"tls_client_cert_pem": null})),
+        )
+        .await;
+    assert_eq!(
+        (status, patched["tls_client_key"].as_bool()),
+        (200, Some(false)),
+        "{patched}"
+    );
+    assert!(patched.get("tls_client_cert_pem").is_none(), "{patched}");
+    assert_eq!(api.sync(pull).await["status"], "failed");
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_checked_before_it_is_stored() {
+    let clients = Authority::new("Team Clients CA");
+    let (cert, key) = pem_pair(&clients.issue("mirrorhost", &["mirrorhost.test"], false));
+    let (_, other_key) = pem_pair(&clients.issue("other", &["other.test"], false));
+    let server = Server::start(LOCAL_REMOTES);
+    let api = Api::new(&server);
+    let url = "https://127.0.0.1:9/app.git";
+    let cases = [
+        (json!({"tls_client_cert_pem": cert}), "tls_client_key_pem"),
+        (json!({"tls_client_key_pem": key}), "tls_client_cert_pem"),
+        (
+            json!({"tls_client_cert_pem": "not pem", "tls_client_key_pem": key}),
+            "tls_client_cert_pem",
+        ),
+        (
+            json!({"tls_client_cert_pem": cert, "tls_client_key_pem": "not pem"}),
+            "tls_client_key_pem",
+        ),
+        (
+            json!({"tls_client_cert_pem": cert, "tls_client_key_pem": other_key}),
+            "tls_client_key_pem",
+        ),
+    ];
+    for (fields, field) in cases {
+        let mut body = json!({"project_id": "mtls/bad", "url": url});
+        body.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        let (status, err) = api.post("/api/v1/mirrors/pull", body.clone()).await;
+        assert_eq!(
+            (status, err["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{body}: {err}"
+        );
+    }
+    let (_, listed) = api.get("/api/v1/mirrors").await;
+    assert_eq!(listed["mirrors"], json!([]), "nothing stored");
+    let body = json!({"project_id": "mtls/bad", "url": url});
+    let id = api.create("pull", body).await;
+    let (status, err) = api
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/mirrors/{id}"),
+            Some(json!({"tls_client_cert_pem": cert})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (422, Some("tls_client_key_pem"))
+    );
 }
 
 #[tokio::test]

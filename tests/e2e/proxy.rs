@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::http_git::HttpGit;
-use crate::https::Authority;
+use crate::https::{Authority, pem_pair};
 use crate::support::{Api, Server, Upstream, project_repo, refs_of};
 
 const PROXY_USER: &str = "squidward";
@@ -186,6 +186,29 @@ async fn the_service_proxy_carries_https_pulls_and_a_mirror_may_opt_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_is_presented_through_the_tunnel() {
+    let ca = Authority::new("Proxy Test Root");
+    let clients = Authority::new("Tunnel Clients CA");
+    let up = Upstream::with_main();
+    let tls = ca.issue("git", &["127.0.0.1"], false);
+    let front = HttpGit::start_mutual_tls(up.dir.path(), tls, &clients.bundle()).await;
+    let (cert, key) = pem_pair(&clients.issue("mirrorhost", &["mirrorhost.test"], false));
+    let proxy = Squid::start(false, false);
+    let server = ca.trusted_by(tempfile::tempdir().unwrap(), &[]);
+    let api = Api::new(&server);
+    let body = json!({"project_id": "proxy/mtls", "url": front.url("upstream.git"),
+                      "proxy_url": proxy.url(),
+                      "tls_client_cert_pem": cert, "tls_client_key_pem": key});
+    let run = sync(&api, body).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(proxy.tunnels() >= 1, "the pull went around the proxy");
+    assert_eq!(
+        refs_of(&project_repo(&server, "proxy/mtls")),
+        refs_of(&up.bare())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_proxy_that_demands_auth_or_refuses_fails_the_run_by_name() {
     let remote = Remote::start().await;
     let demanding = Squid::start(true, false);
@@ -280,14 +303,8 @@ async fn a_mirrors_own_proxy_credentials_open_after_a_key_rotation() {
     assert!(proxy.tunnels() >= 1);
 
     let data_dir = server.stop();
-    let out = Command::new(env!("CARGO_BIN_EXE_mirrorhost"))
-        .args(["secrets", "rotate-key", "--data-dir"])
-        .arg(data_dir.path())
-        .env_remove("MIRRORHOST_MASTER_KEY")
-        .output()
-        .unwrap();
+    let out = crate::support::rotate_master_key(data_dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("re-sealed 1 stored secrets"), "{stderr}");
 
     let server = remote.ca.trusted_by(data_dir, &[]);

@@ -180,6 +180,23 @@ pub fn client() -> reqwest::Client {
 }
 
 /// `refname oid` of every ref of a repository, as `git for-each-ref` sees it.
+/// `mirrorhost secrets rotate-key` on a stopped service's data dir (its key
+/// in `master.key`); the command's output, after checking it succeeded.
+pub fn rotate_master_key(data_dir: &Path) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_mirrorhost"))
+        .args(["secrets", "rotate-key", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("MIRRORHOST_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 pub fn refs_of(repo: &Path) -> std::collections::BTreeMap<String, String> {
     git(repo, &["for-each-ref", "--format=%(refname) %(objectname)"])
         .lines()

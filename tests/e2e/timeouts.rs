@@ -127,6 +127,31 @@ async fn an_unreachable_remote_ends_at_the_connect_limit() {
     drop(full);
 }
 
+/// https remotes go through our TLS stream (`sync::tls_stream`), which keeps
+/// the same two limits: a silent handshake ends at the stall limit, a
+/// connect that hangs at the connect limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_remotes_keep_the_stall_and_connect_limits() {
+    let silent = silent_listener();
+    let full = TcpListener::bind("127.0.0.1:0").unwrap();
+    let _held = fill_accept_queue(full.local_addr().unwrap());
+    let server = server(&[
+        ("MIRRORHOST_STALL_TIMEOUT_SECONDS", "2"),
+        ("MIRRORHOST_CONNECT_TIMEOUT_SECONDS", "2"),
+    ]);
+    let api = Api::new(&server);
+    let cases = [
+        (silent, "nothing for 2 s (stall timeout"),
+        (full.local_addr().unwrap(), "within 2 s (connect timeout"),
+    ];
+    for (i, (addr, why)) in cases.into_iter().enumerate() {
+        let body =
+            json!({"project_id": format!("tls/limit{i}"), "url": format!("https://{addr}/x.git")});
+        let id = api.create("pull", body).await;
+        failed_at_the_limit(&api.sync(id).await, why);
+    }
+}
+
 /// Connections that fill `addr`'s accept queue, found full once a connect
 /// to it times out.
 fn fill_accept_queue(addr: SocketAddr) -> Vec<TcpStream> {

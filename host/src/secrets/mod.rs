@@ -262,6 +262,12 @@ pub fn proxy_aad(proxy_url: &str) -> Vec<u8> {
     [b"proxy:".as_slice(), proxy_url.as_bytes()].concat()
 }
 
+/// What a mirror's TLS client key is sealed to: the certificate it is the
+/// key of.
+pub fn client_key_aad(certificate_pem: &str) -> Vec<u8> {
+    [b"tls-client-key:".as_slice(), certificate_pem.as_bytes()].concat()
+}
+
 /// Re-seals every stored secret (credentials, webhook secrets) under `new`, all
 /// or nothing, and, when the
 /// old key lives in `<data_dir>/master.key`, replaces that file. The new key file
@@ -292,6 +298,9 @@ pub fn rotate(
                 SealedOwner::Mirror(id) => id.to_be_bytes().to_vec(),
                 SealedOwner::Project(id) => crate::store::webhooks::aad(id),
                 SealedOwner::Proxy { proxy_url, .. } => proxy_aad(proxy_url),
+                SealedOwner::ClientKey {
+                    certificate_pem, ..
+                } => client_key_aad(certificate_pem),
             };
             let plaintext = old.open_bytes(&aad, sealed)?;
             Ok::<_, RotateError>(new.seal_bytes(&aad, &plaintext)?)

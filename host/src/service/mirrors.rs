@@ -50,6 +50,14 @@ pub struct CreateMirror {
     /// remote's own certificate).
     #[schema(max_length = 65536)]
     pub tls_ca_pem: Option<String>,
+    /// The client certificate to present to a remote that demands one (PEM,
+    /// leaf first, then intermediates); given together with its key.
+    #[schema(max_length = 65536)]
+    pub tls_client_cert_pem: Option<String>,
+    /// The unencrypted PEM private key of `tls_client_cert_pem`; stored
+    /// sealed, never shown (the mirror says `tls_client_key: true`).
+    #[schema(max_length = 16384)]
+    pub tls_client_key_pem: Option<String>,
 }
 
 /// A change of a mirror's settings, as `PATCH /api/v1/mirrors/{id}` takes it:
@@ -84,7 +92,17 @@ pub struct PatchMirror {
     #[serde(default, deserialize_with = "present")]
     #[schema(max_length = 65536)]
     pub tls_ca_pem: Option<Option<String>>,
+    /// As at creation, with `tls_client_key_pem` beside it; `null` removes
+    /// both.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(max_length = 65536)]
+    pub tls_client_cert_pem: Option<Option<String>>,
+    #[schema(max_length = 16384)]
+    pub tls_client_key_pem: Option<String>,
 }
+
+/// The largest `tls_client_key_pem` taken (an RSA 8192 key is under 7 KiB).
+const MAX_CLIENT_KEY_BYTES: usize = 16 * 1024;
 
 fn auth_none() -> AuthMethod {
     AuthMethod::None
@@ -107,7 +125,7 @@ impl App {
         direction: Direction,
         new: CreateMirror,
     ) -> Result<Mirror, ServiceError> {
-        let settings = MirrorSettings {
+        let mut settings = MirrorSettings {
             project_id: new.project_id,
             direction,
             url: new.url,
@@ -127,7 +145,14 @@ impl App {
             proxy_url: new.proxy_url,
             proxy_secret: None,
             tls_ca_pem: new.tls_ca_pem,
+            tls_client_cert_pem: None,
+            tls_client_key_secret: None,
         };
+        self.set_client_certificate(
+            &mut settings,
+            new.tls_client_cert_pem.map(Some),
+            new.tls_client_key_pem,
+        )?;
         let settings = self.validate(settings)?;
         let mirror = self.store.with(|c| {
             if settings.direction == Direction::Pull {
@@ -188,6 +213,7 @@ impl App {
             s.proxy_secret = None;
         }
         s.tls_ca_pem = patch.tls_ca_pem.unwrap_or(s.tls_ca_pem);
+        self.set_client_certificate(&mut s, patch.tls_client_cert_pem, patch.tls_client_key_pem)?;
         let s = self.validate(s)?;
         let mirror = self.store.with(|c| store::mirrors::update(c, id, &s))?;
         // Only a PATCH that names `update_interval` sets the cadence (a cron
@@ -245,6 +271,59 @@ impl App {
             .with(|c| store::mirrors::project(c, &mirror.project_id))?
             .ok_or_else(|| ServiceError::NotFound(format!("no project {}", mirror.project_id)))?;
         Ok((mirror, project))
+    }
+
+    /// Puts a client certificate and its sealed key into `s`, after checking
+    /// that they belong together; `Some(None)` removes them; `None` keeps
+    /// what `s` has. Neither half goes without the other.
+    fn set_client_certificate(
+        &self,
+        s: &mut MirrorSettings,
+        certificate: Option<Option<String>>,
+        key: Option<String>,
+    ) -> Result<(), ServiceError> {
+        use crate::sync::tls_stream::{Identity, IdentityError};
+        let (certificate, key) = match (certificate, key) {
+            (None, None) => return Ok(()),
+            (Some(None), None) => {
+                s.tls_client_cert_pem = None;
+                s.tls_client_key_secret = None;
+                return Ok(());
+            }
+            (Some(Some(certificate)), Some(key)) => (certificate, key),
+            (Some(None), Some(_)) | (None, Some(_)) => {
+                return Err(ServiceError::invalid(
+                    "tls_client_cert_pem",
+                    "send the certificate with its key",
+                ));
+            }
+            (Some(Some(_)), None) => {
+                return Err(ServiceError::invalid(
+                    "tls_client_key_pem",
+                    "send the key with its certificate",
+                ));
+            }
+        };
+        if certificate.len() > crate::sync::tls::MAX_CA_PEM_BYTES {
+            let why = format!("at most {} bytes", crate::sync::tls::MAX_CA_PEM_BYTES);
+            return Err(ServiceError::invalid("tls_client_cert_pem", why));
+        }
+        if key.len() > MAX_CLIENT_KEY_BYTES {
+            let why = format!("at most {MAX_CLIENT_KEY_BYTES} bytes");
+            return Err(ServiceError::invalid("tls_client_key_pem", why));
+        }
+        Identity::from_pem(&certificate, key.as_bytes()).map_err(|e| match e {
+            IdentityError::Certificate(why) => ServiceError::invalid("tls_client_cert_pem", why),
+            IdentityError::Key(why) => ServiceError::invalid("tls_client_key_pem", why),
+        })?;
+        let aad = crate::secrets::client_key_aad(&certificate);
+        let sealed = self
+            .master_key
+            .seal_bytes(&aad, key.as_bytes())
+            .map_err(ServiceError::internal)?;
+        s.tls_client_cert_pem = Some(certificate);
+        s.tls_client_key_secret = Some(sealed);
+        Ok(())
     }
 
     /// Checks every setting; returns them with the derived remote host filled in.

@@ -263,6 +263,10 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE mirrors ADD COLUMN tls_ca_pem TEXT;",
     // 19: the credentials of a mirror's own proxy, sealed to its proxy_url.
     "ALTER TABLE mirrors ADD COLUMN proxy_secret BLOB;",
+    // 20: the client certificate a mirror presents to its https remote, and
+    // its key, sealed to the certificate.
+    "ALTER TABLE mirrors ADD COLUMN tls_client_cert_pem TEXT;
+    ALTER TABLE mirrors ADD COLUMN tls_client_key_secret BLOB;",
 ];
 
 /// The schema version this binary writes.

@@ -73,6 +73,15 @@ pub struct Mirror {
     /// signed by, beside those the service trusts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca_pem: Option<String>,
+    /// The client certificate (PEM chain, leaf first) this mirror presents
+    /// to a remote that asks for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_cert_pem: Option<String>,
+    /// The certificate's private key, sealed to the certificate; shown only
+    /// as whether there is one.
+    #[serde(rename = "tls_client_key", serialize_with = "is_some")]
+    #[schema(value_type = bool)]
+    pub tls_client_key_secret: Option<Vec<u8>>,
     pub created_at: String,
     pub updated_at: String,
     /// Where its runs stand, in GitLab's words.
@@ -134,6 +143,8 @@ pub struct MirrorSettings {
     pub proxy_url: Option<String>,
     pub proxy_secret: Option<Vec<u8>>,
     pub tls_ca_pem: Option<String>,
+    pub tls_client_cert_pem: Option<String>,
+    pub tls_client_key_secret: Option<Vec<u8>>,
 }
 
 impl MirrorSettings {
@@ -160,6 +171,8 @@ impl MirrorSettings {
             proxy_url: None,
             proxy_secret: None,
             tls_ca_pem: None,
+            tls_client_cert_pem: None,
+            tls_client_key_secret: None,
         }
     }
 }
@@ -193,6 +206,8 @@ impl Mirror {
             proxy_url: self.proxy_url.clone(),
             proxy_secret: self.proxy_secret.clone(),
             tls_ca_pem: self.tls_ca_pem.clone(),
+            tls_client_cert_pem: self.tls_client_cert_pem.clone(),
+            tls_client_key_secret: self.tls_client_key_secret.clone(),
         }
     }
 }
@@ -201,7 +216,7 @@ const MIRROR_COLUMNS: &str = "id, project_id, direction, url, remote_host, auth_
      update_interval, only_protected_branches, keep_divergent_refs, mirror_branch_regex, \
      conflict_strategy, conflict_strategy_config, branch_filter, branch_filter_config, \
      created_at, updated_at, auth_provider, auth_provider_config, proxy_url, tls_ca_pem, \
-     proxy_secret, \
+     proxy_secret, tls_client_cert_pem, tls_client_key_secret, \
      EXISTS (SELECT 1 FROM jobs WHERE jobs.mirror_id = mirrors.id AND jobs.state = 'running'), \
      EXISTS (SELECT 1 FROM jobs WHERE jobs.mirror_id = mirrors.id AND jobs.state = 'pending'), \
      h.last_started_at, h.last_status, h.last_finished_at, h.last_error, h.last_success_at";
@@ -234,7 +249,9 @@ fn mirror_from_row(row: &Row<'_>) -> rusqlite::Result<Mirror> {
         proxy_url: row.get(19)?,
         tls_ca_pem: row.get(20)?,
         proxy_secret: row.get(21)?,
-        status: update_state(row, 22)?,
+        tls_client_cert_pem: row.get(22)?,
+        tls_client_key_secret: row.get(23)?,
+        status: update_state(row, 24)?,
     })
 }
 
@@ -311,8 +328,9 @@ pub fn set_protected_branches(
 const SETTABLE: &str = "url, remote_host, auth_method, enabled, update_interval, \
      only_protected_branches, keep_divergent_refs, mirror_branch_regex, conflict_strategy, \
      conflict_strategy_config, branch_filter, branch_filter_config, auth_provider, \
-     auth_provider_config, proxy_url, tls_ca_pem, proxy_secret";
-const SETTABLE_COUNT: usize = 17;
+     auth_provider_config, proxy_url, tls_ca_pem, proxy_secret, tls_client_cert_pem, \
+     tls_client_key_secret";
+const SETTABLE_COUNT: usize = 19;
 
 fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; SETTABLE_COUNT] {
     [
@@ -333,6 +351,8 @@ fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; SETTABLE_COUNT]
         &s.proxy_url,
         &s.tls_ca_pem,
         &s.proxy_secret,
+        &s.tls_client_cert_pem,
+        &s.tls_client_key_secret,
     ]
 }
 

@@ -226,10 +226,53 @@ pub enum SealedOwner {
     /// `mirrors.proxy_secret`: a mirror's proxy credentials, bound to its
     /// `proxy_url`.
     Proxy { mirror_id: i64, proxy_url: String },
+    /// `mirrors.tls_client_key_secret`: a mirror's TLS client key, bound to
+    /// its certificate.
+    ClientKey {
+        mirror_id: i64,
+        certificate_pem: String,
+    },
 }
 
-/// Re-seals every sealed secret (credentials and webhook secrets) in one
-/// transaction: an error from `reseal` leaves every row as it was.
+/// Each kind of sealed row: the query listing them (owner columns, then the
+/// sealed bytes), how a row names its owner.
+type SealedRows = (
+    &'static str,
+    fn(&rusqlite::Row<'_>) -> rusqlite::Result<SealedOwner>,
+);
+
+const SEALED_ROWS: [SealedRows; 4] = [
+    ("SELECT mirror_id, sealed FROM credentials", |row| {
+        Ok(SealedOwner::Mirror(row.get(0)?))
+    }),
+    ("SELECT project_id, sealed FROM webhook_secrets", |row| {
+        Ok(SealedOwner::Project(row.get(0)?))
+    }),
+    (
+        "SELECT id, proxy_url, proxy_secret FROM mirrors \
+         WHERE proxy_secret IS NOT NULL AND proxy_url IS NOT NULL",
+        |row| {
+            Ok(SealedOwner::Proxy {
+                mirror_id: row.get(0)?,
+                proxy_url: row.get(1)?,
+            })
+        },
+    ),
+    (
+        "SELECT id, tls_client_cert_pem, tls_client_key_secret FROM mirrors \
+         WHERE tls_client_key_secret IS NOT NULL AND tls_client_cert_pem IS NOT NULL",
+        |row| {
+            Ok(SealedOwner::ClientKey {
+                mirror_id: row.get(0)?,
+                certificate_pem: row.get(1)?,
+            })
+        },
+    ),
+];
+
+/// Re-seals every sealed secret (credentials, webhook secrets, proxy
+/// credentials, TLS client keys) in one transaction: an error from `reseal`
+/// leaves every row as it was.
 pub fn reseal_all<E: From<StoreError>>(
     conn: &mut Connection,
     key_id: &str,
@@ -237,42 +280,12 @@ pub fn reseal_all<E: From<StoreError>>(
 ) -> Result<usize, E> {
     let tx = conn.transaction().map_err(StoreError::from)?;
     let mut rows: Vec<(SealedOwner, Vec<u8>)> = Vec::new();
-    {
-        let mut stmt = tx
-            .prepare("SELECT mirror_id, sealed FROM credentials")
-            .map_err(StoreError::from)?;
+    for (sql, owner) in SEALED_ROWS {
+        let mut stmt = tx.prepare(sql).map_err(StoreError::from)?;
         let found = stmt
             .query_map([], |row| {
-                Ok((SealedOwner::Mirror(row.get(0)?), row.get(1)?))
-            })
-            .map_err(StoreError::from)?;
-        for row in found {
-            rows.push(row.map_err(StoreError::from)?);
-        }
-        let mut stmt = tx
-            .prepare("SELECT project_id, sealed FROM webhook_secrets")
-            .map_err(StoreError::from)?;
-        let found = stmt
-            .query_map([], |row| {
-                Ok((SealedOwner::Project(row.get(0)?), row.get(1)?))
-            })
-            .map_err(StoreError::from)?;
-        for row in found {
-            rows.push(row.map_err(StoreError::from)?);
-        }
-        let mut stmt = tx
-            .prepare(
-                "SELECT id, proxy_url, proxy_secret FROM mirrors \
-                 WHERE proxy_secret IS NOT NULL AND proxy_url IS NOT NULL",
-            )
-            .map_err(StoreError::from)?;
-        let found = stmt
-            .query_map([], |row| {
-                let owner = SealedOwner::Proxy {
-                    mirror_id: row.get(0)?,
-                    proxy_url: row.get(1)?,
-                };
-                Ok((owner, row.get(2)?))
+                let sealed_at = row.as_ref().column_count() - 1;
+                Ok((owner(row)?, row.get(sealed_at)?))
             })
             .map_err(StoreError::from)?;
         for row in found {
@@ -292,6 +305,10 @@ pub fn reseal_all<E: From<StoreError>>(
             ),
             SealedOwner::Proxy { mirror_id, .. } => tx.execute(
                 "UPDATE mirrors SET proxy_secret = ?2 WHERE id = ?1",
+                rusqlite::params![mirror_id, resealed],
+            ),
+            SealedOwner::ClientKey { mirror_id, .. } => tx.execute(
+                "UPDATE mirrors SET tls_client_key_secret = ?2 WHERE id = ?1",
                 rusqlite::params![mirror_id, resealed],
             ),
         };

@@ -30,6 +30,7 @@ mod testing;
 pub mod throttle;
 mod timeouts;
 pub mod tls;
+pub mod tls_stream;
 mod transport;
 
 use std::collections::HashSet;
@@ -225,7 +226,7 @@ impl Engine<'_> {
     fn start(&self, mirror: &Mirror, project: &Project, mode: Mode) -> Result<Report, SyncError> {
         std::fs::create_dir_all(self.repos_dir)?;
         let opened = self.open(project)?;
-        let run = Run::new(self, &opened, mirror, project, mode);
+        let run = Run::new(self, &opened, mirror, project, mode)?;
         match mirror.direction {
             Direction::Pull => run.pull(),
             Direction::Push => run.push(),
@@ -248,7 +249,7 @@ impl Engine<'_> {
         project: &Project,
     ) -> Result<Vec<crate::store::credentials::HostKey>, SyncError> {
         let opened = self.open(project)?;
-        Run::new(self, &opened, mirror, project, Mode::DryRun).detect_host_keys()
+        Run::new(self, &opened, mirror, project, Mode::DryRun)?.detect_host_keys()
     }
 }
 
@@ -261,7 +262,7 @@ impl Engine<'_> {
         project: &Project,
     ) -> Result<String, SyncError> {
         let opened = self.open(project)?;
-        let run = Run::new(self, &opened, mirror, project, Mode::DryRun);
+        let run = Run::new(self, &opened, mirror, project, Mode::DryRun)?;
         let transfer = transport::Transfer::default();
         let mut remote = opened.repo.remote_anonymous(&mirror.url)?;
         let mut connection = remote
@@ -349,6 +350,30 @@ impl Engine<'_> {
     }
 }
 
+/// The client certificate `mirror` presents, its key opened.
+fn client_identity(
+    master_key: &MasterKey,
+    mirror: &Mirror,
+) -> Result<Option<tls_stream::Identity>, SyncError> {
+    let (Some(certificate), Some(sealed)) =
+        (&mirror.tls_client_cert_pem, &mirror.tls_client_key_secret)
+    else {
+        return Ok(None);
+    };
+    let unusable = |why: String| {
+        SyncError::Git(format!(
+            "the mirror's TLS client certificate cannot be used: {why}"
+        ))
+    };
+    let aad = crate::secrets::client_key_aad(certificate);
+    let key = master_key
+        .open_bytes(&aad, sealed)
+        .map_err(|e| unusable(e.to_string()))?;
+    tls_stream::Identity::from_pem(certificate, &key)
+        .map(Some)
+        .map_err(|e| unusable(e.to_string()))
+}
+
 /// One run of one mirror.
 struct Run<'a> {
     engine: &'a Engine<'a>,
@@ -368,6 +393,9 @@ struct Run<'a> {
     throttle: Throttle,
     /// When the run has taken all the time it may (`Timeouts::run`).
     deadline: Instant,
+    /// The mirror's TLS client certificate, presented by this thread's
+    /// connections while the run lasts.
+    _presenting: tls_stream::Presenting,
 }
 
 impl<'a> Run<'a> {
@@ -377,8 +405,9 @@ impl<'a> Run<'a> {
         mirror: &'a Mirror,
         project: &'a Project,
         mode: Mode,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, SyncError> {
+        let identity = client_identity(engine.master_key, mirror)?;
+        Ok(Self {
             engine,
             repo: &opened.repo,
             tips: &opened.tips,
@@ -392,7 +421,8 @@ impl<'a> Run<'a> {
                 engine.shared_bandwidth.cloned(),
             ),
             deadline: Instant::now() + engine.timeouts.run,
-        }
+            _presenting: tls_stream::present(identity),
+        })
     }
 
     /// Whether the run may go on: not past its deadline, not cancelled. When

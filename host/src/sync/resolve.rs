@@ -21,7 +21,7 @@ impl Engine<'_> {
         resolution: Resolution,
     ) -> Result<(), SyncError> {
         let opened = self.open(project)?;
-        let run = Run::new(self, &opened, mirror, project, Mode::Apply);
+        let run = Run::new(self, &opened, mirror, project, Mode::Apply)?;
         match (mirror.direction, resolution) {
             (Direction::Pull, Resolution::Theirs) => run.take_remote(&conflict.ref_name),
             (Direction::Push, Resolution::Ours) => run.force_push(&conflict.ref_name),

@@ -1,10 +1,7 @@
 //! https remotes: the certificate authorities trusted beside the system's
-//! (`ca_bundle`, handed to libgit2's OpenSSL once at start), and our words for
-//! a certificate libgit2 refused: expired, for another host, or from an
+//! (`ca_bundle`, handed to our TLS stream once at start), and our words for
+//! a certificate that was refused: expired, for another host, or from an
 //! authority nobody named.
-
-// git2's setter of libgit2's process-wide CA locations is an `unsafe fn`.
-#![allow(unsafe_code)]
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -25,8 +22,8 @@ pub enum TrustError {
     Bundle { path: String, message: String },
 }
 
-/// Adds the PEM certificates of `bundle` to the authorities libgit2 trusts
-/// for every https remote from now on; the system's stay trusted. How many
+/// Adds the PEM certificates of `bundle` to the authorities trusted for
+/// every https remote from now on; the system's stay trusted. How many
 /// certificates the file holds.
 pub fn trust_bundle(bundle: &Path) -> Result<usize, TrustError> {
     let refused = |message: String| TrustError::Bundle {
@@ -38,10 +35,7 @@ pub fn trust_bundle(bundle: &Path) -> Result<usize, TrustError> {
     if certificates.is_empty() {
         return Err(refused("holds no PEM certificate".into()));
     }
-    // SAFETY: libgit2 loads the file into its OpenSSL context, which is not
-    // synchronised with connections being made; the service calls this once
-    // at start, before its first transfer.
-    unsafe { git2::opts::set_ssl_cert_file(bundle) }.map_err(|e| refused(e.message().into()))?;
+    super::tls_stream::trust(bundle).map_err(|e| refused(e.to_string()))?;
     Ok(certificates.len())
 }
 
