@@ -10,6 +10,10 @@
 //!    refused by default, and libgit2 packs file:// remotes in-process, which
 //!    is not what we ship).
 //! 2. A no-op sync of 200 mirrors against a `git fetch` loop over the same 200.
+//! 3. The initial pull of (1) over https from one TLS front, with a CA the
+//!    bench makes: `git clone --mirror` (curl) against the engine with our TLS
+//!    stream (`sync::tls_stream`) and with libgit2's own OpenSSL stream.
+//!    `cargo bench --bench sync -- https` runs (1) and (3) only.
 //!
 //! Targets (issue 7): initial pull at most 1.0x git's time and peak memory; the
 //! no-op sync at least 10x faster.
@@ -49,13 +53,122 @@ const TIMED_ROUNDS: usize = 3;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(CHILD) {
-        child_pull(&args[2], Path::new(&args[3]));
+        let tls = args
+            .get(4)
+            .map(|ca| (Path::new(ca), args.get(5).map(String::as_str)));
+        child_pull(&args[2], Path::new(&args[3]), tls);
         return;
     }
     let work = tempfile::tempdir().expect("temp dir");
     initial_pull(work.path());
-    noop_sync(work.path());
-    capped_pull(work.path());
+    if !args.iter().any(|a| a == "https") {
+        noop_sync(work.path());
+        capped_pull(work.path());
+    }
+    https_pull(work.path());
+}
+
+/// Which TLS stream a child pull uses.
+const LIBGIT2_STREAM: &str = "libgit2";
+
+/// (3): the pull of `big.git` (made by `initial_pull`) over https.
+fn https_pull(work: &Path) {
+    let tls_dir = work.join("tls");
+    std::fs::create_dir_all(&tls_dir).expect("tls dir");
+    let (ca, files) = tls_files(&tls_dir);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let server = runtime.block_on(http_git::HttpGit::start_tls(work, None, files));
+    let url = server.url("big.git");
+    let exe = std::env::current_exe().expect("own path");
+    let git_side = |dir: &Path| {
+        let mut cmd = common::git_cli::command(dir);
+        cmd.env("GIT_SSL_CAINFO", &ca)
+            .args(["clone", "-q", "--mirror", &url])
+            .arg(dir.join("clone.git"));
+        cmd
+    };
+    let engine_side = |dir: &Path, stream: &str| {
+        let mut cmd = Command::new(&exe);
+        cmd.args([CHILD, &url])
+            .arg(dir.join(stream))
+            .arg(&ca)
+            .arg(stream);
+        cmd
+    };
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    for round in 0..TIMED_ROUNDS {
+        let dir = work.join(format!("https-{round}"));
+        std::fs::create_dir_all(&dir).expect("run dir");
+        times[0].push(measure(&mut git_side(&dir), false).wall);
+        times[1].push(measure(&mut engine_side(&dir, "ours"), false).wall);
+        times[2].push(measure(&mut engine_side(&dir, LIBGIT2_STREAM), false).wall);
+    }
+    let sampled = work.join("https-sampled");
+    std::fs::create_dir_all(&sampled).expect("run dir");
+    let memory = [
+        measure(&mut git_side(&sampled), true).memory,
+        measure(&mut engine_side(&sampled, "ours"), true).memory,
+        measure(&mut engine_side(&sampled, LIBGIT2_STREAM), true).memory,
+    ];
+    let names = [
+        "git clone --mirror (https)",
+        "mirrorhost, our TLS stream",
+        "mirrorhost, libgit2's stream",
+    ];
+    let medians: Vec<Duration> = times.iter_mut().map(|t| median(t)).collect();
+    for ((name, time), memory) in names.iter().zip(&medians).zip(&memory) {
+        report(name, *time, memory);
+    }
+    let refs = |repo: &str| git(&sampled.join(repo), &["for-each-ref"]);
+    assert_eq!(refs("ours/repos/bench/big.git"), refs("clone.git"));
+    assert_eq!(refs("libgit2/repos/bench/big.git"), refs("clone.git"));
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    println!(
+        "https pull time: ours vs git {:.2}x, ours vs libgit2's stream {:.2}x; \
+         peak memory of the whole tree: ours vs git {:.2}x, vs libgit2's stream {:.2}x",
+        ratio(medians[1], medians[0]),
+        ratio(medians[1], medians[2]),
+        memory[1].total_kib as f64 / memory[0].total_kib as f64,
+        memory[1].total_kib as f64 / memory[2].total_kib as f64,
+    );
+}
+
+/// A CA (its PEM file) and a certificate it issued for 127.0.0.1.
+fn tls_files(dir: &Path) -> (PathBuf, mirrorhost::config::TlsFiles) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Named apart from the certificate it issues, which OpenSSL would
+    // otherwise take for self-signed.
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Bench CA");
+    let ca_key = KeyPair::generate().expect("key");
+    let ca = params.self_signed(&ca_key).expect("CA");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("certificate");
+    let files = mirrorhost::config::TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    std::fs::write(&files.cert, cert.pem()).expect("write");
+    std::fs::write(&files.key, key.serialize_pem()).expect("write");
+    (dir.join("ca.pem"), files)
+}
+
+/// Makes the child's https connections trust `ca`, through our TLS stream or
+/// libgit2's own.
+#[allow(unsafe_code)]
+fn trust(ca: &Path, stream: Option<&str>) {
+    if stream == Some(LIBGIT2_STREAM) {
+        // SAFETY: before this process's first transfer.
+        unsafe { git2::opts::set_ssl_cert_file(ca) }.expect("libgit2 CA file");
+    } else {
+        mirrorhost::sync::tls_stream::register().expect("our TLS stream");
+        mirrorhost::sync::tls::trust_bundle(ca).expect("CA file");
+    }
 }
 
 fn initial_pull(work: &Path) {
@@ -142,8 +255,12 @@ fn initial_pull(work: &Path) {
     );
 }
 
-/// Runs in the re-executed child: one pull of `url` into a fresh service state.
-fn child_pull(url: &str, data: &Path) {
+/// Runs in the re-executed child: one pull of `url` into a fresh service
+/// state, trusting `tls`'s CA through the stream it names.
+fn child_pull(url: &str, data: &Path, tls: Option<(&Path, Option<&str>)>) {
+    if let Some((ca, stream)) = tls {
+        trust(ca, stream);
+    }
     std::fs::create_dir_all(data).expect("data dir");
     let service = Service::open(data);
     let store = &service.store;

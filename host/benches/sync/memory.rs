@@ -43,7 +43,12 @@ pub fn sample(root: u32, done: &AtomicBool) -> TreePeak {
     let mut seen: BTreeMap<u32, (String, u64)> = BTreeMap::new();
     while !done.load(Ordering::Acquire) {
         let mut total = 0;
-        for pid in tree(root) {
+        for (pid, parent) in tree(root) {
+            // Between fork and exec a child shares its parent's memory (Rust
+            // and git spawn with vfork): counting it would count that twice.
+            if parent.is_some_and(|parent| cmdline(parent) == cmdline(pid)) {
+                continue;
+            }
             let Some((rss, hwm)) = resident(pid) else {
                 continue;
             };
@@ -72,11 +77,11 @@ pub fn sample(root: u32, done: &AtomicBool) -> TreePeak {
     }
 }
 
-/// `root` and its descendants now.
-fn tree(root: u32) -> Vec<u32> {
-    let mut found = vec![root];
+/// `root` and its descendants now, each with its parent (none for `root`).
+fn tree(root: u32) -> Vec<(u32, Option<u32>)> {
+    let mut found = vec![(root, None)];
     let mut next = 0;
-    while let Some(&pid) = found.get(next) {
+    while let Some(&(pid, _)) = found.get(next) {
         next += 1;
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
@@ -87,11 +92,16 @@ fn tree(root: u32) -> Vec<u32> {
                 children
                     .unwrap_or_default()
                     .split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
+                    .filter_map(|p| p.parse::<u32>().ok())
+                    .map(|child| (child, Some(pid))),
             );
         }
     }
     found
+}
+
+fn cmdline(pid: u32) -> Option<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/cmdline")).ok()
 }
 
 /// A live process's resident set and its peak, in KiB.
