@@ -187,6 +187,39 @@ fn a_refused_or_abandoned_pack_leaves_nothing_behind() {
     assert!(has_commit(&repo, &commits[2]));
 }
 
+/// A repository's first pack must hold every object its objects name (a
+/// clone's check): one that names a parent it does not carry is refused and
+/// leaves nothing; once the parent is there, the same pack lands (later
+/// fetches are walked by `sync::connectivity`).
+#[test]
+fn a_first_pack_must_hold_every_object_it_names() {
+    let Upstream {
+        work,
+        source,
+        commits,
+    } = upstream(3);
+    let repo = mirror(&work.path().join("mirror.git"), &indexer());
+    let last_only = pack_objects(
+        &source,
+        &format!("{}\n^{}\n", commits[2], commits[1]),
+        false,
+    );
+    let error = write_pack(&repo, &last_only).unwrap_err();
+    assert!(
+        error.message().contains("incomplete history") && error.message().contains(&commits[1]),
+        "{error}"
+    );
+    assert_eq!(pack_files(&repo), Vec::<String>::new());
+
+    write_pack(
+        &repo,
+        &pack_objects(&source, &format!("{}\n", commits[1]), false),
+    )
+    .unwrap();
+    write_pack(&repo, &last_only).unwrap();
+    assert!(has_commit(&repo, &commits[2]));
+}
+
 /// libgit2 hands a pack to the next backend when one refuses to take it; its
 /// own indexer knows nothing of `max_object_bytes`, so a fetch whose indexer
 /// cannot start must fail, not fall back.

@@ -4,7 +4,8 @@
 //! stopping at what the repository's refs reach already (kept connected by
 //! the same check on every earlier fetch). A remote that sends a pack
 //! missing a tree or a blob, or a parent, is caught here, before any ref
-//! points at the hole.
+//! points at the hole. A first fetch is the indexer's to check
+//! ([`holds_no_objects`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -12,6 +13,26 @@ use std::process::Stdio;
 
 use super::SyncError;
 use super::git_cli;
+
+/// Whether the repository holds no object yet: a first fetch. Its pack is
+/// checked by the indexer instead (it must hold every object its objects
+/// name, as a clone checks), which costs far less than walking the whole
+/// history; every later fetch by [`check`].
+pub(super) fn holds_no_objects(objects_dir: &Path) -> bool {
+    let any = |dir: &Path, found: &dyn Fn(&std::fs::DirEntry) -> bool| {
+        std::fs::read_dir(dir).is_ok_and(|entries| entries.flatten().any(|e| found(&e)))
+    };
+    let packs = any(&objects_dir.join("pack"), &|e| {
+        e.file_name().to_string_lossy().ends_with(".pack")
+    });
+    // Loose objects live in the directories `00` to `ff`.
+    let loose = any(objects_dir, &|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit()) && any(&e.path(), &|_| true)
+    });
+    !packs && !loose
+}
 
 /// Checks that everything `tips` reach is in `repo`.
 pub fn check(repo: &Path, tips: &[git2::Oid]) -> Result<(), SyncError> {

@@ -45,14 +45,13 @@ impl Run<'_> {
             .filter(|name| refs::valid_name(name));
 
         let scope = self.pull_scope(&advertised, &local, &mut refused)?;
+        // A first fetch's pack is checked whole by the indexer, as a clone's
+        // is (a rev-list of the whole history would cost more than the
+        // clone: 1.04x git's time, 3.9x its memory on 100,000 objects);
+        // later ones are walked from what they brought, as git's fetch does.
+        let first = connectivity::holds_no_objects(&self.repo.path().join("objects"));
         let fetched = self.fetch_missing(&mut connection, &advertised, &scope, &counter)?;
-        // The connectivity check after an incremental fetch, as git's fetch
-        // makes it. An initial pull is not walked: git's clone trusts
-        // index-pack's check that the pack is self-contained instead, which
-        // our indexer does not make yet, and a rev-list of the whole history
-        // would cost more than the clone (1.04x git's time, 3.9x its memory,
-        // on 100,000 objects).
-        if !local.is_empty() {
+        if !first {
             connectivity::check(self.repo.path(), &fetched)?;
         }
         drop(connection);

@@ -3,12 +3,14 @@
 //! data inflated (and thrown away: only whole objects are hashed here, deltas
 //! wait for pass two), and its offset, CRC and id noted in the [`Table`].
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 
 use flate2::write::ZlibEncoder;
 use flate2::{Compression, Decompress, FlushDecompress, Status};
 
+use super::links::LinkReader;
 use super::{Counts, IndexError, Kind, Oid, delta, finish_id, object_hasher};
 
 /// Reads from the network in pieces of this size.
@@ -32,6 +34,9 @@ pub(super) struct Table {
     /// Where the entries end and the trailer starts.
     pub end: u64,
     pub checksum: Oid,
+    /// The objects the pack's objects name, when it must be self-contained
+    /// (`Options::self_contained`); empty otherwise.
+    pub links: HashSet<Oid>,
 }
 
 /// An entry's object: its id and kind once known; a delta's stay `None` until
@@ -76,7 +81,7 @@ impl Table {
             .map(|(oid, entry)| (*entry, *oid))
             .collect();
         waiting.sort_unstable();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         waiting
             .into_iter()
             .filter_map(|(_, oid)| seen.insert(oid).then_some(oid))
@@ -227,11 +232,13 @@ pub(super) fn encode_whole(kind: Kind, data: &[u8]) -> io::Result<Vec<u8>> {
     z.finish()
 }
 
-/// Parses the pack from `input`, writing it to `file`.
+/// Parses the pack from `input`, writing it to `file`; notes the links of
+/// whole objects if `links`.
 pub(super) fn receive(
     input: impl Read,
     file: &File,
     limit: u64,
+    links: bool,
     progress: &(dyn Fn(Counts) + Sync),
 ) -> Result<Table, IndexError> {
     let mut stream = Stream {
@@ -251,6 +258,7 @@ pub(super) fn receive(
         scratch: vec![0; CHUNK],
         table: Table::default(),
         limit,
+        links,
         counts: Counts {
             total,
             ..Counts::default()
@@ -277,6 +285,7 @@ struct Receiving<'f, R> {
     scratch: Vec<u8>,
     table: Table,
     limit: u64,
+    links: bool,
     counts: Counts,
 }
 
@@ -290,7 +299,18 @@ impl<R: Read> Receiving<'_, R> {
         let slot = match header.what {
             What::Whole(kind) => {
                 let mut hasher = object_hasher(kind, header.size);
-                self.inflate(header.size, offset, |data| hasher.update(data))?;
+                let mut reader = LinkReader::new(kind).filter(|_| self.links);
+                let (mut found, mut malformed) = (Vec::new(), None);
+                self.inflate(header.size, offset, |data| {
+                    hasher.update(data);
+                    if let (Some(reader), None) = (&mut reader, malformed) {
+                        malformed = reader.feed(data, &mut |oid| found.push(oid)).err();
+                    }
+                })?;
+                if let Some(why) = malformed.or_else(|| reader.and_then(|r| r.finish().err())) {
+                    return Err(IndexError::malformed(offset, why));
+                }
+                self.table.links.extend(found);
                 self.counts.indexed += 1;
                 Slot {
                     oid: finish_id(hasher, offset)?,

@@ -7,21 +7,21 @@
 //! pack. This one keeps 34 bytes per object (offset, CRC, id and kind) and the
 //! delta lists, reads the pack back with `pread` (page cache, not resident
 //! memory), and holds delta bases only along the chain being resolved, under a
-//! budget. It runs in a child process (`mirrorhost index-pack`, see `packs`), so
-//! that parsing untrusted input cannot take the service down with it.
+//! budget. mirrorhost runs it in a child process (`mirrorhost index-pack`,
+//! see its `sync::packs`), so that parsing untrusted input cannot take the
+//! service down with it. Its own crate so that it can be fuzzed without the
+//! rest of the service (`fuzz/`).
 //!
 //! Two passes, as git's: `receive` parses the stream as it arrives (writes it
 //! to a temporary file, hashes whole objects, checks every claimed size), then
 //! `resolve` rebuilds deltas from their bases on every core. A thin pack's
 //! missing bases come from the repository and are appended (`complete_thin`).
 
-mod command;
 mod delta;
 mod idx;
+mod links;
 mod receive;
 mod resolve;
-
-pub use command::{Report, serve};
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -80,6 +80,10 @@ pub struct Options {
     /// Object data each thread keeps along a delta chain before it drops the
     /// oldest bases (rebuilt from the chain when needed again).
     pub base_budget: usize,
+    /// The pack starts a repository: every object its objects name must be
+    /// in it (git's `--check-self-contained-and-connected`, which a clone
+    /// asks for). Costs a set of the named ids while indexing.
+    pub self_contained: bool,
 }
 
 /// Resolving threads at most, as `git index-pack` caps them: past this, more
@@ -95,6 +99,7 @@ impl Options {
                 .map_or(1, |n| n.get())
                 .min(MAX_THREADS),
             base_budget: 32 << 20,
+            self_contained: false,
         }
     }
 }
@@ -140,10 +145,13 @@ pub enum IndexError {
     Checksum,
     #[error("SHA-1 collision attack detected in the object at offset {offset}")]
     Collision { offset: u64 },
-    #[error("the service asked about a tip as {0:?}, not `tip <id>`")]
-    BadTip(String),
     #[error("{count} deltas have no base in the pack or the repository (one needs {needed})")]
     MissingBases { count: usize, needed: String },
+    #[error(
+        "the remote sent an incomplete history: its objects name {missing}, which the pack \
+         does not hold (a first fetch must bring every object its history names)"
+    )]
+    NotSelfContained { missing: String },
 }
 
 impl IndexError {
@@ -188,7 +196,13 @@ pub fn index(
             .map_err(IndexError::io("temporary file in the pack directory"))
     };
     let mut pack = temp(".pack")?;
-    let mut table = receive::receive(input, pack.as_file(), options.max_object_bytes, progress)?;
+    let mut table = receive::receive(
+        input,
+        pack.as_file(),
+        options.max_object_bytes,
+        options.self_contained,
+        progress,
+    )?;
     let all = 0..table.len();
     resolve::resolve(pack.as_file(), &mut table, all, options, progress)?;
     complete_thin(pack.as_file_mut(), &mut table, bases, options, progress)?;
@@ -200,6 +214,9 @@ pub fn index(
     });
 
     let by_id = table.by_id();
+    if options.self_contained {
+        check_self_contained(&table, &by_id)?;
+    }
     let mut idx = temp(".idx")?;
     idx::write(idx.as_file_mut(), &table, &by_id)
         .map_err(IndexError::io("writing the pack index"))?;
@@ -216,6 +233,30 @@ pub fn index(
         },
         tips,
     })
+}
+
+/// What a clone asks of a pack (`--check-self-contained-and-connected`):
+/// every object named is in it, and no object is in it twice.
+fn check_self_contained(table: &receive::Table, by_id: &[u32]) -> Result<(), IndexError> {
+    let oid = |i: &u32| table.slots[*i as usize].oid;
+    if let Some(pair) = by_id.windows(2).find(|pair| oid(&pair[0]) == oid(&pair[1])) {
+        let offset = table.offsets[pair[1] as usize];
+        let twice = hex::encode(oid(&pair[1]));
+        return Err(IndexError::malformed(
+            offset,
+            format!("the same object {twice} appears twice in the pack"),
+        ));
+    }
+    match table
+        .links
+        .iter()
+        .find(|id| table.find(by_id, id).is_none())
+    {
+        Some(missing) => Err(IndexError::NotSelfContained {
+            missing: hex::encode(missing),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Gives the finished files their names, `pack-<name>.<ext>`. Read-only, as
@@ -235,7 +276,9 @@ fn publish(
         file.persist(pack_dir.join(format!("pack-{name}.{ext}")))
             .map_err(|e| IndexError::io("naming the pack files")(e.error))?;
     }
-    crate::fsutil::sync_dir(pack_dir).map_err(IndexError::io("syncing the pack directory"))
+    File::open(pack_dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(IndexError::io("syncing the pack directory"))
 }
 
 /// Makes a thin pack whole: every base its deltas name but it does not carry is

@@ -9,8 +9,30 @@ use std::fmt;
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Bases, Counts, IndexError, Indexed, Kind, Oid, Options, index};
+use mirror_index_pack::{Bases, IndexError, Options, index};
+pub use mirror_index_pack::{Counts, Indexed, Kind, Oid, temp_prefix};
+
 use crate::sync::packs::ChildLimits;
+
+/// Why the child stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        source: io::Error,
+    },
+    #[error("the service asked about a tip as {0:?}, not `tip <id>`")]
+    BadTip(String),
+}
+
+impl ServeError {
+    fn io(context: &'static str) -> impl FnOnce(io::Error) -> Self {
+        move |source| Self::Io { context, source }
+    }
+}
 
 /// Tips a fetch may ask about; a longer preamble is refused.
 const MAX_TIPS: usize = 1 << 22;
@@ -64,14 +86,14 @@ fn parse_oid(hex: &str) -> Option<Oid> {
 }
 
 /// The `tip <id>` lines before the pack, up to the empty line.
-fn read_tips(input: &mut impl BufRead) -> Result<Vec<Oid>, IndexError> {
+fn read_tips(input: &mut impl BufRead) -> Result<Vec<Oid>, ServeError> {
     let mut tips = Vec::new();
     let mut line = String::new();
     loop {
         line.clear();
         input
             .read_line(&mut line)
-            .map_err(IndexError::io("reading the tips"))?;
+            .map_err(ServeError::io("reading the tips"))?;
         let line = line.trim_end_matches('\n');
         if line.is_empty() {
             return Ok(tips);
@@ -80,7 +102,7 @@ fn read_tips(input: &mut impl BufRead) -> Result<Vec<Oid>, IndexError> {
             .strip_prefix("tip ")
             .and_then(parse_oid)
             .filter(|_| tips.len() < MAX_TIPS)
-            .ok_or_else(|| IndexError::BadTip(line.to_string()))?;
+            .ok_or_else(|| ServeError::BadTip(line.to_string()))?;
         tips.push(tip);
     }
 }
@@ -90,10 +112,10 @@ pub fn serve(
     objects_dir: &Path,
     max_object_bytes: u64,
     limits: ChildLimits,
-) -> Result<(), IndexError> {
+) -> Result<(), ServeError> {
     limit_self(limits)?;
     let pack_dir = objects_dir.join("pack");
-    std::fs::create_dir_all(&pack_dir).map_err(IndexError::io("creating the pack directory"))?;
+    std::fs::create_dir_all(&pack_dir).map_err(ServeError::io("creating the pack directory"))?;
     let bases = RepositoryObjects {
         objects_dir: objects_dir.to_path_buf(),
         memory_bytes: limits.memory_bytes,
@@ -107,12 +129,16 @@ pub fn serve(
     };
     let mut input = io::stdin().lock();
     let tips = read_tips(&mut input)?;
+    let options = Options {
+        self_contained: super::connectivity::holds_no_objects(objects_dir),
+        ..Options::new(max_object_bytes)
+    };
     let landed = index(
         input,
         &pack_dir,
         Some(&bases as &dyn Bases),
         &tips,
-        &Options::new(max_object_bytes),
+        &options,
         &|counts| report(Report::Progress(counts)),
     )?;
     for (oid, kind) in landed.tips {
@@ -126,7 +152,7 @@ pub fn serve(
 /// space (an allocation past it fails, and the process aborts) and its
 /// processor time (SIGXCPU, then SIGKILL).
 #[allow(unsafe_code)]
-fn limit_self(limits: ChildLimits) -> Result<(), IndexError> {
+fn limit_self(limits: ChildLimits) -> Result<(), ServeError> {
     let set = |resource, value: u64| {
         let limit = libc::rlimit {
             rlim_cur: value,
@@ -136,7 +162,7 @@ fn limit_self(limits: ChildLimits) -> Result<(), IndexError> {
         if unsafe { libc::setrlimit(resource, &limit) } == 0 {
             Ok(())
         } else {
-            Err(IndexError::io("setting the indexer's limits")(
+            Err(ServeError::io("setting the indexer's limits")(
                 io::Error::last_os_error(),
             ))
         }
@@ -147,7 +173,7 @@ fn limit_self(limits: ChildLimits) -> Result<(), IndexError> {
 
 /// The repository's own objects, for the bases a thin pack leaves out. Opened
 /// on the first base asked for: an initial pull never needs libgit2 here.
-pub(crate) struct RepositoryObjects {
+struct RepositoryObjects {
     objects_dir: PathBuf,
     /// The child's address space, a quarter of which libgit2 may map.
     memory_bytes: u64,
@@ -155,15 +181,6 @@ pub(crate) struct RepositoryObjects {
 }
 
 impl RepositoryObjects {
-    #[cfg(test)]
-    pub(crate) fn new(objects_dir: &Path) -> Self {
-        Self {
-            objects_dir: objects_dir.to_path_buf(),
-            memory_bytes: ChildLimits::default().memory_bytes,
-            odb: OnceCell::new(),
-        }
-    }
-
     fn odb(&self) -> Option<&git2::Odb<'static>> {
         let open = || -> Result<git2::Odb<'static>, git2::Error> {
             // libgit2 is started only for a thin pack's bases (starting it

@@ -4,11 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::command::RepositoryObjects;
 use super::*;
-use crate::sync::testing::git;
 
-#[path = "../../../../tests/fixtures/pack_objects.rs"]
+#[path = "../../../tests/fixtures/git.rs"]
+mod git_cli;
+use git_cli::git;
+
+#[path = "../../../tests/fixtures/pack_objects.rs"]
 mod fixture;
 use fixture::{deflated, delta_appending, entry_header, ofs_distance, pack_objects, raw_pack};
 
@@ -27,6 +29,29 @@ fn history(dir: &Path, commits: usize) -> Vec<String> {
     }
     git(dir, &["tag", "-am", "tag", "v1"]);
     ids
+}
+
+/// A bare repository's objects as thin packs' bases, read with
+/// `git cat-file` (the service reads them with libgit2).
+struct RepositoryObjects(PathBuf);
+
+impl RepositoryObjects {
+    fn new(repo: &Path) -> Self {
+        Self(repo.to_path_buf())
+    }
+}
+
+impl Bases for RepositoryObjects {
+    fn find(&self, oid: &Oid) -> Option<(Kind, Vec<u8>)> {
+        let id = hex::encode(oid);
+        let cat = |args: &[&str]| {
+            let out = git_cli::command(&self.0).args(args).output().ok()?;
+            out.status.success().then_some(out.stdout)
+        };
+        let kind = String::from_utf8(cat(&["cat-file", "-t", &id])?).ok()?;
+        let kind = Kind::from_name(kind.trim())?;
+        Some((kind, cat(&["cat-file", kind.name(), &id])?))
+    }
 }
 
 fn options() -> Options {
@@ -159,7 +184,7 @@ fn a_thin_pack_is_completed_from_the_repository() {
     git(work.path(), &["init", "-q", "--bare", "have.git"]);
     let refspec = format!("{}:refs/heads/main", commits[5]);
     git(&source, &["push", "-q", have.to_str().unwrap(), &refspec]);
-    let bases = RepositoryObjects::new(&have.join("objects"));
+    let bases = RepositoryObjects::new(&have);
     let indexed = run(&thin, &out, Some(&bases), &options()).unwrap();
     // `git verify-pack` recomputes every id and checks both checksums.
     let pack_path = out.join(format!("pack-{}.pack", indexed.name));
@@ -397,8 +422,9 @@ fn asked_tips_are_found_with_their_kinds() {
     );
 }
 
-/// git's verdict on `data` as a mirror needs it: `git index-pack` accepts it
-/// and `git fsck --full` then passes on a repository holding it. Ok(name).
+/// git's verdict on `data` as a mirror's first fetch needs it: `git
+/// index-pack` accepts it as a clone asks (every object it names in it) and
+/// `git fsck --full` then passes on a repository holding it. Ok(name).
 fn git_verdict(data: &[u8], work: &Path) -> Result<String, String> {
     let repo = work.join("verdict.git");
     let _ = std::fs::remove_dir_all(&repo);
@@ -415,13 +441,18 @@ fn git_verdict(data: &[u8], work: &Path) -> Result<String, String> {
         }
     };
     let name = said(
-        crate::sync::testing::command(&repo)
-            .args(["index-pack", "objects/pack/tmp.pack"])
+        git_cli::command(&repo)
+            // As a clone asks: the pack must hold every object it names.
+            .args([
+                "index-pack",
+                "--check-self-contained-and-connected",
+                "objects/pack/tmp.pack",
+            ])
             .output()
             .unwrap(),
     )?;
     said(
-        crate::sync::testing::command(&repo)
+        git_cli::command(&repo)
             .args(["fsck", "--full", "--no-dangling"])
             .output()
             .unwrap(),
@@ -433,7 +464,12 @@ fn git_verdict(data: &[u8], work: &Path) -> Result<String, String> {
 /// when both accept, the same .idx).
 fn agrees_with_git(case: &str, data: &[u8]) {
     let (work, _, out) = work();
-    let ours = run(data, &out, None, &options());
+    // git's verdict is a fresh repository's: the pack alone must be whole.
+    let whole = Options {
+        self_contained: true,
+        ..options()
+    };
+    let ours = run(data, &out, None, &whole);
     match (git_verdict(data, work.path()), ours) {
         (Ok(name), Ok(indexed)) => {
             assert_eq!(indexed.name, name, "{case}");
@@ -526,13 +562,13 @@ fn a_thin_pack_whose_delta_comes_before_its_bases_delta_is_completed() {
 
     let thin = work.path().join("thin.pack");
     std::fs::write(&thin, &pack).unwrap();
-    let git_said = crate::sync::testing::command(&gits)
+    let git_said = git_cli::command(&gits)
         .args(["index-pack", "--fix-thin", "--stdin"])
         .stdin(File::open(&thin).unwrap())
         .output()
         .unwrap();
     assert!(git_said.status.success(), "{git_said:?}");
-    let bases = RepositoryObjects::new(&have.join("objects"));
+    let bases = RepositoryObjects::new(&have);
     let indexed = run(&pack, &out, Some(&bases), &options()).unwrap();
     let pack_path = out.join(format!("pack-{}.pack", indexed.name));
     let listing = git(&out, &["verify-pack", "-v", pack_path.to_str().unwrap()]);
@@ -567,7 +603,7 @@ fn a_thin_pack_whose_delta_comes_before_its_bases_delta_is_completed() {
     }
     let empty = work.path().join("empty.git");
     git(work.path(), &["init", "-q", "--bare", "empty.git"]);
-    let nothing = RepositoryObjects::new(&empty.join("objects"));
+    let nothing = RepositoryObjects::new(&empty);
     let error = run(&pack, &out, Some(&nothing), &options()).unwrap_err();
     assert!(matches!(error, IndexError::MissingBases { .. }), "{error}");
     assert_eq!(files(&out), Vec::<String>::new());
@@ -721,4 +757,90 @@ fn a_duplicate_base_is_judged_as_git_judges_it() {
     let (_work, _, out) = work();
     let error = run(&raw_pack(&entries), &out, None, &options()).unwrap_err();
     assert!(error.to_string().contains("in the pack twice"), "{error}");
+}
+
+/// A first fetch must bring every object its history names: a commit whose
+/// tree is missing, a tree whose blob is missing and a tag whose commit is
+/// missing are each refused, as a clone refuses them; submodule entries name
+/// commits of another repository and are not asked for.
+#[test]
+fn a_pack_that_starts_a_repository_must_hold_what_it_names() {
+    let blob = b"hello\n".to_vec();
+    let blob_id = blob_id(&blob);
+    let tree_of = |entries: &[(&str, &str, Oid)]| {
+        let mut tree = Vec::new();
+        for (mode, name, id) in entries {
+            tree.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+            tree.extend_from_slice(id);
+        }
+        tree
+    };
+    let id_of = |kind: Kind, data: &[u8]| object_id(kind, data, 0).unwrap();
+    let tree = tree_of(&[("100644", "a", blob_id), ("160000", "sub", [7; 20])]);
+    let tree_id = id_of(Kind::Tree, &tree);
+    let commit = format!(
+        "tree {}\nauthor A <a@x> 1 +0000\ncommitter A <a@x> 1 +0000\n\nc\n",
+        hex::encode(tree_id)
+    )
+    .into_bytes();
+    let tag = |target: &Oid| {
+        format!(
+            "object {}\ntype commit\ntag v1\ntagger A <a@x> 1 +0000\n\nt\n",
+            hex::encode(target)
+        )
+        .into_bytes()
+    };
+    let entry = |kind: Kind, data: &[u8]| {
+        [entry_header(kind as u8, data.len() as u64), deflated(data)].concat()
+    };
+    let whole = raw_pack(&[
+        entry(Kind::Blob, &blob),
+        entry(Kind::Tree, &tree),
+        entry(Kind::Commit, &commit),
+        entry(Kind::Tag, &tag(&id_of(Kind::Commit, &commit))),
+    ]);
+    agrees_with_git("a whole history with a submodule", &whole);
+    for (case, pack) in [
+        (
+            "a commit without its tree",
+            raw_pack(&[entry(Kind::Commit, &commit)]),
+        ),
+        (
+            "a tree without its blob",
+            raw_pack(&[entry(Kind::Tree, &tree), entry(Kind::Commit, &commit)]),
+        ),
+        (
+            "a tag without its commit",
+            raw_pack(&[entry(Kind::Tag, &tag(&[9; 20]))]),
+        ),
+    ] {
+        agrees_with_git(case, &pack);
+        let (_work, _, out) = work();
+        let whole = Options {
+            self_contained: true,
+            ..options()
+        };
+        let error = run(&pack, &out, None, &whole).unwrap_err();
+        assert!(
+            matches!(error, IndexError::NotSelfContained { .. }),
+            "{case}: {error}"
+        );
+    }
+}
+
+/// Every input of the fuzz corpus (`fuzz/corpus/index_pack`: the seeds and
+/// what `cargo fuzz` kept), judged as git judges it.
+#[test]
+fn the_fuzz_corpus_is_judged_as_git_judges_it() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/index_pack");
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    inputs.sort();
+    assert!(inputs.len() >= 5, "the corpus is in the repository");
+    for input in inputs {
+        let name = input.file_name().unwrap().to_string_lossy().into_owned();
+        agrees_with_git(&name, &std::fs::read(&input).unwrap());
+    }
 }

@@ -12,6 +12,7 @@ use std::sync::{Mutex, PoisonError};
 
 use flate2::{Decompress, FlushDecompress, Status};
 
+use super::links::LinkReader;
 use super::receive::{REPORT_EVERY, Slot, Table, parse_header};
 use super::{Counts, IndexError, Kind, Oid, Options, delta, object_id};
 
@@ -28,11 +29,17 @@ pub(super) fn resolve(
 ) -> Result<(), IndexError> {
     let known = table.len() - u32::try_from(table.unresolved()).unwrap_or(0);
     let slots = std::mem::take(&mut table.slots);
+    let links = std::mem::take(&mut table.links);
     let claimed = vec![0; slots.len().div_ceil(64)];
     let shared = Shared {
         pack,
         table,
-        slots: Mutex::new(Slots { slots, claimed }),
+        slots: Mutex::new(Slots {
+            slots,
+            claimed,
+            links,
+        }),
+        note_links: options.self_contained,
         next: AtomicU32::new(roots.start),
         end: roots.end,
         failed: AtomicBool::new(false),
@@ -61,6 +68,7 @@ pub(super) fn resolve(
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
     table.slots = slots.slots;
+    table.links = slots.links;
     results.into_iter().collect()
 }
 
@@ -70,6 +78,8 @@ struct Shared<'a> {
     pack: &'a File,
     table: &'a Table,
     slots: Mutex<Slots>,
+    /// Whether the links of rebuilt objects are noted ([`Table::links`]).
+    note_links: bool,
     next: AtomicU32,
     end: u32,
     failed: AtomicBool,
@@ -86,6 +96,8 @@ struct Slots {
     slots: Vec<Slot>,
     /// One bit per entry.
     claimed: Vec<u64>,
+    /// [`Table::links`], while the workers add to it.
+    links: std::collections::HashSet<Oid>,
 }
 
 impl Slots {
@@ -107,12 +119,15 @@ impl Shared<'_> {
         self.lock().slots[i as usize]
     }
 
-    fn record(&self, i: u32, oid: Oid, kind: Kind) {
-        self.lock().slots[i as usize] = Slot {
+    fn record(&self, i: u32, oid: Oid, kind: Kind, links: Vec<Oid>) {
+        let mut slots = self.lock();
+        slots.slots[i as usize] = Slot {
             oid,
             kind: Some(kind),
             whole: false,
         };
+        slots.links.extend(links);
+        drop(slots);
         let known = self.known.fetch_add(1, Ordering::Relaxed) + 1;
         if known.is_multiple_of(REPORT_EVERY) {
             let table = self.table;
@@ -233,8 +248,10 @@ impl<'a> Worker<'a> {
             if last {
                 self.drop_data(self.stack.len() - 1);
             }
-            let oid = object_id(kind, &result, self.shared.table.offsets[child as usize])?;
-            self.shared.record(child, oid, kind);
+            let offset = self.shared.table.offsets[child as usize];
+            let oid = object_id(kind, &result, offset)?;
+            let links = self.links_of(kind, &result, offset)?;
+            self.shared.record(child, oid, kind, links);
             let children = self.shared.children(child, &oid)?;
             if !children.is_empty() {
                 self.held += result.len();
@@ -249,6 +266,19 @@ impl<'a> Worker<'a> {
             }
         }
         Ok(())
+    }
+
+    /// What a rebuilt object names, if the pack must be self-contained.
+    fn links_of(&self, kind: Kind, data: &[u8], offset: u64) -> Result<Vec<Oid>, IndexError> {
+        let mut found = Vec::new();
+        let Some(mut reader) = LinkReader::new(kind).filter(|_| self.shared.note_links) else {
+            return Ok(found);
+        };
+        reader
+            .feed(data, &mut |oid| found.push(oid))
+            .and_then(|()| reader.finish())
+            .map_err(|why| IndexError::malformed(offset, why))?;
+        Ok(found)
     }
 
     /// The object delta entry `child` builds on the top frame's data.
