@@ -677,3 +677,47 @@ async fn the_mirrors_head_follows_the_upstreams_default_branch() {
         fsck(&local);
     }
 }
+
+/// file:// remotes are reached as git reaches them, through `git
+/// upload-pack` and `git receive-pack` on the path (`sync::local_transport`):
+/// a path that is no repository fails with git's own words, and a pull and a
+/// push through them land whole.
+#[tokio::test]
+async fn file_remotes_are_reached_through_gits_own_programs() {
+    let server = local_server();
+    let api = Api::new(&server);
+    let up = Upstream::new();
+    up.commit("main", "a");
+    up.commit("dev", "b");
+    up.push(&["main", "dev"]);
+    let missing = format!("file://{}/nothing.git", up.dir.path().display());
+    let id = api
+        .create(
+            "pull",
+            json!({"project_id": "local/missing", "url": missing}),
+        )
+        .await;
+    let run = api.sync(id).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let error = run["error"].as_str().unwrap();
+    assert!(
+        error.contains("does not appear to be a git repository"),
+        "{error}"
+    );
+
+    let id = api
+        .create("pull", json!({"project_id": "local/app", "url": up.url()}))
+        .await;
+    assert_eq!(api.sync(id).await["status"], "succeeded");
+    let local = project_repo(&server, "local/app");
+    assert_eq!(refs_of(&local), refs_of(&up.bare()));
+    let dest = bare_repo(up.dir.path(), "dest.git");
+    let url = format!("file://{}", dest.display());
+    let id = api
+        .create("push", json!({"project_id": "local/app", "url": url}))
+        .await;
+    assert_eq!(api.sync(id).await["status"], "succeeded");
+    assert_eq!(refs_of(&dest), refs_of(&up.bare()));
+    fsck(&local);
+    fsck(&dest);
+}

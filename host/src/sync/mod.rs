@@ -15,6 +15,7 @@ mod hostkeys;
 pub mod housekeeping;
 pub mod index_pack;
 mod listing;
+pub mod local_transport;
 pub mod packs;
 pub mod progress;
 pub mod proxy;
