@@ -8,10 +8,18 @@ use std::io::{self, BufWriter, Write};
 use super::receive::Table;
 
 const SIGNATURE: [u8; 4] = [0xff, b't', b'O', b'c'];
+/// The flag of a 32-bit offset word that points into the 64-bit table.
 const LARGE: u64 = 0x8000_0000;
 
-/// Writes the index of `table`, whose entries `order` lists by id.
-pub(super) fn write(file: &mut File, table: &Table, order: &[u32]) -> io::Result<()> {
+/// Writes the index of `table`, whose entries `order` lists by id. Offsets
+/// past `offset32_limit` go to the 64-bit table (those of 2 GiB and more
+/// always do), as git's `pack_idx_option.off32_limit`.
+pub(super) fn write(
+    file: &mut File,
+    table: &Table,
+    order: &[u32],
+    offset32_limit: u64,
+) -> io::Result<()> {
     let slots = &table.slots;
     let mut out = Hashing {
         inner: BufWriter::new(file),
@@ -37,7 +45,7 @@ pub(super) fn write(file: &mut File, table: &Table, order: &[u32]) -> io::Result
     let mut large = Vec::new();
     for &i in order {
         let offset = table.offsets[i as usize];
-        let word = if offset < LARGE {
+        let word = if offset < LARGE && offset <= offset32_limit {
             offset
         } else {
             large.push(offset);

@@ -84,6 +84,10 @@ pub struct Options {
     /// in it (git's `--check-self-contained-and-connected`, which a clone
     /// asks for). Costs a set of the named ids while indexing.
     pub self_contained: bool,
+    /// Offsets past this go to the .idx's 64-bit table, as those of 2 GiB and
+    /// more must: git's `index-pack --index-version=2,<offset>`, with which
+    /// its tests (and ours) make the table without a 2 GiB pack.
+    pub offset32_limit: u64,
 }
 
 /// Resolving threads at most, as `git index-pack` caps them: past this, more
@@ -100,6 +104,7 @@ impl Options {
                 .min(MAX_THREADS),
             base_budget: 32 << 20,
             self_contained: false,
+            offset32_limit: 0x7fff_ffff,
         }
     }
 }
@@ -218,7 +223,7 @@ pub fn index(
         check_self_contained(&table, &by_id)?;
     }
     let mut idx = temp(".idx")?;
-    idx::write(idx.as_file_mut(), &table, &by_id)
+    idx::write(idx.as_file_mut(), &table, &by_id, options.offset32_limit)
         .map_err(IndexError::io("writing the pack index"))?;
     let tips = tips
         .iter()
