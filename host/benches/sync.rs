@@ -237,8 +237,16 @@ fn compare_initial_pulls(work: &Path, scheme: &str, url: &str) {
         "the two mirrors differ"
     );
     let (git_time, our_time) = (median(&mut times.0), median(&mut times.1));
-    report(&format!("git clone --mirror ({scheme})"), git_time, &git_memory);
-    report(&format!("mirrorhost initial pull ({scheme})"), our_time, &our_memory);
+    report(
+        &format!("git clone --mirror ({scheme})"),
+        git_time,
+        &git_memory,
+    );
+    report(
+        &format!("mirrorhost initial pull ({scheme})"),
+        our_time,
+        &our_memory,
+    );
     let memory: Vec<f64> = std::fs::read_to_string(sampled.join("engine/memory-kib"))
         .expect("memory samples")
         .split_whitespace()

@@ -75,6 +75,19 @@ impl SmartSubtransport for GitPrograms {
     }
 }
 
+/// The URL a pull lists `url`'s refs through: for file:// of a directory,
+/// the bare path, which libgit2 reads in-process (a no-op sync then starts
+/// no program; its local transport is slow only at building packs, which the
+/// fetch leaves to upload-pack through `url` itself). Anything else, a
+/// missing path included (upload-pack then says what is wrong), as it is.
+pub(super) fn listing_url(url: &str) -> String {
+    let path = file_path(url).filter(|path| url.starts_with("file://") && path.is_dir());
+    match path.and_then(|path| path.into_os_string().into_string().ok()) {
+        Some(path) => path,
+        None => url.to_string(),
+    }
+}
+
 fn file_path(url: &str) -> Option<PathBuf> {
     url::Url::parse(url).ok()?.to_file_path().ok()
 }

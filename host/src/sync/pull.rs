@@ -24,14 +24,9 @@ struct Divergence {
 impl Run<'_> {
     pub(super) fn pull(&self) -> Result<Report, SyncError> {
         let counter = Transfer::default();
-        let mut upstream = self.repo.remote_anonymous(&self.mirror.url)?;
-        let mut connection = upstream
-            .connect_auth(
-                git2::Direction::Fetch,
-                Some(self.callbacks(&counter)),
-                Some(self.route().options()),
-            )
-            .map_err(|e| self.git_error(e))?;
+        let listing_url = super::local_transport::listing_url(&self.mirror.url);
+        let mut upstream = self.repo.remote_anonymous(&listing_url)?;
+        let mut connection = self.connect_fetch(&mut upstream, &counter)?;
         let Listing {
             refs: advertised,
             mut refused,
@@ -172,10 +167,33 @@ impl Run<'_> {
             .filter(|(name, oid)| scope.contains(*name) && !odb.exists(**oid))
             .map(|(name, oid)| (name.as_str(), *oid))
             .collect();
-        if !wanted.is_empty() {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        if connection.remote().url().ok() == Some(self.mirror.url.as_str()) {
             self.download_tips(connection, &wanted, counter)?;
+        } else {
+            // Listed in-process (a local path): the objects come through the
+            // mirror's own URL, git's upload-pack.
+            let mut upstream = self.repo.remote_anonymous(&self.mirror.url)?;
+            let mut fetching = self.connect_fetch(&mut upstream, counter)?;
+            self.download_tips(&mut fetching, &wanted, counter)?;
         }
         Ok(wanted.into_values().collect())
+    }
+
+    fn connect_fetch<'a, 'repo>(
+        &'a self,
+        remote: &'a mut git2::Remote<'repo>,
+        counter: &'a Transfer,
+    ) -> Result<git2::RemoteConnection<'repo, 'a, 'a>, SyncError> {
+        remote
+            .connect_auth(
+                git2::Direction::Fetch,
+                Some(self.callbacks(counter)),
+                Some(self.route().options()),
+            )
+            .map_err(|e| self.git_error(e))
     }
 
     /// The plan for every in-scope ref, into `report`, and the ref updates that
