@@ -54,17 +54,20 @@ impl HttpGit {
         auth: Option<BasicAuth>,
         latency: std::time::Duration,
     ) -> Self {
-        let app = router(root, auth, latency);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, "http", router(root, auth, latency))
+    }
+
+    /// Serves `app` on `listener` until dropped.
+    fn serve<L>(listener: L, scheme: &'static str, app: axum::Router) -> Self
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+    {
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self {
-            addr,
-            scheme: "http",
-            task,
-        }
+        Self { addr, scheme, task }
     }
 
     /// Behind TLS with the certificate of `tls`, terminated by the same
@@ -76,17 +79,9 @@ impl HttpGit {
     ) -> Self {
         let app = router(root, auth, std::time::Duration::ZERO);
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
         let certificates = mirrorhost::server::Certificates::load(tls).unwrap();
         let listener = mirrorhost::server::TlsListener::new(tcp, certificates).unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self {
-            addr,
-            scheme: "https",
-            task,
-        }
+        Self::serve(listener, "https", app)
     }
 
     /// Behind TLS that demands a client certificate issued by one of the
@@ -114,21 +109,15 @@ impl HttpGit {
             .unwrap()
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(mirrorhost::server::Certificates::load(tls).unwrap());
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
         let listener = MutualTls {
-            tcp,
+            tcp: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
         };
-        let app = router(root, None, std::time::Duration::ZERO);
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self {
-            addr,
-            scheme: "https",
-            task,
-        }
+        Self::serve(
+            listener,
+            "https",
+            router(root, None, std::time::Duration::ZERO),
+        )
     }
 
     pub fn url(&self, repo: &str) -> String {

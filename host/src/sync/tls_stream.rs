@@ -564,19 +564,8 @@ unsafe extern "C" fn read(st: *mut GitStream, data: *mut c_void, len: usize) -> 
     }
     // SAFETY: libgit2's buffer of `len` bytes.
     let buf = unsafe { std::slice::from_raw_parts_mut(data.cast::<u8>(), len) };
-    let host = stream.host.clone();
-    let result = match stream.tls() {
-        Ok(tls) => tls.ssl_read(buf),
-        Err(code) => return code as isize,
-    };
-    match result {
-        Ok(n) => n as isize,
-        Err(e) if e.code() == ErrorCode::ZERO_RETURN => 0,
-        Err(e) => fail(
-            raw::GIT_ERROR_NET,
-            &stream.explain(&format!("reading from {host}"), &e),
-        ) as isize,
-    }
+    let result = stream.tls().map(|tls| tls.ssl_read(buf));
+    stream.answer(result, "reading from")
 }
 
 unsafe extern "C" fn write(
@@ -589,17 +578,27 @@ unsafe extern "C" fn write(
     let stream = unsafe { ours(st) };
     // SAFETY: libgit2's `len` bytes.
     let buf = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
-    let host = stream.host.clone();
-    let result = match stream.tls() {
-        Ok(tls) => tls.ssl_write(buf),
-        Err(code) => return code as isize,
-    };
-    match result {
-        Ok(n) => n as isize,
-        Err(e) => fail(
-            raw::GIT_ERROR_NET,
-            &stream.explain(&format!("writing to {host}"), &e),
-        ) as isize,
+    let result = stream.tls().map(|tls| tls.ssl_write(buf));
+    stream.answer(result, "writing to")
+}
+
+impl Stream {
+    /// libgit2's answer for a read or write: the byte count, 0 at the end
+    /// of the stream, or -1 with the error set.
+    fn answer(
+        &self,
+        result: Result<Result<usize, openssl::ssl::Error>, c_int>,
+        doing: &str,
+    ) -> isize {
+        match result {
+            Err(code) => code as isize,
+            Ok(Ok(n)) => n as isize,
+            Ok(Err(e)) if e.code() == ErrorCode::ZERO_RETURN => 0,
+            Ok(Err(e)) => {
+                let doing = format!("{doing} {}", self.host);
+                fail(raw::GIT_ERROR_NET, &self.explain(&doing, &e)) as isize
+            }
+        }
     }
 }
 
