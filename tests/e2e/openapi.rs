@@ -157,3 +157,56 @@ fn the_router_adds_no_route_outside_routes_macro() {
         assert!(!source.contains(needle), "api/mod.rs uses {needle}");
     }
 }
+
+/// What the derived schemas miss is written into the document, so that a
+/// body it allows is a body the service takes (checked against the live
+/// service by `tests/api-contract/run.sh`); and a struct is never read from
+/// an array, which serde would otherwise allow.
+#[tokio::test]
+async fn bodies_the_document_allows_are_bodies_the_service_takes() {
+    let server = local_server();
+    let doc: serde_json::Value = client()
+        .get(server.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &doc["components"]["schemas"];
+    for name in ["ExternalRunBody", "SetSchedule"] {
+        assert_eq!(
+            schemas[name]["oneOf"].as_array().map(Vec::len),
+            Some(2),
+            "{name}"
+        );
+    }
+    for variant in schemas["Secret"]["oneOf"].as_array().unwrap() {
+        assert_eq!(variant["additionalProperties"], false, "{variant}");
+    }
+    let branches = &doc["paths"]["/api/v1/projects/{id}/protected-branches"]["put"]["requestBody"];
+    let items = &branches["content"]["application/json"]["schema"]["items"];
+    assert_eq!(
+        (items["minLength"].as_i64(), items["maxLength"].as_i64()),
+        (Some(1), Some(255))
+    );
+
+    let api = crate::support::Api::new(&server);
+    let id = api
+        .create("pull", serde_json::json!({"project_id": "contract/app", "url": "https://git.example.com/a.git"}))
+        .await;
+    let (status, err) = api
+        .put(
+            &format!("/api/v1/mirrors/{id}/bandwidth"),
+            serde_json::json!([null, null]),
+        )
+        .await;
+    assert_eq!(status, 422, "{err}");
+    let (status, _) = api
+        .put(
+            "/api/v1/projects/contract%2Fapp/protected-branches",
+            serde_json::json!(["main"]),
+        )
+        .await;
+    assert_eq!(status, 200);
+}

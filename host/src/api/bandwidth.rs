@@ -27,10 +27,15 @@ pub async fn put(
     ApiJson(limits): ApiJson<Bandwidth>,
 ) -> Result<Json<Bandwidth>, ApiError> {
     let id = mirror_id(&id)?;
-    if limits.max_bytes_per_second == Some(0) {
+    // SQLite keeps it as a signed 64-bit integer.
+    let storable = 1..=i64::MAX.unsigned_abs();
+    if limits
+        .max_bytes_per_second
+        .is_some_and(|rate| !storable.contains(&rate))
+    {
         return Err(ApiError::invalid(
             "max_bytes_per_second",
-            "a positive number of bytes, or null for none",
+            "a positive number of bytes up to 9223372036854775807, or null for none",
         ));
     }
     if limits.max_concurrent_updates == Some(0) {

@@ -60,7 +60,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         )
     })?;
     integral(&mut value);
-    serde_path_to_error::deserialize(&value).map_err(|e| {
+    serde_path_to_error::deserialize(ObjectsAsObjects(value)).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
         match named_field(&path, &message) {
@@ -73,6 +73,51 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// Writes whole-valued floats (`120.0`) as integers: JSON Schema's `integer`
 /// takes them, serde's integer types do not. Up to 2^53, where every integer
 /// is exact.
+/// A body as serde_json reads it, except that a struct is read only from an
+/// object: serde would take `[1, 2]` for a struct of two fields, which the
+/// document does not allow.
+struct ObjectsAsObjects(Value);
+
+impl<'de> serde::Deserializer<'de> for ObjectsAsObjects {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_any(self.0, v)
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_option(self.0, v)
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_enum(self.0, name, variants, v)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, Self::Error> {
+        if self.0.is_array() {
+            let unexpected = serde::de::Unexpected::Seq;
+            return Err(serde::de::Error::invalid_type(unexpected, &"a JSON object"));
+        }
+        serde::Deserializer::deserialize_struct(self.0, name, fields, v)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct newtype_struct seq tuple tuple_struct
+        map identifier ignored_any
+    }
+}
+
 fn integral(value: &mut Value) {
     const EXACT: f64 = 9_007_199_254_740_992.0;
     match value {

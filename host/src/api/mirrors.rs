@@ -15,7 +15,7 @@ use crate::service::{CreateMirror, PatchMirror};
 use crate::store::mirrors::MirrorFilter;
 use crate::store::{self, Direction, Mirror};
 
-#[utoipa::path(post, path = "/mirrors/pull", tag = "mirrors", request_body = CreateMirror, responses((status = 201, body = Mirror), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
+#[utoipa::path(post, path = "/mirrors/pull", tag = "mirrors", request_body = CreateMirror, responses((status = 201, body = Mirror), (status = 409, description = "The project has a pull mirror already (a project mirrors one upstream)", body = crate::api::ErrorBody), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn create_pull(
     state: State<AppState>,
     body: ApiJson<CreateMirror>,
@@ -23,7 +23,7 @@ pub async fn create_pull(
     create(state, body, Direction::Pull).await
 }
 
-#[utoipa::path(post, path = "/mirrors/push", tag = "mirrors", request_body = CreateMirror, responses((status = 201, body = Mirror), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
+#[utoipa::path(post, path = "/mirrors/push", tag = "mirrors", request_body = CreateMirror, responses((status = 201, body = Mirror), (status = 409, description = "The project has a pull mirror already (a project mirrors one upstream)", body = crate::api::ErrorBody), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
 pub async fn create_push(
     state: State<AppState>,
     body: ApiJson<CreateMirror>,

@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
     ));
     let (router, mut doc) = probes_and_hooks().nest("/api/v1", admin).split_for_parts();
     document_shared_statuses(&mut doc);
+    document_what_derives_miss(&mut doc);
     OPENAPI.get_or_init(|| doc);
     router
         .fallback(|| async { ApiError::not_found("no such route") })
@@ -165,6 +166,76 @@ fn document_shared_statuses(doc: &mut utoipa::openapi::OpenApi) {
                 );
             }
         }
+    }
+}
+
+/// What the derived schemas do not say but the handlers check, so that a
+/// body the document allows is a body the service takes: a secret's variants
+/// take no other field (`deny_unknown_fields` on a tagged enum is lost in
+/// derivation), an external update names an error only when it failed, a
+/// schedule is an interval or a cron expression, and a protected-branch
+/// pattern is a name or a wildcard.
+fn document_what_derives_miss(doc: &mut utoipa::openapi::OpenApi) {
+    if let Some(item) = doc
+        .paths
+        .paths
+        .get_mut("/api/v1/projects/{id}/protected-branches")
+    {
+        let mut value = serde_json::to_value(&*item).unwrap_or_default();
+        value["put"]["requestBody"]["content"]["application/json"]["schema"]["items"] = serde_json::json!({
+            "type": "string", "minLength": 1, "maxLength": 255,
+            "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+        });
+        if let Ok(described) = serde_json::from_value(value) {
+            *item = described;
+        }
+    }
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let schemas = &mut components.schemas;
+    if let Some(secret) = schemas.get_mut("Secret") {
+        let mut value = serde_json::to_value(&*secret).unwrap_or_default();
+        for variant in value["oneOf"].as_array_mut().into_iter().flatten() {
+            variant["additionalProperties"] = serde_json::Value::Bool(false);
+        }
+        if let Ok(closed) = serde_json::from_value(value) {
+            *secret = closed;
+        }
+    }
+    let duration = serde_json::json!({"type": "integer", "minimum": 0, "maximum": 2147483647,
+                                      "description": "How long it took, in milliseconds."});
+    let external = serde_json::json!({
+        "description": "An update done outside mirrorhost, as a script reports it: `error` (at \
+                        most 4096 characters) only for a failed one; `\"\"` counts as none.",
+        "oneOf": [
+            {"type": "object", "additionalProperties": false, "required": ["success", "duration_ms"],
+             "properties": {"success": {"type": "boolean", "enum": [true]}, "duration_ms": duration,
+                            "error": {"type": ["string", "null"], "maxLength": 0}}},
+            {"type": "object", "additionalProperties": false, "required": ["success", "duration_ms"],
+             "properties": {"success": {"type": "boolean", "enum": [false]}, "duration_ms": duration,
+                            "error": {"type": ["string", "null"], "maxLength": 4096}}}
+        ]
+    });
+    if let Ok(schema) = serde_json::from_value(external) {
+        schemas.insert("ExternalRunBody".to_string(), schema);
+    }
+    let enabled = serde_json::json!({"type": ["boolean", "null"]});
+    let schedule = serde_json::json!({
+        "description": "A schedule: exactly one of `interval_seconds` (at least the service's \
+                        `min_interval_seconds`, 60 unless set) and `cron`; enabled unless \
+                        `enabled` says otherwise.",
+        "oneOf": [
+            {"type": "object", "additionalProperties": false, "required": ["interval_seconds"],
+             "properties": {"interval_seconds": {"type": "integer", "minimum": 60},
+                            "cron": {"type": "null"}, "enabled": enabled}},
+            {"type": "object", "additionalProperties": false, "required": ["cron"],
+             "properties": {"cron": {"type": "string"}, "interval_seconds": {"type": "null"},
+                            "enabled": enabled}}
+        ]
+    });
+    if let Ok(schema) = serde_json::from_value(schedule) {
+        schemas.insert("SetSchedule".to_string(), schema);
     }
 }
 

@@ -163,7 +163,7 @@ pub async fn list(
 /// A dry run: the plan per ref, with the strategy's decisions, and no ref
 /// changed. Each diverged ref is opened as a conflict (or the one already
 /// open is reused), so it can be resolved by id.
-#[utoipa::path(post, path = "/mirrors/{id}/conflicts/detect", tag = "conflicts", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, description = "mirror_id; diverged (ref names); conflicts ([Conflict], open, one per diverged ref); plan; aborted", body = serde_json::Value), (status = 404, description = "No such mirror", body = crate::api::ErrorBody)))]
+#[utoipa::path(post, path = "/mirrors/{id}/conflicts/detect", tag = "conflicts", params(("id" = i64, Path, description = "Mirror id")), responses((status = 200, description = "mirror_id; diverged (ref names); conflicts ([Conflict], open, one per diverged ref); plan; aborted", body = serde_json::Value), (status = 404, description = "No such mirror", body = crate::api::ErrorBody), (status = 409, description = "The remote could not be read (`sync_failed`, the reason in `message`)", body = crate::api::ErrorBody)))]
 pub async fn detect(
     State(state): State<AppState>,
     Path(id): Path<String>,

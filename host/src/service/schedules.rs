@@ -13,6 +13,8 @@ use crate::store::schedules::{self, Cadence, Schedule};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetSchedule {
+    /// At least the service's `min_interval_seconds` (60 unless set).
+    #[schema(minimum = 60)]
     pub interval_seconds: Option<i64>,
     pub cron: Option<String>,
     pub enabled: Option<bool>,

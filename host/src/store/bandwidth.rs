@@ -11,11 +11,11 @@ use super::StoreError;
 pub struct Bandwidth {
     /// Transfer rate cap of this mirror's fetches and pushes.
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, format = Int64)]
     pub max_bytes_per_second: Option<u64>,
     /// Runs at once against this mirror's remote host.
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 4294967295.0, format = Int64)]
     pub max_concurrent_updates: Option<u32>,
     /// Slow a failing mirror's transfers down further.
     #[serde(default)]

@@ -84,6 +84,7 @@ pub fn delete(conn: &Connection, mirror_id: i64) -> Result<(), StoreError> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct HostKey {
     /// `SHA256:<base64>`, as `ssh-keygen -lf` prints it.
+    #[schema(pattern = "^SHA256:[A-Za-z0-9+/]{43}$")]
     pub fingerprint: String,
     /// e.g. `ssh-ed25519`; informative only.
     #[serde(default, rename = "type")]
