@@ -57,14 +57,7 @@ const METHODS: &[&str] = &["get", "put", "post", "delete", "patch"];
 async fn the_document_and_the_router_list_the_same_routes() {
     let server = local_server();
     let http = client();
-    let doc: serde_json::Value = http
-        .get(server.url("/api/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = crate::support::get_json(&server, "/api/openapi.json").await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let documented: BTreeSet<(String, String)> = doc["paths"]
         .as_object()
@@ -165,14 +158,7 @@ fn the_router_adds_no_route_outside_routes_macro() {
 #[tokio::test]
 async fn bodies_the_document_allows_are_bodies_the_service_takes() {
     let server = local_server();
-    let doc: serde_json::Value = client()
-        .get(server.url("/api/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = crate::support::get_json(&server, "/api/openapi.json").await;
     let schemas = &doc["components"]["schemas"];
     for name in ["ExternalRunBody", "SetSchedule"] {
         assert_eq!(

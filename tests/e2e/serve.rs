@@ -21,14 +21,7 @@ async fn serve_answers_probes_lists_plugins_and_stops_on_sigterm() {
     let server = Server::start(&[("MIRRORHOST_ADMIN_TOKEN", ADMIN_TOKEN)]);
     let http = client();
 
-    let health: Value = http
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = crate::support::get_json(&server, "/healthz").await;
     assert_eq!(health["status"], "ok");
     let ready = http.get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);

@@ -172,6 +172,18 @@ impl Drop for Server {
     }
 }
 
+/// The JSON `server` answers a GET of `path` with, no token.
+pub async fn get_json(server: &Server, path: &str) -> serde_json::Value {
+    client()
+        .get(server.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
