@@ -11,6 +11,7 @@ mod auth;
 mod bandwidth;
 mod cancel;
 mod cli;
+mod console;
 #[path = "../fixtures/git.rs"]
 mod git;
 mod health;
@@ -37,4 +38,5 @@ mod ssh;
 mod sshd;
 mod support;
 mod timeouts;
+mod webdriver;
 mod webhooks;

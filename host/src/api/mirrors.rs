@@ -71,9 +71,12 @@ pub async fn list(
         direction: query.direction,
         enabled: query.enabled,
         state: query.state,
+        search: None,
     };
     let (mirrors, total) = blocking(state, move |app| {
-        Ok(app.store.with(|c| store::mirrors::page(c, &filter, page))?)
+        Ok(app
+            .store
+            .with(|c| store::mirrors::page(c, &filter, Default::default(), page))?)
     })
     .await?;
     Ok((

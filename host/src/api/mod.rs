@@ -1,9 +1,11 @@
-//! The HTTP face: the admin API (JSON, bearer token), the webhook receivers and
-//! the unauthenticated probes. Handlers stay thin: they parse, call the
-//! service (`crate::service::App`), and map its errors to [`ApiError`].
+//! The HTTP face: the admin API (JSON, bearer token), the webhook receivers,
+//! the unauthenticated probes and the operator's console (HTML, `console`).
+//! Handlers stay thin: they parse, call the service (`crate::service::App`),
+//! and map its errors to [`ApiError`].
 
 mod auth;
 mod bandwidth;
+mod console;
 mod credentials;
 mod error;
 mod health;
@@ -53,7 +55,8 @@ pub fn router(state: AppState) -> Router {
     OPENAPI.get_or_init(|| doc);
     router
         .fallback(|| async { ApiError::not_found("no such route") })
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(console::router(state))
 }
 
 /// The document `/api/openapi.json` serves, kept from the first router built:

@@ -443,6 +443,45 @@ pub struct MirrorFilter {
     pub direction: Option<Direction>,
     pub enabled: Option<bool>,
     pub state: Option<State>,
+    /// Only mirrors whose project id or URL holds this text.
+    pub search: Option<String>,
+}
+
+/// The column a page of mirrors is sorted by; ties go by id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MirrorOrder {
+    #[default]
+    Id,
+    Project,
+    State,
+    LastUpdate,
+}
+
+/// Which way a list runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sort {
+    #[default]
+    Ascending,
+    Descending,
+}
+
+impl MirrorOrder {
+    /// The `ORDER BY` clause; built from these fixed words only, never from input.
+    fn clause(self, sort: Sort) -> String {
+        let way = match sort {
+            Sort::Ascending => "ASC",
+            Sort::Descending => "DESC",
+        };
+        match self {
+            MirrorOrder::Id => format!("id {way}"),
+            MirrorOrder::Project => format!("project_id {way}, id"),
+            MirrorOrder::State => format!("{STATE_SQL} {way}, id"),
+            // Mirrors that never ran sort as the oldest.
+            MirrorOrder::LastUpdate => {
+                format!("COALESCE(h.last_finished_at, '') {way}, id")
+            }
+        }
+    }
 }
 
 /// A mirror's health state in SQL, as `health::of` decides it: disabled,
@@ -452,29 +491,32 @@ const STATE_SQL: &str = "CASE WHEN NOT mirrors.enabled THEN 'disabled' \
        THEN 'hard_failed' \
      WHEN COALESCE(h.consecutive_failures, 0) > 0 THEN 'failing' ELSE 'healthy' END";
 
-/// The mirrors `filter` lets through, oldest first, one `page` of them, and
+/// The mirrors `filter` lets through, in `order`, one `page` of them, and
 /// how many there are in all.
 pub fn page(
     conn: &Connection,
     filter: &MirrorFilter,
+    (order, sort): (MirrorOrder, Sort),
     page: Page,
 ) -> Result<(Vec<Mirror>, u64), StoreError> {
     let from = format!(
         "FROM {MIRROR_TABLES} WHERE (?1 IS NULL OR project_id = ?1) \
          AND (?2 IS NULL OR direction = ?2) AND (?3 IS NULL OR enabled = ?3) \
-         AND (?4 IS NULL OR {STATE_SQL} = ?4)"
+         AND (?4 IS NULL OR {STATE_SQL} = ?4) \
+         AND (?5 IS NULL OR instr(project_id, ?5) > 0 OR instr(url, ?5) > 0)"
     );
     let args = params![
         filter.project_id,
         filter.direction.map(Direction::as_str),
         filter.enabled,
         filter.state.map(State::as_str),
+        filter.search,
     ];
     super::paged(
         conn,
         MIRROR_COLUMNS,
         &from,
-        "id",
+        &order.clause(sort),
         args,
         page,
         mirror_from_row,

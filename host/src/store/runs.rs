@@ -531,6 +531,35 @@ pub fn page(
     super::paged(conn, RUN_COLUMNS, from, "id DESC", args, page, run_from_row)
 }
 
+/// A run that is queued or going on, with its mirror's project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    pub run: Run,
+    pub project_id: String,
+}
+
+/// The runs going on, then the queued ones, oldest first, at most `limit`:
+/// read from `jobs`, which holds only those, so a long history costs nothing.
+pub fn in_flight(conn: &Connection, limit: u32) -> Result<Vec<InFlight>, StoreError> {
+    let columns = RUN_COLUMNS
+        .split(", ")
+        .map(|c| format!("r.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {columns}, m.project_id FROM jobs j JOIN runs r ON r.id = j.run_id \
+         JOIN mirrors m ON m.id = j.mirror_id \
+         ORDER BY j.state = 'pending', r.id LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([limit], |row| {
+        Ok(InFlight {
+            run: run_from_row(row)?,
+            project_id: row.get(15)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
