@@ -141,6 +141,25 @@ fn run_all(store: &Store, ids: &[i64], fails: impl Fn(i64) -> bool) {
 
 /// The median time of `rounds` GETs of `path`, and the last answer's size.
 async fn time_get(addr: std::net::SocketAddr, path: &str, rounds: usize) -> (Duration, usize) {
+    time_get_as(
+        addr,
+        path,
+        rounds,
+        &format!("Bearer {TOKEN}"),
+        "authorization",
+    )
+    .await
+}
+
+/// As `time_get`, with `value` in the header `name` (the token, or the
+/// console's session cookie).
+async fn time_get_as(
+    addr: std::net::SocketAddr,
+    path: &str,
+    rounds: usize,
+    value: &str,
+    name: &str,
+) -> (Duration, usize) {
     let http = reqwest::Client::new();
     let mut times = Vec::with_capacity(rounds);
     let mut size = 0;
@@ -148,7 +167,7 @@ async fn time_get(addr: std::net::SocketAddr, path: &str, rounds: usize) -> (Dur
         let started = Instant::now();
         let answer = http
             .get(format!("http://{addr}{path}"))
-            .bearer_auth(TOKEN)
+            .header(name, value)
             .send()
             .await
             .expect("GET");
@@ -200,6 +219,43 @@ async fn health_at_scale(mirrors: usize) {
         let (took, size) = time_get(addr, path, 21).await;
         println!(
             "  GET {path:<42} median {:>7.2} ms  ({size} bytes)",
+            took.as_secs_f64() * 1e3
+        );
+    }
+    console_pages(addr, ids[ids.len() / 2]).await;
+}
+
+/// The console's pages over the same mirrors (issue 18, item 6: the first
+/// page under 1 s), signed in as a browser is.
+async fn console_pages(addr: std::net::SocketAddr, mirror: i64) {
+    let login = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(format!("http://{addr}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={TOKEN}"))
+        .send()
+        .await
+        .expect("login");
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("cookie")
+        .to_string();
+    for path in [
+        "/".to_string(),
+        "/?page=200".into(),
+        "/?sort=last_update&order=desc".into(),
+        "/?state=failing".into(),
+        "/?q=project1999".into(),
+        format!("/mirrors/{mirror}"),
+    ] {
+        let (took, size) = time_get_as(addr, &path, 21, &cookie, "cookie").await;
+        println!(
+            "  console GET {path:<34} median {:>7.2} ms  ({size} bytes)",
             took.as_secs_f64() * 1e3
         );
     }

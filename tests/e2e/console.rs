@@ -9,7 +9,7 @@ use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, LOCATION, S
 use serde_json::json;
 
 use crate::support::{ADMIN_TOKEN, Api, Server, Upstream, git, local_server, project_repo};
-use crate::webdriver::{Browser, screenshot_dir};
+use crate::webdriver::{Browser, ENTER, screenshot_dir};
 
 /// A client that shows redirects instead of following them.
 fn http() -> reqwest::Client {
@@ -344,11 +344,16 @@ async fn an_operator_syncs_and_resolves_a_conflict_in_a_browser() {
         "no session, no console"
     );
     browser.screenshot("1-login").await;
+    assert_accessible(&browser, "login").await;
+    // By keyboard: the token field has the focus; Enter sends the form.
     let token = browser.find("input[name=token]").await;
     browser.type_into(&token, ADMIN_TOKEN).await;
-    let button = browser.find("form.login button").await;
-    let home = server.url("/");
-    browser.click_to(&button, |u| u == home).await;
+    browser.press(ENTER).await;
+    browser
+        .wait_for("<h1>Mirrors</h1>", Duration::from_secs(20))
+        .await;
+    assert_eq!(browser.url().await, server.url("/"));
+    assert_accessible(&browser, "mirrors").await;
     let row = browser
         .text(&browser.find("table.mirrors tbody tr").await)
         .await;
@@ -369,14 +374,15 @@ async fn an_operator_syncs_and_resolves_a_conflict_in_a_browser() {
     browser
         .click_to(&link, |u| u.ends_with(&format!("/mirrors/{id}")))
         .await;
-    let sync = browser
-        .find(&format!("form[action='/mirrors/{id}/sync'] button"))
-        .await;
-    // Sync now shows the run it queued.
-    browser.click_to(&sync, |u| u.contains("/runs/")).await;
+    assert_accessible(&browser, "mirror").await;
+    // Sync now, by keyboard, shows the run it queued.
+    browser.tab_to("Sync now").await;
+    browser.press(ENTER).await;
+    browser.wait_for("<h1>Run #", Duration::from_secs(20)).await;
     browser
         .wait_for("run-succeeded", Duration::from_secs(60))
         .await;
+    assert_accessible(&browser, "run").await;
     let refs = browser.text(&browser.find("table.refs").await).await;
     assert!(
         refs.contains("refs/heads/main") && refs.contains("manual"),
@@ -415,6 +421,34 @@ async fn an_operator_syncs_and_resolves_a_conflict_in_a_browser() {
         "logged out for good"
     );
     eprintln!("screenshots in {}", screenshot_dir().display());
+}
+
+/// What a screen reader and a keyboard need of a page: one `h1`, a
+/// language, a `main`; every control labelled, every link and button named,
+/// every table with column headers.
+async fn assert_accessible(browser: &Browser, page: &str) {
+    let found = browser
+        .run(
+            "const all = (q) => [...document.querySelectorAll(q)];
+             return {
+               h1: all('h1').length,
+               lang: document.documentElement.lang,
+               main: all('main').length,
+               unlabelled: all('input:not([type=hidden]), select, textarea')
+                 .filter(e => e.labels.length === 0 && !e.getAttribute('aria-label'))
+                 .map(e => e.outerHTML),
+               nameless: all('a, button')
+                 .filter(e => !e.textContent.trim() && !e.getAttribute('aria-label'))
+                 .map(e => e.outerHTML),
+               headless: all('table')
+                 .filter(t => !t.querySelector('thead th[scope=col]'))
+                 .map(t => t.outerHTML.slice(0, 80)),
+             };",
+        )
+        .await;
+    let expected = json!({"h1": 1, "lang": "en", "main": 1,
+                          "unlabelled": [], "nameless": [], "headless": []});
+    assert_eq!(found, expected, "{page} page");
 }
 
 /// Mirrors beside the one the operator works on, as a table shows them: a

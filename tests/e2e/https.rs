@@ -481,6 +481,21 @@ async fn the_listener_serves_https_and_reloads_its_certificate_on_sighup() {
     let url = format!("https://{}/healthz", server.addr);
     let kept = https_client(&ca);
     assert_eq!(presented(&kept, &url).await, "first");
+    // Over TLS the console's session cookie is never sent in the clear.
+    let root = reqwest::Certificate::from_pem(ca.cert.pem().as_bytes()).unwrap();
+    let login = reqwest::Client::builder()
+        .tls_certs_only([root])
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("https://{}/login", server.addr))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
     // Plain HTTP on the HTTPS port gets no answer it could mistake for one.
     let plain = crate::support::client()
         .get(server.url("/healthz"))

@@ -14,6 +14,10 @@ use serde_json::{Value, json};
 const DRIVER: &str = "/usr/bin/chromedriver";
 const BROWSER: &str = "/usr/bin/chromium";
 
+/// WebDriver's key codes.
+pub const TAB: &str = "\u{E004}";
+pub const ENTER: &str = "\u{E007}";
+
 /// Set (as `.ci/run` sets it) to fail, not skip, where no browser is installed.
 const REQUIRE: &str = "MIRRORHOST_REQUIRE_BROWSER";
 
@@ -179,6 +183,30 @@ impl Browser {
         let body = json!({"text": text});
         self.on_session("POST", &format!("/element/{}/value", element.0), Some(body))
             .await;
+    }
+
+    /// Presses and releases one key (a WebDriver key code such as
+    /// [`TAB`] or [`ENTER`]) on whatever has the focus.
+    pub async fn press(&self, key: &str) {
+        let strokes = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}
+        ]}]});
+        self.on_session("POST", "/actions", Some(strokes)).await;
+    }
+
+    /// Moves the focus with Tab until it is on the control whose text is
+    /// `label`, as a keyboard user does; panics if Tab never gets there.
+    pub async fn tab_to(&self, label: &str) {
+        for _ in 0..60 {
+            self.press(TAB).await;
+            let focused = self
+                .run("return document.activeElement.innerText || '';")
+                .await;
+            if focused.as_str() == Some(label) {
+                return;
+            }
+        }
+        panic!("Tab never reaches {label:?}");
     }
 
     pub async fn text(&self, element: &Element) -> String {
