@@ -46,6 +46,8 @@ pub enum ServerError {
     Timeouts(git2::Error),
     #[error("cannot install the TLS stream for https remotes: {0}")]
     TlsStream(git2::Error),
+    #[error("cannot install the socket stream for http and ssh remotes: {0}")]
+    SocketStream(git2::Error),
     #[error("cannot install the transport of file:// remotes: {0}")]
     LocalTransport(git2::Error),
     #[error("start-up task failed: {0}")]
@@ -77,6 +79,7 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
     }
     config.timeouts.install().map_err(ServerError::Timeouts)?;
     crate::sync::tls_stream::register().map_err(ServerError::TlsStream)?;
+    crate::sync::plain_stream::register().map_err(ServerError::SocketStream)?;
     crate::sync::local_transport::register().map_err(ServerError::LocalTransport)?;
     if let Some(bundle) = &config.ca_bundle {
         let count = crate::sync::tls::trust_bundle(bundle)?;

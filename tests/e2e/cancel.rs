@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Api, LOCAL_REMOTES, Server, project_repo, refs_of, slow_mirror, slow_upstream,
+    Api, LOCAL_REMOTES, Server, project_repo, refs_of, silent_listener, slow_mirror, slow_upstream,
 };
 
 /// Waits until run `run_id` has moved some bytes.
@@ -102,4 +102,50 @@ async fn a_queued_run_is_cancelled_at_once() {
     assert_eq!(run["status"], "cancelled", "{run}");
     let (status, _) = cancel(&api, 9999).await;
     assert_eq!(status, 404);
+}
+
+/// A remote that takes the connection and then sends nothing runs no
+/// callback that could read the cancel; the cancel shuts the run's
+/// connections down instead, and the run ends within two seconds, long
+/// before the stall limit (120 s here), over http, https and ssh alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waiting_on_a_silent_remote_is_cancelled_within_two_seconds() {
+    let silent = silent_listener();
+    let server = Server::start(LOCAL_REMOTES);
+    let api = Api::new(&server);
+    for scheme in ["http", "https", "ssh"] {
+        let url = match scheme {
+            "ssh" => format!("ssh://git@{silent}/quiet.git"),
+            _ => format!("{scheme}://{silent}/quiet.git"),
+        };
+        let id = api
+            .create(
+                "pull",
+                json!({"project_id": format!("silent/{scheme}"), "url": url}),
+            )
+            .await;
+        let run_id = api.queue(id).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, run) = api.get(&format!("/api/v1/runs/{run_id}")).await;
+            if run["status"] == "running" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{scheme}: never started: {run}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Well into the wait for the remote's first byte.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let asked = Instant::now();
+        let (status, run) = cancel(&api, run_id).await;
+        let took = asked.elapsed();
+        assert_eq!(status, 200, "{scheme}: {run}");
+        assert_eq!(run["status"], "cancelled", "{scheme}: {run}");
+        assert!(took < Duration::from_secs(2), "{scheme}: {took:?}");
+        assert_eq!(
+            run["error"],
+            json!("cancelled by an operator; no ref was changed"),
+            "{scheme}"
+        );
+    }
 }

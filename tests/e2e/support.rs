@@ -463,3 +463,16 @@ pub async fn slow_mirror(api: &Api<'_>, http: &crate::http_git::HttpGit, project
     assert_eq!(status, 200);
     id
 }
+
+/// A loopback listener that accepts every connection and answers nothing.
+pub fn silent_listener() -> SocketAddr {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    addr
+}

@@ -9,25 +9,14 @@ use serde_json::{Value, json};
 
 use crate::history::{History, generate};
 use crate::http_git::HttpGit;
-use crate::support::{Api, LOCAL_REMOTES, Server, bare_repo, slow_mirror, slow_upstream};
+use crate::support::{
+    Api, LOCAL_REMOTES, Server, bare_repo, silent_listener, slow_mirror, slow_upstream,
+};
 
 fn server(limits: &[(&'static str, &'static str)]) -> Server {
     let mut envs = LOCAL_REMOTES.to_vec();
     envs.extend_from_slice(limits);
     Server::start(&envs)
-}
-
-/// A loopback listener that accepts every connection and answers nothing.
-fn silent_listener() -> SocketAddr {
-    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = silent.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in silent.incoming().flatten() {
-            held.push(stream);
-        }
-    });
-    addr
 }
 
 /// The run failed naming `why`, after about the 2 s limit the tests set.

@@ -54,6 +54,11 @@ impl App {
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let mut outcome = self.record(&mirror, job.run_id, duration_ms, &result)?;
         outcome.cancelled = result.is_err() && progress.is_cancelled();
+        if outcome.cancelled {
+            // Whatever the transfer said as its connection was shut down,
+            // what happened is the operator's cancel.
+            outcome.error = Some(crate::sync::CANCELLED.to_string());
+        }
         log(&outcome);
         self.store
             .with(|c| store::runs::finish(c, job.job_id, job.run_id, &outcome))?;

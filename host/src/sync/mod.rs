@@ -17,6 +17,7 @@ pub mod index_pack;
 mod listing;
 pub mod local_transport;
 pub mod packs;
+pub mod plain_stream;
 pub mod progress;
 pub mod proxy;
 mod pull;
@@ -24,6 +25,7 @@ mod push;
 pub mod refs;
 pub mod remote;
 mod resolve;
+pub mod sockets;
 /// The git CLI the engine's unit tests check against.
 #[cfg(test)]
 #[path = "../../../tests/fixtures/git.rs"]
@@ -397,6 +399,8 @@ struct Run<'a> {
     /// The mirror's TLS client certificate, presented by this thread's
     /// connections while the run lasts.
     _presenting: tls_stream::Presenting,
+    /// This thread's connections, listed for a cancel to shut down.
+    _watching: sockets::Watching,
 }
 
 impl<'a> Run<'a> {
@@ -423,6 +427,7 @@ impl<'a> Run<'a> {
             ),
             deadline: Instant::now() + engine.timeouts.run,
             _presenting: tls_stream::present(identity),
+            _watching: sockets::watch(engine.progress.map(Progress::sockets)),
         })
     }
 

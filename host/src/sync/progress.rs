@@ -2,9 +2,12 @@
 //! the transfer thread and read by the API (`GET /api/v1/runs/{id}`); and the
 //! operator's request to cancel it, read by the same callbacks.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
+
+use super::sockets::Sockets;
 
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -12,6 +15,8 @@ pub struct Progress {
     total_objects: AtomicU64,
     bytes: AtomicU64,
     cancelled: AtomicBool,
+    /// The run's open connections, shut down by a cancel.
+    sockets: Arc<Sockets>,
 }
 
 /// One reading of [`Progress`].
@@ -35,6 +40,14 @@ impl Progress {
     /// Asks the run to stop: its transfer callbacks say no from now on.
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Release);
+        // A transfer blocked on a silent remote reads no flag: end its
+        // connections, and the read that waits returns now.
+        self.sockets.shut_down();
+    }
+
+    /// The connections of the run this reports on.
+    pub fn sockets(&self) -> Arc<Sockets> {
+        Arc::clone(&self.sockets)
     }
 
     pub fn is_cancelled(&self) -> bool {

@@ -19,12 +19,14 @@
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, TcpStream, ToSocketAddrs};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Once, RwLock};
 use std::time::Duration;
 
 use libgit2_sys as raw;
+
+use super::sockets;
 use openssl::error::ErrorStack;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
@@ -181,36 +183,41 @@ pub fn register() -> Result<(), git2::Error> {
 // The C side: git2/sys/stream.h of libgit2 1.9, which libgit2-sys does not
 // bind.
 
-const STREAM_VERSION: c_int = 1;
+pub(super) const STREAM_VERSION: c_int = 1;
 const GIT_STREAM_TLS: c_int = 2;
 /// `encrypted` is the lowest bit of the bit-field word; `proxy_support`,
 /// the next, stays clear: libgit2 tunnels through proxies itself.
 const ENCRYPTED: c_uint = 1;
 
 #[repr(C)]
-struct GitStream {
-    version: c_int,
-    flags: c_uint,
-    timeout: c_int,
-    connect_timeout: c_int,
-    connect: Option<unsafe extern "C" fn(*mut GitStream) -> c_int>,
-    certificate: Option<unsafe extern "C" fn(*mut *mut raw::git_cert, *mut GitStream) -> c_int>,
-    set_proxy: Option<unsafe extern "C" fn(*mut GitStream, *const raw::git_proxy_options) -> c_int>,
-    read: Option<unsafe extern "C" fn(*mut GitStream, *mut c_void, usize) -> isize>,
-    write: Option<unsafe extern "C" fn(*mut GitStream, *const c_char, usize, c_int) -> isize>,
-    close: Option<unsafe extern "C" fn(*mut GitStream) -> c_int>,
-    free: Option<unsafe extern "C" fn(*mut GitStream)>,
+pub(super) struct GitStream {
+    pub(super) version: c_int,
+    pub(super) flags: c_uint,
+    pub(super) timeout: c_int,
+    pub(super) connect_timeout: c_int,
+    pub(super) connect: Option<unsafe extern "C" fn(*mut GitStream) -> c_int>,
+    pub(super) certificate:
+        Option<unsafe extern "C" fn(*mut *mut raw::git_cert, *mut GitStream) -> c_int>,
+    pub(super) set_proxy:
+        Option<unsafe extern "C" fn(*mut GitStream, *const raw::git_proxy_options) -> c_int>,
+    pub(super) read: Option<unsafe extern "C" fn(*mut GitStream, *mut c_void, usize) -> isize>,
+    pub(super) write:
+        Option<unsafe extern "C" fn(*mut GitStream, *const c_char, usize, c_int) -> isize>,
+    pub(super) close: Option<unsafe extern "C" fn(*mut GitStream) -> c_int>,
+    pub(super) free: Option<unsafe extern "C" fn(*mut GitStream)>,
 }
 
 #[repr(C)]
-struct Registration {
-    version: c_int,
-    init: Option<unsafe extern "C" fn(*mut *mut GitStream, *const c_char, *const c_char) -> c_int>,
-    wrap: Option<unsafe extern "C" fn(*mut *mut GitStream, *mut GitStream, *const c_char) -> c_int>,
+pub(super) struct Registration {
+    pub(super) version: c_int,
+    pub(super) init:
+        Option<unsafe extern "C" fn(*mut *mut GitStream, *const c_char, *const c_char) -> c_int>,
+    pub(super) wrap:
+        Option<unsafe extern "C" fn(*mut *mut GitStream, *mut GitStream, *const c_char) -> c_int>,
 }
 
 unsafe extern "C" {
-    fn git_stream_register(kind: c_int, registration: *mut Registration) -> c_int;
+    pub(super) fn git_stream_register(kind: c_int, registration: *mut Registration) -> c_int;
 }
 
 /// Our stream; libgit2 sees only `parent`, the first field.
@@ -238,7 +245,7 @@ enum State {
 
 /// What TLS runs over: our own socket, or libgit2's tunnel (not ours to free).
 enum Io {
-    Tcp(TcpStream),
+    Tcp(sockets::Tcp),
     Tunnel(*mut GitStream),
 }
 
@@ -284,12 +291,12 @@ impl Write for Io {
     }
 }
 
-fn last_git_error(code: c_int) -> String {
+pub(super) fn last_git_error(code: c_int) -> String {
     git2::Error::last_error(code.min(-1)).message().to_string()
 }
 
 /// Sets libgit2's error (class `class`) to `message`; the -1 to return.
-fn fail(class: raw::git_error_t, message: &str) -> c_int {
+pub(super) fn fail(class: raw::git_error_t, message: &str) -> c_int {
     let message = CString::new(message.replace('\0', " ")).unwrap_or_default();
     // SAFETY: libgit2 copies the string.
     unsafe { raw::git_error_set_str(class as c_int, message.as_ptr()) };
@@ -321,7 +328,7 @@ unsafe extern "C" fn wrap(
 
 /// # Safety
 /// `ptr` is a NUL-terminated string (or null).
-unsafe fn text(ptr: *const c_char) -> String {
+pub(super) unsafe fn text(ptr: *const c_char) -> String {
     if ptr.is_null() {
         return String::new();
     }
@@ -331,9 +338,20 @@ unsafe fn text(ptr: *const c_char) -> String {
         .into_owned()
 }
 
+/// A stream's stall and connect limits as durations (0 is none).
+pub(super) fn limits((stall, connect): (c_int, c_int)) -> (Option<Duration>, Option<Duration>) {
+    let limit = |ms: c_int| {
+        u64::try_from(ms)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+    };
+    (limit(stall), limit(connect))
+}
+
 /// The stall and connect limits libgit2's socket streams take
 /// (`Timeouts::install` sets them), in milliseconds; 0 for none.
-fn libgit2_timeouts() -> (c_int, c_int) {
+pub(super) fn libgit2_timeouts() -> (c_int, c_int) {
     // SAFETY: plain reads of ints libgit2 keeps; written only at start.
     unsafe {
         (
@@ -445,36 +463,9 @@ impl Stream {
         Ok(raw::GIT_ECERTIFICATE as c_int)
     }
 
-    fn tcp(&self, port: &str) -> Result<TcpStream, String> {
-        let failed = |e: io::Error| format!("failed to connect to {}: {e}", self.host);
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("failed to connect to {}: port {port:?}", self.host))?;
-        let limit = u64::try_from(self.parent.connect_timeout).unwrap_or(0);
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address found");
-        for address in (self.host.as_str(), port)
-            .to_socket_addrs()
-            .map_err(failed)?
-        {
-            let connected = match limit {
-                0 => TcpStream::connect(address),
-                ms => TcpStream::connect_timeout(&address, Duration::from_millis(ms)),
-            };
-            match connected {
-                Ok(tcp) => {
-                    let stall = u64::try_from(self.parent.timeout)
-                        .ok()
-                        .filter(|ms| *ms > 0)
-                        .map(Duration::from_millis);
-                    tcp.set_read_timeout(stall).map_err(failed)?;
-                    tcp.set_write_timeout(stall).map_err(failed)?;
-                    let _ = tcp.set_nodelay(true);
-                    return Ok(tcp);
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(failed(last))
+    fn tcp(&self, port: &str) -> Result<sockets::Tcp, String> {
+        let (stall, connect) = limits((self.parent.timeout, self.parent.connect_timeout));
+        sockets::connect(&self.host, port, connect, stall)
     }
 
     /// The connection's SSL: server name, host check, and the identity.
