@@ -87,9 +87,9 @@ pub async fn get(
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
 /// Cancels a queued or running run. A queued run ends at once; a running one
-/// stops at its transfer's next callback, with no ref changed (a remote that
-/// sends nothing at all holds it until the stall limit). Answers with the run:
-/// `cancelled`, or still `running` if it has not stopped within 5 s.
+/// stops at its transfer's next callback, or at once when it waits on a
+/// remote (its connections are shut down), with no ref changed. Answers with
+/// the run: `cancelled`, or still `running` if it has not stopped within 5 s.
 #[utoipa::path(post, path = "/runs/{run_id}/cancel", tag = "runs", params(("run_id" = i64, Path)), responses((status = 200, body = Run), (status = 404, body = crate::api::ErrorBody), (status = 409, description = "The run has already ended", body = crate::api::ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
