@@ -7,7 +7,9 @@ use std::process::{Command, Output, Stdio};
 use serde_json::{Value, json};
 
 use crate::http_git::HttpGit;
-use crate::support::{ADMIN_TOKEN, Api, Server, Upstream, git, local_server, project_repo};
+use crate::support::{
+    ADMIN_TOKEN, Api, Server, Upstream, git, local_server, mirror_with_rewritten_main, project_repo,
+};
 
 /// Runs `mirrorhost <args>` against `server`, feeding `stdin`.
 fn mirrorhost(server: &Server, args: &[&str], stdin: &str) -> Output {
@@ -287,20 +289,7 @@ async fn credentials_come_from_stdin_or_a_file_never_from_argv() {
 async fn conflicts_are_listed_and_resolved_from_the_cli() {
     let server = local_server();
     let api = Api::new(&server);
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.commit("main", "b");
-    up.push(&["main"]);
-    let id = api
-        .create(
-            "pull",
-            json!({"project_id": "cli/conflict", "url": up.url(), "conflict_strategy": "manual"}),
-        )
-        .await;
-    assert_eq!(api.sync(id).await["status"], "succeeded");
-    git(&up.work(), &["reset", "-q", "--hard", "HEAD~1"]);
-    let rewritten = up.commit("main", "rewritten");
-    git(&up.work(), &["push", "-q", "--force", "origin", "main"]);
+    let (_up, id, rewritten) = mirror_with_rewritten_main(&api, "cli/conflict").await;
     api.sync(id).await;
 
     let table = ok(&mirrorhost(

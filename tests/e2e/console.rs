@@ -8,7 +8,9 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::json;
 
-use crate::support::{ADMIN_TOKEN, Api, Server, Upstream, git, local_server, project_repo};
+use crate::support::{
+    ADMIN_TOKEN, Api, Server, Upstream, git, local_server, mirror_with_rewritten_main, project_repo,
+};
 use crate::webdriver::{Browser, ENTER, screenshot_dir};
 
 /// A client that shows redirects instead of following them.
@@ -85,6 +87,16 @@ fn redirected_to(answer: &reqwest::Response) -> &str {
     answer.headers()[LOCATION].to_str().unwrap()
 }
 
+/// A pull mirror of `project`, synced once: its upstream, id and run.
+async fn synced_mirror(api: &Api<'_>, project: &str) -> (Upstream, i64, i64) {
+    let up = Upstream::with_main();
+    let id = api
+        .create("pull", json!({"project_id": project, "url": up.url()}))
+        .await;
+    let run = api.sync(id).await["run_id"].as_i64().unwrap();
+    (up, id, run)
+}
+
 /// No inline script, no inline style, nothing from another origin.
 fn assert_strict_page(path: &str, page: &str) {
     let inline_script = regex::Regex::new(r"<script(?:\s[^>]*)?>").unwrap();
@@ -111,11 +123,7 @@ fn assert_strict_page(path: &str, page: &str) {
 async fn nothing_of_the_console_is_reached_without_a_session() {
     let server = local_server();
     let api = Api::new(&server);
-    let up = Upstream::with_main();
-    let id = api
-        .create("pull", json!({"project_id": "c/locked", "url": up.url()}))
-        .await;
-    let run = api.sync(id).await["run_id"].as_i64().unwrap();
+    let (_up, id, run) = synced_mirror(&api, "c/locked").await;
     for path in [
         "/".to_string(),
         format!("/mirrors/{id}"),
@@ -236,11 +244,7 @@ async fn a_session_is_a_strict_cookie_and_every_form_needs_its_token() {
 async fn every_page_forbids_inline_script_and_escapes_what_it_shows() {
     let server = local_server();
     let api = Api::new(&server);
-    let up = Upstream::with_main();
-    let id = api
-        .create("pull", json!({"project_id": "c/escape", "url": up.url()}))
-        .await;
-    let run = api.sync(id).await["run_id"].as_i64().unwrap();
+    let (_up, id, run) = synced_mirror(&api, "c/escape").await;
     // A script reports an update with an error of its choosing.
     let hostile = "<script>alert('owned')</script><img src=x onerror=alert(1)>";
     let (status, _) = api
@@ -320,20 +324,7 @@ async fn an_operator_syncs_and_resolves_a_conflict_in_a_browser() {
     };
     let server = local_server();
     let api = Api::new(&server);
-    let up = Upstream::new();
-    up.commit("main", "a");
-    up.commit("main", "b");
-    up.push(&["main"]);
-    let id = api
-        .create(
-            "pull",
-            json!({"project_id": "team/console", "url": up.url(), "conflict_strategy": "manual"}),
-        )
-        .await;
-    assert_eq!(api.sync(id).await["status"], "succeeded");
-    git(&up.work(), &["reset", "-q", "--hard", "HEAD~1"]);
-    let rewritten = up.commit("main", "rewritten");
-    git(&up.work(), &["push", "-q", "--force", "origin", "main"]);
+    let (up, id, rewritten) = mirror_with_rewritten_main(&api, "team/console").await;
 
     let dest = tempfile::tempdir().unwrap();
     let others = mirrors_in_other_states(&api, &up, dest.path()).await;

@@ -476,3 +476,24 @@ pub fn silent_listener() -> SocketAddr {
     });
     addr
 }
+
+/// A manual-strategy pull mirror of `project`, synced, whose upstream then
+/// rewrote `main` (reset one commit back, a new commit, forced): the next
+/// run opens a conflict. The upstream, the mirror's id and the new tip.
+pub async fn mirror_with_rewritten_main(api: &Api<'_>, project: &str) -> (Upstream, i64, String) {
+    let up = Upstream::new();
+    up.commit("main", "a");
+    up.commit("main", "b");
+    up.push(&["main"]);
+    let id = api
+        .create(
+            "pull",
+            serde_json::json!({"project_id": project, "url": up.url(), "conflict_strategy": "manual"}),
+        )
+        .await;
+    assert_eq!(api.sync(id).await["status"], "succeeded");
+    git(&up.work(), &["reset", "-q", "--hard", "HEAD~1"]);
+    let rewritten = up.commit("main", "rewritten");
+    git(&up.work(), &["push", "-q", "--force", "origin", "main"]);
+    (up, id, rewritten)
+}

@@ -21,8 +21,7 @@ use libgit2_sys as raw;
 
 use super::sockets;
 use super::tls_stream::{
-    GitStream, Registration, STREAM_VERSION, fail, git_stream_register, libgit2_timeouts, limits,
-    text,
+    GitStream, Registration, STREAM_VERSION, fail, libgit2_timeouts, limits, register_once, text,
 };
 
 const GIT_STREAM_STANDARD: c_int = 1;
@@ -45,21 +44,12 @@ static REGISTER: Once = Once::new();
 
 /// Makes this module libgit2's standard stream for every connection from now on.
 pub fn register() -> Result<(), git2::Error> {
-    let mut result = Ok(());
-    REGISTER.call_once(|| {
-        raw::init();
-        let mut registration = Registration {
-            version: STREAM_VERSION,
-            init: Some(init),
-            wrap: None,
-        };
-        // SAFETY: libgit2 is initialised, and copies the registration.
-        let code = unsafe { git_stream_register(GIT_STREAM_STANDARD, &mut registration) };
-        if code < 0 {
-            result = Err(git2::Error::last_error(code));
-        }
-    });
-    result
+    let registration = Registration {
+        version: STREAM_VERSION,
+        init: Some(init),
+        wrap: None,
+    };
+    register_once(&REGISTER, GIT_STREAM_STANDARD, registration)
 }
 
 unsafe extern "C" fn init(

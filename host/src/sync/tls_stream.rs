@@ -163,16 +163,25 @@ static REGISTER: Once = Once::new();
 
 /// Makes this module libgit2's TLS stream for every connection from now on.
 pub fn register() -> Result<(), git2::Error> {
+    let registration = Registration {
+        version: STREAM_VERSION,
+        init: Some(init),
+        wrap: Some(wrap),
+    };
+    register_once(&REGISTER, GIT_STREAM_TLS, registration)
+}
+
+/// Registers a stream of `kind` with libgit2, the first time `once` is run.
+pub(super) fn register_once(
+    once: &Once,
+    kind: c_int,
+    mut registration: Registration,
+) -> Result<(), git2::Error> {
     let mut result = Ok(());
-    REGISTER.call_once(|| {
+    once.call_once(|| {
         raw::init();
-        let mut registration = Registration {
-            version: STREAM_VERSION,
-            init: Some(init),
-            wrap: Some(wrap),
-        };
         // SAFETY: libgit2 is initialised, and copies the registration.
-        let code = unsafe { git_stream_register(GIT_STREAM_TLS, &mut registration) };
+        let code = unsafe { git_stream_register(kind, &mut registration) };
         if code < 0 {
             result = Err(git2::Error::last_error(code));
         }
@@ -217,7 +226,7 @@ pub(super) struct Registration {
 }
 
 unsafe extern "C" {
-    pub(super) fn git_stream_register(kind: c_int, registration: *mut Registration) -> c_int;
+    fn git_stream_register(kind: c_int, registration: *mut Registration) -> c_int;
 }
 
 /// Our stream; libgit2 sees only `parent`, the first field.
