@@ -278,6 +278,7 @@ fn child_pull(url: &str, data: &Path, tls: Option<(&Path, Option<&str>)>) {
         trust(ca, stream);
     }
     mirrorhost::sync::local_transport::register().expect("file:// transport");
+    mirrorhost::sync::plain_stream::register().expect("socket stream");
     std::fs::create_dir_all(data).expect("data dir");
     let service = Service::open(data);
     let store = &service.store;

@@ -174,7 +174,10 @@ impl Run<'_> {
             self.download_tips(connection, &wanted, counter)?;
         } else {
             // Listed in-process (a local path): the objects come through the
-            // mirror's own URL, git's upload-pack.
+            // mirror's own URL, git's upload-pack. The listing is closed
+            // first: libgit2 keeps the remote's packs mapped (the tags it
+            // peeled) while it is open.
+            connection.remote().disconnect()?;
             let mut upstream = self.repo.remote_anonymous(&self.mirror.url)?;
             let mut fetching = self.connect_fetch(&mut upstream, counter)?;
             self.download_tips(&mut fetching, &wanted, counter)?;
