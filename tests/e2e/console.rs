@@ -9,7 +9,8 @@ use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, LOCATION, S
 use serde_json::json;
 
 use crate::support::{
-    ADMIN_TOKEN, Api, Server, Upstream, git, local_server, mirror_with_rewritten_main, project_repo,
+    ADMIN_TOKEN, Api, Server, Upstream, git, local_server, mirror_with_rewritten_main,
+    project_repo, slow_mirror, slow_upstream,
 };
 use crate::webdriver::{Browser, ENTER, screenshot_dir};
 
@@ -527,4 +528,68 @@ fn seed_mirrors(data: &std::path::Path, n: usize) {
         );
         store.with(|c| mirrors::insert(c, &settings)).unwrap();
     }
+}
+
+/// A run in progress: its page's script keeps the progress fresh without a
+/// reload, the queue lists it, and its Cancel button stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_run_shows_live_progress_and_is_cancelled_from_its_page() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let http = slow_upstream(root.path()).await;
+    let server = local_server();
+    let api = Api::new(&server);
+    let id = slow_mirror(&api, &http, "team/slow").await;
+    browser.goto(&server.url("/login")).await;
+    let token = browser.find("input[name=token]").await;
+    browser.type_into(&token, ADMIN_TOKEN).await;
+    browser.press(ENTER).await;
+    browser
+        .wait_for("<h1>Mirrors</h1>", Duration::from_secs(20))
+        .await;
+    let run = api.queue(id).await;
+
+    browser.goto(&server.url("/queue")).await;
+    browser
+        .wait_for(&format!("href=\"/runs/{run}\""), Duration::from_secs(20))
+        .await;
+    browser.goto(&server.url(&format!("/runs/{run}"))).await;
+    browser.wait_for("data-run=", Duration::from_secs(20)).await;
+    // A mark the page keeps only as long as it is not reloaded.
+    browser.run("window.unreloaded = true; return null;").await;
+    // The line says the bytes moved so far; big objects arrive one by one,
+    // so the bytes move where the object count may not.
+    let line = || async {
+        let script = "const line = document.querySelector('[data-run] span'); \
+                      return line ? line.textContent : document.body.innerText;";
+        browser.run(script).await.as_str().unwrap().to_string()
+    };
+    let first = line().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = line().await;
+        assert!(now.contains(" objects, "), "no progress on the page: {now}");
+        if now != first {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the progress never moved: {now}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let kept = browser.run("return window.unreloaded === true;").await;
+    assert_eq!(kept, true, "the progress moved without a reload");
+    browser.screenshot("6-progress").await;
+
+    let cancel = browser
+        .find(&format!("form[action='/runs/{run}/cancel'] button"))
+        .await;
+    browser
+        .click_to(&cancel, |u| u.ends_with(&format!("/runs/{run}")))
+        .await;
+    browser
+        .wait_for("run-cancelled", Duration::from_secs(20))
+        .await;
+    let (_, record) = api.get(&format!("/api/v1/runs/{run}")).await;
+    assert_eq!(record["status"], "cancelled", "{record}");
 }

@@ -686,7 +686,7 @@ fn live_progress(console: &ConsoleState, run: &Run) -> String {
     let snapshot = console.app.live.get(run.run_id).unwrap_or_default();
     format!(
         "<p class=\"progress\" data-run=\"{}\" aria-live=\"polite\">\
-         <progress max=\"{}\" value=\"{}\"></progress> \
+         <progress aria-label=\"Objects received\" max=\"{}\" value=\"{}\"></progress> \
          <span>{} of {} objects, {}</span></p>",
         run.run_id,
         snapshot.total_objects.max(1),
