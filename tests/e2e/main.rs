@@ -12,6 +12,7 @@ mod bandwidth;
 mod cancel;
 mod cli;
 mod console;
+mod disk;
 #[path = "../fixtures/git.rs"]
 mod git;
 mod health;

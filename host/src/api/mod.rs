@@ -118,7 +118,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
 
 /// Adds to every admin operation the statuses that the layers around the
 /// handlers answer, so a client generated from the document knows them: 401
-/// from the token check, 400 and 422 where `ApiJson` parses a body, 422
+/// from the token check, 507 from the store when its disk is full, 400 and 422 where `ApiJson` parses a body, 422
 /// where `ApiQuery` parses a query string. An operation's own description
 /// of a status wins.
 fn document_shared_statuses(doc: &mut utoipa::openapi::OpenApi) {
@@ -159,6 +159,7 @@ fn document_shared_statuses(doc: &mut utoipa::openapi::OpenApi) {
                     .or_insert_with(|| error(description));
             };
             add("401", "The admin token is missing or wrong");
+            add("507", "The data dir's disk is full; nothing was changed");
             if bodied {
                 add("400", "The body is not well-formed JSON");
             }
@@ -334,6 +335,14 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(format!("no such {what}")),
+            full if full.is_disk_full() => {
+                tracing::error!(error = %full, "the database's disk is full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "disk_full",
+                    crate::store::DISK_FULL,
+                )
+            }
             other => ApiError::internal(other),
         }
     }

@@ -1,7 +1,7 @@
 //! Runs: one run from start to record ([`jobs::Executor`]), a manual sync, the
 //! dry run and the resolution of a conflict.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{App, ServiceError};
 use crate::jobs::{Executor, Queue};
@@ -24,6 +24,31 @@ impl Executor for App {
     fn execute(&self, job: &PendingJob) {
         if let Err(error) = self.run(job) {
             tracing::error!(%error, "cannot record the run");
+        }
+    }
+}
+
+/// How long a run that has ended waits for disk space to record its end.
+const SPACE_WAIT: Duration = Duration::from_secs(600);
+
+/// Runs `write` again while the data dir's disk is full, for at most
+/// [`SPACE_WAIT`]: a run that has ended (its refs may have moved) must be
+/// recorded, or it would stay `running`, holding its mirror's and host's
+/// slots, until the next start. SQLite rolled each failed attempt back.
+fn until_space<T>(write: impl Fn() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let deadline = Instant::now() + SPACE_WAIT;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match write() {
+            Err(e) if e.is_disk_full() && Instant::now() < deadline => {
+                tracing::error!(
+                    retry_in_ms = pause.as_millis() as u64,
+                    "the data dir's disk is full: waiting to record the run's end"
+                );
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
         }
     }
 }
@@ -60,8 +85,10 @@ impl App {
             outcome.error = Some(crate::sync::CANCELLED.to_string());
         }
         log(&outcome);
-        self.store
-            .with(|c| store::runs::finish(c, job.job_id, job.run_id, &outcome))?;
+        until_space(|| {
+            self.store
+                .with(|c| store::runs::finish(c, job.job_id, job.run_id, &outcome))
+        })?;
         telemetry::run_finished(mirror.direction, &outcome);
         // A cancelled run says nothing of the mirror: no backoff, no health.
         if outcome.cancelled {
@@ -111,13 +138,21 @@ impl App {
             .filter(|p| p.action != Action::Unchanged)
             .map(RunRef::from)
             .collect();
-        self.store
-            .with(|c| store::runs::record_refs(c, run_id, &touched))?;
-        self.store
-            .with(|c| store::conflicts::record(c, mirror.mirror_id, run_id, &report.conflicts))?;
+        // Each write is one transaction, waited for on its own, so that none
+        // is repeated after the disk fills between two of them.
+        until_space(|| {
+            self.store
+                .with(|c| store::runs::record_refs(c, run_id, &touched))
+        })?;
+        until_space(|| {
+            self.store
+                .with(|c| store::conflicts::record(c, mirror.mirror_id, run_id, &report.conflicts))
+        })?;
         if let (Some(fingerprint), true) = (&report.remote_fingerprint, outcome.succeeded) {
-            self.store.with(|c| {
-                store::mirrors::set_remote_fingerprint(c, mirror.mirror_id, fingerprint)
+            until_space(|| {
+                self.store.with(|c| {
+                    store::mirrors::set_remote_fingerprint(c, mirror.mirror_id, fingerprint)
+                })
             })?;
         }
         Ok(outcome)
@@ -298,5 +333,52 @@ fn outcome_of(report: &Report, duration_ms: i64) -> RunOutcome {
             .aborted
             .as_ref()
             .map(|reason| SyncError::Aborted(reason.clone()).to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::store::{MirrorSettings, Store};
+
+    /// SQLite's own "database or disk is full", from a database held to
+    /// the pages it has.
+    fn disk_full() -> StoreError {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .with(|c| {
+                let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                c.execute_batch(&format!("PRAGMA max_page_count = {pages}"))?;
+                for i in 0..1000 {
+                    let url = format!("https://example.com/{i}.git");
+                    let s = MirrorSettings::pull(&format!("p/{i}"), &url, "example.com");
+                    store::mirrors::insert(c, &s)?;
+                }
+                Ok(())
+            })
+            .unwrap_err()
+    }
+
+    #[test]
+    fn a_write_waits_for_space_and_nothing_else() {
+        assert!(disk_full().is_disk_full(), "{}", disk_full());
+        let attempts = Cell::new(0);
+        let written = until_space(|| {
+            attempts.set(attempts.get() + 1);
+            match attempts.get() {
+                1 | 2 => Err(disk_full()),
+                _ => Ok("recorded"),
+            }
+        });
+        assert_eq!((written.unwrap(), attempts.get()), ("recorded", 3));
+        let attempts = Cell::new(0);
+        let other = until_space(|| -> Result<(), StoreError> {
+            attempts.set(attempts.get() + 1);
+            Err(StoreError::NotFound("mirror"))
+        });
+        assert!(matches!(other, Err(StoreError::NotFound(_))));
+        assert_eq!(attempts.get(), 1, "another error is not retried");
     }
 }

@@ -48,6 +48,22 @@ pub enum StoreError {
     Encode(String),
 }
 
+impl StoreError {
+    /// The database could not grow: the disk (or the quota) of the data dir
+    /// is full. SQLite rolled the statement back; nothing was written.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull
+        )
+    }
+}
+
+/// What an operator is told when the database's disk is full.
+pub const DISK_FULL: &str =
+    "the data dir's disk is full: nothing was changed; free space there and try again";
+
 /// One page of a list: `page` counts from 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {

@@ -169,7 +169,10 @@ pub enum ConsoleError {
     Conflict(String),
     #[error("this form did not come from a page of this session; reload the page and try again")]
     Forged,
-    #[error("{0}")]
+    #[error("{}", crate::store::DISK_FULL)]
+    DiskFull,
+    /// Its detail goes to the log, not to the page.
+    #[error("internal error; see the server log")]
     Internal(String),
 }
 
@@ -190,6 +193,7 @@ impl From<StoreError> for ConsoleError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => ConsoleError::NotFound(format!("no such {what}")),
+            full if full.is_disk_full() => ConsoleError::DiskFull,
             other => ConsoleError::Internal(other.to_string()),
         }
     }
@@ -202,6 +206,7 @@ impl IntoResponse for ConsoleError {
             ConsoleError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Not acceptable"),
             ConsoleError::Conflict(_) => (StatusCode::CONFLICT, "Not done"),
             ConsoleError::Forged => (StatusCode::FORBIDDEN, "Refused"),
+            ConsoleError::DiskFull => (StatusCode::INSUFFICIENT_STORAGE, "Disk full"),
             ConsoleError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Something broke"),
         };
         if let ConsoleError::Internal(e) = &self {
