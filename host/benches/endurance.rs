@@ -248,7 +248,7 @@ async fn console_pages(addr: std::net::SocketAddr, mirror: i64) {
     for path in [
         "/".to_string(),
         "/?page=200".into(),
-        "/?sort=last_update&order=desc".into(),
+        "/?order_by=last_update_at&sort=desc".into(),
         "/?state=failing".into(),
         "/?q=project1999".into(),
         format!("/mirrors/{mirror}"),

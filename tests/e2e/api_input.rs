@@ -259,6 +259,29 @@ async fn mirrors_come_in_pages_and_filter_by_direction_enabled_and_state() {
     let (_, default_page) = api.get("/api/v1/mirrors").await;
     assert_eq!(default_page["mirrors"].as_array().unwrap().len(), 20);
 
+    // Sorted as asked, ties by id; narrowed by a text in the project or URL.
+    let ids_of = |page: &Value| -> Vec<i64> {
+        page["mirrors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["mirror_id"].as_i64().unwrap())
+            .collect()
+    };
+    let (_, newest) = api
+        .get("/api/v1/mirrors?order_by=id&sort=desc&per_page=3")
+        .await;
+    assert_eq!(ids_of(&newest), [25, 24, 23]);
+    let (_, by_project) = api
+        .get("/api/v1/mirrors?order_by=project_id&per_page=3")
+        .await;
+    // g/p0, g/p1, g/p10: text order.
+    assert_eq!(ids_of(&by_project), [1, 2, 11]);
+    let (_, by_state) = api.get("/api/v1/mirrors?order_by=state&per_page=5").await;
+    assert_eq!(ids_of(&by_state), [1, 6, 11, 16, 21], "disabled sort first");
+    let (_, found) = api.get("/api/v1/mirrors?search=p1&per_page=100").await;
+    assert_eq!(ids_of(&found), [2, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]);
+
     // Runs and conflicts page and filter the same way.
     for (list, status) in [("runs", "failed"), ("conflicts", "open")] {
         let path = format!("/api/v1/mirrors/1/{list}?status={status}&per_page=5");
@@ -281,6 +304,9 @@ async fn mirrors_come_in_pages_and_filter_by_direction_enabled_and_state() {
         ("per_page=101", "per_page"),
         ("state=sad", "state"),
         ("page=x", "page"),
+        ("order_by=password", "order_by"),
+        ("sort=sideways", "sort"),
+        (&*format!("search={}", "x".repeat(256)), "search"),
     ] {
         let (status, err) = api.get(&format!("/api/v1/mirrors?{query}")).await;
         assert_eq!(status, 422, "{query}: {err}");

@@ -258,7 +258,7 @@ async fn every_page_forbids_inline_script_and_escapes_what_it_shows() {
     let op = login(&server).await;
     for path in [
         "/".to_string(),
-        "/?q=c%2Fescape&state=failing&sort=last_update&order=desc".into(),
+        "/?q=c%2Fescape&state=failing&order_by=last_update_at&sort=desc".into(),
         format!("/mirrors/{id}"),
         format!("/runs/{run}"),
         "/queue".into(),
@@ -307,13 +307,13 @@ async fn every_page_forbids_inline_script_and_escapes_what_it_shows() {
 
     // A choice the table does not offer is refused by name.
     let answer = http()
-        .get(server.url("/?sort=password"))
+        .get(server.url("/?order_by=password"))
         .header(COOKIE, &op.cookie)
         .send()
         .await
         .unwrap();
     assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(answer.text().await.unwrap().contains("sort"));
+    assert!(answer.text().await.unwrap().contains("order_by"));
 }
 
 /// An operator's round, in a real browser: log in, find the mirror, sync it

@@ -12,7 +12,7 @@ use super::pagination::{self, PageQuery};
 use super::{ApiError, AppState, blocking, mirror_id};
 use crate::health::State as HealthState;
 use crate::service::{CreateMirror, PatchMirror};
-use crate::store::mirrors::MirrorFilter;
+use crate::store::mirrors::{MirrorFilter, MirrorOrder, Sort};
 use crate::store::{self, Direction, Mirror};
 
 #[utoipa::path(post, path = "/mirrors/pull", tag = "mirrors", request_body = CreateMirror, responses((status = 201, body = Mirror), (status = 409, description = "The project has a pull mirror already (a project mirrors one upstream)", body = crate::api::ErrorBody), (status = 422, description = "A field is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
@@ -51,11 +51,19 @@ pub struct ListQuery {
     enabled: Option<bool>,
     /// Only mirrors in this health state.
     state: Option<HealthState>,
+    /// Only mirrors whose project id or URL holds this text.
+    #[param(max_length = 255)]
+    search: Option<String>,
+    /// The column to sort by [default: id]; ties go by id.
+    order_by: Option<MirrorOrder>,
+    /// `asc` [default] or `desc`.
+    sort: Option<Sort>,
 }
 
 #[utoipa::path(get, path = "/mirrors", tag = "mirrors", params(ListQuery, PageQuery),
     responses(
-        (status = 200, description = "{\"mirrors\": [Mirror]}, oldest first, one page; \
+        (status = 200, description = "{\"mirrors\": [Mirror]}, oldest first unless \
+            `order_by`/`sort` say otherwise, one page; \
             X-Total, X-Total-Pages, X-Page, X-Per-Page, X-Next-Page, X-Prev-Page and Link \
             (first, prev, next, last) say where it stands", body = serde_json::Value),
         (status = 422, description = "A parameter is not acceptable; `field` names it", body = crate::api::ErrorBody)))]
@@ -66,17 +74,28 @@ pub async fn list(
     ApiQuery(paging): ApiQuery<PageQuery>,
 ) -> Result<(HeaderMap, Json<Value>), ApiError> {
     let page = paging.page()?;
+    if query
+        .search
+        .as_ref()
+        .is_some_and(|s| s.chars().count() > 255)
+    {
+        return Err(ApiError::invalid("search", "at most 255 characters"));
+    }
     let filter = MirrorFilter {
         project_id: query.project_id,
         direction: query.direction,
         enabled: query.enabled,
         state: query.state,
-        search: None,
+        search: query.search,
     };
+    let order = (
+        query.order_by.unwrap_or_default(),
+        query.sort.unwrap_or_default(),
+    );
     let (mirrors, total) = blocking(state, move |app| {
         Ok(app
             .store
-            .with(|c| store::mirrors::page(c, &filter, Default::default(), page))?)
+            .with(|c| store::mirrors::page(c, &filter, order, page))?)
     })
     .await?;
     Ok((

@@ -253,7 +253,9 @@ fn document_what_derives_miss(doc: &mut utoipa::openapi::OpenApi) {
         crate::store::ConflictStatus,
         crate::store::RunStatus,
         crate::store::Direction,
-        crate::health::State
+        crate::health::State,
+        crate::store::mirrors::MirrorOrder,
+        crate::store::mirrors::Sort
     ))
 )]
 struct ApiDoc;

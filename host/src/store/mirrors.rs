@@ -448,20 +448,28 @@ pub struct MirrorFilter {
 }
 
 /// The column a page of mirrors is sorted by; ties go by id.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub enum MirrorOrder {
     #[default]
+    #[serde(rename = "id")]
     Id,
+    #[serde(rename = "project_id")]
     Project,
+    /// Health state: disabled, failing, hard_failed, healthy.
+    #[serde(rename = "state")]
     State,
+    /// When its latest run ended; never-run mirrors first.
+    #[serde(rename = "last_update_at")]
     LastUpdate,
 }
 
 /// Which way a list runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub enum Sort {
     #[default]
+    #[serde(rename = "asc")]
     Ascending,
+    #[serde(rename = "desc")]
     Descending,
 }
 

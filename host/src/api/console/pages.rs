@@ -30,8 +30,8 @@ pub struct MirrorsQuery {
     q: Option<String>,
     direction: Option<String>,
     state: Option<String>,
+    order_by: Option<String>,
     sort: Option<String>,
-    order: Option<String>,
     page: Option<String>,
 }
 
@@ -48,6 +48,11 @@ fn given(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
+/// A query word as serde names it in the API (`"last_update_at"`, `"desc"`).
+fn parse_word<T: serde::de::DeserializeOwned>(word: &str) -> Option<T> {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(word)).ok()
+}
+
 fn parse_asked(q: &MirrorsQuery) -> Result<Asked, ConsoleError> {
     let bad = |field: &str, value: &str| {
         ConsoleError::Invalid(format!("{field}: {value:?} is not one of the choices"))
@@ -58,18 +63,15 @@ fn parse_asked(q: &MirrorsQuery) -> Result<Asked, ConsoleError> {
     let state = given(&q.state)
         .map(|s| s.parse::<HealthState>().map_err(|_| bad("state", s)))
         .transpose()?;
-    let order = match given(&q.sort) {
-        None | Some("id") => MirrorOrder::Id,
-        Some("project") => MirrorOrder::Project,
-        Some("state") => MirrorOrder::State,
-        Some("last_update") => MirrorOrder::LastUpdate,
-        Some(other) => return Err(bad("sort", other)),
-    };
-    let sort = match given(&q.order) {
-        None | Some("asc") => Sort::Ascending,
-        Some("desc") => Sort::Descending,
-        Some(other) => return Err(bad("order", other)),
-    };
+    // The admin API's words (`order_by`, `sort`), read as it reads them.
+    let order = given(&q.order_by)
+        .map(|o| parse_word::<MirrorOrder>(o).ok_or_else(|| bad("order_by", o)))
+        .transpose()?
+        .unwrap_or_default();
+    let sort = given(&q.sort)
+        .map(|s| parse_word::<Sort>(s).ok_or_else(|| bad("sort", s)))
+        .transpose()?
+        .unwrap_or_default();
     let page =
         match given(&q.page) {
             None => 1,
@@ -158,8 +160,8 @@ fn filter_form(asked: &Asked) -> String {
     out.push_str(&select("State", "state", &states, current));
     let _ = write!(
         out,
-        "<input type=\"hidden\" name=\"sort\" value=\"{}\">\
-         <input type=\"hidden\" name=\"order\" value=\"{}\">\
+        "<input type=\"hidden\" name=\"order_by\" value=\"{}\">\
+         <input type=\"hidden\" name=\"sort\" value=\"{}\">\
          <button type=\"submit\">Filter</button></form>",
         sort_key(asked.order),
         order_key(asked.sort)
@@ -180,9 +182,9 @@ fn select(label: &str, name: &str, choices: &[(&str, &str)], current: &str) -> S
 fn sort_key(order: MirrorOrder) -> &'static str {
     match order {
         MirrorOrder::Id => "id",
-        MirrorOrder::Project => "project",
+        MirrorOrder::Project => "project_id",
         MirrorOrder::State => "state",
-        MirrorOrder::LastUpdate => "last_update",
+        MirrorOrder::LastUpdate => "last_update_at",
     }
 }
 
@@ -203,8 +205,8 @@ fn href(asked: &Asked, order: MirrorOrder, sort: Sort, page: u32) -> String {
             f.direction.map_or("", Direction::as_str).into(),
         ),
         ("state", f.state.map_or("", HealthState::as_str).into()),
-        ("sort", sort_key(order).into()),
-        ("order", order_key(sort).into()),
+        ("order_by", sort_key(order).into()),
+        ("sort", order_key(sort).into()),
         ("page", page.to_string()),
     ];
     let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
