@@ -36,14 +36,19 @@ struct Operator {
     csrf: String,
 }
 
-async fn login(server: &Server) -> Operator {
-    let answer = http()
+/// `POST /login` with `token`, as the login form sends it.
+async fn post_login(server: &Server, token: &str) -> reqwest::Response {
+    http()
         .post(server.url("/login"))
         .header(CONTENT_TYPE, FORM)
-        .body(encode(&[("token", ADMIN_TOKEN)]))
+        .body(encode(&[("token", token)]))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn login(server: &Server) -> Operator {
+    let answer = post_login(server, ADMIN_TOKEN).await;
     assert_eq!(answer.status(), StatusCode::SEE_OTHER);
     let set = answer.headers()[SET_COOKIE].to_str().unwrap().to_string();
     let cookie = set.split(';').next().unwrap().to_string();
@@ -153,13 +158,7 @@ async fn nothing_of_the_console_is_reached_without_a_session() {
     );
 
     // A wrong token buys nothing.
-    let wrong = http()
-        .post(server.url("/login"))
-        .header(CONTENT_TYPE, FORM)
-        .body(encode(&[("token", "not-the-token")]))
-        .send()
-        .await
-        .unwrap();
+    let wrong = post_login(&server, "not-the-token").await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     assert!(wrong.headers().get(SET_COOKIE).is_none());
     assert!(wrong.text().await.unwrap().contains("not the admin token"));
@@ -173,13 +172,7 @@ async fn a_session_is_a_strict_cookie_and_every_form_needs_its_token() {
     let id = api
         .create("pull", json!({"project_id": "c/forms", "url": up.url()}))
         .await;
-    let login_answer = http()
-        .post(server.url("/login"))
-        .header(CONTENT_TYPE, FORM)
-        .body(encode(&[("token", ADMIN_TOKEN)]))
-        .send()
-        .await
-        .unwrap();
+    let login_answer = post_login(&server, ADMIN_TOKEN).await;
     let cookie = login_answer.headers()[SET_COOKIE].to_str().unwrap();
     for part in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(part), "{cookie}");
