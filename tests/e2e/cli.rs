@@ -113,6 +113,35 @@ async fn mirrors_are_added_listed_synced_with_progress_and_checked() {
         rows[2][..4],
         [push.to_string().as_str(), "push", "cli/p", "true"]
     );
+    // Filtered and sorted by the service; a value it refuses is named.
+    let table = ok(&mirrorhost(
+        &server,
+        &[
+            "mirror",
+            "list",
+            "--search",
+            "dest.git",
+            "--direction",
+            "push",
+        ],
+        "",
+    ));
+    assert_eq!(table.lines().count(), 2, "{table}");
+    let newest_first = ok(&mirrorhost(
+        &server,
+        &["mirror", "list", "--order-by", "id", "--sort", "desc"],
+        "",
+    ));
+    let first: Vec<&str> = newest_first
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(first[0], push.to_string(), "{newest_first}");
+    let refused = mirrorhost(&server, &["mirror", "list", "--sort", "sideways"], "");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("sort"));
 
     // 256 KiB/s over a megabyte: about four seconds of visible progress.
     let api = Api::new(&server);

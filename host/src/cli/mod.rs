@@ -73,10 +73,25 @@ pub enum MirrorCommand {
     AddPull(AddMirror),
     /// Create a push mirror: export a project to a destination after each change.
     AddPush(AddMirror),
-    /// List mirrors.
+    /// List mirrors, as the admin API filters and sorts them.
     List {
         #[arg(long)]
         project: Option<String>,
+        /// pull or push.
+        #[arg(long)]
+        direction: Option<String>,
+        /// healthy, failing, hard_failed or disabled.
+        #[arg(long)]
+        state: Option<String>,
+        /// Text in the project id or URL.
+        #[arg(long)]
+        search: Option<String>,
+        /// id, project_id, state or last_update_at.
+        #[arg(long)]
+        order_by: Option<String>,
+        /// asc or desc.
+        #[arg(long)]
+        sort: Option<String>,
     },
     /// Run a mirror now and show its progress until the run ends.
     Sync { mirror_id: i64 },
@@ -188,12 +203,30 @@ pub async fn mirror(conn: &Connection, command: MirrorCommand) -> Result<(), Cli
     let answer = match command {
         MirrorCommand::AddPull(add) => client.post("/mirrors/pull", add.body(true)).await?,
         MirrorCommand::AddPush(add) => client.post("/mirrors/push", add.body(false)).await?,
-        MirrorCommand::List { project } => {
-            let filter = project.map_or_else(String::new, |p| {
-                let encoded: String = url::form_urlencoded::byte_serialize(p.as_bytes()).collect();
-                format!("project_id={encoded}")
-            });
-            all_pages(&client, &format!("/mirrors?{filter}"), "mirrors").await?
+        MirrorCommand::List {
+            project,
+            direction,
+            state,
+            search,
+            order_by,
+            sort,
+        } => {
+            // The service checks each value and names the one it refuses.
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            for (name, value) in [
+                ("project_id", project),
+                ("direction", direction),
+                ("state", state),
+                ("search", search),
+                ("order_by", order_by),
+                ("sort", sort),
+            ] {
+                if let Some(value) = value {
+                    query.append_pair(name, &value);
+                }
+            }
+            let path = format!("/mirrors?{}", query.finish());
+            all_pages(&client, &path, "mirrors").await?
         }
         MirrorCommand::Sync { mirror_id } => return sync(&client, mirror_id, conn.json).await,
         MirrorCommand::Run { run_id } => client.get(&format!("/runs/{run_id}/refs")).await?,
