@@ -31,9 +31,9 @@ fn encode(form: &[(&str, &str)]) -> String {
 }
 
 /// A signed-in operator: the session cookie, and the CSRF token its pages carry.
-struct Operator {
-    cookie: String,
-    csrf: String,
+pub struct Operator {
+    pub cookie: String,
+    pub csrf: String,
 }
 
 /// `POST /login` with `token`, as the login form sends it.
@@ -47,7 +47,7 @@ async fn post_login(server: &Server, token: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn login(server: &Server) -> Operator {
+pub async fn login(server: &Server) -> Operator {
     let answer = post_login(server, ADMIN_TOKEN).await;
     assert_eq!(answer.status(), StatusCode::SEE_OTHER);
     let set = answer.headers()[SET_COOKIE].to_str().unwrap().to_string();
@@ -72,7 +72,7 @@ async fn get_page(server: &Server, cookie: &str, path: &str) -> String {
     answer.text().await.unwrap()
 }
 
-async fn post_form(
+pub async fn post_form(
     server: &Server,
     cookie: &str,
     path: &str,

@@ -179,6 +179,13 @@ async fn a_full_disk_fails_runs_not_the_service_and_loses_nothing() {
     );
     let (status, _) = api.get("/api/v1/mirrors").await;
     assert_eq!(status, 200, "the API answers on a full disk");
+    // The console too: its pages read, and its actions say why they cannot.
+    let operator = crate::console::login(&server).await;
+    let form = [("csrf", operator.csrf.as_str())];
+    let path = format!("/mirrors/{kept}/sync");
+    let answer = crate::console::post_form(&server, &operator.cookie, &path, &form).await;
+    assert_eq!(answer.status(), 507);
+    assert!(answer.text().await.unwrap().contains("disk is full"));
     assert_eq!(refs_of(&project_repo(&server, "disk/small")), small_refs);
 
     tokio::time::sleep(Duration::from_secs(2)).await;
