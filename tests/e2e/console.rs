@@ -473,6 +473,7 @@ async fn mirrors_in_other_states(
         (failing, "failing"),
         (failing, "50%"),
         (failing, "the remote end hung up"),
+        (failing, "1 in a row, since"),
         (paused, "paused"),
     ]
 }

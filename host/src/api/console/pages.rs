@@ -255,7 +255,7 @@ fn mirrors_table(rows: &[(Mirror, Health)], asked: &Asked) -> String {
             esc(&m.project_id),
             m.direction.as_str(),
             esc(&m.url),
-            html::state_badge(h.state),
+            state_cell(m, h),
             html::time(m.status.last_update_at.as_deref()),
             esc(error),
             esc(&shorten(error, 120)),
@@ -266,6 +266,24 @@ fn mirrors_table(rows: &[(Mirror, Health)], asked: &Asked) -> String {
         out.push_str("<tr><td colspan=\"8\">No mirror matches.</td></tr>");
     }
     out.push_str("</tbody></table>");
+    out
+}
+
+/// The badge; for a failing mirror, since when: its failures in a row and
+/// its last success, which is when the streak began.
+fn state_cell(m: &Mirror, h: &Health) -> String {
+    let mut out = html::state_badge(h.state);
+    if matches!(h.state, HealthState::Failing | HealthState::HardFailed) {
+        let since = match m.status.last_successful_update_at.as_deref() {
+            Some(at) => format!("since {}", html::time(Some(at))),
+            None => "never succeeded".to_string(),
+        };
+        let _ = write!(
+            out,
+            "<br><small>{} in a row, {since}</small>",
+            h.consecutive_failures
+        );
+    }
     out
 }
 
