@@ -311,6 +311,8 @@ class MirrorManagementManager:
 
     def get_all_mirrors(self, project_id: Optional[str] = None, **filters: Any) -> List[Json]:
         """Every mirror (of ``project_id`` when given); ``filters``: ``direction``,
-        ``enabled``, ``state``."""
+        ``enabled``, ``state``, ``search`` (text in the project id or URL), and the
+        order: ``order_by`` (``id``, ``project_id``, ``state``, ``last_update_at``)
+        with ``sort`` (``asc``, ``desc``)."""
         query = {"project_id": project_id, **_plain(filters)}
         return self._api.pages("/api/v1/mirrors", "mirrors", query)
