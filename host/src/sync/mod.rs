@@ -17,6 +17,7 @@ pub mod index_pack;
 mod listing;
 pub mod local_transport;
 pub mod packs;
+mod per_thread;
 pub mod plain_stream;
 pub mod progress;
 pub mod proxy;

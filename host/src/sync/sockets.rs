@@ -15,6 +15,8 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use super::per_thread;
+
 /// One run's open connections. Each is kept as a second handle (`dup`) of
 /// the socket, so shutting it down here never touches a descriptor number
 /// that its owner has closed and the system has handed to someone else.
@@ -80,26 +82,10 @@ thread_local! {
 
 /// While this lives, connections made on this thread are listed in its
 /// `Sockets`; dropping it restores what was watched before.
-#[derive(Debug)]
-#[must_use = "connections are listed only while the guard lives"]
-pub struct Watching {
-    before: Option<Arc<Sockets>>,
-    /// Bound to the thread whose connections it lists.
-    _thread: std::marker::PhantomData<*const ()>,
-}
+pub type Watching = per_thread::Set<Arc<Sockets>>;
 
 pub fn watch(sockets: Option<Arc<Sockets>>) -> Watching {
-    let before = WATCHING.with(|w| w.replace(sockets));
-    Watching {
-        before,
-        _thread: std::marker::PhantomData,
-    }
-}
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        WATCHING.with(|w| *w.borrow_mut() = self.before.take());
-    }
+    per_thread::set(&WATCHING, sockets)
 }
 
 /// A TCP connection listed in the current run's `Sockets` while it lives.
@@ -135,7 +121,7 @@ pub fn connect(
                 stream.set_read_timeout(stall).map_err(failed)?;
                 stream.set_write_timeout(stall).map_err(failed)?;
                 let _ = stream.set_nodelay(true);
-                let watched = WATCHING.with(|w| w.borrow().clone());
+                let watched = per_thread::get(&WATCHING);
                 let listed = match watched {
                     None => None,
                     Some(sockets) => Some(

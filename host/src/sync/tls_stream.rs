@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use libgit2_sys as raw;
 
-use super::sockets;
+use super::{per_thread, sockets};
 use openssl::error::ErrorStack;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
@@ -96,26 +96,10 @@ thread_local! {
 
 /// While this lives, TLS connections made on this thread present its
 /// identity (or none); dropping it restores what was presented before.
-#[derive(Debug)]
-#[must_use = "the identity is presented only while the guard lives"]
-pub struct Presenting {
-    before: Option<Arc<Identity>>,
-    /// Bound to the thread whose connections it sets.
-    _thread: std::marker::PhantomData<*const ()>,
-}
+pub type Presenting = per_thread::Set<Arc<Identity>>;
 
 pub fn present(identity: Option<Identity>) -> Presenting {
-    let before = PRESENTING.with(|p| p.replace(identity.map(Arc::new)));
-    Presenting {
-        before,
-        _thread: std::marker::PhantomData,
-    }
-}
-
-impl Drop for Presenting {
-    fn drop(&mut self) {
-        PRESENTING.with(|p| *p.borrow_mut() = self.before.take());
-    }
+    per_thread::set(&PRESENTING, identity.map(Arc::new))
 }
 
 /// The authorities every connection trusts: the system's, and the
@@ -400,7 +384,7 @@ fn new_stream(
             .to_string(),
         state,
         context,
-        identity: PRESENTING.with(|p| p.borrow().clone()),
+        identity: per_thread::get(&PRESENTING),
         cert: raw::git_cert_x509 {
             parent: raw::git_cert {
                 cert_type: raw::GIT_CERT_X509,
