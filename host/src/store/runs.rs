@@ -539,22 +539,19 @@ pub struct InFlight {
 }
 
 /// The runs going on, then the queued ones, oldest first, at most `limit`:
-/// read from `jobs`, which holds only those, so a long history costs nothing.
+/// picked through `jobs`, which holds only those, so a long history costs
+/// nothing.
 pub fn in_flight(conn: &Connection, limit: u32) -> Result<Vec<InFlight>, StoreError> {
-    let columns = RUN_COLUMNS
-        .split(", ")
-        .map(|c| format!("r.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {columns}, m.project_id FROM jobs j JOIN runs r ON r.id = j.run_id \
-         JOIN mirrors m ON m.id = j.mirror_id \
-         ORDER BY j.state = 'pending', r.id LIMIT ?1"
+        "SELECT {RUN_COLUMNS}, \
+         (SELECT project_id FROM mirrors WHERE mirrors.id = runs.mirror_id) AS project_id \
+         FROM runs WHERE id IN (SELECT run_id FROM jobs) \
+         ORDER BY status = 'queued', id LIMIT ?1"
     ))?;
     let rows = stmt.query_map([limit], |row| {
         Ok(InFlight {
             run: run_from_row(row)?,
-            project_id: row.get(15)?,
+            project_id: row.get("project_id")?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -570,6 +567,41 @@ mod tests {
         let settings = MirrorSettings::pull("a/b", "https://example.com/a/b.git", "example.com");
         let mirror = store.with(|c| mirrors::insert(c, &settings)).unwrap();
         (store, mirror.mirror_id)
+    }
+
+    /// The queue page's list: running before queued, finished runs never.
+    #[test]
+    fn in_flight_lists_running_then_queued_runs_only() {
+        let (store, first) = store_with_mirror();
+        run_once(&store, first, RunOutcome::default());
+        let other = MirrorSettings::pull("c/d", "https://example.com/c/d.git", "example.com");
+        let second = store
+            .with(|c| mirrors::insert(c, &other))
+            .unwrap()
+            .mirror_id;
+        let queued = store.with(|c| enqueue(c, first, Trigger::Manual)).unwrap();
+        store.with(|c| enqueue(c, second, Trigger::Manual)).unwrap();
+        let job = store
+            .with(|c| startable(c))
+            .unwrap()
+            .into_iter()
+            .find(|j| j.mirror_id == second)
+            .unwrap();
+        store.with(|c| start(c, &job)).unwrap();
+        let listed: Vec<(i64, RunStatus, String)> = store
+            .with(|c| in_flight(c, 10))
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.run.run_id, f.run.status, f.project_id))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (job.run_id, RunStatus::Running, "c/d".to_string()),
+                (queued.run_id, RunStatus::Queued, "a/b".to_string()),
+            ]
+        );
+        assert_eq!(store.with(|c| in_flight(c, 1)).unwrap().len(), 1);
     }
 
     fn run_once(store: &Store, id: i64, outcome: RunOutcome) {
