@@ -61,13 +61,18 @@ pub async fn login(server: &Server) -> Operator {
     Operator { cookie, csrf }
 }
 
-async fn get_page(server: &Server, cookie: &str, path: &str) -> String {
-    let answer = http()
+/// `GET path` with the session `cookie`, redirects shown, not followed.
+async fn get_as(server: &Server, cookie: &str, path: &str) -> reqwest::Response {
+    http()
         .get(server.url(path))
         .header(COOKIE, cookie)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn get_page(server: &Server, cookie: &str, path: &str) -> String {
+    let answer = get_as(server, cookie, path).await;
     assert_eq!(answer.status(), StatusCode::OK, "GET {path}");
     answer.text().await.unwrap()
 }
@@ -224,12 +229,7 @@ async fn a_session_is_a_strict_cookie_and_every_form_needs_its_token() {
     // Logout ends the session on the server, whatever the browser keeps.
     let answer = post_form(&server, &op.cookie, "/logout", &form).await;
     assert_eq!(redirected_to(&answer), "/login");
-    let after = http()
-        .get(server.url("/"))
-        .header(COOKIE, &op.cookie)
-        .send()
-        .await
-        .unwrap();
+    let after = get_as(&server, &op.cookie, "/").await;
     assert_eq!(redirected_to(&after), "/login");
     get_page(&server, &other.cookie, "/").await;
 }
@@ -258,12 +258,7 @@ async fn every_page_forbids_inline_script_and_escapes_what_it_shows() {
         "/plugins".into(),
         "/login".into(),
     ] {
-        let answer = http()
-            .get(server.url(&path))
-            .header(COOKIE, &op.cookie)
-            .send()
-            .await
-            .unwrap();
+        let answer = get_as(&server, &op.cookie, &path).await;
         assert_eq!(answer.status(), StatusCode::OK, "{path}");
         let csp = answer.headers()[CONTENT_SECURITY_POLICY]
             .to_str()
@@ -299,12 +294,7 @@ async fn every_page_forbids_inline_script_and_escapes_what_it_shows() {
     assert!(!healthy.contains("c/escape"), "{healthy}");
 
     // A choice the table does not offer is refused by name.
-    let answer = http()
-        .get(server.url("/?order_by=password"))
-        .header(COOKIE, &op.cookie)
-        .send()
-        .await
-        .unwrap();
+    let answer = get_as(&server, &op.cookie, "/?order_by=password").await;
     assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(answer.text().await.unwrap().contains("order_by"));
 }

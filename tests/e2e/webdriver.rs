@@ -128,15 +128,15 @@ impl Browser {
         value.as_str().unwrap().to_string()
     }
 
+    /// `endpoint` (`/element` or `/elements`) for the CSS selector `css`.
+    async fn locate(&self, endpoint: &str, css: &str) -> Value {
+        let by = json!({"using": "css selector", "value": css});
+        self.on_session("POST", endpoint, Some(by)).await
+    }
+
     /// The first element `css` selects; panics if there is none.
     pub async fn find(&self, css: &str) -> Element {
-        let found = self
-            .on_session(
-                "POST",
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
+        let found = self.locate("/element", css).await;
         let id = found
             .as_object()
             .and_then(|o| o.values().next())
@@ -147,13 +147,7 @@ impl Browser {
 
     /// How many elements `css` selects.
     pub async fn count(&self, css: &str) -> usize {
-        let found = self
-            .on_session(
-                "POST",
-                "/elements",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
+        let found = self.locate("/elements", css).await;
         found.as_array().unwrap().len()
     }
 

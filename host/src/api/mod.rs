@@ -118,9 +118,9 @@ fn admin_routes() -> OpenApiRouter<AppState> {
 
 /// Adds to every admin operation the statuses that the layers around the
 /// handlers answer, so a client generated from the document knows them: 401
-/// from the token check, 507 from the store when its disk is full, 400 and 422 where `ApiJson` parses a body, 422
-/// where `ApiQuery` parses a query string. An operation's own description
-/// of a status wins.
+/// from the token check, 507 from the store when its disk is full, 400 and
+/// 422 where `ApiJson` parses a body, 422 where `ApiQuery` parses a query
+/// string. An operation's own description of a status wins.
 fn document_shared_statuses(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::path::ParameterIn;
     use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};

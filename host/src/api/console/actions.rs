@@ -67,6 +67,13 @@ pub async fn login(State(console): State<ConsoleState>, body: Bytes) -> Response
 #[derive(Debug, Deserialize)]
 struct Plain {}
 
+/// The `{id}` an action on one thing names, once its form (nothing but the
+/// CSRF token) checked out.
+fn plain_form(session: &Session, body: &[u8], id: &str) -> Result<i64, ConsoleError> {
+    checked_form::<Plain>(session, body)?;
+    id_of(id)
+}
+
 /// `POST /logout`: the session ends here and now, whatever its cookie says later.
 pub async fn logout(
     session: Session,
@@ -90,8 +97,7 @@ pub async fn sync(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Redirect, ConsoleError> {
-    checked_form::<Plain>(&session, &body)?;
-    let id = id_of(&id)?;
+    let id = plain_form(&session, &body, &id)?;
     let enqueued = blocking(&console, move |app| Ok(app.sync_now(id)?)).await?;
     Ok(Redirect::to(&format!("/runs/{}", enqueued.run_id)))
 }
@@ -123,8 +129,7 @@ async fn set_enabled(
     body: &[u8],
     enabled: bool,
 ) -> Result<Redirect, ConsoleError> {
-    checked_form::<Plain>(&session, body)?;
-    let id = id_of(id)?;
+    let id = plain_form(&session, body, id)?;
     let patch = PatchMirror {
         enabled: Some(enabled),
         ..PatchMirror::default()
@@ -167,8 +172,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Redirect, ConsoleError> {
-    checked_form::<Plain>(&session, &body)?;
-    let run_id = id_of(&id)?;
+    let run_id = plain_form(&session, &body, &id)?;
     blocking(&console, move |app| Ok(app.cancel_run(run_id)?)).await?;
     Ok(Redirect::to(&format!("/runs/{run_id}")))
 }

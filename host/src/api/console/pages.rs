@@ -48,30 +48,26 @@ fn given(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
-/// A query word as serde names it in the API (`"last_update_at"`, `"desc"`).
-fn parse_word<T: serde::de::DeserializeOwned>(word: &str) -> Option<T> {
-    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(word)).ok()
+/// A choice of the query (`""` for "any"), read as the admin API reads the
+/// same parameter (`"pull"`, `"hard_failed"`, `"last_update_at"`, `"desc"`).
+fn choice<T: serde::de::DeserializeOwned>(
+    field: &str,
+    value: &Option<String>,
+) -> Result<Option<T>, ConsoleError> {
+    let Some(word) = given(value) else {
+        return Ok(None);
+    };
+    let deserializer = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(word);
+    T::deserialize(deserializer)
+        .map(Some)
+        .map_err(|_| ConsoleError::Invalid(format!("{field}: {word:?} is not one of the choices")))
 }
 
 fn parse_asked(q: &MirrorsQuery) -> Result<Asked, ConsoleError> {
-    let bad = |field: &str, value: &str| {
-        ConsoleError::Invalid(format!("{field}: {value:?} is not one of the choices"))
-    };
-    let direction = given(&q.direction)
-        .map(|d| d.parse::<Direction>().map_err(|_| bad("direction", d)))
-        .transpose()?;
-    let state = given(&q.state)
-        .map(|s| s.parse::<HealthState>().map_err(|_| bad("state", s)))
-        .transpose()?;
-    // The admin API's words (`order_by`, `sort`), read as it reads them.
-    let order = given(&q.order_by)
-        .map(|o| parse_word::<MirrorOrder>(o).ok_or_else(|| bad("order_by", o)))
-        .transpose()?
-        .unwrap_or_default();
-    let sort = given(&q.sort)
-        .map(|s| parse_word::<Sort>(s).ok_or_else(|| bad("sort", s)))
-        .transpose()?
-        .unwrap_or_default();
+    let direction = choice::<Direction>("direction", &q.direction)?;
+    let state = choice::<HealthState>("state", &q.state)?;
+    let order = choice::<MirrorOrder>("order_by", &q.order_by)?.unwrap_or_default();
+    let sort = choice::<Sort>("sort", &q.sort)?.unwrap_or_default();
     let page =
         match given(&q.page) {
             None => 1,

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rand::RngCore;
 use subtle::ConstantTimeEq;
 
 /// The cookie's name.
@@ -91,11 +90,10 @@ impl Sessions {
     }
 }
 
-/// 32 random bytes, hex: a session id or a CSRF token.
+/// 32 random bytes, hex (as the admin token is made): a session id or a
+/// CSRF token.
 fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    hex::encode(rand::random::<[u8; 32]>())
 }
 
 /// The session id from a `Cookie` header, if it carries ours.
