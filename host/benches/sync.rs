@@ -460,6 +460,10 @@ impl Service {
             pack_indexer: &self.indexer,
             timeouts: &TIMEOUTS,
             proxy: &NO_PROXY,
+            remote_policy: mirrorhost::sync::remote::Policy {
+                allow_local: true,
+                allow_http: true,
+            },
         }
     }
 }

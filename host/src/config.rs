@@ -242,6 +242,15 @@ pub struct TlsFiles {
 }
 
 impl Config {
+    /// Which remotes mirrors (and the LFS endpoints their repositories
+    /// name) may reach.
+    pub fn remote_policy(&self) -> crate::sync::remote::Policy {
+        crate::sync::remote::Policy {
+            allow_local: self.allow_local_remotes,
+            allow_http: self.allow_http_remotes,
+        }
+    }
+
     pub fn resolve(overrides: Overrides) -> Result<Self, ConfigError> {
         let file = match &overrides.config {
             Some(path) => read_file(path)?,

@@ -99,6 +99,7 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
     if leftovers != crate::sync::Leftovers::default() {
         tracing::warn!(
             partial_packs = leftovers.partial_packs,
+            partial_lfs_objects = leftovers.partial_lfs_objects,
             ref_locks = leftovers.ref_locks,
             "removed what runs cut off by the last stop left in the repositories"
         );

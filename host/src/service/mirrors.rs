@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::{App, ServiceError};
 use crate::plugins::World;
 use crate::store::schedules::Cadence;
-use crate::store::{self, AuthMethod, Direction, Mirror, MirrorSettings, Project};
+use crate::store::{self, AuthMethod, Direction, LfsMissing, Mirror, MirrorSettings, Project};
 use crate::sync::remote;
 
 /// A new mirror, as `POST /api/v1/mirrors/{pull,push}` takes it.
@@ -58,6 +58,15 @@ pub struct CreateMirror {
     /// sealed, never shown (the mirror says `tls_client_key: true`).
     #[schema(max_length = 16384)]
     pub tls_client_key_pem: Option<String>,
+    /// Whether runs move the Git LFS objects of the commits they move
+    /// (default true).
+    #[serde(default = "yes")]
+    pub lfs: bool,
+    /// What a run does with an LFS object it cannot move: `fail` (default;
+    /// the run fails naming it, no ref changes) or `skip` (recorded in the
+    /// run, left out).
+    #[serde(default = "lfs_fail")]
+    pub lfs_missing: LfsMissing,
 }
 
 /// A change of a mirror's settings, as `PATCH /api/v1/mirrors/{id}` takes it:
@@ -99,6 +108,8 @@ pub struct PatchMirror {
     pub tls_client_cert_pem: Option<Option<String>>,
     #[schema(max_length = 16384)]
     pub tls_client_key_pem: Option<String>,
+    pub lfs: Option<bool>,
+    pub lfs_missing: Option<LfsMissing>,
 }
 
 /// The largest `tls_client_key_pem` taken (an RSA 8192 key is under 7 KiB).
@@ -110,6 +121,10 @@ fn auth_none() -> AuthMethod {
 
 fn yes() -> bool {
     true
+}
+
+fn lfs_fail() -> LfsMissing {
+    LfsMissing::Fail
 }
 
 /// Distinguishes a field set to `null` (`Some(None)`) from an absent one (`None`).
@@ -147,6 +162,8 @@ impl App {
             tls_ca_pem: new.tls_ca_pem,
             tls_client_cert_pem: None,
             tls_client_key_secret: None,
+            lfs: new.lfs,
+            lfs_missing: new.lfs_missing,
         };
         self.set_client_certificate(
             &mut settings,
@@ -207,6 +224,8 @@ impl App {
             s.auth_provider_config = config_text(Some(config));
         }
         s.enabled = patch.enabled.unwrap_or(s.enabled);
+        s.lfs = patch.lfs.unwrap_or(s.lfs);
+        s.lfs_missing = patch.lfs_missing.unwrap_or(s.lfs_missing);
         if let Some(proxy) = patch.proxy_url {
             // A new proxy drops the old one's credentials; its own URL may carry new ones.
             s.proxy_url = proxy;
@@ -329,11 +348,7 @@ impl App {
     /// Checks every setting; returns them with the derived remote host filled in.
     fn validate(&self, mut s: MirrorSettings) -> Result<MirrorSettings, ServiceError> {
         check_project_id(&s.project_id)?;
-        let policy = remote::Policy {
-            allow_local: self.config.allow_local_remotes,
-            allow_http: self.config.allow_http_remotes,
-        };
-        let url = remote::parse(&s.url, policy)
+        let url = remote::parse(&s.url, self.config.remote_policy())
             .map_err(|e| ServiceError::invalid("url", e.to_string()))?;
         s.url = url.url;
         s.remote_host = url.host;

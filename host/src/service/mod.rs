@@ -160,6 +160,7 @@ impl App {
             pack_indexer: &self.config.pack_indexer,
             timeouts: &self.config.timeouts,
             proxy: &self.config.proxy,
+            remote_policy: self.config.remote_policy(),
         }
     }
 

@@ -333,6 +333,9 @@ fn outcome_of(report: &Report, duration_ms: i64) -> RunOutcome {
             .aborted
             .as_ref()
             .map(|reason| SyncError::Aborted(reason.clone()).to_string()),
+        lfs_objects: i64::try_from(report.lfs.objects).unwrap_or(i64::MAX),
+        lfs_bytes: i64::try_from(report.lfs.bytes).unwrap_or(i64::MAX),
+        lfs_skipped: report.lfs.skipped.clone(),
     }
 }
 

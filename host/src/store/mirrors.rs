@@ -28,6 +28,19 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// What a run does with an LFS object it cannot fetch or upload (missing
+    /// on the server, wrong size or content).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum LfsMissing as "LFS missing-object policy" {
+        /// The run fails, naming the object; no ref changes.
+        Fail = "fail",
+        /// The object is named in the run's record and left out.
+        Skip = "skip",
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Project {
     pub project_id: String,
@@ -82,6 +95,9 @@ pub struct Mirror {
     #[serde(rename = "tls_client_key", serialize_with = "is_some")]
     #[schema(value_type = bool)]
     pub tls_client_key_secret: Option<Vec<u8>>,
+    /// Whether runs move the LFS objects of the commits they move.
+    pub lfs: bool,
+    pub lfs_missing: LfsMissing,
     pub created_at: String,
     pub updated_at: String,
     /// Where its runs stand, in GitLab's words.
@@ -145,6 +161,8 @@ pub struct MirrorSettings {
     pub tls_ca_pem: Option<String>,
     pub tls_client_cert_pem: Option<String>,
     pub tls_client_key_secret: Option<Vec<u8>>,
+    pub lfs: bool,
+    pub lfs_missing: LfsMissing,
 }
 
 impl MirrorSettings {
@@ -173,6 +191,8 @@ impl MirrorSettings {
             tls_ca_pem: None,
             tls_client_cert_pem: None,
             tls_client_key_secret: None,
+            lfs: true,
+            lfs_missing: LfsMissing::Fail,
         }
     }
 }
@@ -208,6 +228,8 @@ impl Mirror {
             tls_ca_pem: self.tls_ca_pem.clone(),
             tls_client_cert_pem: self.tls_client_cert_pem.clone(),
             tls_client_key_secret: self.tls_client_key_secret.clone(),
+            lfs: self.lfs,
+            lfs_missing: self.lfs_missing,
         }
     }
 }
@@ -216,7 +238,7 @@ const MIRROR_COLUMNS: &str = "id, project_id, direction, url, remote_host, auth_
      update_interval, only_protected_branches, keep_divergent_refs, mirror_branch_regex, \
      conflict_strategy, conflict_strategy_config, branch_filter, branch_filter_config, \
      created_at, updated_at, auth_provider, auth_provider_config, proxy_url, tls_ca_pem, \
-     proxy_secret, tls_client_cert_pem, tls_client_key_secret, \
+     proxy_secret, tls_client_cert_pem, tls_client_key_secret, lfs, lfs_missing, \
      EXISTS (SELECT 1 FROM jobs WHERE jobs.mirror_id = mirrors.id AND jobs.state = 'running'), \
      EXISTS (SELECT 1 FROM jobs WHERE jobs.mirror_id = mirrors.id AND jobs.state = 'pending'), \
      h.last_started_at, h.last_status, h.last_finished_at, h.last_error, h.last_success_at";
@@ -251,7 +273,9 @@ fn mirror_from_row(row: &Row<'_>) -> rusqlite::Result<Mirror> {
         proxy_secret: row.get(21)?,
         tls_client_cert_pem: row.get(22)?,
         tls_client_key_secret: row.get(23)?,
-        status: update_state(row, 24)?,
+        lfs: row.get(24)?,
+        lfs_missing: row.get(25)?,
+        status: update_state(row, 26)?,
     })
 }
 
@@ -329,8 +353,8 @@ const SETTABLE: &str = "url, remote_host, auth_method, enabled, update_interval,
      only_protected_branches, keep_divergent_refs, mirror_branch_regex, conflict_strategy, \
      conflict_strategy_config, branch_filter, branch_filter_config, auth_provider, \
      auth_provider_config, proxy_url, tls_ca_pem, proxy_secret, tls_client_cert_pem, \
-     tls_client_key_secret";
-const SETTABLE_COUNT: usize = 19;
+     tls_client_key_secret, lfs, lfs_missing";
+const SETTABLE_COUNT: usize = 21;
 
 fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; SETTABLE_COUNT] {
     [
@@ -353,6 +377,8 @@ fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; SETTABLE_COUNT]
         &s.proxy_secret,
         &s.tls_client_cert_pem,
         &s.tls_client_key_secret,
+        &s.lfs,
+        &s.lfs_missing,
     ]
 }
 

@@ -28,7 +28,7 @@ use crate::clock::{Clock, SystemClock, rfc3339};
 
 pub use conflicts::{Conflict, ConflictStatus, NewConflict, Resolution};
 pub use migrations::SCHEMA_VERSION;
-pub use mirrors::{AuthMethod, Direction, Mirror, MirrorSettings, Project};
+pub use mirrors::{AuthMethod, Direction, LfsMissing, Mirror, MirrorSettings, Project};
 pub use runs::{
     Enqueued, ExternalUpdate, PendingJob, RefAction, Run, RunOutcome, RunRef, RunStatus, Trigger,
 };

@@ -155,6 +155,11 @@ pub struct Run {
     pub refs_skipped: i64,
     pub conflicts: i64,
     pub error: Option<String>,
+    /// LFS objects the run downloaded (pull) or uploaded (push), and their bytes.
+    pub lfs_objects: i64,
+    pub lfs_bytes: i64,
+    /// LFS objects it could not move and left out (`lfs_missing: skip`).
+    pub lfs_skipped: Vec<String>,
 }
 
 /// What a finished run reports.
@@ -171,6 +176,9 @@ pub struct RunOutcome {
     pub refs_skipped: i64,
     pub conflicts: i64,
     pub error: Option<String>,
+    pub lfs_objects: i64,
+    pub lfs_bytes: i64,
+    pub lfs_skipped: Vec<String>,
 }
 
 /// A job the dispatcher may start.
@@ -194,7 +202,7 @@ pub struct Enqueued {
 
 const RUN_COLUMNS: &str = "id, mirror_id, trigger, status, queued_at, started_at, finished_at, \
      duration_ms, bytes_transferred, refs_created, refs_updated, refs_deleted, refs_skipped, \
-     conflicts, error";
+     conflicts, error, lfs_objects, lfs_bytes, lfs_skipped";
 
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
     Ok(Run {
@@ -213,7 +221,24 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
         refs_skipped: row.get(12)?,
         conflicts: row.get(13)?,
         error: row.get(14)?,
+        lfs_objects: row.get(15)?,
+        lfs_bytes: row.get(16)?,
+        lfs_skipped: skipped_from(row, 17)?,
     })
+}
+
+/// The skipped LFS objects, kept as a JSON array (NULL for none).
+fn skipped_from(row: &Row<'_>, at: usize) -> rusqlite::Result<Vec<String>> {
+    match row.get::<_, Option<String>>(at)? {
+        None => Ok(Vec::new()),
+        Some(json) => serde_json::from_str(&json).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(at, rusqlite::types::Type::Text, Box::new(e))
+        }),
+    }
+}
+
+fn skipped_to(skipped: &[String]) -> Option<String> {
+    (!skipped.is_empty()).then(|| serde_json::Value::from(skipped).to_string())
 }
 
 /// Queues a run of `mirror_id`, or joins the one already pending.
@@ -355,7 +380,8 @@ pub fn finish(
     tx.execute(
         "UPDATE runs SET status = ?2, finished_at = ?3, duration_ms = ?4, bytes_transferred = ?5, \
          refs_created = ?6, refs_updated = ?7, refs_deleted = ?8, refs_skipped = ?9, \
-         conflicts = ?10, error = ?11 WHERE id = ?1",
+         conflicts = ?10, error = ?11, lfs_objects = ?12, lfs_bytes = ?13, lfs_skipped = ?14 \
+         WHERE id = ?1",
         params![
             run_id,
             status,
@@ -368,6 +394,9 @@ pub fn finish(
             o.refs_skipped,
             o.conflicts,
             o.error,
+            o.lfs_objects,
+            o.lfs_bytes,
+            skipped_to(&o.lfs_skipped),
         ],
     )?;
     tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;

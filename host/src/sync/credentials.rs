@@ -6,7 +6,7 @@ use std::cell::Cell;
 
 use git2::{Cred, CredentialType};
 
-use super::{Run, remote};
+use super::{Run, SyncError, remote};
 use crate::plugins::{
     AuthRequest, Credential, CredentialKinds, SshKeySecret, StoredSecret, TokenSecret, UserPass,
 };
@@ -30,20 +30,11 @@ impl Run<'_> {
         allowed: CredentialType,
     ) -> Result<Cred, git2::Error> {
         let fail = |message: String| Err(git2::Error::from_str(&message));
-        let builtin = match self.mirror.auth_method {
-            AuthMethod::None => {
-                return fail(
-                    "the remote asks for credentials, but the mirror has auth_method none".into(),
-                );
-            }
-            AuthMethod::Password => "password",
-            AuthMethod::Token => "token",
-            AuthMethod::SshKey => "ssh-key",
-        };
-        let (provider, config) = match &self.mirror.auth_provider {
-            Some(chosen) => (chosen.as_str(), self.mirror.auth_provider_config.as_str()),
-            None => (builtin, ""),
-        };
+        if self.mirror.auth_method == AuthMethod::None {
+            return fail(
+                "the remote asks for credentials, but the mirror has auth_method none".into(),
+            );
+        }
         if allowed.contains(CredentialType::USERNAME) {
             // SSH asks for the username alone first when the URL has none.
             return Cred::username(username_from_url.unwrap_or("git"));
@@ -57,28 +48,68 @@ impl Run<'_> {
         if counter.replace(counter.get() + 1) > 0 {
             return fail("authentication failed: the remote refused the stored credentials".into());
         }
-        let secret = self.open_secret().map_err(|m| git2::Error::from_str(&m))?;
+        match self.provide(username_from_url, kinds) {
+            Err(message) => fail(message),
+            Ok(Credential::UserPass(up)) => Cred::userpass_plaintext(&up.username, &up.password),
+            Ok(Credential::SshKey(key)) => Cred::ssh_key_from_memory(
+                &key.username,
+                None,
+                &key.private_key,
+                key.passphrase.as_deref(),
+            ),
+            Ok(Credential::None) => fail("the auth provider returned no credential".into()),
+        }
+    }
+
+    /// The username and password an HTTP request to the mirror's own
+    /// remote (its LFS server) carries, if the mirror has such credentials:
+    /// none for `auth_method` none or an SSH key.
+    pub(super) fn http_login(&self) -> Result<Option<(String, String)>, SyncError> {
+        if matches!(
+            self.mirror.auth_method,
+            AuthMethod::None | AuthMethod::SshKey
+        ) {
+            return Ok(None);
+        }
+        match self.provide(None, CredentialKinds::USER_PASS) {
+            Ok(Credential::UserPass(up)) => Ok(Some((up.username, up.password))),
+            Ok(_) => Ok(None),
+            Err(message) => Err(SyncError::Credentials(message)),
+        }
+    }
+
+    /// What the mirror's auth provider answers for a credential of `kinds`,
+    /// given the mirror's opened secret; no credential at all is an error.
+    fn provide(
+        &self,
+        username_from_url: Option<&str>,
+        kinds: CredentialKinds,
+    ) -> Result<Credential, String> {
+        let builtin = match self.mirror.auth_method {
+            AuthMethod::None | AuthMethod::Password => "password",
+            AuthMethod::Token => "token",
+            AuthMethod::SshKey => "ssh-key",
+        };
+        let (provider, config) = match &self.mirror.auth_provider {
+            Some(chosen) => (chosen.as_str(), self.mirror.auth_provider_config.as_str()),
+            None => (builtin, ""),
+        };
+        let secret = self.open_secret()?;
         let request = AuthRequest {
             url: remote::redact(&self.mirror.url),
             username_from_url: username_from_url.map(str::to_string),
             allowed: kinds,
             secret: Some(secret),
         };
-        let credential = self
+        match self
             .engine
             .plugins
             .provide(provider, &self.context(), config, &request)
-            .map_err(|e| git2::Error::from_str(&e.to_string()))?
-            .value;
-        match credential {
-            Credential::None => fail(format!("auth provider {provider} returned no credential")),
-            Credential::UserPass(up) => Cred::userpass_plaintext(&up.username, &up.password),
-            Credential::SshKey(key) => Cred::ssh_key_from_memory(
-                &key.username,
-                None,
-                &key.private_key,
-                key.passphrase.as_deref(),
-            ),
+            .map_err(|e| e.to_string())?
+            .value
+        {
+            Credential::None => Err(format!("auth provider {provider} returned no credential")),
+            credential => Ok(credential),
         }
     }
 

@@ -14,6 +14,7 @@ mod git_cli;
 mod hostkeys;
 pub mod housekeeping;
 pub mod index_pack;
+pub mod lfs;
 mod listing;
 pub mod local_transport;
 pub mod packs;
@@ -85,6 +86,8 @@ pub enum SyncError {
     Io(#[from] std::io::Error),
     #[error("credentials: {0}")]
     Credentials(String),
+    #[error(transparent)]
+    Lfs(#[from] lfs::LfsError),
 }
 
 impl From<git2::Error> for SyncError {
@@ -172,6 +175,8 @@ pub struct Report {
     /// Pull only: the fingerprint of the refs the remote advertised.
     #[serde(skip)]
     pub remote_fingerprint: Option<String>,
+    /// The LFS objects the run moved.
+    pub lfs: lfs::LfsTally,
 }
 
 impl Report {
@@ -209,6 +214,8 @@ pub struct Engine<'a> {
     pub timeouts: &'a Timeouts,
     /// The service's HTTP proxy, unless a mirror names its own.
     pub proxy: &'a proxy::ProxySettings,
+    /// Which remotes are allowed: also the LFS endpoints a repository names.
+    pub remote_policy: remote::Policy,
 }
 
 /// Default of `max_object_bytes`: ten times GitHub's hard limit on a file.
@@ -317,6 +324,8 @@ pub fn open_project_repo(path: &Path) -> Result<git2::Repository, SyncError> {
 pub struct Leftovers {
     /// Temporary files of pack indexers.
     pub partial_packs: usize,
+    /// LFS objects half received.
+    pub partial_lfs_objects: usize,
     /// `packed-refs.lock` files of ref updates.
     pub ref_locks: usize,
 }
@@ -328,6 +337,7 @@ pub fn remove_leftovers(repos_dir: &Path) -> Leftovers {
     let mut found = Leftovers::default();
     for repo in entries(repos_dir).flat_map(|owner| entries(&owner.path())) {
         found.partial_packs += packs::remove_partial_packs(&repo.path());
+        found.partial_lfs_objects += lfs::objects::Objects::remove_leftovers(&repo.path());
         found.ref_locks += usize::from(refs::remove_stale_lock(&repo.path()));
     }
     found

@@ -69,6 +69,15 @@ impl Run<'_> {
             return Ok(report);
         }
         if self.mode == Mode::Apply {
+            // LFS objects come before the refs that need them: a run whose
+            // objects fail lands nothing, and the next one looks again.
+            let tips: Vec<Oid> = updates.iter().filter_map(|u| u.new).collect();
+            let config_at = default_branch
+                .as_ref()
+                .and_then(|b| advertised.get(b))
+                .copied();
+            report.lfs = self.fetch_lfs(&tips, config_at)?;
+            report.bytes_transferred += report.lfs.bytes;
             self.land(&local, &updates, default_branch)?;
         }
         Ok(report)

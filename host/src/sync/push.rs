@@ -63,6 +63,8 @@ impl Run<'_> {
         if !self.may_go_on() {
             return Err(self.stopped());
         }
+        report.lfs = self.push_lfs(&pushed_tips(&report), &known_tips(self.repo, &destination)?)?;
+        report.bytes_transferred += report.lfs.bytes;
         self.send(&mut report, &counter)?;
         Ok(report)
     }
@@ -197,4 +199,32 @@ impl Run<'_> {
             .collect();
         Err(SyncError::PushRejected(refused.join(", ")))
     }
+}
+
+/// The commits the planned push moves destination refs to.
+fn pushed_tips(report: &Report) -> Vec<Oid> {
+    report
+        .plan
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.action,
+                Action::Create | Action::FastForward | Action::Overwrite
+            )
+        })
+        .filter_map(|p| p.local_oid)
+        .collect()
+}
+
+/// The destination's tips that this repository holds: what it has already.
+fn known_tips(
+    repo: &git2::Repository,
+    destination: &BTreeMap<String, Oid>,
+) -> Result<Vec<Oid>, SyncError> {
+    let odb = repo.odb()?;
+    Ok(destination
+        .values()
+        .copied()
+        .filter(|oid| odb.exists(*oid))
+        .collect())
 }

@@ -36,7 +36,22 @@ pub fn trust_bundle(bundle: &Path) -> Result<usize, TrustError> {
         return Err(refused("holds no PEM certificate".into()));
     }
     super::tls_stream::trust(bundle).map_err(|e| refused(e.to_string()))?;
+    *TRUSTED_BUNDLE
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pem);
     Ok(certificates.len())
+}
+
+/// The `ca_bundle` [`trust_bundle`] read, for connections made outside
+/// libgit2 (LFS transfers).
+static TRUSTED_BUNDLE: std::sync::RwLock<Option<Vec<u8>>> = std::sync::RwLock::new(None);
+
+/// The PEM of the service's `ca_bundle`, if one is trusted.
+pub fn trusted_bundle() -> Option<Vec<u8>> {
+    TRUSTED_BUNDLE
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
 /// Checks a mirror's `tls_ca_pem`: PEM certificates, at least one, at most

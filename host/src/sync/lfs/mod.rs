@@ -1,0 +1,451 @@
+//! Git LFS objects travel with the mirror. After a pull's fetch and before
+//! its refs land, the pointers the new commits bring are read (`scan`), the
+//! objects the project lacks are fetched from the upstream's LFS store
+//! (`batch`, or a local remote's `lfs/objects`) and kept, checked, in the
+//! project's (`objects`). Before a push mirror pushes refs, the objects
+//! those refs need are uploaded to the destination's own LFS server. A
+//! sync that brings no commit does no LFS work.
+
+mod batch;
+mod endpoint;
+pub mod objects;
+mod pointer;
+mod scan;
+
+use std::cell::Cell;
+use std::path::Path;
+
+use git2::Oid;
+use serde::Serialize;
+
+use self::batch::{Answer, BatchError, Client, Operation, Pace};
+use self::endpoint::Endpoint;
+pub use self::endpoint::EndpointError;
+use self::objects::Objects;
+pub use self::pointer::Pointer;
+pub use self::scan::ScanError;
+use self::scan::{Found, Known};
+use super::{Run, SyncError};
+use crate::store::LfsMissing;
+
+/// What a run moved of LFS, for its record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct LfsTally {
+    /// Objects downloaded (pull) or uploaded (push) by the run.
+    pub objects: u64,
+    pub bytes: u64,
+    /// Objects that could not be moved and were left out, as the mirror's
+    /// `lfs_missing: skip` allows: `<oid> (<path>): <why>`.
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LfsError {
+    #[error("LFS: {0}")]
+    Endpoint(#[from] EndpointError),
+    #[error("LFS: {0}")]
+    Scan(#[from] ScanError),
+    #[error("LFS: {0}")]
+    Server(String),
+    #[error("LFS object {oid} ({path}, {size} bytes): {why}; no ref was changed")]
+    Object {
+        oid: String,
+        path: String,
+        size: u64,
+        why: String,
+    },
+    #[error("LFS: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// At most this many skipped objects are named in a run's record.
+const SKIPPED_NAMED: usize = 50;
+
+impl Run<'_> {
+    /// Fetches the LFS objects that the commits `tips` bring (those no ref
+    /// reaches yet) and the project lacks. `config_at` is the commit whose
+    /// `.lfsconfig` may name the upstream's LFS endpoint.
+    pub(super) fn fetch_lfs(
+        &self,
+        tips: &[Oid],
+        config_at: Option<Oid>,
+    ) -> Result<LfsTally, SyncError> {
+        let mut tally = LfsTally::default();
+        if !self.mirror.lfs || tips.is_empty() {
+            return Ok(tally);
+        }
+        let kept = Objects::of(self.repo.path());
+        let wanted: Vec<Found> = scan::pointers(self.repo.path(), tips, Known::AllRefs)
+            .map_err(LfsError::from)?
+            .into_iter()
+            .filter(|found| !kept.has(&found.pointer))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(tally);
+        }
+        let configured = match config_at {
+            Some(commit) => {
+                Endpoint::configured(self.repo.path(), commit, self.engine.remote_policy)
+                    .map_err(LfsError::from)?
+            }
+            None => None,
+        };
+        let endpoint = match configured {
+            Some(endpoint) => endpoint,
+            None => Endpoint::of_remote(&self.mirror.url).map_err(LfsError::from)?,
+        };
+        let pacer = Pacer::new(self, wanted.len());
+        match &endpoint {
+            Endpoint::Local(dir) => self.copy_local(dir, &kept, &wanted, &pacer, &mut tally)?,
+            Endpoint::Http(url) => {
+                let client = self.lfs_client(&endpoint, url)?;
+                self.download_all(&client, &kept, &wanted, &pacer, &mut tally)?;
+            }
+        }
+        Ok(tally)
+    }
+
+    /// Uploads the LFS objects that `tips` reach and the destination's
+    /// commits `theirs` do not, to the destination's own LFS server (never
+    /// an `lfs.url` of the repository: the destination's credentials stay
+    /// with the destination).
+    pub(super) fn push_lfs(&self, tips: &[Oid], theirs: &[Oid]) -> Result<LfsTally, SyncError> {
+        let mut tally = LfsTally::default();
+        if !self.mirror.lfs || tips.is_empty() {
+            return Ok(tally);
+        }
+        let found = scan::pointers(self.repo.path(), tips, Known::Commits(theirs))
+            .map_err(LfsError::from)?;
+        if found.is_empty() {
+            return Ok(tally);
+        }
+        let kept = Objects::of(self.repo.path());
+        let endpoint = Endpoint::of_remote(&self.mirror.url).map_err(LfsError::from)?;
+        let Endpoint::Http(url) = &endpoint else {
+            return Err(LfsError::Server(
+                "a push destination on this machine has no LFS server to upload to".into(),
+            )
+            .into());
+        };
+        let client = self.lfs_client(&endpoint, url)?;
+        let pacer = Pacer::new(self, found.len());
+        for group in found.chunks(batch::BATCH_SIZE) {
+            let pointers: Vec<Pointer> = group.iter().map(|f| f.pointer).collect();
+            let answers = client
+                .batch(&pacer, Operation::Upload, &pointers, None)
+                .map_err(|e| self.lfs_failed(e))?;
+            for (found, answer) in group.iter().zip(answers) {
+                let result = match answer {
+                    Answer::Nothing => Ok(false),
+                    Answer::Refused(code, message) => Err(refused(code, &message)),
+                    Answer::Act(actions) => {
+                        self.upload_one(&client, &kept, found, &actions, &pacer)
+                    }
+                };
+                match result {
+                    Ok(sent) => {
+                        if sent {
+                            tally.objects += 1;
+                            tally.bytes += found.pointer.size;
+                        }
+                        pacer.one_done();
+                    }
+                    Err(why) => self.object_failed(found, why, &mut tally)?,
+                }
+            }
+        }
+        Ok(tally)
+    }
+
+    fn upload_one(
+        &self,
+        client: &Client,
+        kept: &Objects,
+        found: &Found,
+        actions: &std::collections::HashMap<String, batch::Action>,
+        pacer: &Pacer<'_, '_>,
+    ) -> Result<bool, String> {
+        let Some(upload) = actions.get("upload") else {
+            return Ok(false);
+        };
+        if !kept.has(&found.pointer) {
+            return Err(
+                "the mirror does not hold it (its pull skipped it, or it predates LFS mirroring)"
+                    .into(),
+            );
+        }
+        let file = kept.open(&found.pointer).map_err(|e| e.to_string())?;
+        let mut moved = pacer.moved.get();
+        client.upload(pacer, upload, file, found.pointer.size, &mut moved)?;
+        pacer.moved.set(moved);
+        if let Some(verify) = actions.get("verify") {
+            client.verify(pacer, verify, &found.pointer)?;
+        }
+        Ok(true)
+    }
+
+    /// Downloads `wanted` through the batch API, a batch at a time.
+    fn download_all(
+        &self,
+        client: &Client,
+        kept: &Objects,
+        wanted: &[Found],
+        pacer: &Pacer<'_, '_>,
+        tally: &mut LfsTally,
+    ) -> Result<(), SyncError> {
+        for group in wanted.chunks(batch::BATCH_SIZE) {
+            let pointers: Vec<Pointer> = group.iter().map(|f| f.pointer).collect();
+            let answers = client
+                .batch(pacer, Operation::Download, &pointers, None)
+                .map_err(|e| self.lfs_failed(e))?;
+            for (found, answer) in group.iter().zip(answers) {
+                let result = match answer {
+                    Answer::Act(actions) => match actions.get("download") {
+                        Some(action) => self.download_one(client, kept, found, action, pacer),
+                        None => Err("the server offered no download for it".into()),
+                    },
+                    Answer::Nothing => Err("the server offered no download for it".into()),
+                    Answer::Refused(code, message) => Err(refused(code, &message)),
+                };
+                match result {
+                    Ok(()) => {
+                        tally.objects += 1;
+                        tally.bytes += found.pointer.size;
+                        pacer.one_done();
+                    }
+                    Err(why) => self.object_failed(found, why, tally)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One object from `action`; an action past its expiry is asked for
+    /// again first, once.
+    fn download_one(
+        &self,
+        client: &Client,
+        kept: &Objects,
+        found: &Found,
+        action: &batch::Action,
+        pacer: &Pacer<'_, '_>,
+    ) -> Result<(), String> {
+        let renewed;
+        let action = match action.expired() {
+            false => action,
+            true => {
+                let again = client
+                    .batch(pacer, Operation::Download, &[found.pointer], None)
+                    .map_err(|e| e.to_string())?;
+                renewed = match again.into_iter().next() {
+                    Some(Answer::Act(mut actions)) => actions.remove("download"),
+                    _ => None,
+                }
+                .filter(|a| !a.expired())
+                .ok_or("its download href had expired, and so had the one asked for again")?;
+                &renewed
+            }
+        };
+        let mut incoming = kept.receive(found.pointer).map_err(|e| e.to_string())?;
+        let mut moved = pacer.moved.get();
+        let done = client.download(pacer, action, &mut incoming, &mut moved);
+        pacer.moved.set(moved);
+        done?;
+        incoming.finish().map_err(|e| e.to_string())
+    }
+
+    /// Copies `wanted` from a local repository's LFS directory.
+    fn copy_local(
+        &self,
+        dir: &Path,
+        kept: &Objects,
+        wanted: &[Found],
+        pacer: &Pacer<'_, '_>,
+        tally: &mut LfsTally,
+    ) -> Result<(), SyncError> {
+        let theirs = Objects::in_dir(dir.to_path_buf());
+        for found in wanted {
+            if !self.may_go_on() {
+                return Err(self.stopped());
+            }
+            match self.copy_one(&theirs, kept, found, pacer) {
+                Ok(()) => {
+                    tally.objects += 1;
+                    tally.bytes += found.pointer.size;
+                    pacer.one_done();
+                }
+                Err(why) => self.object_failed(found, why, tally)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_one(
+        &self,
+        theirs: &Objects,
+        kept: &Objects,
+        found: &Found,
+        pacer: &Pacer<'_, '_>,
+    ) -> Result<(), String> {
+        use std::io::Read;
+        let mut source = theirs
+            .open(&found.pointer)
+            .map_err(|e| format!("the remote's LFS store has no such object ({e})"))?;
+        let mut incoming = kept.receive(found.pointer).map_err(|e| e.to_string())?;
+        let mut buffer = vec![0; 256 << 10];
+        loop {
+            let n = source.read(&mut buffer).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            incoming.write(&buffer[..n]).map_err(|e| e.to_string())?;
+            pacer.moved(pacer.moved.get() + n as u64);
+            if !self.may_go_on() {
+                return Err(batch::STOPPED.into());
+            }
+        }
+        incoming.finish().map_err(|e| e.to_string())
+    }
+
+    /// An object that could not be moved: the run fails naming it, or (with
+    /// `lfs_missing: skip`) it is recorded and left out. A stopped run stops.
+    fn object_failed(
+        &self,
+        found: &Found,
+        why: String,
+        tally: &mut LfsTally,
+    ) -> Result<(), SyncError> {
+        if !self.may_go_on() {
+            return Err(self.stopped());
+        }
+        let oid = found.pointer.oid.to_string();
+        if self.mirror.lfs_missing == LfsMissing::Fail {
+            return Err(LfsError::Object {
+                oid,
+                path: found.path.clone(),
+                size: found.pointer.size,
+                why,
+            }
+            .into());
+        }
+        tracing::warn!(lfs_oid = %oid, path = %found.path, reason = %why, "LFS object skipped");
+        if tally.skipped.len() < SKIPPED_NAMED {
+            tally.skipped.push(format!("{oid} ({}): {why}", found.path));
+        }
+        Ok(())
+    }
+
+    /// A batch request that failed: the run's own reason if it was stopped.
+    fn lfs_failed(&self, e: BatchError) -> SyncError {
+        match e {
+            BatchError::Stopped => self.stopped(),
+            other => LfsError::Server(other.to_string()).into(),
+        }
+    }
+
+    /// A batch client for `url`, reached as the run reaches its remote:
+    /// the same proxy, authorities, client certificate and limits; the
+    /// mirror's credentials only if the endpoint is on the remote's origin.
+    fn lfs_client(&self, endpoint: &Endpoint, url: &url::Url) -> Result<Client, SyncError> {
+        let login = match endpoint.shares_origin_with(&self.mirror.url) {
+            true => self.http_login()?,
+            false => None,
+        };
+        let identity = self.client_identity_pem()?;
+        let route = self.route();
+        let (proxy, from_environment) = match &route {
+            super::proxy::Route::Auto => (None, true),
+            super::proxy::Route::Direct => (None, false),
+            super::proxy::Route::Via(url) => (Some(url.as_str()), false),
+        };
+        let settings = batch::Settings {
+            connect: self.engine.timeouts.connect,
+            stall: self.engine.timeouts.stall,
+            proxy,
+            proxy_from_environment: from_environment,
+            ca_pem: self.mirror.tls_ca_pem.as_deref(),
+            identity: identity.as_ref().map(|(c, k)| (c.as_bytes(), k.as_slice())),
+            login,
+        };
+        Client::new(url.clone(), settings).map_err(|e| LfsError::Server(e.to_string()).into())
+    }
+
+    /// The mirror's client certificate and its key (PKCS#8 PEM), opened.
+    fn client_identity_pem(&self) -> Result<Option<(String, Vec<u8>)>, SyncError> {
+        let (Some(certificate), Some(sealed)) = (
+            &self.mirror.tls_client_cert_pem,
+            &self.mirror.tls_client_key_secret,
+        ) else {
+            return Ok(None);
+        };
+        let unusable = |why: String| {
+            SyncError::Git(format!(
+                "the mirror's TLS client certificate cannot be used: {why}"
+            ))
+        };
+        let aad = crate::secrets::client_key_aad(certificate);
+        let key = self
+            .engine
+            .master_key
+            .open_bytes(&aad, sealed)
+            .map_err(|e| unusable(e.to_string()))?;
+        let pkcs8 = openssl::pkey::PKey::private_key_from_pem(&key)
+            .and_then(|k| k.private_key_to_pem_pkcs8())
+            .map_err(|e| unusable(e.to_string()))?;
+        Ok(Some((certificate.clone(), pkcs8)))
+    }
+}
+
+/// The words for an object the batch answer refused.
+fn refused(code: i64, message: &str) -> String {
+    let message: String = message.chars().take(200).collect();
+    match code {
+        404 => format!("the LFS server does not have it (404: {message})"),
+        0 => message,
+        code => format!("the LFS server refused it ({code}: {message})"),
+    }
+}
+
+/// The run's pace for its LFS transfers: the throttle, the progress
+/// figures (objects of this phase, bytes on top of the pack's), the run's
+/// cancel and deadline.
+struct Pacer<'r, 'a> {
+    run: &'r Run<'a>,
+    total: u64,
+    done: Cell<u64>,
+    moved: Cell<u64>,
+}
+
+impl<'r, 'a> Pacer<'r, 'a> {
+    fn new(run: &'r Run<'a>, total: usize) -> Self {
+        Self {
+            run,
+            total: total as u64,
+            done: Cell::new(0),
+            moved: Cell::new(0),
+        }
+    }
+
+    fn one_done(&self) {
+        self.done.set(self.done.get() + 1);
+        self.report();
+    }
+
+    fn report(&self) {
+        if let Some(live) = self.run.engine.progress {
+            live.update(self.done.get(), self.total, self.moved.get());
+        }
+    }
+}
+
+impl Pace for Pacer<'_, '_> {
+    fn may_go_on(&self) -> bool {
+        self.run.may_go_on()
+    }
+
+    fn moved(&self, total: u64) {
+        self.moved.set(total);
+        self.report();
+        self.run.throttle.progress(total, || self.run.may_go_on());
+    }
+}
