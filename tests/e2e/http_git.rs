@@ -25,6 +25,11 @@ struct Front {
     auth: Option<BasicAuth>,
     /// Added to every answer, standing for a slow network.
     latency: std::time::Duration,
+    /// The LFS server that `<repo>.git/info/lfs/...` requests go to, as a
+    /// forge serves LFS beside its repositories.
+    lfs: Option<SocketAddr>,
+    /// How many LFS requests came.
+    lfs_requests: std::sync::atomic::AtomicUsize,
 }
 
 /// Serves every repository under `root` at `http://<addr>/<name>` (or
@@ -33,6 +38,7 @@ pub struct HttpGit {
     pub addr: SocketAddr,
     scheme: &'static str,
     task: tokio::task::JoinHandle<()>,
+    front: Option<Arc<Front>>,
 }
 
 impl HttpGit {
@@ -58,6 +64,30 @@ impl HttpGit {
         Self::serve(listener, "http", router(root, auth, latency))
     }
 
+    /// A server whose repositories' LFS requests (`<repo>/info/lfs/...`,
+    /// behind the same `auth`) go to the LFS server at `lfs`.
+    pub async fn start_with_lfs(root: &Path, auth: Option<BasicAuth>, lfs: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front = Arc::new(Front {
+            root: root.to_path_buf(),
+            auth,
+            latency: std::time::Duration::ZERO,
+            lfs: Some(lfs),
+            lfs_requests: Default::default(),
+        });
+        let app = axum::Router::new().fallback(cgi).with_state(front.clone());
+        let mut git = Self::serve(listener, "http", app);
+        git.front = Some(front);
+        git
+    }
+
+    /// How many LFS requests the server has forwarded.
+    pub fn lfs_requests(&self) -> usize {
+        self.front.as_ref().map_or(0, |f| {
+            f.lfs_requests.load(std::sync::atomic::Ordering::SeqCst)
+        })
+    }
+
     /// Serves `app` on `listener` until dropped.
     fn serve<L>(listener: L, scheme: &'static str, app: axum::Router) -> Self
     where
@@ -67,7 +97,12 @@ impl HttpGit {
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self { addr, scheme, task }
+        Self {
+            addr,
+            scheme,
+            task,
+            front: None,
+        }
     }
 
     /// Behind TLS with the certificate of `tls`, terminated by the same
@@ -164,6 +199,8 @@ fn router(root: &Path, auth: Option<BasicAuth>, latency: std::time::Duration) ->
         root: root.to_path_buf(),
         auth,
         latency,
+        lfs: None,
+        lfs_requests: Default::default(),
     });
     axum::Router::new().fallback(cgi).with_state(front)
 }
@@ -184,6 +221,14 @@ async fn cgi(State(front): State<Arc<Front>>, request: Request) -> Response {
     }
     let root = &front.root;
     let body: Bytes = axum::body::to_bytes(body, 1 << 30).await.unwrap();
+    if let Some(lfs) = front.lfs
+        && parts.uri.path().contains("/info/lfs")
+    {
+        front
+            .lfs_requests
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        return forward(lfs, parts, body).await;
+    }
     let header = |name: &str| {
         parts
             .headers
@@ -225,6 +270,34 @@ async fn cgi(State(front): State<Arc<Front>>, request: Request) -> Response {
     let output = child.wait_with_output().await.unwrap();
     feed.await.unwrap();
     cgi_response(&output.stdout)
+}
+
+/// The request, as it came (the Host header kept, so that the LFS server's
+/// hrefs point back here), to the LFS server at `to`.
+async fn forward(to: SocketAddr, parts: axum::http::request::Parts, body: Bytes) -> Response {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let client = reqwest::Client::new();
+    let mut request = client
+        .request(parts.method.clone(), format!("http://{to}{path}"))
+        .body(body);
+    for (name, value) in &parts.headers {
+        if name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    let answer = request.send().await.unwrap();
+    let mut response = Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        if !matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "connection"
+        ) {
+            response = response.header(name, value);
+        }
+    }
+    response
+        .body(Body::from(answer.bytes().await.unwrap()))
+        .unwrap()
 }
 
 fn authorized(headers: &HeaderMap, auth: &BasicAuth) -> bool {

@@ -22,6 +22,8 @@ mod housekeeping;
 mod http_git;
 mod https;
 mod layers;
+mod lfs;
+mod lfs_server;
 mod openapi;
 #[path = "../fixtures/pack_objects.rs"]
 mod pack_objects;

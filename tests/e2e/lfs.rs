@@ -1,0 +1,555 @@
+//! Git LFS: a pull mirror fetches the LFS objects of the commits it brings,
+//! keeps them where a clone of the mirror finds them, and a push mirror
+//! uploads them to the destination's own LFS server. Against giftless and
+//! the real `git lfs` client, and against a hostile LFS server for the
+//! answers a real one rarely gives.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::git::command;
+use crate::http_git::HttpGit;
+use crate::lfs_server::Giftless;
+use crate::support::{Api, Upstream, fsck, git, local_server, project_repo, refs_of};
+
+/// git with git-lfs's filters on, as `git lfs install` would set them
+/// globally (the tests' git reads no global configuration).
+fn git_lfs(dir: &Path, args: &[&str]) -> String {
+    let out = command(dir)
+        .args([
+            "-c",
+            "filter.lfs.process=git-lfs filter-process",
+            "-c",
+            "filter.lfs.smudge=git-lfs smudge -- %f",
+            "-c",
+            "filter.lfs.clean=git-lfs clean -- %f",
+            "-c",
+            "filter.lfs.required=true",
+            "-c",
+            "lfs.locksverify=false",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `size` bytes that no two calls share.
+fn random_bytes(size: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn pointer_text(content: &[u8]) -> String {
+    format!(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n",
+        sha256_hex(content),
+        content.len()
+    )
+}
+
+/// Where git-lfs keeps an object of a bare repository.
+fn kept_object(repo: &Path, content: &[u8]) -> PathBuf {
+    let oid = sha256_hex(content);
+    repo.join("lfs/objects")
+        .join(&oid[..2])
+        .join(&oid[2..4])
+        .join(oid)
+}
+
+/// A work tree whose `*.bin` files go to LFS, pushing to `url`.
+fn lfs_work_tree(dir: &Path, url: &str) -> PathBuf {
+    let work = dir.join("work");
+    git(dir, &["init", "-q", "-b", "main", "work"]);
+    git(&work, &["remote", "add", "origin", url]);
+    git_lfs(&work, &["lfs", "install", "--local"]);
+    git_lfs(&work, &["lfs", "track", "*.bin"]);
+    work
+}
+
+fn add_and_push(work: &Path, files: &[(&str, &[u8])], message: &str) {
+    for (name, content) in files {
+        std::fs::write(work.join(name), content).unwrap();
+    }
+    git_lfs(work, &["add", "."]);
+    git_lfs(work, &["commit", "-q", "-m", message]);
+    git_lfs(work, &["push", "-q", "origin", "main"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lfs_objects_travel_from_upstream_through_the_mirror_to_a_destination() {
+    let (Some(upstream_lfs), Some(destination_lfs)) = (Giftless::start(), Giftless::start()) else {
+        return;
+    };
+    let roots = tempfile::tempdir().unwrap();
+    let (up_root, down_root) = (roots.path().join("up"), roots.path().join("down"));
+    for root in [&up_root, &down_root] {
+        std::fs::create_dir_all(root.join("org")).unwrap();
+        git(
+            &root.join("org"),
+            &["init", "-q", "--bare", "-b", "main", "repo.git"],
+        );
+    }
+    let upstream = HttpGit::start_with_lfs(&up_root, None, upstream_lfs.addr).await;
+    let destination = HttpGit::start_with_lfs(&down_root, None, destination_lfs.addr).await;
+    let work = lfs_work_tree(roots.path(), &upstream.url("org/repo.git"));
+    let (one, two) = (random_bytes(300_000, 1), random_bytes(123_457, 2));
+    add_and_push(
+        &work,
+        &[("one.bin", &one), ("two.bin", &two), ("readme", b"hi\n")],
+        "two",
+    );
+    let stored = std::fs::read_dir(&upstream_lfs.storage).unwrap().count();
+    assert!(stored > 0, "git lfs push stored nothing upstream");
+
+    let server = local_server();
+    let api = Api::new(&server);
+    let pull = api
+        .create(
+            "pull",
+            json!({"project_id": "org/repo", "url": upstream.url("org/repo.git")}),
+        )
+        .await;
+    let run = api.sync(pull).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["lfs_objects"], 2, "{run}");
+    assert_eq!(run["lfs_bytes"], one.len() + two.len(), "{run}");
+    let mirror = project_repo(&server, "org/repo");
+    for content in [&one, &two] {
+        assert_eq!(
+            &std::fs::read(kept_object(&mirror, content)).unwrap(),
+            content
+        );
+    }
+    fsck(&mirror);
+
+    // The mirror serves them: a clone of it by path gets every file's content.
+    let clone = roots.path().join("clone-of-mirror");
+    git_lfs(
+        roots.path(),
+        &[
+            "clone",
+            "-q",
+            mirror.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read(clone.join("one.bin")).unwrap(), one);
+    assert_eq!(std::fs::read(clone.join("two.bin")).unwrap(), two);
+
+    // A sync that brings nothing does no LFS work.
+    let asked = upstream.lfs_requests();
+    let run = api.sync(pull).await;
+    assert_eq!(
+        (run["status"].as_str(), run["lfs_objects"].as_i64()),
+        (Some("succeeded"), Some(0))
+    );
+    assert_eq!(
+        upstream.lfs_requests(),
+        asked,
+        "a no-op sync asked the LFS server"
+    );
+
+    // A push mirror uploads them to the destination's own LFS server.
+    let push = api
+        .create(
+            "push",
+            json!({"project_id": "org/repo", "url": destination.url("org/repo.git")}),
+        )
+        .await;
+    let run = api.sync(push).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["lfs_objects"], 2, "{run}");
+    let from_destination = roots.path().join("clone-of-destination");
+    git_lfs(
+        roots.path(),
+        &[
+            "clone",
+            "-q",
+            &destination.url("org/repo.git"),
+            from_destination.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(from_destination.join("one.bin")).unwrap(),
+        one
+    );
+    assert_eq!(
+        std::fs::read(from_destination.join("two.bin")).unwrap(),
+        two
+    );
+
+    // An incremental pull looks only at what its fetch brought.
+    let three = random_bytes(50_000, 3);
+    add_and_push(&work, &[("three.bin", &three)], "three");
+    let run = api.sync(pull).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["lfs_objects"], 1, "{run}");
+    assert_eq!(run["lfs_bytes"], three.len(), "{run}");
+    assert!(kept_object(&mirror, &three).exists());
+}
+
+/// What the hostile server does with one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Serve,
+    /// Answers the batch with a 404 error for the object.
+    Missing,
+    /// Serves a byte short of the object.
+    Short,
+    /// Serves the right size with other content.
+    Corrupt,
+    /// Gives an href that expired an hour ago on the first batch.
+    ExpiredOnce,
+    /// Sends the first kilobyte, then nothing, never ending.
+    Stall,
+}
+
+#[derive(Default)]
+struct Hostile {
+    objects: Mutex<HashMap<String, (Vec<u8>, Behaviour)>>,
+    batches: AtomicUsize,
+    /// Batch requests still to be answered 429 with `Retry-After: 1`.
+    busy: AtomicUsize,
+    expired_given: Mutex<Vec<String>>,
+    addr: Mutex<Option<SocketAddr>>,
+    /// Downloads begun.
+    downloads: AtomicUsize,
+}
+
+impl Hostile {
+    async fn start() -> Arc<Self> {
+        let state = Arc::new(Self::default());
+        let app = axum::Router::new()
+            .route("/lfs/objects/batch", axum::routing::post(batch))
+            .route("/lfs/download/{oid}", axum::routing::get(download))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        *state.addr.lock().unwrap() = Some(listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        state
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/lfs", self.addr.lock().unwrap().unwrap())
+    }
+
+    fn hold(&self, content: &[u8], behaviour: Behaviour) {
+        self.objects
+            .lock()
+            .unwrap()
+            .insert(sha256_hex(content), (content.to_vec(), behaviour));
+    }
+}
+
+async fn batch(State(hostile): State<Arc<Hostile>>, body: axum::body::Bytes) -> Response {
+    hostile.batches.fetch_add(1, Ordering::SeqCst);
+    let busy = hostile
+        .busy
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if busy {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            "slow down",
+        )
+            .into_response();
+    }
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    let objects = hostile.objects.lock().unwrap();
+    let base = hostile.url();
+    let answers: Vec<Value> = request["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let oid = o["oid"].as_str().unwrap().to_string();
+            let href = json!({"href": format!("{base}/download/{oid}")});
+            match objects.get(&oid).map(|(_, b)| *b) {
+                None | Some(Behaviour::Missing) => {
+                    json!({"oid": oid, "size": o["size"], "error": {"code": 404, "message": "Object does not exist"}})
+                }
+                Some(Behaviour::ExpiredOnce) if !hostile.expired_given.lock().unwrap().contains(&oid) => {
+                    hostile.expired_given.lock().unwrap().push(oid.clone());
+                    let expired = json!({"href": format!("{base}/download/expired"), "expires_at": "2020-01-01T00:00:00Z"});
+                    json!({"oid": oid, "size": o["size"], "actions": {"download": expired}})
+                }
+                Some(_) => json!({"oid": oid, "size": o["size"], "actions": {"download": href}}),
+            }
+        })
+        .collect();
+    let body = json!({"transfer": "basic", "objects": answers}).to_string();
+    ([("content-type", "application/vnd.git-lfs+json")], body).into_response()
+}
+
+async fn download(
+    State(hostile): State<Arc<Hostile>>,
+    UrlPath(oid): UrlPath<String>,
+    _headers: HeaderMap,
+) -> Response {
+    hostile.downloads.fetch_add(1, Ordering::SeqCst);
+    let objects = hostile.objects.lock().unwrap();
+    match objects.get(&oid) {
+        Some((content, Behaviour::Stall)) => {
+            let first = axum::body::Bytes::copy_from_slice(&content[..1024]);
+            axum::body::Body::from_stream(Stalling(Some(first))).into_response()
+        }
+        Some((content, Behaviour::Short)) => content[..content.len() - 1].to_vec().into_response(),
+        Some((content, Behaviour::Corrupt)) => {
+            let mut other = content.clone();
+            other[0] ^= 0xff;
+            other.into_response()
+        }
+        Some((content, _)) => content.clone().into_response(),
+        None => StatusCode::GONE.into_response(),
+    }
+}
+
+/// A body that sends its first chunk and then waits forever.
+struct Stalling(Option<axum::body::Bytes>);
+
+impl futures_core::Stream for Stalling {
+    type Item = Result<axum::body::Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        match self.0.take() {
+            Some(first) => std::task::Poll::Ready(Some(Ok(first))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// An upstream (file://) whose `.lfsconfig` sends LFS to the hostile server,
+/// with one pointer file per content.
+fn upstream_pointing_at(hostile: &Hostile, contents: &[&[u8]]) -> Upstream {
+    let up = Upstream::new();
+    let work = up.work();
+    std::fs::write(
+        work.join(".lfsconfig"),
+        format!("[lfs]\n\turl = {}\n", hostile.url()),
+    )
+    .unwrap();
+    for (i, content) in contents.iter().enumerate() {
+        std::fs::write(work.join(format!("f{i}.bin")), pointer_text(content)).unwrap();
+    }
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "pointers"]);
+    up.push(&["main"]);
+    up
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_the_server_cannot_give_fails_the_run_by_name_or_is_skipped() {
+    let hostile = Hostile::start().await;
+    let good = random_bytes(10_000, 10);
+    let server = local_server();
+    let api = Api::new(&server);
+    for (i, behaviour) in [Behaviour::Missing, Behaviour::Short, Behaviour::Corrupt]
+        .into_iter()
+        .enumerate()
+    {
+        let bad = random_bytes(20_000, 20 + i as u64);
+        hostile.hold(&good, Behaviour::Serve);
+        hostile.hold(&bad, behaviour);
+        let up = upstream_pointing_at(&hostile, &[&good, &bad]);
+        let project = format!("org/bad{i}");
+        let mirror = api
+            .create("pull", json!({"project_id": project, "url": up.url()}))
+            .await;
+        let run = api.sync(mirror).await;
+        assert_eq!(run["status"], "failed", "{behaviour:?}: {run}");
+        let error = run["error"].as_str().unwrap();
+        assert!(error.contains(&sha256_hex(&bad)), "{behaviour:?}: {error}");
+        let repo = project_repo(&server, &project);
+        assert!(
+            refs_of(&repo).is_empty(),
+            "{behaviour:?}: refs landed without their LFS objects"
+        );
+        assert!(!kept_object(&repo, &bad).exists());
+
+        // With `lfs_missing: skip` the object is named in the run and left out.
+        let (status, _) = api
+            .call(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/mirrors/{mirror}"),
+                Some(json!({"lfs_missing": "skip"})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let run = api.sync(mirror).await;
+        assert_eq!(run["status"], "succeeded", "{behaviour:?}: {run}");
+        let skipped = run["lfs_skipped"].as_array().unwrap();
+        assert_eq!(skipped.len(), 1, "{run}");
+        assert!(skipped[0].as_str().unwrap().contains(&sha256_hex(&bad)));
+        assert_eq!(refs_of(&repo).len(), 1);
+        assert_eq!(std::fs::read(kept_object(&repo, &good)).unwrap(), good);
+        assert!(!kept_object(&repo, &bad).exists());
+        assert!(
+            std::fs::read_dir(repo.join("lfs/tmp"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_href_is_asked_for_again_and_429_is_waited_out() {
+    let hostile = Hostile::start().await;
+    let (expiring, plain) = (random_bytes(5_000, 30), random_bytes(6_000, 31));
+    hostile.hold(&expiring, Behaviour::ExpiredOnce);
+    hostile.hold(&plain, Behaviour::Serve);
+    hostile.busy.store(1, Ordering::SeqCst);
+    let up = upstream_pointing_at(&hostile, &[&expiring, &plain]);
+    let server = local_server();
+    let api = Api::new(&server);
+    let mirror = api
+        .create(
+            "pull",
+            json!({"project_id": "org/patient", "url": up.url()}),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    let run = api.sync(mirror).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["lfs_objects"], 2, "{run}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "Retry-After was not waited for"
+    );
+    // The 429, the batch, and the batch asked again for the expired href.
+    assert_eq!(hostile.batches.load(Ordering::SeqCst), 3);
+    let repo = project_repo(&server, "org/patient");
+    assert_eq!(
+        std::fs::read(kept_object(&repo, &expiring)).unwrap(),
+        expiring
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_with_lfs_off_asks_no_lfs_server() {
+    let hostile = Hostile::start().await;
+    let content = random_bytes(1_000, 40);
+    hostile.hold(&content, Behaviour::Serve);
+    let up = upstream_pointing_at(&hostile, &[&content]);
+    let server = local_server();
+    let api = Api::new(&server);
+    let mirror = api
+        .create(
+            "pull",
+            json!({"project_id": "org/plain", "url": up.url(), "lfs": false}),
+        )
+        .await;
+    let run = api.sync(mirror).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["lfs_objects"], 0);
+    assert_eq!(hostile.batches.load(Ordering::SeqCst), 0);
+    assert!(!kept_object(&project_repo(&server, "org/plain"), &content).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_lfs_download_shows_progress_and_is_cancelled_within_two_seconds() {
+    let hostile = Hostile::start().await;
+    let content = random_bytes(100_000, 50);
+    hostile.hold(&content, Behaviour::Stall);
+    let up = upstream_pointing_at(&hostile, &[&content]);
+    let server = local_server();
+    let api = Api::new(&server);
+    let mirror = api
+        .create(
+            "pull",
+            json!({"project_id": "org/stalled", "url": up.url()}),
+        )
+        .await;
+    let run_id = api.queue(mirror).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let run = loop {
+        let (_, run) = api.get(&format!("/api/v1/runs/{run_id}")).await;
+        // The LFS phase reports its own objects: one to fetch, bytes moving.
+        if hostile.downloads.load(Ordering::SeqCst) > 0 && run["progress"]["bytes"] == 1024 {
+            break run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never began: {run}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(run["progress"]["total_objects"], 1, "{run}");
+
+    let asked = std::time::Instant::now();
+    let (status, run) = api
+        .post(&format!("/api/v1/runs/{run_id}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (status, run["status"].as_str()),
+        (200, Some("cancelled")),
+        "{run}"
+    );
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    let repo = project_repo(&server, "org/stalled");
+    assert!(refs_of(&repo).is_empty(), "no ref changed");
+    assert!(!kept_object(&repo, &content).exists());
+    let left = std::fs::read_dir(repo.join("lfs/tmp")).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "a partial LFS object was left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lfs_downloads_keep_to_the_mirror_s_bandwidth_cap() {
+    let hostile = Hostile::start().await;
+    let content = random_bytes(400_000, 60);
+    hostile.hold(&content, Behaviour::Serve);
+    let up = upstream_pointing_at(&hostile, &[&content]);
+    let server = local_server();
+    let api = Api::new(&server);
+    let mirror = api
+        .create("pull", json!({"project_id": "org/capped", "url": up.url()}))
+        .await;
+    let (status, _) = api
+        .put(
+            &format!("/api/v1/mirrors/{mirror}/bandwidth"),
+            json!({"max_bytes_per_second": 100_000}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let started = std::time::Instant::now();
+    let run = api.sync(mirror).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["lfs_bytes"], content.len(), "{run}");
+    // 400 kB at 100 kB/s, a quarter second's burst free: at least 3.5 s.
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(3500), "{took:?}");
+}
