@@ -15,6 +15,11 @@
 //!    bench makes: `git clone --mirror` (curl) against the engine with our TLS
 //!    stream (`sync::tls_stream`) and with libgit2's own OpenSSL stream.
 //!    `cargo bench --bench sync -- https` runs (1) and (3) only.
+//! 4. The initial pull of a repository with 200 MB of LFS objects (40 of 5
+//!    MB) from giftless behind `git http-backend`, against `git clone
+//!    --mirror` followed by `git lfs fetch --all` of it (issue 21): time
+//!    and peak memory of each side's whole process tree.
+//!    `cargo bench --bench sync -- lfs` runs (4) only.
 //!
 //! Targets (issue 7): initial pull at most 1.0x git's time and peak memory; the
 //! no-op sync at least 10x faster.
@@ -31,6 +36,10 @@ mod history;
 #[allow(dead_code, clippy::unwrap_used)]
 #[path = "../../tests/e2e/http_git.rs"]
 mod http_git;
+// The test suite's giftless LFS server.
+#[allow(dead_code, clippy::unwrap_used)]
+#[path = "../../tests/e2e/lfs_server.rs"]
+mod lfs_server;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,12 +70,157 @@ fn main() {
         return;
     }
     let work = tempfile::tempdir().expect("temp dir");
+    if args.iter().any(|a| a == "lfs") {
+        lfs_pull(work.path());
+        return;
+    }
     initial_pull(work.path());
     if !args.iter().any(|a| a == "https") {
         noop_sync(work.path());
         capped_pull(work.path());
     }
     https_pull(work.path());
+    lfs_pull(work.path());
+}
+
+/// LFS objects of (4): count and size of each.
+const LFS_OBJECTS: usize = 40;
+const LFS_OBJECT_BYTES: usize = 5 << 20;
+
+/// (4): an initial pull of a repository whose files are LFS objects.
+fn lfs_pull(work: &Path) {
+    let Some(giftless) = lfs_server::Giftless::start() else {
+        println!("lfs: skipped (giftless or git-lfs not available)");
+        return;
+    };
+    let root = work.join("lfs-upstream");
+    std::fs::create_dir_all(root.join("bench")).expect("upstream dir");
+    git(
+        &root.join("bench"),
+        &["init", "-q", "--bare", "-b", "main", "big.git"],
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let server = runtime.block_on(http_git::HttpGit::start_with_lfs(
+        &root,
+        None,
+        giftless.addr,
+    ));
+    let url = server.url("bench/big.git");
+    let started = Instant::now();
+    push_lfs_files(&work.join("lfs-work"), &url);
+    println!(
+        "pushed {LFS_OBJECTS} LFS objects of {} MiB to giftless in {:.1}s",
+        LFS_OBJECT_BYTES >> 20,
+        started.elapsed().as_secs_f64()
+    );
+    let exe = std::env::current_exe().expect("own path");
+    let git_side = |dir: &Path| {
+        let clone = dir.join("clone.git");
+        let mut cmd = common::git_cli::command(dir);
+        cmd.args(["clone", "-q", "--mirror", &url]).arg(&clone);
+        let mut fetch = common::git_cli::command(&clone);
+        fetch.args(["lfs", "fetch", "--all"]);
+        (cmd, fetch)
+    };
+    let our_side = |dir: &Path| {
+        let mut cmd = Command::new(&exe);
+        cmd.args([CHILD, &url]).arg(dir.join("engine"));
+        cmd
+    };
+    let mut times = (Vec::new(), Vec::new());
+    let mut memory = (TreePeak::default(), TreePeak::default());
+    for round in 0..=TIMED_ROUNDS {
+        let dir = work.join(format!("lfs-{round}"));
+        std::fs::create_dir_all(&dir).expect("run dir");
+        // Timed rounds alternate the sides; memory is sampled in a round of
+        // its own, so that the sampler does not slow the timed ones.
+        let sampled = round == TIMED_ROUNDS;
+        let (mut clone, mut fetch) = git_side(&dir);
+        let cloned = measure(&mut clone, sampled);
+        let fetched = measure(fetch.stdout(std::process::Stdio::null()), sampled);
+        let ours = measure(&mut our_side(&dir), sampled);
+        if !sampled {
+            times.0.push(cloned.wall + fetched.wall);
+            times.1.push(ours.wall);
+        } else {
+            memory = (larger(cloned.memory, fetched.memory), ours.memory);
+            assert_eq!(
+                lfs_files(&dir.join("engine/repos/bench/big.git")),
+                lfs_files(&dir.join("clone.git")),
+                "the two mirrors hold different LFS objects"
+            );
+        }
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+    let (git_time, our_time) = (median(&mut times.0), median(&mut times.1));
+    report("git clone --mirror + lfs fetch --all", git_time, &memory.0);
+    report("mirrorhost initial pull with LFS", our_time, &memory.1);
+    println!(
+        "LFS pull ({} MiB) ratio vs git: time {:.2}x, peak memory of the whole tree {:.2}x",
+        (LFS_OBJECTS * LFS_OBJECT_BYTES) >> 20,
+        our_time.as_secs_f64() / git_time.as_secs_f64(),
+        memory.1.total_kib as f64 / memory.0.total_kib as f64,
+    );
+}
+
+/// The peak of two steps run one after the other.
+fn larger(a: TreePeak, b: TreePeak) -> TreePeak {
+    if a.total_kib >= b.total_kib { a } else { b }
+}
+
+/// A commit of [`LFS_OBJECTS`] random files tracked by git-lfs, pushed to `url`.
+fn push_lfs_files(work: &Path, url: &str) {
+    std::fs::create_dir_all(work).expect("work dir");
+    let lfs = |args: &[&str]| {
+        let status = common::git_cli::command(work)
+            .args(["-c", "filter.lfs.process=git-lfs filter-process"])
+            .args([
+                "-c",
+                "filter.lfs.required=true",
+                "-c",
+                "lfs.locksverify=false",
+            ])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("git");
+        assert!(status.success(), "git {args:?}");
+    };
+    lfs(&["init", "-q", "-b", "main"]);
+    lfs(&["remote", "add", "origin", url]);
+    lfs(&["lfs", "track", "*.bin"]);
+    let mut state = 0x2545_F491_4F6C_DD1D_u64;
+    for i in 0..LFS_OBJECTS {
+        let bytes: Vec<u8> = (0..LFS_OBJECT_BYTES / 8)
+            .flat_map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()
+            })
+            .collect();
+        std::fs::write(work.join(format!("f{i:02}.bin")), bytes).expect("write");
+    }
+    lfs(&["add", "."]);
+    lfs(&["commit", "-q", "-m", "LFS files"]);
+    lfs(&["push", "-q", "origin", "main"]);
+}
+
+/// The LFS objects under a bare repository, by name and size.
+fn lfs_files(repo: &Path) -> Vec<(String, u64)> {
+    let mut files = Vec::new();
+    let mut dirs = vec![repo.join("lfs/objects")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let meta = entry.metadata().expect("metadata");
+            match meta.is_dir() {
+                true => dirs.push(entry.path()),
+                false => files.push((entry.file_name().to_string_lossy().into_owned(), meta.len())),
+            }
+        }
+    }
+    files.sort();
+    files
 }
 
 /// Which TLS stream a child pull uses.

@@ -36,6 +36,10 @@ pub struct Health {
     pub consecutive_failures: u32,
     /// How many of the latest finished runs the figures cover.
     pub window: u32,
+    /// Git LFS objects, and their bytes, that all its runs moved (not only
+    /// the window's).
+    pub lfs_objects: i64,
+    pub lfs_bytes: i64,
 }
 
 /// The figures over a window of runs, newest first.
@@ -115,6 +119,8 @@ pub fn of(conn: &Connection, mirror: &Mirror, window: u32) -> Result<Health, Sto
         last_update_at: summary.last_finished_at,
         consecutive_failures: summary.consecutive_failures,
         window,
+        lfs_objects: summary.lfs_objects,
+        lfs_bytes: summary.lfs_bytes,
     })
 }
 

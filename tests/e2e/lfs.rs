@@ -212,6 +212,14 @@ async fn lfs_objects_travel_from_upstream_through_the_mirror_to_a_destination() 
     assert_eq!(run["lfs_objects"], 1, "{run}");
     assert_eq!(run["lfs_bytes"], three.len(), "{run}");
     assert!(kept_object(&mirror, &three).exists());
+    // Health counts what all the mirror's runs moved.
+    let (_, health) = api.get(&format!("/api/v1/mirrors/{pull}/health")).await;
+    assert_eq!(health["lfs_objects"], 3, "{health}");
+    assert_eq!(
+        health["lfs_bytes"],
+        one.len() + two.len() + three.len(),
+        "{health}"
+    );
 }
 
 /// What the hostile server does with one object.

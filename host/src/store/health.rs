@@ -84,6 +84,9 @@ pub struct Summary {
     pub consecutive_failures: u32,
     /// The latest finished runs, newest first, at most [`KEPT_RUNS`].
     pub recent: Vec<Outcome>,
+    /// LFS objects and bytes all its finished runs moved.
+    pub lfs_objects: i64,
+    pub lfs_bytes: i64,
 }
 
 /// The outcomes packed in `blob`, in order.
@@ -96,7 +99,8 @@ fn unpacked(blob: &[u8]) -> impl Iterator<Item = Outcome> + '_ {
 pub fn summary(conn: &Connection, mirror_id: i64) -> Result<Summary, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT last_started_at, last_finished_at, last_status = 'succeeded', last_error, \
-         last_success_at, consecutive_failures, recent FROM mirror_health WHERE mirror_id = ?1",
+         last_success_at, consecutive_failures, recent, lfs_objects, lfs_bytes \
+         FROM mirror_health WHERE mirror_id = ?1",
     )?;
     let found = stmt
         .query_row([mirror_id], |row| {
@@ -108,6 +112,8 @@ pub fn summary(conn: &Connection, mirror_id: i64) -> Result<Summary, StoreError>
                 last_success_at: row.get(4)?,
                 consecutive_failures: row.get(5)?,
                 recent: unpacked(&row.get::<_, Vec<u8>>(6)?).collect(),
+                lfs_objects: row.get(7)?,
+                lfs_bytes: row.get(8)?,
             })
         })
         .optional()?;
@@ -184,6 +190,25 @@ pub(super) fn run_finished(
         i64::from(!outcome.succeeded),
         recent,
     ])?;
+    Ok(())
+}
+
+/// Adds what a finished run moved of LFS to its mirror's totals; after
+/// [`run_finished`], in the same transaction.
+pub(super) fn lfs_moved(
+    conn: &Connection,
+    mirror_id: i64,
+    objects: i64,
+    bytes: i64,
+) -> Result<(), StoreError> {
+    if objects == 0 && bytes == 0 {
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "UPDATE mirror_health SET lfs_objects = lfs_objects + ?2, lfs_bytes = lfs_bytes + ?3 \
+         WHERE mirror_id = ?1",
+    )?
+    .execute(params![mirror_id, objects, bytes])?;
     Ok(())
 }
 

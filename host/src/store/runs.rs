@@ -407,6 +407,7 @@ pub fn finish(
             duration_ms: o.duration_ms,
         };
         super::health::run_finished(&tx, run.mirror_id, outcome, &at, o.error.as_deref())?;
+        super::health::lfs_moved(&tx, run.mirror_id, o.lfs_objects, o.lfs_bytes)?;
     }
     tx.commit()?;
     Ok(run)

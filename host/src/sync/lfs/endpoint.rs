@@ -81,9 +81,11 @@ impl Endpoint {
         commit: Oid,
         policy: Policy,
     ) -> Result<Option<Self>, EndpointError> {
-        // `--blob` reads the file from the commit, includes not followed.
+        // `--blob` reads the file from the commit; git follows its includes
+        // even there unless told not to (a file on this machine is no
+        // business of the upstream's).
         let out = git_cli::in_repo(repo)
-            .args(["config", "--blob"])
+            .args(["config", "--no-includes", "--blob"])
             .arg(format!("{commit}:.lfsconfig"))
             .args(["--get", "lfs.url"])
             .output();
@@ -191,6 +193,67 @@ mod tests {
         }
         assert_eq!(derived("/srv/git/repo.git"), "/srv/git/repo.git/lfs");
         assert_eq!(derived("file:///srv/git/repo.git"), "/srv/git/repo.git/lfs");
+    }
+
+    /// `lfs.url` is read from the commit's `.lfsconfig` (no includes) and
+    /// must pass the same policy as a mirror's URL.
+    #[test]
+    fn lfs_url_is_read_from_the_commit_and_checked_by_the_policy() {
+        use crate::sync::testing::git;
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("w");
+        git(dir.path(), &["init", "-q", "w"]);
+        let commit_with = |config: &str| {
+            std::fs::write(work.join(".lfsconfig"), config).unwrap();
+            git(&work, &["add", "."]);
+            git(&work, &["commit", "-q", "-m", "config"]);
+            Oid::from_str(&git(&work, &["rev-parse", "HEAD"])).unwrap()
+        };
+        let open = Policy {
+            allow_local: true,
+            allow_http: true,
+        };
+        let strict = Policy::default();
+        let public = commit_with("[lfs]\n\turl = https://lfs.example.com/org/repo\n");
+        let found = Endpoint::configured(&work, public, strict).unwrap();
+        assert_eq!(
+            found,
+            Some(Endpoint::Http(
+                url::Url::parse("https://lfs.example.com/org/repo").unwrap()
+            ))
+        );
+        let internal = commit_with("[lfs]\n\turl = https://169.254.169.254/latest\n");
+        assert!(matches!(
+            Endpoint::configured(&work, internal, strict),
+            Err(EndpointError::Refused { .. })
+        ));
+        assert!(
+            Endpoint::configured(&work, internal, open)
+                .unwrap()
+                .is_some()
+        );
+        let plain = commit_with("[lfs]\n\turl = http://lfs.example.com/x\n");
+        assert!(Endpoint::configured(&work, plain, strict).is_err());
+        let local = commit_with("[lfs]\n\turl = file:///etc\n");
+        assert!(
+            Endpoint::configured(&work, local, open).is_err(),
+            "an endpoint is http(s)"
+        );
+        std::fs::write(
+            dir.path().join("elsewhere"),
+            "[lfs]\n\turl = https://included.example.com/x\n",
+        )
+        .unwrap();
+        let include = format!(
+            "[include]\n\tpath = {}\n",
+            dir.path().join("elsewhere").display()
+        );
+        let including = commit_with(&include);
+        assert_eq!(Endpoint::configured(&work, including, open).unwrap(), None);
+        std::fs::remove_file(work.join(".lfsconfig")).unwrap();
+        git(&work, &["commit", "-qam", "none"]);
+        let none = Oid::from_str(&git(&work, &["rev-parse", "HEAD"])).unwrap();
+        assert_eq!(Endpoint::configured(&work, none, open).unwrap(), None);
     }
 
     #[test]

@@ -187,4 +187,24 @@ mod tests {
             .count();
         assert_eq!(left, 0, "refused objects leave no file behind");
     }
+
+    /// What a killed run left half received goes at the next start; kept
+    /// objects stay.
+    #[test]
+    fn a_crash_s_partial_objects_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = Objects::of(dir.path());
+        let kept = pointer_of(b"kept");
+        let mut incoming = objects.receive(kept).unwrap();
+        incoming.write(b"kept").unwrap();
+        incoming.finish().unwrap();
+        let mut partial = objects.receive(pointer_of(b"partial")).unwrap();
+        partial.write(b"par").unwrap();
+        // As a kill -9 leaves it: the temporary file stays on disk.
+        let (_, path) = partial.file.keep().unwrap();
+        assert!(path.exists());
+        assert_eq!(Objects::remove_leftovers(dir.path()), 1);
+        assert!(!path.exists());
+        assert!(objects.has(&kept));
+    }
 }
