@@ -17,9 +17,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::git::command;
-use crate::http_git::HttpGit;
+use crate::http_git::{BasicAuth, HttpGit};
 use crate::lfs_server::Giftless;
-use crate::support::{Api, Upstream, fsck, git, local_server, project_repo, refs_of};
+use crate::support::{
+    Api, LOCAL_REMOTES, Server, Upstream, fsck, git, local_server, project_repo, refs_of,
+};
 
 /// git with git-lfs's filters on, as `git lfs install` would set them
 /// globally (the tests' git reads no global configuration).
@@ -203,6 +205,44 @@ async fn lfs_objects_travel_from_upstream_through_the_mirror_to_a_destination() 
         std::fs::read(from_destination.join("two.bin")).unwrap(),
         two
     );
+
+    // A destination on this machine gets them in its own lfs/objects, where
+    // git-lfs reads a local remote's.
+    let local = roots.path().join("local-destination.git");
+    git(
+        roots.path(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            "local-destination.git",
+        ],
+    );
+    let to_local = api
+        .create(
+            "push",
+            json!({"project_id": "org/repo", "url": format!("file://{}", local.display())}),
+        )
+        .await;
+    let run = api.sync(to_local).await;
+    assert_eq!(
+        (run["status"].as_str(), run["lfs_objects"].as_i64()),
+        (Some("succeeded"), Some(2)),
+        "{run}"
+    );
+    let from_local = roots.path().join("clone-of-local-destination");
+    git_lfs(
+        roots.path(),
+        &[
+            "clone",
+            "-q",
+            local.to_str().unwrap(),
+            from_local.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read(from_local.join("two.bin")).unwrap(), two);
 
     // An incremental pull looks only at what its fetch brought.
     let three = random_bytes(50_000, 3);
@@ -560,4 +600,80 @@ async fn lfs_downloads_keep_to_the_mirror_s_bandwidth_cap() {
     // 400 kB at 100 kB/s, a quarter second's burst free: at least 3.5 s.
     let took = started.elapsed();
     assert!(took >= std::time::Duration::from_millis(3500), "{took:?}");
+}
+
+/// The upstream's LFS server sits behind the same Basic auth as its git:
+/// the mirror's stored password opens both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_s_credentials_open_its_upstream_s_lfs_server() {
+    let Some(giftless) = Giftless::start() else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("org")).unwrap();
+    git(
+        &root.path().join("org"),
+        &["init", "-q", "--bare", "-b", "main", "repo.git"],
+    );
+    let auth = BasicAuth {
+        username: None,
+        password: "s3cret-lfs".into(),
+    };
+    let upstream = HttpGit::start_with_lfs(root.path(), Some(auth), giftless.addr).await;
+    let with_login = upstream
+        .url("org/repo.git")
+        .replace("http://", "http://alice:s3cret-lfs@");
+    let work = lfs_work_tree(root.path(), &with_login);
+    let content = random_bytes(70_000, 70);
+    add_and_push(&work, &[("data.bin", &content)], "data");
+
+    let server = local_server();
+    let api = Api::new(&server);
+    let mirror = api
+        .create(
+            "pull",
+            json!({"project_id": "org/locked", "url": upstream.url("org/repo.git"), "auth_method": "password"}),
+        )
+        .await;
+    let (status, _) = api
+        .put(
+            &format!("/api/v1/mirrors/{mirror}/credentials"),
+            json!({"type": "password", "username": "alice", "password": "s3cret-lfs"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let run = api.sync(mirror).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["lfs_objects"], 1, "{run}");
+    let repo = project_repo(&server, "org/locked");
+    assert_eq!(
+        std::fs::read(kept_object(&repo, &content)).unwrap(),
+        content
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_lfs_download_ends_at_the_stall_limit_naming_it() {
+    let hostile = Hostile::start().await;
+    let content = random_bytes(100_000, 80);
+    hostile.hold(&content, Behaviour::Stall);
+    let up = upstream_pointing_at(&hostile, &[&content]);
+    let mut envs = LOCAL_REMOTES.to_vec();
+    envs.push(("MIRRORHOST_STALL_TIMEOUT_SECONDS", "2"));
+    let server = Server::start(&envs);
+    let api = Api::new(&server);
+    let mirror = api
+        .create("pull", json!({"project_id": "org/stall", "url": up.url()}))
+        .await;
+    let started = std::time::Instant::now();
+    let run = api.sync(mirror).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let error = run["error"].as_str().unwrap();
+    assert!(
+        error.contains("sent nothing for 2 s (stall timeout"),
+        "{error}"
+    );
+    assert!(error.contains(&sha256_hex(&content)), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(refs_of(&project_repo(&server, "org/stall")).is_empty());
 }

@@ -70,7 +70,9 @@ impl Run<'_> {
         }
         if self.mode == Mode::Apply {
             // LFS objects come before the refs that need them: a run whose
-            // objects fail lands nothing, and the next one looks again.
+            // objects fail lands nothing, and the next one looks again. (A
+            // diverged tip kept as ours gets its objects when an operator
+            // takes it: `resolve`.)
             let tips: Vec<Oid> = updates.iter().filter_map(|u| u.new).collect();
             let config_at = default_branch
                 .as_ref()

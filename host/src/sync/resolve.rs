@@ -50,6 +50,8 @@ impl Run<'_> {
             self.download_tips(&mut connection, &BTreeMap::from([(name, theirs)]), &counter)?;
         }
         drop(connection);
+        // The LFS objects of what lands, as a run fetches them.
+        self.fetch_lfs(&[theirs], None)?;
         let ours = self.repo.refname_to_id(name).ok();
         let update = RefUpdate {
             name: name.to_string(),
@@ -68,6 +70,8 @@ impl Run<'_> {
             ],
             ..Report::default()
         };
+        // The destination's LFS server answers which objects it lacks.
+        self.push_lfs(&[ours], &[])?;
         self.send(&mut report, &Transfer::default())
     }
 }

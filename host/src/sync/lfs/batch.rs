@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::objects::Incoming;
 use super::pointer::Pointer;
-use crate::sync::remote;
+use crate::sync::{Timeouts, remote};
 
 /// What a transfer asks of the run it belongs to.
 pub trait Pace {
@@ -31,8 +31,8 @@ pub trait Pace {
 
 /// How a client reaches its server.
 pub struct Settings<'a> {
-    pub connect: Duration,
-    pub stall: Duration,
+    /// The connect and stall limits (the run's deadline is the run's).
+    pub timeouts: Timeouts,
     /// `Some(url)` through that proxy, `Some("")`/direct as `None`.
     pub proxy: Option<&'a str>,
     /// Whether to leave proxies to the environment (`HTTPS_PROXY`...).
@@ -171,6 +171,7 @@ pub struct Client {
     http: reqwest::Client,
     endpoint: url::Url,
     login: Option<(String, String)>,
+    timeouts: Timeouts,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -187,8 +188,8 @@ impl Client {
     pub fn new(endpoint: url::Url, s: Settings<'_>) -> Result<Self, BatchError> {
         let setup = |e: reqwest::Error| BatchError::Setup(e.to_string());
         let mut builder = reqwest::Client::builder()
-            .connect_timeout(s.connect)
-            .read_timeout(s.stall)
+            .connect_timeout(s.timeouts.connect)
+            .read_timeout(s.timeouts.stall)
             .redirect(reqwest::redirect::Policy::limited(5))
             .user_agent(concat!("mirrorhost/", env!("CARGO_PKG_VERSION")));
         builder = match (s.proxy, s.proxy_from_environment) {
@@ -219,6 +220,7 @@ impl Client {
             http: builder.build().map_err(setup)?,
             endpoint,
             login: s.login,
+            timeouts: s.timeouts,
             runtime,
         })
     }
@@ -501,9 +503,18 @@ impl Client {
     }
 
     fn transport(&self, e: &reqwest::Error) -> BatchError {
-        let what = if e.is_timeout() {
-            "timed out"
-        } else if e.is_connect() {
+        if e.is_timeout() {
+            // Named by the limit, as a git transfer's timeout is.
+            let said = if e.is_connect() {
+                "connect timed out"
+            } else {
+                "timed out"
+            };
+            if let Some(words) = self.timeouts.explain(said) {
+                return BatchError::Server(format!("the LFS server at {}: {words}", self.shown()));
+            }
+        }
+        let what = if e.is_connect() {
             "could not connect"
         } else {
             "failed"

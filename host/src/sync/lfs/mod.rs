@@ -13,7 +13,6 @@ mod pointer;
 mod scan;
 
 use std::cell::Cell;
-use std::path::Path;
 
 use git2::Oid;
 use serde::Serialize;
@@ -96,7 +95,10 @@ impl Run<'_> {
         };
         let pacer = Pacer::new(self, wanted.len());
         match &endpoint {
-            Endpoint::Local(dir) => self.copy_local(dir, &kept, &wanted, &pacer, &mut tally)?,
+            Endpoint::Local(dir) => {
+                let theirs = Objects::in_dir(dir.clone());
+                self.copy_all(Way::Pull, &theirs, &kept, &wanted, &pacer, &mut tally)?;
+            }
             Endpoint::Http(url) => {
                 let client = self.lfs_client(&endpoint, url)?;
                 self.download_all(&client, &kept, &wanted, &pacer, &mut tally)?;
@@ -121,26 +123,39 @@ impl Run<'_> {
         }
         let kept = Objects::of(self.repo.path());
         let endpoint = Endpoint::of_remote(&self.mirror.url).map_err(LfsError::from)?;
-        let Endpoint::Http(url) = &endpoint else {
-            return Err(LfsError::Server(
-                "a push destination on this machine has no LFS server to upload to".into(),
-            )
-            .into());
-        };
-        let client = self.lfs_client(&endpoint, url)?;
         let pacer = Pacer::new(self, found.len());
+        match &endpoint {
+            Endpoint::Local(dir) => {
+                let theirs = Objects::in_dir(dir.clone());
+                self.copy_all(Way::Push, &kept, &theirs, &found, &pacer, &mut tally)?;
+            }
+            Endpoint::Http(url) => {
+                let client = self.lfs_client(&endpoint, url)?;
+                self.upload_all(&client, &kept, &found, &pacer, &mut tally)?;
+            }
+        }
+        Ok(tally)
+    }
+
+    /// Uploads what the destination's server says it lacks, a batch at a time.
+    fn upload_all(
+        &self,
+        client: &Client,
+        kept: &Objects,
+        found: &[Found],
+        pacer: &Pacer<'_, '_>,
+        tally: &mut LfsTally,
+    ) -> Result<(), SyncError> {
         for group in found.chunks(batch::BATCH_SIZE) {
             let pointers: Vec<Pointer> = group.iter().map(|f| f.pointer).collect();
             let answers = client
-                .batch(&pacer, Operation::Upload, &pointers, None)
+                .batch(pacer, Operation::Upload, &pointers, None)
                 .map_err(|e| self.lfs_failed(e))?;
             for (found, answer) in group.iter().zip(answers) {
                 let result = match answer {
                     Answer::Nothing => Ok(false),
                     Answer::Refused(code, message) => Err(refused(code, &message)),
-                    Answer::Act(actions) => {
-                        self.upload_one(&client, &kept, found, &actions, &pacer)
-                    }
+                    Answer::Act(actions) => self.upload_one(client, kept, found, &actions, pacer),
                 };
                 match result {
                     Ok(sent) => {
@@ -150,11 +165,11 @@ impl Run<'_> {
                         }
                         pacer.one_done();
                     }
-                    Err(why) => self.object_failed(found, why, &mut tally)?,
+                    Err(why) => self.object_failed(found, why, tally)?,
                 }
             }
         }
-        Ok(tally)
+        Ok(())
     }
 
     fn upload_one(
@@ -254,21 +269,22 @@ impl Run<'_> {
         incoming.finish().map_err(|e| e.to_string())
     }
 
-    /// Copies `wanted` from a local repository's LFS directory.
-    fn copy_local(
+    /// Copies the objects of `wanted` that `to` lacks from `from`: a local
+    /// remote's LFS directory to the mirror's (pull), or the other way (push).
+    fn copy_all(
         &self,
-        dir: &Path,
-        kept: &Objects,
+        way: Way,
+        from: &Objects,
+        to: &Objects,
         wanted: &[Found],
         pacer: &Pacer<'_, '_>,
         tally: &mut LfsTally,
     ) -> Result<(), SyncError> {
-        let theirs = Objects::in_dir(dir.to_path_buf());
-        for found in wanted {
+        for found in wanted.iter().filter(|f| !to.has(&f.pointer)) {
             if !self.may_go_on() {
                 return Err(self.stopped());
             }
-            match self.copy_one(&theirs, kept, found, pacer) {
+            match self.copy_one(way, from, to, found, pacer) {
                 Ok(()) => {
                     tally.objects += 1;
                     tally.bytes += found.pointer.size;
@@ -282,16 +298,18 @@ impl Run<'_> {
 
     fn copy_one(
         &self,
-        theirs: &Objects,
-        kept: &Objects,
+        way: Way,
+        from: &Objects,
+        to: &Objects,
         found: &Found,
         pacer: &Pacer<'_, '_>,
     ) -> Result<(), String> {
         use std::io::Read;
-        let mut source = theirs
-            .open(&found.pointer)
-            .map_err(|e| format!("the remote's LFS store has no such object ({e})"))?;
-        let mut incoming = kept.receive(found.pointer).map_err(|e| e.to_string())?;
+        let mut source = from.open(&found.pointer).map_err(|e| match way {
+            Way::Pull => format!("the remote's LFS store has no such object ({e})"),
+            Way::Push => format!("the mirror does not hold it ({e})"),
+        })?;
+        let mut incoming = to.receive(found.pointer).map_err(|e| e.to_string())?;
         let mut buffer = vec![0; 256 << 10];
         loop {
             let n = source.read(&mut buffer).map_err(|e| e.to_string())?;
@@ -359,8 +377,7 @@ impl Run<'_> {
             super::proxy::Route::Via(url) => (Some(url.as_str()), false),
         };
         let settings = batch::Settings {
-            connect: self.engine.timeouts.connect,
-            stall: self.engine.timeouts.stall,
+            timeouts: *self.engine.timeouts,
             proxy,
             proxy_from_environment: from_environment,
             ca_pem: self.mirror.tls_ca_pem.as_deref(),
@@ -394,6 +411,13 @@ impl Run<'_> {
             .map_err(|e| unusable(e.to_string()))?;
         Ok(Some((certificate.clone(), pkcs8)))
     }
+}
+
+/// Which way a local copy goes: its words for a missing source.
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    Pull,
+    Push,
 }
 
 /// The words for an object the batch answer refused.
