@@ -141,6 +141,17 @@ async fn lfs_objects_travel_from_upstream_through_the_mirror_to_a_destination() 
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["lfs_objects"], 2, "{run}");
     assert_eq!(run["lfs_bytes"], one.len() + two.len(), "{run}");
+    // The per-ref results count them too.
+    let (_, refs) = api
+        .get(&format!("/api/v1/runs/{}/refs", run["run_id"]))
+        .await;
+    let main = &refs["refs"][0];
+    assert_eq!(main["ref_name"], "refs/heads/main", "{refs}");
+    assert_eq!(
+        (main["lfs_objects"].as_i64(), main["lfs_bytes"].as_u64()),
+        (Some(2), Some((one.len() + two.len()) as u64)),
+        "{refs}"
+    );
     let mirror = project_repo(&server, "org/repo");
     for content in [&one, &two] {
         assert_eq!(
@@ -415,6 +426,20 @@ fn upstream_pointing_at(hostile: &Hostile, contents: &[&[u8]]) -> Upstream {
     up
 }
 
+/// A hostile server holding one object of `size` random bytes that it
+/// treats as `behaviour`, and an upstream pointing at it.
+async fn one_object(
+    behaviour: Behaviour,
+    size: usize,
+    seed: u64,
+) -> (Arc<Hostile>, Vec<u8>, Upstream) {
+    let hostile = Hostile::start().await;
+    let content = random_bytes(size, seed);
+    hostile.hold(&content, behaviour);
+    let up = upstream_pointing_at(&hostile, &[&content]);
+    (hostile, content, up)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_the_server_cannot_give_fails_the_run_by_name_or_is_skipped() {
     let hostile = Hostile::start().await;
@@ -505,10 +530,7 @@ async fn an_expired_href_is_asked_for_again_and_429_is_waited_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_with_lfs_off_asks_no_lfs_server() {
-    let hostile = Hostile::start().await;
-    let content = random_bytes(1_000, 40);
-    hostile.hold(&content, Behaviour::Serve);
-    let up = upstream_pointing_at(&hostile, &[&content]);
+    let (hostile, content, up) = one_object(Behaviour::Serve, 1_000, 40).await;
     let server = local_server();
     let api = Api::new(&server);
     let mirror = api
@@ -526,10 +548,7 @@ async fn a_mirror_with_lfs_off_asks_no_lfs_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_lfs_download_shows_progress_and_is_cancelled_within_two_seconds() {
-    let hostile = Hostile::start().await;
-    let content = random_bytes(100_000, 50);
-    hostile.hold(&content, Behaviour::Stall);
-    let up = upstream_pointing_at(&hostile, &[&content]);
+    let (hostile, content, up) = one_object(Behaviour::Stall, 100_000, 50).await;
     let server = local_server();
     let api = Api::new(&server);
     let mirror = api
@@ -577,10 +596,7 @@ async fn a_stalled_lfs_download_shows_progress_and_is_cancelled_within_two_secon
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lfs_downloads_keep_to_the_mirror_s_bandwidth_cap() {
-    let hostile = Hostile::start().await;
-    let content = random_bytes(400_000, 60);
-    hostile.hold(&content, Behaviour::Serve);
-    let up = upstream_pointing_at(&hostile, &[&content]);
+    let (_hostile, content, up) = one_object(Behaviour::Serve, 400_000, 60).await;
     let server = local_server();
     let api = Api::new(&server);
     let mirror = api
@@ -654,10 +670,7 @@ async fn the_mirror_s_credentials_open_its_upstream_s_lfs_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_lfs_download_ends_at_the_stall_limit_naming_it() {
-    let hostile = Hostile::start().await;
-    let content = random_bytes(100_000, 80);
-    hostile.hold(&content, Behaviour::Stall);
-    let up = upstream_pointing_at(&hostile, &[&content]);
+    let (_hostile, content, up) = one_object(Behaviour::Stall, 100_000, 80).await;
     let mut envs = LOCAL_REMOTES.to_vec();
     envs.push(("MIRRORHOST_STALL_TIMEOUT_SECONDS", "2"));
     let server = Server::start(&envs);
@@ -676,4 +689,47 @@ async fn a_stalled_lfs_download_ends_at_the_stall_limit_naming_it() {
     assert!(error.contains(&sha256_hex(&content)), "{error}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     assert!(refs_of(&project_repo(&server, "org/stall")).is_empty());
+}
+
+/// A diverged tip kept by a manual conflict brings no LFS object (its ref
+/// does not move); taking it through the API brings them with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taking_theirs_in_a_conflict_brings_their_lfs_objects() {
+    let (hostile, first, up) = one_object(Behaviour::Serve, 3_000, 90).await;
+    let server = local_server();
+    let api = Api::new(&server);
+    let mirror = api
+        .create(
+            "pull",
+            json!({"project_id": "org/diverged", "url": up.url(), "conflict_strategy": "manual"}),
+        )
+        .await;
+    assert_eq!(api.sync(mirror).await["lfs_objects"], 1);
+    // Upstream rewrites main: a new commit with another object, force-pushed.
+    let theirs = random_bytes(4_000, 91);
+    hostile.hold(&theirs, Behaviour::Serve);
+    std::fs::write(up.work().join("f0.bin"), pointer_text(&theirs)).unwrap();
+    git(&up.work(), &["commit", "-q", "--amend", "-am", "rewritten"]);
+    git(&up.work(), &["push", "-q", "--force", "origin", "main"]);
+    let run = api.sync(mirror).await;
+    assert_eq!(
+        (run["status"].as_str(), run["lfs_objects"].as_i64()),
+        (Some("succeeded"), Some(0)),
+        "{run}"
+    );
+    let repo = project_repo(&server, "org/diverged");
+    assert!(
+        !kept_object(&repo, &theirs).exists(),
+        "a ref that stays needs no object"
+    );
+
+    let (_, conflicts) = api
+        .get(&format!("/api/v1/mirrors/{mirror}/conflicts"))
+        .await;
+    let cid = conflicts["conflicts"][0]["conflict_id"].as_i64().unwrap();
+    let path = format!("/api/v1/mirrors/{mirror}/conflicts/{cid}/resolve");
+    let (status, resolved) = api.post(&path, json!({"strategy": "theirs"})).await;
+    assert_eq!(status, 200, "{resolved}");
+    assert_eq!(std::fs::read(kept_object(&repo, &theirs)).unwrap(), theirs);
+    assert_eq!(std::fs::read(kept_object(&repo, &first)).unwrap(), first);
 }

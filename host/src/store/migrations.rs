@@ -269,7 +269,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE mirrors ADD COLUMN tls_client_key_secret BLOB;",
     // 21: Git LFS: whether a mirror moves LFS objects and what it does with
     // one it cannot move; what each run moved and left out, and what all of
-    // a mirror's runs moved (kept in its summary, beyond retention).
+    // a mirror's runs moved (kept in its summary, beyond retention), and
+    // what each ref's new tip needed of what a run moved.
     "ALTER TABLE mirrors ADD COLUMN lfs INTEGER NOT NULL DEFAULT 1 CHECK (lfs IN (0, 1));
     ALTER TABLE mirrors ADD COLUMN lfs_missing TEXT NOT NULL DEFAULT 'fail'
         CHECK (lfs_missing IN ('fail', 'skip'));
@@ -277,7 +278,9 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN lfs_bytes INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN lfs_skipped TEXT;
     ALTER TABLE mirror_health ADD COLUMN lfs_objects INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE mirror_health ADD COLUMN lfs_bytes INTEGER NOT NULL DEFAULT 0;",
+    ALTER TABLE mirror_health ADD COLUMN lfs_bytes INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE run_refs ADD COLUMN lfs_objects INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE run_refs ADD COLUMN lfs_bytes INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this binary writes.

@@ -95,6 +95,10 @@ pub struct RunRef {
     /// The remote's tip: upstream's (pull) or the destination's (push).
     pub remote_oid: Option<String>,
     pub reason: Option<String>,
+    /// LFS objects the run moved that the ref's new tip's files hold, and
+    /// their bytes.
+    pub lfs_objects: i64,
+    pub lfs_bytes: i64,
 }
 
 /// Records what run `run_id` did to its refs.
@@ -102,8 +106,8 @@ pub fn record_refs(conn: &mut Connection, run_id: i64, refs: &[RunRef]) -> Resul
     let tx = conn.transaction()?;
     {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO run_refs (run_id, ref_name, action, local_oid, remote_oid, reason) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO run_refs (run_id, ref_name, action, local_oid, remote_oid, reason, \
+             lfs_objects, lfs_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for r in refs {
             stmt.execute(params![
@@ -112,7 +116,9 @@ pub fn record_refs(conn: &mut Connection, run_id: i64, refs: &[RunRef]) -> Resul
                 r.action,
                 r.local_oid,
                 r.remote_oid,
-                r.reason
+                r.reason,
+                r.lfs_objects,
+                r.lfs_bytes
             ])?;
         }
     }
@@ -123,8 +129,8 @@ pub fn record_refs(conn: &mut Connection, run_id: i64, refs: &[RunRef]) -> Resul
 /// What run `run_id` did to its refs, by name.
 pub fn refs(conn: &Connection, run_id: i64) -> Result<Vec<RunRef>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT ref_name, action, local_oid, remote_oid, reason FROM run_refs \
-         WHERE run_id = ?1 ORDER BY ref_name",
+        "SELECT ref_name, action, local_oid, remote_oid, reason, lfs_objects, lfs_bytes \
+         FROM run_refs WHERE run_id = ?1 ORDER BY ref_name",
     )?;
     let rows = stmt.query_map([run_id], |row| {
         Ok(RunRef {
@@ -133,6 +139,8 @@ pub fn refs(conn: &Connection, run_id: i64) -> Result<Vec<RunRef>, StoreError> {
             local_oid: row.get(2)?,
             remote_oid: row.get(3)?,
             reason: row.get(4)?,
+            lfs_objects: row.get(5)?,
+            lfs_bytes: row.get(6)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -112,6 +112,23 @@ pub struct PlannedRef {
     pub behind: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The LFS objects (and bytes) the run moved that the ref's new tip's
+    /// files hold.
+    #[serde(skip_serializing_if = "LfsCount::is_none")]
+    pub lfs: LfsCount,
+}
+
+/// LFS objects and their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LfsCount {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+impl LfsCount {
+    fn is_none(&self) -> bool {
+        self.objects == 0
+    }
 }
 
 impl PlannedRef {
@@ -131,6 +148,7 @@ impl PlannedRef {
             ahead: None,
             behind: None,
             reason: None,
+            lfs: LfsCount::default(),
         }
     }
 
@@ -150,6 +168,8 @@ impl From<&PlannedRef> for crate::store::RunRef {
             local_oid: p.local_oid.map(|o| o.to_string()),
             remote_oid: p.remote_oid.map(|o| o.to_string()),
             reason: p.reason.clone(),
+            lfs_objects: i64::try_from(p.lfs.objects).unwrap_or(i64::MAX),
+            lfs_bytes: i64::try_from(p.lfs.bytes).unwrap_or(i64::MAX),
         }
     }
 }
@@ -369,23 +389,35 @@ fn client_identity(
     master_key: &MasterKey,
     mirror: &Mirror,
 ) -> Result<Option<tls_stream::Identity>, SyncError> {
+    let Some((certificate, key)) = client_certificate(master_key, mirror)? else {
+        return Ok(None);
+    };
+    tls_stream::Identity::from_pem(certificate, &key)
+        .map(Some)
+        .map_err(|e| unusable_certificate(e.to_string()))
+}
+
+/// `mirror`'s client certificate (PEM) and its key, opened (PEM).
+fn client_certificate<'m>(
+    master_key: &MasterKey,
+    mirror: &'m Mirror,
+) -> Result<Option<(&'m str, Vec<u8>)>, SyncError> {
     let (Some(certificate), Some(sealed)) =
         (&mirror.tls_client_cert_pem, &mirror.tls_client_key_secret)
     else {
         return Ok(None);
     };
-    let unusable = |why: String| {
-        SyncError::Git(format!(
-            "the mirror's TLS client certificate cannot be used: {why}"
-        ))
-    };
     let aad = crate::secrets::client_key_aad(certificate);
     let key = master_key
         .open_bytes(&aad, sealed)
-        .map_err(|e| unusable(e.to_string()))?;
-    tls_stream::Identity::from_pem(certificate, &key)
-        .map(Some)
-        .map_err(|e| unusable(e.to_string()))
+        .map_err(|e| unusable_certificate(e.to_string()))?;
+    Ok(Some((certificate, key)))
+}
+
+fn unusable_certificate(why: String) -> SyncError {
+    SyncError::Git(format!(
+        "the mirror's TLS client certificate cannot be used: {why}"
+    ))
 }
 
 /// One run of one mirror.

@@ -80,6 +80,7 @@ impl Run<'_> {
                 .copied();
             report.lfs = self.fetch_lfs(&tips, config_at)?;
             report.bytes_transferred += report.lfs.bytes;
+            self.count_lfs_per_ref(&mut report.plan, |p| p.remote_oid, &report.lfs);
             self.land(&local, &updates, default_branch)?;
         }
         Ok(report)

@@ -65,6 +65,7 @@ impl Run<'_> {
         }
         report.lfs = self.push_lfs(&pushed_tips(&report), &known_tips(self.repo, &destination)?)?;
         report.bytes_transferred += report.lfs.bytes;
+        self.count_lfs_per_ref(&mut report.plan, |p| p.local_oid, &report.lfs);
         self.send(&mut report, &counter)?;
         Ok(report)
     }

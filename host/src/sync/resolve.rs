@@ -50,8 +50,9 @@ impl Run<'_> {
             self.download_tips(&mut connection, &BTreeMap::from([(name, theirs)]), &counter)?;
         }
         drop(connection);
-        // The LFS objects of what lands, as a run fetches them.
-        self.fetch_lfs(&[theirs], None)?;
+        // The LFS objects of what lands, as a run fetches them (the
+        // endpoint named by the `.lfsconfig` of what lands).
+        self.fetch_lfs(&[theirs], Some(theirs))?;
         let ours = self.repo.refname_to_id(name).ok();
         let update = RefUpdate {
             name: name.to_string(),

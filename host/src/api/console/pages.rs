@@ -753,12 +753,16 @@ fn refs_table(refs: &[store::runs::RunRef]) -> String {
     out.push_str(
         "<table class=\"refs\"><thead><tr><th scope=\"col\">Ref</th><th scope=\"col\">Action</th>\
          <th scope=\"col\">Ours before</th><th scope=\"col\">Theirs</th>\
-         <th scope=\"col\">Reason</th></tr></thead><tbody>",
+         <th scope=\"col\">Reason</th><th scope=\"col\">LFS objects</th></tr></thead><tbody>",
     );
     for r in refs {
+        let lfs = match r.lfs_objects {
+            0 => String::new(),
+            n => format!("{n} ({} bytes)", r.lfs_bytes),
+        };
         let _ = write!(
             out,
-            "<tr><th scope=\"row\"><code>{}</code></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><th scope=\"row\"><code>{}</code></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{lfs}</td></tr>",
             esc(&r.ref_name),
             r.action.as_str().replace('_', " "),
             html::oid(r.local_oid.as_deref()),

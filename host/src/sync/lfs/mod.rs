@@ -13,6 +13,8 @@ mod pointer;
 mod scan;
 
 use std::cell::Cell;
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
 
 use git2::Oid;
 use serde::Serialize;
@@ -24,11 +26,11 @@ use self::objects::Objects;
 pub use self::pointer::Pointer;
 pub use self::scan::ScanError;
 use self::scan::{Found, Known};
-use super::{Run, SyncError};
+use super::{Action, LfsCount, PlannedRef, Run, SyncError};
 use crate::store::LfsMissing;
 
 /// What a run moved of LFS, for its record.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LfsTally {
     /// Objects downloaded (pull) or uploaded (push) by the run.
     pub objects: u64,
@@ -36,6 +38,10 @@ pub struct LfsTally {
     /// Objects that could not be moved and were left out, as the mirror's
     /// `lfs_missing: skip` allows: `<oid> (<path>): <why>`.
     pub skipped: Vec<String>,
+    /// The pointer blobs of the objects moved, with the objects' sizes: what
+    /// [`Run::count_lfs_per_ref`] looks for in each ref's files.
+    #[serde(skip)]
+    pub moved: HashMap<Oid, u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,16 +163,7 @@ impl Run<'_> {
                     Answer::Refused(code, message) => Err(refused(code, &message)),
                     Answer::Act(actions) => self.upload_one(client, kept, found, &actions, pacer),
                 };
-                match result {
-                    Ok(sent) => {
-                        if sent {
-                            tally.objects += 1;
-                            tally.bytes += found.pointer.size;
-                        }
-                        pacer.one_done();
-                    }
-                    Err(why) => self.object_failed(found, why, tally)?,
-                }
+                self.count_one(found, result, pacer, tally)?;
             }
         }
         Ok(())
@@ -177,7 +174,7 @@ impl Run<'_> {
         client: &Client,
         kept: &Objects,
         found: &Found,
-        actions: &std::collections::HashMap<String, batch::Action>,
+        actions: &HashMap<String, batch::Action>,
         pacer: &Pacer<'_, '_>,
     ) -> Result<bool, String> {
         let Some(upload) = actions.get("upload") else {
@@ -222,14 +219,7 @@ impl Run<'_> {
                     Answer::Nothing => Err("the server offered no download for it".into()),
                     Answer::Refused(code, message) => Err(refused(code, &message)),
                 };
-                match result {
-                    Ok(()) => {
-                        tally.objects += 1;
-                        tally.bytes += found.pointer.size;
-                        pacer.one_done();
-                    }
-                    Err(why) => self.object_failed(found, why, tally)?,
-                }
+                self.count_one(found, result.map(|()| true), pacer, tally)?;
             }
         }
         Ok(())
@@ -284,14 +274,8 @@ impl Run<'_> {
             if !self.may_go_on() {
                 return Err(self.stopped());
             }
-            match self.copy_one(way, from, to, found, pacer) {
-                Ok(()) => {
-                    tally.objects += 1;
-                    tally.bytes += found.pointer.size;
-                    pacer.one_done();
-                }
-                Err(why) => self.object_failed(found, why, tally)?,
-            }
+            let copied = self.copy_one(way, from, to, found, pacer);
+            self.count_one(found, copied.map(|()| true), pacer, tally)?;
         }
         Ok(())
     }
@@ -323,6 +307,29 @@ impl Run<'_> {
             }
         }
         incoming.finish().map_err(|e| e.to_string())
+    }
+
+    /// Counts an object done: moved (`Ok(true)`), or found on the other
+    /// side already (`Ok(false)`), or not moved and skipped (`Err`, unless
+    /// [`Run::object_failed`] fails the run).
+    fn count_one(
+        &self,
+        found: &Found,
+        moved: Result<bool, String>,
+        pacer: &Pacer<'_, '_>,
+        tally: &mut LfsTally,
+    ) -> Result<(), SyncError> {
+        match moved {
+            Ok(true) => {
+                tally.objects += 1;
+                tally.bytes += found.pointer.size;
+                tally.moved.insert(found.blob, found.pointer.size);
+            }
+            Ok(false) => {}
+            Err(why) => self.object_failed(found, why, tally)?,
+        }
+        pacer.one_done();
+        Ok(())
     }
 
     /// An object that could not be moved: the run fails naming it, or (with
@@ -387,29 +394,90 @@ impl Run<'_> {
         Client::new(url.clone(), settings).map_err(|e| LfsError::Server(e.to_string()).into())
     }
 
-    /// The mirror's client certificate and its key (PKCS#8 PEM), opened.
+    /// The mirror's client certificate and its key (PKCS#8 PEM, as
+    /// reqwest's TLS takes it), opened.
     fn client_identity_pem(&self) -> Result<Option<(String, Vec<u8>)>, SyncError> {
-        let (Some(certificate), Some(sealed)) = (
-            &self.mirror.tls_client_cert_pem,
-            &self.mirror.tls_client_key_secret,
-        ) else {
+        let Some((certificate, key)) =
+            super::client_certificate(self.engine.master_key, self.mirror)?
+        else {
             return Ok(None);
         };
-        let unusable = |why: String| {
-            SyncError::Git(format!(
-                "the mirror's TLS client certificate cannot be used: {why}"
-            ))
-        };
-        let aad = crate::secrets::client_key_aad(certificate);
-        let key = self
-            .engine
-            .master_key
-            .open_bytes(&aad, sealed)
-            .map_err(|e| unusable(e.to_string()))?;
         let pkcs8 = openssl::pkey::PKey::private_key_from_pem(&key)
             .and_then(|k| k.private_key_to_pem_pkcs8())
-            .map_err(|e| unusable(e.to_string()))?;
-        Ok(Some((certificate.clone(), pkcs8)))
+            .map_err(|e| super::unusable_certificate(e.to_string()))?;
+        Ok(Some((certificate.to_string(), pkcs8)))
+    }
+}
+
+impl Run<'_> {
+    /// Sets, on each ref of `plan` that moves to a new tip (`tip_of`), the
+    /// LFS objects of `tally` that the tip's files hold. One walk of the
+    /// trees, each tree read once whatever number of refs share it.
+    pub(super) fn count_lfs_per_ref(
+        &self,
+        plan: &mut [PlannedRef],
+        tip_of: impl Fn(&PlannedRef) -> Option<Oid>,
+        tally: &LfsTally,
+    ) {
+        if tally.moved.is_empty() {
+            return;
+        }
+        let mut holdings = Holdings {
+            repo: self.repo,
+            moved: &tally.moved,
+            memo: HashMap::new(),
+        };
+        let moving = |p: &PlannedRef| {
+            matches!(
+                p.action,
+                Action::Create | Action::FastForward | Action::Overwrite
+            )
+        };
+        for planned in plan.iter_mut().filter(|p| moving(p)) {
+            let Some(tree) = tip_of(planned)
+                .and_then(|tip| self.repo.find_object(tip, None).ok())
+                .and_then(|object| object.peel_to_tree().ok())
+            else {
+                continue;
+            };
+            // A tree that cannot be read counts nothing: the count is a
+            // report, and the objects are there either way.
+            if let Ok(blobs) = holdings.under(tree.id()) {
+                planned.lfs = LfsCount {
+                    objects: blobs.len() as u64,
+                    bytes: blobs.iter().map(|b| tally.moved[b]).sum(),
+                };
+            }
+        }
+    }
+}
+
+/// Which of the moved pointer blobs each tree holds, at any depth.
+struct Holdings<'a> {
+    repo: &'a git2::Repository,
+    moved: &'a HashMap<Oid, u64>,
+    memo: HashMap<Oid, Rc<BTreeSet<Oid>>>,
+}
+
+impl Holdings<'_> {
+    fn under(&mut self, tree: Oid) -> Result<Rc<BTreeSet<Oid>>, git2::Error> {
+        if let Some(known) = self.memo.get(&tree) {
+            return Ok(Rc::clone(known));
+        }
+        let read = self.repo.find_tree(tree)?;
+        let mut blobs = BTreeSet::new();
+        for entry in read.iter() {
+            match entry.kind() {
+                Some(git2::ObjectType::Blob) if self.moved.contains_key(&entry.id()) => {
+                    blobs.insert(entry.id());
+                }
+                Some(git2::ObjectType::Tree) => blobs.extend(self.under(entry.id())?.iter()),
+                _ => {}
+            }
+        }
+        let blobs = Rc::new(blobs);
+        self.memo.insert(tree, Rc::clone(&blobs));
+        Ok(blobs)
     }
 }
 

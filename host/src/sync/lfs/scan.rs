@@ -29,6 +29,8 @@ pub enum Known<'a> {
 pub struct Found {
     pub pointer: Pointer,
     pub path: String,
+    /// The pointer file's blob.
+    pub blob: Oid,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +151,7 @@ fn read_pointers(listed: ChildStdout, cat_file: &mut Child) -> Result<Vec<Found>
                 .get(&blob)
                 .cloned()
                 .unwrap_or_else(|| blob.to_string()),
+            blob,
         })
         .collect();
     found.sort_by_key(|f| f.pointer);
