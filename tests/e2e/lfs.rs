@@ -296,6 +296,8 @@ struct Hostile {
     /// Batch requests still to be answered 429 with `Retry-After: 1`.
     busy: AtomicUsize,
     expired_given: Mutex<Vec<String>>,
+    /// The Authorization header of each batch request.
+    authorizations: Mutex<Vec<String>>,
     addr: Mutex<Option<SocketAddr>>,
     /// Downloads begun.
     downloads: AtomicUsize,
@@ -326,8 +328,18 @@ impl Hostile {
     }
 }
 
-async fn batch(State(hostile): State<Arc<Hostile>>, body: axum::body::Bytes) -> Response {
+async fn batch(
+    State(hostile): State<Arc<Hostile>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     hostile.batches.fetch_add(1, Ordering::SeqCst);
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+    hostile
+        .authorizations
+        .lock()
+        .unwrap()
+        .push(authorization.unwrap_or_default().to_string());
     let busy = hostile
         .busy
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -732,4 +744,71 @@ async fn taking_theirs_in_a_conflict_brings_their_lfs_objects() {
     assert_eq!(status, 200, "{resolved}");
     assert_eq!(std::fs::read(kept_object(&repo, &theirs)).unwrap(), theirs);
     assert_eq!(std::fs::read(kept_object(&repo, &first)).unwrap(), first);
+}
+
+/// An SSH remote names its LFS server and a token for it through
+/// `git-lfs-authenticate`, as GitHub and GitLab do: the mirror asks over its
+/// own SSH connection (the host key confirmed, the mirror's key) and sends
+/// the token with its batch requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssh_remote_names_its_lfs_server_through_git_lfs_authenticate() {
+    let (hostile, content, up) = one_object(Behaviour::Serve, 8_000, 100).await;
+    // The upstream's .lfsconfig would name the server; this one does not.
+    git(&up.work(), &["rm", "-q", ".lfsconfig"]);
+    git(&up.work(), &["commit", "-q", "-m", "no lfsconfig"]);
+    up.push(&["main"]);
+    let bin = tempfile::tempdir().unwrap();
+    let script = bin.path().join("git-lfs-authenticate");
+    let answer = json!({"href": hostile.url(), "header": {"Authorization": "RemoteAuth t0ken"}});
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$2\" = download ] || exit 1\necho '{answer}'\necho \"$1\" > {}/asked\n",
+            bin.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let key = crate::sshd::keygen(bin.path(), "client", "");
+    let sshd = crate::sshd::Sshd::start_with_programs(&[&key], bin.path());
+
+    let server = local_server();
+    let api = Api::new(&server);
+    let mirror = api
+        .create(
+            "pull",
+            json!({"project_id": "org/over-ssh", "url": sshd.url(&up.bare()), "auth_method": "ssh_key"}),
+        )
+        .await;
+    let (status, _) = api
+        .put(
+            &format!("/api/v1/mirrors/{mirror}/credentials"),
+            json!({"type": "ssh_key", "private_key": key.private_key}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let keys = json!({"host_keys": [{"fingerprint": sshd.host_key_fingerprint}]});
+    let (status, _) = api
+        .put(&format!("/api/v1/mirrors/{mirror}/ssh-host-keys"), keys)
+        .await;
+    assert_eq!(status, 200);
+    let run = api.sync(mirror).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["lfs_objects"], 1, "{run}");
+    let repo = project_repo(&server, "org/over-ssh");
+    assert_eq!(
+        std::fs::read(kept_object(&repo, &content)).unwrap(),
+        content
+    );
+    assert_eq!(
+        hostile.authorizations.lock().unwrap().as_slice(),
+        ["RemoteAuth t0ken"],
+        "the token went with the batch request"
+    );
+    // git-lfs's path: the URL's, without its leading slash.
+    let asked = std::fs::read_to_string(bin.path().join("asked")).unwrap();
+    assert_eq!(
+        asked.trim(),
+        up.bare().display().to_string().trim_start_matches('/')
+    );
 }

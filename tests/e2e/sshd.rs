@@ -37,6 +37,20 @@ pub struct Sshd {
 impl Sshd {
     /// Starts sshd accepting `authorized` public keys for the current user.
     pub fn start(authorized: &[&KeyPair]) -> Self {
+        Self::start_with(authorized, "")
+    }
+
+    /// As [`Sshd::start`], the programs of `bin` found first by the
+    /// commands clients run (a `git-lfs-authenticate`, say).
+    pub fn start_with_programs(authorized: &[&KeyPair], bin: &Path) -> Self {
+        let path = format!(
+            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin\n",
+            bin.display()
+        );
+        Self::start_with(authorized, &path)
+    }
+
+    fn start_with(authorized: &[&KeyPair], extra_config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let host_key = dir.path().join("host_key");
         keygen(dir.path(), "host_key", "");
@@ -56,7 +70,7 @@ impl Sshd {
         std::fs::create_dir_all("/run/sshd").unwrap();
         for _ in 0..20 {
             let port = free_port();
-            let config = write_config(dir.path(), &host_key, port);
+            let config = write_config(dir.path(), &host_key, port, extra_config);
             let mut child = Command::new(sshd_path())
                 .args(["-D", "-e", "-f"])
                 .arg(&config)
@@ -92,14 +106,14 @@ impl Drop for Sshd {
     }
 }
 
-fn write_config(dir: &Path, host_key: &Path, port: u16) -> PathBuf {
+fn write_config(dir: &Path, host_key: &Path, port: u16, extra: &str) -> PathBuf {
     let config = dir.join("sshd_config");
     let text = format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\n\
          AuthorizedKeysFile {dir}/authorized_keys\nPubkeyAuthentication yes\n\
          PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
          PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n\
-         PidFile {dir}/sshd.pid\nLogLevel ERROR\n",
+         PidFile {dir}/sshd.pid\nLogLevel ERROR\n{extra}",
         host = host_key.display(),
         dir = dir.display(),
     );

@@ -80,7 +80,7 @@ impl Run<'_> {
 
     /// What the mirror's auth provider answers for a credential of `kinds`,
     /// given the mirror's opened secret; no credential at all is an error.
-    fn provide(
+    pub(super) fn provide(
         &self,
         username_from_url: Option<&str>,
         kinds: CredentialKinds,

@@ -12,7 +12,11 @@ use crate::store::{self, credentials::HostKey};
 
 /// `SHA256:` fingerprint and type of the key a server offered, if it is SSH.
 pub fn offered(cert: &Cert<'_>) -> Option<HostKey> {
-    let raw = cert.as_hostkey()?.hostkey()?;
+    host_key(cert.as_hostkey()?.hostkey()?)
+}
+
+/// `SHA256:` fingerprint and type of a host key in the wire format.
+fn host_key(raw: &[u8]) -> Option<HostKey> {
     let key = ssh_key::PublicKey::from_bytes(raw).ok()?;
     Some(HostKey {
         fingerprint: key.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
@@ -38,34 +42,45 @@ impl Run<'_> {
             *self.presented.borrow_mut() = Some((x509.data().to_vec(), host.to_string()));
             return Ok(CertificateCheckStatus::CertificatePassthrough);
         }
-        if cert.as_hostkey().is_none() {
+        let Some(offered) = cert.as_hostkey() else {
             return Ok(CertificateCheckStatus::CertificatePassthrough);
+        };
+        match self.trusts_host_key(offered.hostkey().unwrap_or_default(), host) {
+            Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
+            Err(refusal) => {
+                *self.refusal.borrow_mut() = Some(refusal.clone());
+                Err(git2::Error::from_str(&refusal))
+            }
         }
-        let Some(key) = offered(cert) else {
-            return Err(git2::Error::from_str(&format!(
+    }
+
+    /// Whether `raw` (an SSH host key in the wire format) is one the
+    /// operator confirmed for this mirror; the refusal, worded for them, if
+    /// not. Every SSH connection of a run asks this, libgit2's and ours.
+    pub(super) fn trusts_host_key(&self, raw: &[u8], host: &str) -> Result<(), String> {
+        let Some(key) = host_key(raw) else {
+            return Err(format!(
                 "{host} offered an SSH host key this service cannot read"
-            )));
+            ));
         };
         let trusted = self
             .engine
             .store
             .with(|c| store::credentials::host_keys(c, self.mirror.mirror_id))
-            .map_err(|e| git2::Error::from_str(&e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         if trusted.iter().any(|t| t.fingerprint == key.fingerprint) {
-            return Ok(CertificateCheckStatus::CertificateOk);
+            return Ok(());
         }
         let hint = if trusted.is_empty() {
             "the mirror trusts no host key yet"
         } else {
             "it does not match the mirror's trusted host keys"
         };
-        let refusal = format!(
+        Err(format!(
             "SSH host key {} of {host} refused: {hint}; check it, then confirm it with \
              PUT /api/v1/mirrors/{}/ssh-host-keys (POST .../ssh-host-keys/detect lists what the host offers)",
             key.fingerprint, self.mirror.mirror_id
-        );
-        *self.refusal.borrow_mut() = Some(refusal.clone());
-        Err(git2::Error::from_str(&refusal))
+        ))
     }
 
     /// Connects only far enough to see the host keys the server offers.

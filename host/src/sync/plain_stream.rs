@@ -15,6 +15,7 @@
 
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::sync::Once;
 
 use libgit2_sys as raw;

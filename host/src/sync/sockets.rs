@@ -145,9 +145,9 @@ pub fn connect(
     Err(failed(last))
 }
 
-impl Tcp {
-    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.stream)
+impl std::os::fd::AsRawFd for Tcp {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.stream.as_raw_fd()
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Settings<'a> {
     pub identity: Option<(&'a [u8], &'a [u8])>,
     /// Basic credentials for the endpoint's own origin.
     pub login: Option<(String, String)>,
+    /// Headers every batch request carries (from `git-lfs-authenticate`).
+    pub headers: HashMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +173,7 @@ pub struct Client {
     http: reqwest::Client,
     endpoint: url::Url,
     login: Option<(String, String)>,
+    headers: HashMap<String, String>,
     timeouts: Timeouts,
     runtime: tokio::runtime::Runtime,
 }
@@ -220,6 +223,7 @@ impl Client {
             http: builder.build().map_err(setup)?,
             endpoint,
             login: s.login,
+            headers: s.headers,
             timeouts: s.timeouts,
             runtime,
         })
@@ -265,7 +269,11 @@ impl Client {
         let response = self.drive(pace, async {
             let response = self
                 .send(|| {
-                    self.authorized(self.http.post(url.clone()), &url)
+                    let mut request = self.authorized(self.http.post(url.clone()), &url);
+                    for (name, value) in &self.headers {
+                        request = request.header(name, value);
+                    }
+                    request
                         .header(header::ACCEPT, LFS_JSON)
                         .header(header::CONTENT_TYPE, LFS_JSON)
                         .body(body.clone())

@@ -24,7 +24,9 @@ pub enum Endpoint {
 pub enum EndpointError {
     #[error("cannot derive an LFS endpoint from the remote URL: {0}")]
     Underivable(String),
-    #[error("the repository's .lfsconfig names lfs.url {url}, which is refused: {why}")]
+    #[error(
+        "the LFS endpoint {url} (from .lfsconfig's lfs.url or git-lfs-authenticate) is refused: {why}"
+    )]
     Refused { url: String, why: String },
 }
 
@@ -98,15 +100,20 @@ impl Endpoint {
         else {
             return Ok(None);
         };
+        Self::given(&url, policy).map(Some)
+    }
+
+    /// An endpoint a server named (`lfs.url`, or an SSH remote's
+    /// `git-lfs-authenticate`): an http(s) URL the policy on remotes lets
+    /// through.
+    pub fn given(url: &str, policy: Policy) -> Result<Self, EndpointError> {
         let refused = |why: String| EndpointError::Refused {
-            url: remote::redact(&url),
+            url: remote::redact(url),
             why,
         };
-        remote::parse(&url, policy).map_err(|e| refused(e.to_string()))?;
-        match url::Url::parse(&url) {
-            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
-                Ok(Some(Endpoint::Http(parsed)))
-            }
+        remote::parse(url, policy).map_err(|e| refused(e.to_string()))?;
+        match url::Url::parse(url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(Endpoint::Http(parsed)),
             _ => Err(refused("an LFS endpoint is an http(s) URL".into())),
         }
     }

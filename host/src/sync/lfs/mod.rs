@@ -11,6 +11,7 @@ mod endpoint;
 pub mod objects;
 mod pointer;
 mod scan;
+mod ssh;
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
@@ -95,9 +96,9 @@ impl Run<'_> {
             }
             None => None,
         };
-        let endpoint = match configured {
-            Some(endpoint) => endpoint,
-            None => Endpoint::of_remote(&self.mirror.url).map_err(LfsError::from)?,
+        let (endpoint, headers) = match configured {
+            Some(endpoint) => (endpoint, HashMap::new()),
+            None => self.remote_server(Operation::Download)?,
         };
         let pacer = Pacer::new(self, wanted.len());
         match &endpoint {
@@ -106,7 +107,7 @@ impl Run<'_> {
                 self.copy_all(Way::Pull, &theirs, &kept, &wanted, &pacer, &mut tally)?;
             }
             Endpoint::Http(url) => {
-                let client = self.lfs_client(&endpoint, url)?;
+                let client = self.lfs_client(&endpoint, url, headers)?;
                 self.download_all(&client, &kept, &wanted, &pacer, &mut tally)?;
             }
         }
@@ -128,7 +129,7 @@ impl Run<'_> {
             return Ok(tally);
         }
         let kept = Objects::of(self.repo.path());
-        let endpoint = Endpoint::of_remote(&self.mirror.url).map_err(LfsError::from)?;
+        let (endpoint, headers) = self.remote_server(Operation::Upload)?;
         let pacer = Pacer::new(self, found.len());
         match &endpoint {
             Endpoint::Local(dir) => {
@@ -136,7 +137,7 @@ impl Run<'_> {
                 self.copy_all(Way::Push, &kept, &theirs, &found, &pacer, &mut tally)?;
             }
             Endpoint::Http(url) => {
-                let client = self.lfs_client(&endpoint, url)?;
+                let client = self.lfs_client(&endpoint, url, headers)?;
                 self.upload_all(&client, &kept, &found, &pacer, &mut tally)?;
             }
         }
@@ -368,10 +369,44 @@ impl Run<'_> {
         }
     }
 
+    /// The LFS server of the mirror's own remote and the headers its batch
+    /// requests carry: what an SSH remote's `git-lfs-authenticate` answers
+    /// (its `href` checked by the remote policy), else the endpoint derived
+    /// from the URL, as git-lfs falls back to it.
+    fn remote_server(
+        &self,
+        operation: Operation,
+    ) -> Result<(Endpoint, HashMap<String, String>), SyncError> {
+        let derived = Endpoint::of_remote(&self.mirror.url).map_err(LfsError::from)?;
+        match self.lfs_authenticate(operation) {
+            Ok(None) => Ok((derived, HashMap::new())),
+            Ok(Some(answer)) => {
+                let endpoint = match answer.href {
+                    Some(href) => {
+                        Endpoint::given(&href, self.engine.remote_policy).map_err(LfsError::from)?
+                    }
+                    None => derived,
+                };
+                Ok((endpoint, answer.header))
+            }
+            Err(_) if !self.may_go_on() => Err(self.stopped()),
+            Err(why) => {
+                tracing::warn!(reason = %why, "git-lfs-authenticate failed; using the derived LFS endpoint");
+                Ok((derived, HashMap::new()))
+            }
+        }
+    }
+
     /// A batch client for `url`, reached as the run reaches its remote:
     /// the same proxy, authorities, client certificate and limits; the
-    /// mirror's credentials only if the endpoint is on the remote's origin.
-    fn lfs_client(&self, endpoint: &Endpoint, url: &url::Url) -> Result<Client, SyncError> {
+    /// mirror's credentials only if the endpoint is on the remote's origin;
+    /// `headers` on every batch request.
+    fn lfs_client(
+        &self,
+        endpoint: &Endpoint,
+        url: &url::Url,
+        headers: HashMap<String, String>,
+    ) -> Result<Client, SyncError> {
         let login = match endpoint.shares_origin_with(&self.mirror.url) {
             true => self.http_login()?,
             false => None,
@@ -390,6 +425,7 @@ impl Run<'_> {
             ca_pem: self.mirror.tls_ca_pem.as_deref(),
             identity: identity.as_ref().map(|(c, k)| (c.as_bytes(), k.as_slice())),
             login,
+            headers,
         };
         Client::new(url.clone(), settings).map_err(|e| LfsError::Server(e.to_string()).into())
     }
