@@ -73,11 +73,16 @@ async fn mirrors_are_added_listed_synced_with_progress_and_checked() {
             &http.url("upstream.git"),
             "--interval",
             "3600",
+            "--no-lfs",
         ],
         "",
     ));
     let pull = added["mirror_id"].as_i64().unwrap();
     assert_eq!(added["update_interval"], 3600);
+    assert_eq!(
+        (&added["lfs"], &added["lfs_missing"]),
+        (&json!(false), &json!("fail"))
+    );
     let dest = tempfile::tempdir().unwrap();
     let target = crate::support::bare_repo(dest.path(), "dest.git");
     let push = json_of(&mirrorhost(
@@ -90,11 +95,16 @@ async fn mirrors_are_added_listed_synced_with_progress_and_checked() {
             "cli/p",
             "--url",
             &format!("file://{}", target.display()),
+            "--lfs-missing",
+            "skip",
         ],
         "",
-    ))["mirror_id"]
-        .as_i64()
-        .unwrap();
+    ));
+    assert_eq!(
+        (&push["lfs"], &push["lfs_missing"]),
+        (&json!(true), &json!("skip"))
+    );
+    let push = push["mirror_id"].as_i64().unwrap();
 
     let table = ok(&mirrorhost(&server, &["mirror", "list"], ""));
     let rows: Vec<Vec<&str>> = table

@@ -287,6 +287,8 @@ enum Behaviour {
     ExpiredOnce,
     /// Sends the first kilobyte, then nothing, never ending.
     Stall,
+    /// Answers the batch with 64 MiB of JSON whitespace.
+    Flood,
 }
 
 #[derive(Default)]
@@ -354,6 +356,10 @@ async fn batch(
     }
     let request: Value = serde_json::from_slice(&body).unwrap();
     let objects = hostile.objects.lock().unwrap();
+    if objects.values().any(|(_, b)| *b == Behaviour::Flood) {
+        let flood = format!("{{\"objects\": []{}}}", " ".repeat(64 << 20));
+        return ([("content-type", "application/vnd.git-lfs+json")], flood).into_response();
+    }
     let base = hostile.url();
     let answers: Vec<Value> = request["objects"]
         .as_array()
@@ -810,5 +816,24 @@ async fn an_ssh_remote_names_its_lfs_server_through_git_lfs_authenticate() {
     assert_eq!(
         asked.trim(),
         up.bare().display().to_string().trim_start_matches('/')
+    );
+}
+
+/// A server that answers a batch with more than any batch answer needs is
+/// refused once it passes the bound, not read into memory whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answer_past_its_bound_is_refused() {
+    let (_hostile, _content, up) = one_object(Behaviour::Flood, 1_000, 110).await;
+    let server = local_server();
+    let api = Api::new(&server);
+    let mirror = api
+        .create("pull", json!({"project_id": "org/flood", "url": up.url()}))
+        .await;
+    let run = api.sync(mirror).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let error = run["error"].as_str().unwrap();
+    assert!(
+        error.contains("answered with more than 8192 KiB"),
+        "{error}"
     );
 }

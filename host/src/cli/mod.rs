@@ -140,6 +140,12 @@ pub struct AddMirror {
     /// Create it disabled.
     #[arg(long)]
     disabled: bool,
+    /// Copy LFS pointer files only, not the objects they name.
+    #[arg(long)]
+    no_lfs: bool,
+    /// What a run does with an LFS object it cannot move: fail or skip.
+    #[arg(long)]
+    lfs_missing: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -284,7 +290,11 @@ impl AddMirror {
             "only_protected_branches": self.only_protected_branches,
             "keep_divergent_refs": self.keep_divergent_refs,
             "enabled": !self.disabled,
+            "lfs": !self.no_lfs,
         });
+        if let Some(missing) = self.lfs_missing {
+            body["lfs_missing"] = missing.into();
+        }
         if let (Some(interval), true) = (self.interval, pull) {
             body["update_interval"] = interval.into();
         }

@@ -486,6 +486,12 @@ fn settings_section(view: &MirrorView) -> String {
         "Keep divergent refs",
         yes_no(m.keep_divergent_refs),
     );
+    let lfs = match (m.lfs, m.lfs_missing) {
+        (false, _) => "off: pointer files only",
+        (true, store::LfsMissing::Fail) => "on; a missing object fails the run",
+        (true, store::LfsMissing::Skip) => "on; a missing object is skipped and named",
+    };
+    html::item(&mut out, "Git LFS objects", lfs);
     let proxy = match m.proxy_url.as_deref() {
         None => "the service's".to_string(),
         Some("") => "none".to_string(),

@@ -184,6 +184,9 @@ const LOOK_EVERY: Duration = Duration::from_millis(100);
 const ATTEMPTS: u32 = 5;
 /// The longest `Retry-After` waited for; longer fails the request.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The largest answer read whole (a batch answer of [`BATCH_SIZE`] objects,
+/// each with an href and a few headers, is tens of KiB).
+const MAX_ANSWER_BYTES: usize = 8 << 20;
 /// Objects per batch request, as git-lfs sends them.
 pub const BATCH_SIZE: usize = 100;
 
@@ -280,7 +283,7 @@ impl Client {
                 })
                 .await?;
             let status = response.status();
-            let text = response.bytes().await.map_err(|e| self.transport(&e))?;
+            let text = self.read_at_most(response, MAX_ANSWER_BYTES).await?;
             // Some servers (giftless) answer a download batch none of whose
             // objects they hold with a 404 for the whole batch: each object
             // is missing, which the mirror's `lfs_missing` decides about.
@@ -401,7 +404,10 @@ impl Client {
             let (response, ()) = tokio::join!(request.send(), feed);
             let response = response.map_err(|e| self.transport(&e))?;
             let status = response.status();
-            let text = response.bytes().await.unwrap_or_default();
+            let text = self
+                .read_at_most(response, MAX_ANSWER_BYTES)
+                .await
+                .unwrap_or_default();
             Ok(match status.is_success() {
                 true => Ok(()),
                 false => Err(format!("its upload answered {status}{}", said(&text))),
@@ -462,6 +468,27 @@ impl Client {
                 _ => return Ok(response),
             }
         }
+    }
+
+    /// The body of `response`, refused once it passes `limit` bytes: a
+    /// server's answer is read whole, so it must not be able to fill memory.
+    async fn read_at_most(
+        &self,
+        mut response: reqwest::Response,
+        limit: usize,
+    ) -> Result<Vec<u8>, BatchError> {
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(&e))? {
+            if body.len() + chunk.len() > limit {
+                return Err(BatchError::Server(format!(
+                    "the LFS server at {} answered with more than {} KiB",
+                    self.shown(),
+                    limit >> 10
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// The request with the action's headers; with the mirror's credentials

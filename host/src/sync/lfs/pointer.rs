@@ -144,4 +144,40 @@ mod tests {
         }
         assert_eq!(parse(b"\xff\xfe"), None);
     }
+
+    /// Upstream bytes, mangled every way: no panic, and whatever is read as
+    /// a pointer names an oid and a size the bytes spell out.
+    #[test]
+    fn mangled_pointers_never_panic_and_never_invent() {
+        let valid =
+            format!("version https://git-lfs.github.com/spec/v1\noid sha256:{OID}\nsize 12345\n");
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..100_000 {
+            let mut bytes = valid.as_bytes().to_vec();
+            for _ in 0..=(next() % 4) {
+                let at = (next() as usize) % (bytes.len() + 1);
+                match next() % 3 {
+                    0 if at < bytes.len() => bytes[at] = next() as u8,
+                    1 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, b"\n :0a"[(next() % 5) as usize]),
+                }
+            }
+            if let Some(p) = parse(&bytes) {
+                let text = String::from_utf8(bytes.clone()).unwrap();
+                assert!(
+                    text.contains(&format!("oid sha256:{}\n", p.oid)),
+                    "{text:?}"
+                );
+                assert!(text.contains(&format!("size {}\n", p.size)), "{text:?}");
+            }
+        }
+    }
 }
