@@ -19,7 +19,9 @@
 //!    MB) from giftless behind `git http-backend`, against `git clone
 //!    --mirror` followed by `git lfs fetch --all` of it (issue 21): time
 //!    and peak memory of each side's whole process tree.
-//!    `cargo bench --bench sync -- lfs` runs (4) only.
+//!    `cargo bench --bench sync -- lfs` runs (4) only; `--lfs-objects N
+//!    --lfs-object-kib K` changes its shape (many small objects: the cost
+//!    of each request, where git-lfs's 8 transfers at once tell).
 //!
 //! Targets (issue 7): initial pull at most 1.0x git's time and peak memory; the
 //! no-op sync at least 10x faster.
@@ -83,9 +85,18 @@ fn main() {
     lfs_pull(work.path());
 }
 
-/// LFS objects of (4): count and size of each.
-const LFS_OBJECTS: usize = 40;
-const LFS_OBJECT_BYTES: usize = 5 << 20;
+/// LFS objects of (4): count and size of each, unless `--lfs-objects N`
+/// and `--lfs-object-kib K` say otherwise (many small objects measure the
+/// cost per object: requests, not bytes).
+fn lfs_shape() -> (usize, usize) {
+    let number = |name: &str, default: usize| {
+        common::arg(name).map_or(default, |v| v.parse().expect("a number"))
+    };
+    (
+        number("--lfs-objects", 40),
+        number("--lfs-object-kib", 5 << 10) << 10,
+    )
+}
 
 /// (4): an initial pull of a repository whose files are LFS objects.
 fn lfs_pull(work: &Path) {
@@ -107,10 +118,11 @@ fn lfs_pull(work: &Path) {
     ));
     let url = server.url("bench/big.git");
     let started = Instant::now();
-    push_lfs_files(&work.join("lfs-work"), &url);
+    let (objects, object_bytes) = lfs_shape();
+    push_lfs_files(&work.join("lfs-work"), &url, objects, object_bytes);
     println!(
-        "pushed {LFS_OBJECTS} LFS objects of {} MiB to giftless in {:.1}s",
-        LFS_OBJECT_BYTES >> 20,
+        "pushed {objects} LFS objects of {} KiB to giftless in {:.1}s",
+        object_bytes >> 10,
         started.elapsed().as_secs_f64()
     );
     let exe = std::env::current_exe().expect("own path");
@@ -156,8 +168,8 @@ fn lfs_pull(work: &Path) {
     report("git clone --mirror + lfs fetch --all", git_time, &memory.0);
     report("mirrorhost initial pull with LFS", our_time, &memory.1);
     println!(
-        "LFS pull ({} MiB) ratio vs git: time {:.2}x, peak memory of the whole tree {:.2}x",
-        (LFS_OBJECTS * LFS_OBJECT_BYTES) >> 20,
+        "LFS pull ({objects} objects, {} MiB) ratio vs git: time {:.2}x, peak memory of the whole tree {:.2}x",
+        (objects * object_bytes) >> 20,
         our_time.as_secs_f64() / git_time.as_secs_f64(),
         memory.1.total_kib as f64 / memory.0.total_kib as f64,
     );
@@ -168,8 +180,9 @@ fn larger(a: TreePeak, b: TreePeak) -> TreePeak {
     if a.total_kib >= b.total_kib { a } else { b }
 }
 
-/// A commit of [`LFS_OBJECTS`] random files tracked by git-lfs, pushed to `url`.
-fn push_lfs_files(work: &Path, url: &str) {
+/// A commit of `objects` random files of `object_bytes` tracked by
+/// git-lfs, pushed to `url`.
+fn push_lfs_files(work: &Path, url: &str, objects: usize, object_bytes: usize) {
     std::fs::create_dir_all(work).expect("work dir");
     let lfs = |args: &[&str]| {
         let status = common::git_cli::command(work)
@@ -190,8 +203,8 @@ fn push_lfs_files(work: &Path, url: &str) {
     lfs(&["remote", "add", "origin", url]);
     lfs(&["lfs", "track", "*.bin"]);
     let mut state = 0x2545_F491_4F6C_DD1D_u64;
-    for i in 0..LFS_OBJECTS {
-        let bytes: Vec<u8> = (0..LFS_OBJECT_BYTES / 8)
+    for i in 0..objects {
+        let bytes: Vec<u8> = (0..object_bytes / 8)
             .flat_map(|_| {
                 state ^= state << 13;
                 state ^= state >> 7;
@@ -199,7 +212,7 @@ fn push_lfs_files(work: &Path, url: &str) {
                 state.to_le_bytes()
             })
             .collect();
-        std::fs::write(work.join(format!("f{i:02}.bin")), bytes).expect("write");
+        std::fs::write(work.join(format!("f{i:04}.bin")), bytes).expect("write");
     }
     lfs(&["add", "."]);
     lfs(&["commit", "-q", "-m", "LFS files"]);

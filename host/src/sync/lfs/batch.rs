@@ -5,6 +5,7 @@
 //! every wait races the run's cancel flag and deadline, every chunk goes
 //! through the run's throttle and progress.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::Read;
@@ -13,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use reqwest::{StatusCode, header};
 use serde::{Deserialize, Serialize};
 
@@ -187,6 +189,26 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// The largest answer read whole (a batch answer of [`BATCH_SIZE`] objects,
 /// each with an href and a few headers, is tens of KiB).
 const MAX_ANSWER_BYTES: usize = 8 << 20;
+/// Small objects downloaded at once, as git-lfs's `lfs.concurrenttransfers`
+/// default: their cost is the request's round trip, which runs in parallel.
+pub const CONCURRENT: usize = 8;
+/// Objects from this size on go one at a time: their cost is bytes, and one
+/// stream moves them as fast as eight (measured against giftless: 200 MiB
+/// in 40 objects took 1.28x git-lfs's time eight at a time, 0.96x one at a
+/// time; 400 objects of 64 KiB 0.90x eight at a time).
+pub const LARGE_OBJECT_BYTES: u64 = 1 << 20;
+/// One object to download: its place in the caller's list, where from, and
+/// the file it goes into.
+#[derive(Debug)]
+pub struct Fetch {
+    pub index: usize,
+    pub action: Action,
+    pub into: Incoming,
+}
+
+/// A download and how it went.
+pub type Fetched = (Fetch, Result<(), String>);
+
 /// Objects per batch request, as git-lfs sends them.
 pub const BATCH_SIZE: usize = 100;
 
@@ -324,41 +346,57 @@ impl Client {
         Ok(in_order(objects, response.objects))
     }
 
-    /// Downloads the object at `action` into `into`, checking it as it comes.
-    pub fn download(
+    /// Downloads `fetches`, `at_once` at a time, each checked as it comes;
+    /// each with how it went, in the order they end. `Err` only when the
+    /// run was stopped (every file is dropped then).
+    pub fn download_many(
+        &self,
+        pace: &dyn Pace,
+        fetches: Vec<Fetch>,
+        at_once: usize,
+        moved: &Cell<u64>,
+    ) -> Result<Vec<Fetched>, BatchError> {
+        self.drive(pace, async {
+            Ok(futures_util::stream::iter(fetches)
+                .map(|mut fetch| async {
+                    let done = self
+                        .fetch_into(pace, &fetch.action, &mut fetch.into, moved)
+                        .await;
+                    (fetch, done)
+                })
+                .buffer_unordered(at_once.max(1))
+                .collect()
+                .await)
+        })
+    }
+
+    async fn fetch_into(
         &self,
         pace: &dyn Pace,
         action: &Action,
         into: &mut Incoming,
-        moved: &mut u64,
+        moved: &Cell<u64>,
     ) -> Result<(), String> {
         let url =
             url::Url::parse(&action.href).map_err(|e| format!("its href is not a URL: {e}"))?;
-        let outcome = self.drive(pace, async {
-            let mut response = self
-                .send(|| self.with_headers(self.http.get(url.clone()), action, &url))
-                .await?;
-            let status = response.status();
-            if !status.is_success() {
-                return Ok(Err(format!("its download answered {status}")));
-            }
-            loop {
-                let chunk = response.chunk().await.map_err(|e| self.transport(&e))?;
-                let Some(chunk) = chunk else {
-                    return Ok(Ok(()));
-                };
-                if let Err(e) = into.write(&chunk) {
-                    return Ok(Err(e.to_string()));
-                }
-                *moved += chunk.len() as u64;
-                pace.moved(*moved);
-            }
-        });
-        match outcome {
-            Ok(done) => done,
-            Err(BatchError::Stopped) => Err(STOPPED.into()),
-            Err(e) => Err(e.to_string()),
+        let mut response = self
+            .send(|| self.with_headers(self.http.get(url.clone()), action, &url))
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("its download answered {status}"));
         }
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport(&e).to_string())?
+        {
+            into.write(&chunk).map_err(|e| e.to_string())?;
+            moved.set(moved.get() + chunk.len() as u64);
+            pace.moved(moved.get());
+        }
+        Ok(())
     }
 
     /// Uploads `file` (of `size` bytes) to `action`.

@@ -23,7 +23,7 @@ use serde::Serialize;
 use self::batch::{Answer, BatchError, Client, Operation, Pace};
 use self::endpoint::Endpoint;
 pub use self::endpoint::EndpointError;
-use self::objects::Objects;
+use self::objects::{Objects, Verified};
 pub use self::pointer::Pointer;
 pub use self::scan::ScanError;
 use self::scan::{Found, Known};
@@ -197,7 +197,9 @@ impl Run<'_> {
         Ok(true)
     }
 
-    /// Downloads `wanted` through the batch API, a batch at a time.
+    /// Downloads `wanted` through the batch API, a batch at a time: its
+    /// small objects [`batch::CONCURRENT`] at once, then its large ones one
+    /// at a time.
     fn download_all(
         &self,
         client: &Client,
@@ -211,53 +213,95 @@ impl Run<'_> {
             let answers = client
                 .batch(pacer, Operation::Download, &pointers, None)
                 .map_err(|e| self.lfs_failed(e))?;
-            for (found, answer) in group.iter().zip(answers) {
-                let result = match answer {
-                    Answer::Act(actions) => match actions.get("download") {
-                        Some(action) => self.download_one(client, kept, found, action, pacer),
-                        None => Err("the server offered no download for it".into()),
-                    },
-                    Answer::Nothing => Err("the server offered no download for it".into()),
-                    Answer::Refused(code, message) => Err(refused(code, &message)),
-                };
-                self.count_one(found, result.map(|()| true), pacer, tally)?;
+            let mut fetches = Vec::new();
+            for (index, (found, answer)) in group.iter().zip(answers).enumerate() {
+                let fetch = self
+                    .download_action(client, found, answer, pacer)
+                    .and_then(|action| {
+                        let into = kept.receive(found.pointer).map_err(|e| e.to_string())?;
+                        Ok(batch::Fetch {
+                            index,
+                            action,
+                            into,
+                        })
+                    });
+                match fetch {
+                    Ok(fetch) => fetches.push(fetch),
+                    Err(why) => self.count_one(found, Err(why), pacer, tally)?,
+                }
             }
+            let (large, small): (Vec<_>, Vec<_>) = fetches
+                .into_iter()
+                .partition(|f| group[f.index].pointer.size >= batch::LARGE_OBJECT_BYTES);
+            let mut fetched = client
+                .download_many(pacer, small, batch::CONCURRENT, &pacer.moved)
+                .map_err(|e| self.lfs_failed(e))?;
+            fetched.extend(
+                client
+                    .download_many(pacer, large, 1, &pacer.moved)
+                    .map_err(|e| self.lfs_failed(e))?,
+            );
+            let mut checked = Vec::new();
+            for (fetch, done) in fetched {
+                match done.and_then(|()| fetch.into.verify().map_err(|e| e.to_string())) {
+                    Ok(verified) => checked.push((fetch.index, verified)),
+                    Err(why) => self.count_one(&group[fetch.index], Err(why), pacer, tally)?,
+                }
+            }
+            self.land_all(kept, group, checked, pacer, tally)?;
         }
         Ok(())
     }
 
-    /// One object from `action`; an action past its expiry is asked for
-    /// again first, once.
-    fn download_one(
+    /// Lands the checked objects of `group` (by index) in `into`, together,
+    /// and counts each.
+    fn land_all(
+        &self,
+        into: &Objects,
+        group: &[Found],
+        checked: Vec<(usize, Verified)>,
+        pacer: &Pacer<'_, '_>,
+        tally: &mut LfsTally,
+    ) -> Result<(), SyncError> {
+        let (indices, verified): (Vec<usize>, Vec<Verified>) = checked.into_iter().unzip();
+        for (index, landed) in indices.into_iter().zip(into.land(verified)) {
+            let landed = landed.map(|()| true).map_err(|e| e.to_string());
+            self.count_one(&group[index], landed, pacer, tally)?;
+        }
+        Ok(())
+    }
+
+    /// Where to download one object from, as the batch answered; an action
+    /// past its expiry is asked for again first, once.
+    fn download_action(
         &self,
         client: &Client,
-        kept: &Objects,
         found: &Found,
-        action: &batch::Action,
+        answer: Answer,
         pacer: &Pacer<'_, '_>,
-    ) -> Result<(), String> {
-        let renewed;
-        let action = match action.expired() {
-            false => action,
-            true => {
-                let again = client
-                    .batch(pacer, Operation::Download, &[found.pointer], None)
-                    .map_err(|e| e.to_string())?;
-                renewed = match again.into_iter().next() {
-                    Some(Answer::Act(mut actions)) => actions.remove("download"),
-                    _ => None,
-                }
-                .filter(|a| !a.expired())
-                .ok_or("its download href had expired, and so had the one asked for again")?;
-                &renewed
-            }
+    ) -> Result<batch::Action, String> {
+        let offered = |answer: Answer| match answer {
+            Answer::Act(mut actions) => actions
+                .remove("download")
+                .ok_or_else(|| "the server offered no download for it".to_string()),
+            Answer::Nothing => Err("the server offered no download for it".into()),
+            Answer::Refused(code, message) => Err(refused(code, &message)),
         };
-        let mut incoming = kept.receive(found.pointer).map_err(|e| e.to_string())?;
-        let mut moved = pacer.moved.get();
-        let done = client.download(pacer, action, &mut incoming, &mut moved);
-        pacer.moved.set(moved);
-        done?;
-        incoming.finish().map_err(|e| e.to_string())
+        let action = offered(answer)?;
+        if !action.expired() {
+            return Ok(action);
+        }
+        let again = client
+            .batch(pacer, Operation::Download, &[found.pointer], None)
+            .map_err(|e| e.to_string())?;
+        let renewed = match again.into_iter().next() {
+            Some(answer) => offered(answer)?,
+            None => return Err("the server's batch answer left it out".into()),
+        };
+        match renewed.expired() {
+            false => Ok(renewed),
+            true => Err("its download href had expired, and so had the one asked for again".into()),
+        }
     }
 
     /// Copies the objects of `wanted` that `to` lacks from `from`: a local
@@ -271,12 +315,21 @@ impl Run<'_> {
         pacer: &Pacer<'_, '_>,
         tally: &mut LfsTally,
     ) -> Result<(), SyncError> {
-        for found in wanted.iter().filter(|f| !to.has(&f.pointer)) {
-            if !self.may_go_on() {
-                return Err(self.stopped());
+        for group in wanted.chunks(batch::BATCH_SIZE) {
+            let mut checked = Vec::new();
+            for (index, found) in group.iter().enumerate() {
+                if to.has(&found.pointer) {
+                    continue;
+                }
+                if !self.may_go_on() {
+                    return Err(self.stopped());
+                }
+                match self.copy_one(way, from, to, found, pacer) {
+                    Ok(verified) => checked.push((index, verified)),
+                    Err(why) => self.count_one(found, Err(why), pacer, tally)?,
+                }
             }
-            let copied = self.copy_one(way, from, to, found, pacer);
-            self.count_one(found, copied.map(|()| true), pacer, tally)?;
+            self.land_all(to, group, checked, pacer, tally)?;
         }
         Ok(())
     }
@@ -288,7 +341,7 @@ impl Run<'_> {
         to: &Objects,
         found: &Found,
         pacer: &Pacer<'_, '_>,
-    ) -> Result<(), String> {
+    ) -> Result<Verified, String> {
         use std::io::Read;
         let mut source = from.open(&found.pointer).map_err(|e| match way {
             Way::Pull => format!("the remote's LFS store has no such object ({e})"),
@@ -307,7 +360,7 @@ impl Run<'_> {
                 return Err(batch::STOPPED.into());
             }
         }
-        incoming.finish().map_err(|e| e.to_string())
+        incoming.verify().map_err(|e| e.to_string())
     }
 
     /// Counts an object done: moved (`Ok(true)`), or found on the other
