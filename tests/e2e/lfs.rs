@@ -50,6 +50,20 @@ fn git_lfs(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A git-lfs clone of `source` (made in `dir`) holds each file's content.
+fn clone_holds(dir: &Path, source: &str, files: &[(&str, &[u8])]) {
+    let clone = tempfile::tempdir_in(dir).unwrap();
+    let into = clone.path().join("clone");
+    git_lfs(dir, &["clone", "-q", source, into.to_str().unwrap()]);
+    for (name, content) in files {
+        assert_eq!(
+            &std::fs::read(into.join(name)).unwrap(),
+            content,
+            "{name} from {source}"
+        );
+    }
+}
+
 /// `size` bytes that no two calls share.
 fn random_bytes(size: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -162,18 +176,8 @@ async fn lfs_objects_travel_from_upstream_through_the_mirror_to_a_destination() 
     fsck(&mirror);
 
     // The mirror serves them: a clone of it by path gets every file's content.
-    let clone = roots.path().join("clone-of-mirror");
-    git_lfs(
-        roots.path(),
-        &[
-            "clone",
-            "-q",
-            mirror.to_str().unwrap(),
-            clone.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(std::fs::read(clone.join("one.bin")).unwrap(), one);
-    assert_eq!(std::fs::read(clone.join("two.bin")).unwrap(), two);
+    let files: &[(&str, &[u8])] = &[("one.bin", &one), ("two.bin", &two)];
+    clone_holds(roots.path(), mirror.to_str().unwrap(), files);
 
     // A sync that brings nothing does no LFS work.
     let asked = upstream.lfs_requests();
@@ -198,24 +202,7 @@ async fn lfs_objects_travel_from_upstream_through_the_mirror_to_a_destination() 
     let run = api.sync(push).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["lfs_objects"], 2, "{run}");
-    let from_destination = roots.path().join("clone-of-destination");
-    git_lfs(
-        roots.path(),
-        &[
-            "clone",
-            "-q",
-            &destination.url("org/repo.git"),
-            from_destination.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(
-        std::fs::read(from_destination.join("one.bin")).unwrap(),
-        one
-    );
-    assert_eq!(
-        std::fs::read(from_destination.join("two.bin")).unwrap(),
-        two
-    );
+    clone_holds(roots.path(), &destination.url("org/repo.git"), files);
 
     // A destination on this machine gets them in its own lfs/objects, where
     // git-lfs reads a local remote's.
@@ -243,17 +230,7 @@ async fn lfs_objects_travel_from_upstream_through_the_mirror_to_a_destination() 
         (Some("succeeded"), Some(2)),
         "{run}"
     );
-    let from_local = roots.path().join("clone-of-local-destination");
-    git_lfs(
-        roots.path(),
-        &[
-            "clone",
-            "-q",
-            local.to_str().unwrap(),
-            from_local.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(std::fs::read(from_local.join("two.bin")).unwrap(), two);
+    clone_holds(roots.path(), local.to_str().unwrap(), files);
 
     // An incremental pull looks only at what its fetch brought.
     let three = random_bytes(50_000, 3);

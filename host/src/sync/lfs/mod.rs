@@ -100,17 +100,7 @@ impl Run<'_> {
             Some(endpoint) => (endpoint, HashMap::new()),
             None => self.remote_server(Operation::Download)?,
         };
-        let pacer = Pacer::new(self, wanted.len());
-        match &endpoint {
-            Endpoint::Local(dir) => {
-                let theirs = Objects::in_dir(dir.clone());
-                self.copy_all(Way::Pull, &theirs, &kept, &wanted, &pacer, &mut tally)?;
-            }
-            Endpoint::Http(url) => {
-                let client = self.lfs_client(&endpoint, url, headers)?;
-                self.download_all(&client, &kept, &wanted, &pacer, &mut tally)?;
-            }
-        }
+        self.transfer(Way::Pull, (&endpoint, headers), &kept, &wanted, &mut tally)?;
         Ok(tally)
     }
 
@@ -130,18 +120,41 @@ impl Run<'_> {
         }
         let kept = Objects::of(self.repo.path());
         let (endpoint, headers) = self.remote_server(Operation::Upload)?;
-        let pacer = Pacer::new(self, found.len());
-        match &endpoint {
-            Endpoint::Local(dir) => {
+        self.transfer(Way::Push, (&endpoint, headers), &kept, &found, &mut tally)?;
+        Ok(tally)
+    }
+
+    /// Moves `objects` between the mirror's store (`kept`) and the remote's
+    /// (`server`, with the headers its batch requests carry), the `way` the
+    /// run goes.
+    fn transfer(
+        &self,
+        way: Way,
+        server: (&Endpoint, HashMap<String, String>),
+        kept: &Objects,
+        objects: &[Found],
+        tally: &mut LfsTally,
+    ) -> Result<(), SyncError> {
+        let pacer = Pacer::new(self, objects.len());
+        let (endpoint, headers) = server;
+        match (endpoint, way) {
+            (Endpoint::Local(dir), Way::Pull) => {
                 let theirs = Objects::in_dir(dir.clone());
-                self.copy_all(Way::Push, &kept, &theirs, &found, &pacer, &mut tally)?;
+                self.copy_all(way, &theirs, kept, objects, &pacer, tally)
             }
-            Endpoint::Http(url) => {
-                let client = self.lfs_client(&endpoint, url, headers)?;
-                self.upload_all(&client, &kept, &found, &pacer, &mut tally)?;
+            (Endpoint::Local(dir), Way::Push) => {
+                let theirs = Objects::in_dir(dir.clone());
+                self.copy_all(way, kept, &theirs, objects, &pacer, tally)
+            }
+            (Endpoint::Http(url), Way::Pull) => {
+                let client = self.lfs_client(endpoint, url, headers)?;
+                self.download_all(&client, kept, objects, &pacer, tally)
+            }
+            (Endpoint::Http(url), Way::Push) => {
+                let client = self.lfs_client(endpoint, url, headers)?;
+                self.upload_all(&client, kept, objects, &pacer, tally)
             }
         }
-        Ok(tally)
     }
 
     /// Uploads what the destination's server says it lacks, a batch at a time.
@@ -570,7 +583,7 @@ impl Holdings<'_> {
     }
 }
 
-/// Which way a local copy goes: its words for a missing source.
+/// Which way a run moves objects: to the mirror (pull) or from it (push).
 #[derive(Debug, Clone, Copy)]
 enum Way {
     Pull,
