@@ -814,3 +814,44 @@ async fn a_batch_answer_past_its_bound_is_refused() {
         "{error}"
     );
 }
+
+/// A mirror that landed commits with LFS off (or before it moved LFS
+/// objects) gets the objects its history needs once LFS is on, even from a
+/// sync that brings nothing; after that, no-op syncs ask nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_lfs_on_fetches_what_the_history_already_mirrored_needs() {
+    let (hostile, content, up) = one_object(Behaviour::Serve, 2_000, 120).await;
+    let server = local_server();
+    let api = Api::new(&server);
+    let mirror = api
+        .create(
+            "pull",
+            json!({"project_id": "org/later", "url": up.url(), "lfs": false}),
+        )
+        .await;
+    assert_eq!(api.sync(mirror).await["status"], "succeeded");
+    let repo = project_repo(&server, "org/later");
+    assert!(!kept_object(&repo, &content).exists());
+    let path = format!("/api/v1/mirrors/{mirror}");
+    let (status, _) = api
+        .call(reqwest::Method::PATCH, &path, Some(json!({"lfs": true})))
+        .await;
+    assert_eq!(status, 200);
+    let run = api.sync(mirror).await;
+    assert_eq!(
+        (run["status"].as_str(), run["lfs_objects"].as_i64()),
+        (Some("succeeded"), Some(1)),
+        "{run}"
+    );
+    assert_eq!(
+        std::fs::read(kept_object(&repo, &content)).unwrap(),
+        content
+    );
+    let asked = hostile.batches.load(Ordering::SeqCst);
+    assert_eq!(api.sync(mirror).await["lfs_objects"], 0);
+    assert_eq!(
+        hostile.batches.load(Ordering::SeqCst),
+        asked,
+        "a no-op sync asked again"
+    );
+}

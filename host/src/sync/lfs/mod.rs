@@ -70,25 +70,54 @@ const SKIPPED_NAMED: usize = 50;
 impl Run<'_> {
     /// Fetches the LFS objects that the commits `tips` bring (those no ref
     /// reaches yet) and the project lacks. `config_at` is the commit whose
-    /// `.lfsconfig` may name the upstream's LFS endpoint.
+    /// `.lfsconfig` may name the upstream's LFS endpoint. Once, the whole
+    /// history: where refs landed while LFS was off (or before mirrorhost
+    /// moved LFS objects), the first run with it on looks at everything
+    /// the refs reach, so an upgraded mirror becomes a whole copy.
     pub(super) fn fetch_lfs(
         &self,
         tips: &[Oid],
         config_at: Option<Oid>,
     ) -> Result<LfsTally, SyncError> {
         let mut tally = LfsTally::default();
-        if !self.mirror.lfs || tips.is_empty() {
+        let kept = Objects::of(self.repo.path());
+        if !self.mirror.lfs {
+            if !tips.is_empty() {
+                kept.forget_complete()?;
+            }
             return Ok(tally);
         }
-        let kept = Objects::of(self.repo.path());
-        let wanted: Vec<Found> = scan::pointers(self.repo.path(), tips, Known::AllRefs)
+        let complete = kept.is_complete();
+        let mut tips = tips.to_vec();
+        if !complete {
+            tips.extend(super::refs::local_refs(self.repo)?.into_values());
+        }
+        let known = match complete {
+            true => Known::AllRefs,
+            false => Known::Commits(&[]),
+        };
+        let wanted: Vec<Found> = scan::pointers(self.repo.path(), &tips, known)
             .map_err(LfsError::from)?
             .into_iter()
             .filter(|found| !kept.has(&found.pointer))
             .collect();
-        if wanted.is_empty() {
-            return Ok(tally);
+        if !wanted.is_empty() {
+            self.fetch_wanted(&kept, &wanted, config_at, &mut tally)?;
         }
+        if !complete {
+            kept.mark_complete()?;
+        }
+        Ok(tally)
+    }
+
+    /// Fetches `wanted` from the upstream's LFS server (or store).
+    fn fetch_wanted(
+        &self,
+        kept: &Objects,
+        wanted: &[Found],
+        config_at: Option<Oid>,
+        tally: &mut LfsTally,
+    ) -> Result<(), SyncError> {
         let configured = match config_at {
             Some(commit) => {
                 Endpoint::configured(self.repo.path(), commit, self.engine.remote_policy)
@@ -100,8 +129,7 @@ impl Run<'_> {
             Some(endpoint) => (endpoint, HashMap::new()),
             None => self.remote_server(Operation::Download)?,
         };
-        self.transfer(Way::Pull, (&endpoint, headers), &kept, &wanted, &mut tally)?;
-        Ok(tally)
+        self.transfer(Way::Pull, (&endpoint, headers), kept, wanted, tally)
     }
 
     /// Uploads the LFS objects that `tips` reach and the destination's

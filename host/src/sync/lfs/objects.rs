@@ -80,6 +80,27 @@ impl Objects {
         })
     }
 
+    /// Whether every LFS object the repository's refs reach was looked for
+    /// (kept, or left out by `lfs_missing: skip`): then a run need look only
+    /// at what it brings.
+    pub fn is_complete(&self) -> bool {
+        self.root.join(COMPLETE).exists()
+    }
+
+    pub fn mark_complete(&self) -> io::Result<()> {
+        std::fs::create_dir_all(&self.root)?;
+        std::fs::write(self.root.join(COMPLETE), b"")
+    }
+
+    /// Commits landed without their objects (LFS off): the next run with LFS
+    /// on looks at the whole history.
+    pub fn forget_complete(&self) -> io::Result<()> {
+        match std::fs::remove_file(self.root.join(COMPLETE)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Removes what a crashed run left in `lfs/tmp`. Only before any run.
     pub fn remove_leftovers(repo: &Path) -> usize {
         super::super::entries(&Self::of(repo).root.join("tmp"))
@@ -87,6 +108,10 @@ impl Objects {
             .count()
     }
 }
+
+/// The marker of [`Objects::is_complete`], in the LFS directory (git-lfs
+/// reads only `objects/` there).
+const COMPLETE: &str = "mirrorhost-complete";
 
 /// An object being received: hashed as it is written.
 #[derive(Debug)]
