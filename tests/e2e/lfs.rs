@@ -855,3 +855,77 @@ async fn turning_lfs_on_fetches_what_the_history_already_mirrored_needs() {
         "a no-op sync asked again"
     );
 }
+
+/// A push mirror that pushed while LFS was off left its destination with
+/// pointers only; once LFS is on, its next run uploads what the pushed
+/// history needs, even with no commit to push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_lfs_on_uploads_what_a_push_mirror_pushed_before() {
+    let (Some(upstream_lfs), Some(destination_lfs)) = (Giftless::start(), Giftless::start()) else {
+        return;
+    };
+    let roots = tempfile::tempdir().unwrap();
+    let (up_root, down_root) = (roots.path().join("up"), roots.path().join("down"));
+    for root in [&up_root, &down_root] {
+        std::fs::create_dir_all(root.join("org")).unwrap();
+        git(
+            &root.join("org"),
+            &["init", "-q", "--bare", "-b", "main", "repo.git"],
+        );
+    }
+    let upstream = HttpGit::start_with_lfs(&up_root, None, upstream_lfs.addr).await;
+    let destination = HttpGit::start_with_lfs(&down_root, None, destination_lfs.addr).await;
+    let work = lfs_work_tree(roots.path(), &upstream.url("org/repo.git"));
+    let content = random_bytes(90_000, 130);
+    add_and_push(&work, &[("data.bin", &content)], "data");
+
+    let server = local_server();
+    let api = Api::new(&server);
+    let pull = api
+        .create(
+            "pull",
+            json!({"project_id": "org/repo", "url": upstream.url("org/repo.git")}),
+        )
+        .await;
+    assert_eq!(api.sync(pull).await["lfs_objects"], 1);
+    let push = api
+        .create(
+            "push",
+            json!({"project_id": "org/repo", "url": destination.url("org/repo.git"), "lfs": false}),
+        )
+        .await;
+    let run = api.sync(push).await;
+    assert_eq!(
+        (run["status"].as_str(), run["lfs_objects"].as_i64()),
+        (Some("succeeded"), Some(0)),
+        "{run}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&destination_lfs.storage).unwrap().count(),
+        0
+    );
+
+    let path = format!("/api/v1/mirrors/{push}");
+    let (status, _) = api
+        .call(reqwest::Method::PATCH, &path, Some(json!({"lfs": true})))
+        .await;
+    assert_eq!(status, 200);
+    let run = api.sync(push).await;
+    assert_eq!(
+        (run["status"].as_str(), run["lfs_objects"].as_i64()),
+        (Some("succeeded"), Some(1)),
+        "{run}"
+    );
+    clone_holds(
+        roots.path(),
+        &destination.url("org/repo.git"),
+        &[("data.bin", &content)],
+    );
+    let asked = destination.lfs_requests();
+    assert_eq!(api.sync(push).await["lfs_objects"], 0);
+    assert_eq!(
+        destination.lfs_requests(),
+        asked,
+        "a no-op push asked the LFS server"
+    );
+}

@@ -23,7 +23,7 @@ use serde::Serialize;
 use self::batch::{Answer, BatchError, Client, Operation, Pace};
 use self::endpoint::Endpoint;
 pub use self::endpoint::EndpointError;
-use self::objects::{Objects, Verified};
+use self::objects::{Complete, Objects, Verified};
 pub use self::pointer::Pointer;
 pub use self::scan::ScanError;
 use self::scan::{Found, Known};
@@ -83,11 +83,11 @@ impl Run<'_> {
         let kept = Objects::of(self.repo.path());
         if !self.mirror.lfs {
             if !tips.is_empty() {
-                kept.forget_complete()?;
+                kept.forget_complete(Complete::Pulled)?;
             }
             return Ok(tally);
         }
-        let complete = kept.is_complete();
+        let complete = kept.is_complete(Complete::Pulled);
         let mut tips = tips.to_vec();
         if !complete {
             tips.extend(super::refs::local_refs(self.repo)?.into_values());
@@ -105,7 +105,7 @@ impl Run<'_> {
             self.fetch_wanted(&kept, &wanted, config_at, &mut tally)?;
         }
         if !complete {
-            kept.mark_complete()?;
+            kept.mark_complete(Complete::Pulled)?;
         }
         Ok(tally)
     }
@@ -135,20 +135,36 @@ impl Run<'_> {
     /// Uploads the LFS objects that `tips` reach and the destination's
     /// commits `theirs` do not, to the destination's own LFS server (never
     /// an `lfs.url` of the repository: the destination's credentials stay
-    /// with the destination).
+    /// with the destination). Once, the whole history the destination holds
+    /// too: where this mirror pushed while LFS was off (or before mirrorhost
+    /// moved LFS objects), the server's batch answers say what it lacks.
     pub(super) fn push_lfs(&self, tips: &[Oid], theirs: &[Oid]) -> Result<LfsTally, SyncError> {
         let mut tally = LfsTally::default();
-        if !self.mirror.lfs || tips.is_empty() {
-            return Ok(tally);
-        }
-        let found = scan::pointers(self.repo.path(), tips, Known::Commits(theirs))
-            .map_err(LfsError::from)?;
-        if found.is_empty() {
-            return Ok(tally);
-        }
         let kept = Objects::of(self.repo.path());
-        let (endpoint, headers) = self.remote_server(Operation::Upload)?;
-        self.transfer(Way::Push, (&endpoint, headers), &kept, &found, &mut tally)?;
+        let marker = Complete::PushedBy(self.mirror.mirror_id);
+        if !self.mirror.lfs {
+            if !tips.is_empty() {
+                kept.forget_complete(marker)?;
+            }
+            return Ok(tally);
+        }
+        let complete = kept.is_complete(marker);
+        let mut tips = tips.to_vec();
+        let known = match complete {
+            true => Known::Commits(theirs),
+            false => {
+                tips.extend_from_slice(theirs);
+                Known::Commits(&[])
+            }
+        };
+        let found = scan::pointers(self.repo.path(), &tips, known).map_err(LfsError::from)?;
+        if !found.is_empty() {
+            let (endpoint, headers) = self.remote_server(Operation::Upload)?;
+            self.transfer(Way::Push, (&endpoint, headers), &kept, &found, &mut tally)?;
+        }
+        if !complete {
+            kept.mark_complete(marker)?;
+        }
         Ok(tally)
     }
 

@@ -80,22 +80,22 @@ impl Objects {
         })
     }
 
-    /// Whether every LFS object the repository's refs reach was looked for
-    /// (kept, or left out by `lfs_missing: skip`): then a run need look only
-    /// at what it brings.
-    pub fn is_complete(&self) -> bool {
-        self.root.join(COMPLETE).exists()
+    /// Whether every LFS object of the history `of` covers was looked for
+    /// (moved, or left out by `lfs_missing: skip`): then a run need look
+    /// only at what it moves.
+    pub fn is_complete(&self, of: Complete) -> bool {
+        self.root.join(of.marker()).exists()
     }
 
-    pub fn mark_complete(&self) -> io::Result<()> {
+    pub fn mark_complete(&self, of: Complete) -> io::Result<()> {
         std::fs::create_dir_all(&self.root)?;
-        std::fs::write(self.root.join(COMPLETE), b"")
+        std::fs::write(self.root.join(of.marker()), b"")
     }
 
-    /// Commits landed without their objects (LFS off): the next run with LFS
+    /// Commits moved without their objects (LFS off): the next run with LFS
     /// on looks at the whole history.
-    pub fn forget_complete(&self) -> io::Result<()> {
-        match std::fs::remove_file(self.root.join(COMPLETE)) {
+    pub fn forget_complete(&self, of: Complete) -> io::Result<()> {
+        match std::fs::remove_file(self.root.join(of.marker())) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -109,9 +109,24 @@ impl Objects {
     }
 }
 
-/// The marker of [`Objects::is_complete`], in the LFS directory (git-lfs
-/// reads only `objects/` there).
-const COMPLETE: &str = "mirrorhost-complete";
+/// Whose history [`Objects::is_complete`] speaks of; each a marker file in
+/// the LFS directory (git-lfs reads only `objects/` there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Complete {
+    /// What the repository's refs reach is here.
+    Pulled,
+    /// What this push mirror pushed is on its destination's LFS server.
+    PushedBy(i64),
+}
+
+impl Complete {
+    fn marker(self) -> String {
+        match self {
+            Complete::Pulled => "mirrorhost-complete".into(),
+            Complete::PushedBy(mirror_id) => format!("mirrorhost-pushed-{mirror_id}"),
+        }
+    }
+}
 
 /// An object being received: hashed as it is written.
 #[derive(Debug)]
