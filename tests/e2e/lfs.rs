@@ -117,22 +117,51 @@ fn add_and_push(work: &Path, files: &[(&str, &[u8])], message: &str) {
     git_lfs(work, &["push", "-q", "origin", "main"]);
 }
 
+/// Two forges, each `git http-backend` with giftless behind
+/// `<repo>.git/info/lfs`, each holding an empty `org/repo.git`: an upstream
+/// and a push destination. `None` where giftless or git-lfs is missing.
+struct Forges {
+    roots: tempfile::TempDir,
+    upstream: HttpGit,
+    upstream_lfs: Giftless,
+    destination: HttpGit,
+    destination_lfs: Giftless,
+}
+
+impl Forges {
+    async fn start() -> Option<Self> {
+        let (upstream_lfs, destination_lfs) = (Giftless::start()?, Giftless::start()?);
+        let roots = tempfile::tempdir().unwrap();
+        let (up_root, down_root) = (roots.path().join("up"), roots.path().join("down"));
+        for root in [&up_root, &down_root] {
+            std::fs::create_dir_all(root.join("org")).unwrap();
+            git(
+                &root.join("org"),
+                &["init", "-q", "--bare", "-b", "main", "repo.git"],
+            );
+        }
+        Some(Self {
+            upstream: HttpGit::start_with_lfs(&up_root, None, upstream_lfs.addr).await,
+            destination: HttpGit::start_with_lfs(&down_root, None, destination_lfs.addr).await,
+            roots,
+            upstream_lfs,
+            destination_lfs,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lfs_objects_travel_from_upstream_through_the_mirror_to_a_destination() {
-    let (Some(upstream_lfs), Some(destination_lfs)) = (Giftless::start(), Giftless::start()) else {
+    let Some(Forges {
+        roots,
+        upstream,
+        upstream_lfs,
+        destination,
+        destination_lfs: _destination_lfs,
+    }) = Forges::start().await
+    else {
         return;
     };
-    let roots = tempfile::tempdir().unwrap();
-    let (up_root, down_root) = (roots.path().join("up"), roots.path().join("down"));
-    for root in [&up_root, &down_root] {
-        std::fs::create_dir_all(root.join("org")).unwrap();
-        git(
-            &root.join("org"),
-            &["init", "-q", "--bare", "-b", "main", "repo.git"],
-        );
-    }
-    let upstream = HttpGit::start_with_lfs(&up_root, None, upstream_lfs.addr).await;
-    let destination = HttpGit::start_with_lfs(&down_root, None, destination_lfs.addr).await;
     let work = lfs_work_tree(roots.path(), &upstream.url("org/repo.git"));
     let (one, two) = (random_bytes(300_000, 1), random_bytes(123_457, 2));
     add_and_push(
@@ -861,20 +890,16 @@ async fn turning_lfs_on_fetches_what_the_history_already_mirrored_needs() {
 /// history needs, even with no commit to push.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turning_lfs_on_uploads_what_a_push_mirror_pushed_before() {
-    let (Some(upstream_lfs), Some(destination_lfs)) = (Giftless::start(), Giftless::start()) else {
+    let Some(Forges {
+        roots,
+        upstream,
+        upstream_lfs: _upstream_lfs,
+        destination,
+        destination_lfs,
+    }) = Forges::start().await
+    else {
         return;
     };
-    let roots = tempfile::tempdir().unwrap();
-    let (up_root, down_root) = (roots.path().join("up"), roots.path().join("down"));
-    for root in [&up_root, &down_root] {
-        std::fs::create_dir_all(root.join("org")).unwrap();
-        git(
-            &root.join("org"),
-            &["init", "-q", "--bare", "-b", "main", "repo.git"],
-        );
-    }
-    let upstream = HttpGit::start_with_lfs(&up_root, None, upstream_lfs.addr).await;
-    let destination = HttpGit::start_with_lfs(&down_root, None, destination_lfs.addr).await;
     let work = lfs_work_tree(roots.path(), &upstream.url("org/repo.git"));
     let content = random_bytes(90_000, 130);
     add_and_push(&work, &[("data.bin", &content)], "data");
