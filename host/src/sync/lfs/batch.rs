@@ -5,7 +5,6 @@
 //! every wait races the run's cancel flag and deadline, every chunk goes
 //! through the run's throttle and progress.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::Read;
@@ -26,9 +25,9 @@ use crate::sync::{Timeouts, remote};
 pub trait Pace {
     /// Whether the run may go on (not cancelled, not past its deadline).
     fn may_go_on(&self) -> bool;
-    /// `total` bytes moved so far by this LFS phase: for the throttle (which
-    /// may block) and the progress figures.
-    fn moved(&self, total: u64);
+    /// `bytes` more moved by this LFS phase: for the throttle (which may
+    /// block) and the progress figures.
+    fn moved(&self, bytes: u64);
 }
 
 /// How a client reaches its server.
@@ -354,14 +353,11 @@ impl Client {
         pace: &dyn Pace,
         fetches: Vec<Fetch>,
         at_once: usize,
-        moved: &Cell<u64>,
     ) -> Result<Vec<Fetched>, BatchError> {
         self.drive(pace, async {
             Ok(futures_util::stream::iter(fetches)
                 .map(|mut fetch| async {
-                    let done = self
-                        .fetch_into(pace, &fetch.action, &mut fetch.into, moved)
-                        .await;
+                    let done = self.fetch_into(pace, &fetch.action, &mut fetch.into).await;
                     (fetch, done)
                 })
                 .buffer_unordered(at_once.max(1))
@@ -375,7 +371,6 @@ impl Client {
         pace: &dyn Pace,
         action: &Action,
         into: &mut Incoming,
-        moved: &Cell<u64>,
     ) -> Result<(), String> {
         let url =
             url::Url::parse(&action.href).map_err(|e| format!("its href is not a URL: {e}"))?;
@@ -393,8 +388,7 @@ impl Client {
             .map_err(|e| self.transport(&e).to_string())?
         {
             into.write(&chunk).map_err(|e| e.to_string())?;
-            moved.set(moved.get() + chunk.len() as u64);
-            pace.moved(moved.get());
+            pace.moved(chunk.len() as u64);
         }
         Ok(())
     }
@@ -406,7 +400,6 @@ impl Client {
         action: &Action,
         mut file: std::fs::File,
         size: u64,
-        moved: &mut u64,
     ) -> Result<(), String> {
         let url =
             url::Url::parse(&action.href).map_err(|e| format!("its href is not a URL: {e}"))?;
@@ -428,8 +421,7 @@ impl Client {
                             return;
                         }
                     };
-                    *moved += n as u64;
-                    pace.moved(*moved);
+                    pace.moved(n as u64);
                     if sender
                         .send(Ok(Bytes::copy_from_slice(&buffer[..n])))
                         .await

@@ -201,6 +201,21 @@ impl Run<'_> {
         }
     }
 
+    /// The server's answer for each object of `group` (at most
+    /// [`batch::BATCH_SIZE`]), in order.
+    fn ask(
+        &self,
+        client: &Client,
+        operation: Operation,
+        group: &[Found],
+        pacer: &Pacer<'_, '_>,
+    ) -> Result<Vec<Answer>, SyncError> {
+        let pointers: Vec<Pointer> = group.iter().map(|f| f.pointer).collect();
+        client
+            .batch(pacer, operation, &pointers, None)
+            .map_err(|e| self.lfs_failed(e))
+    }
+
     /// Uploads what the destination's server says it lacks, a batch at a time.
     fn upload_all(
         &self,
@@ -211,10 +226,7 @@ impl Run<'_> {
         tally: &mut LfsTally,
     ) -> Result<(), SyncError> {
         for group in found.chunks(batch::BATCH_SIZE) {
-            let pointers: Vec<Pointer> = group.iter().map(|f| f.pointer).collect();
-            let answers = client
-                .batch(pacer, Operation::Upload, &pointers, None)
-                .map_err(|e| self.lfs_failed(e))?;
+            let answers = self.ask(client, Operation::Upload, group, pacer)?;
             for (found, answer) in group.iter().zip(answers) {
                 let result = match answer {
                     Answer::Nothing => Ok(false),
@@ -245,9 +257,7 @@ impl Run<'_> {
             );
         }
         let file = kept.open(&found.pointer).map_err(|e| e.to_string())?;
-        let mut moved = pacer.moved.get();
-        client.upload(pacer, upload, file, found.pointer.size, &mut moved)?;
-        pacer.moved.set(moved);
+        client.upload(pacer, upload, file, found.pointer.size)?;
         if let Some(verify) = actions.get("verify") {
             client.verify(pacer, verify, &found.pointer)?;
         }
@@ -266,10 +276,7 @@ impl Run<'_> {
         tally: &mut LfsTally,
     ) -> Result<(), SyncError> {
         for group in wanted.chunks(batch::BATCH_SIZE) {
-            let pointers: Vec<Pointer> = group.iter().map(|f| f.pointer).collect();
-            let answers = client
-                .batch(pacer, Operation::Download, &pointers, None)
-                .map_err(|e| self.lfs_failed(e))?;
+            let answers = self.ask(client, Operation::Download, group, pacer)?;
             let mut fetches = Vec::new();
             for (index, (found, answer)) in group.iter().zip(answers).enumerate() {
                 let fetch = self
@@ -291,11 +298,11 @@ impl Run<'_> {
                 .into_iter()
                 .partition(|f| group[f.index].pointer.size >= batch::LARGE_OBJECT_BYTES);
             let mut fetched = client
-                .download_many(pacer, small, batch::CONCURRENT, &pacer.moved)
+                .download_many(pacer, small, batch::CONCURRENT)
                 .map_err(|e| self.lfs_failed(e))?;
             fetched.extend(
                 client
-                    .download_many(pacer, large, 1, &pacer.moved)
+                    .download_many(pacer, large, 1)
                     .map_err(|e| self.lfs_failed(e))?,
             );
             let mut checked = Vec::new();
@@ -412,7 +419,7 @@ impl Run<'_> {
                 break;
             }
             incoming.write(&buffer[..n]).map_err(|e| e.to_string())?;
-            pacer.moved(pacer.moved.get() + n as u64);
+            pacer.moved(n as u64);
             if !self.may_go_on() {
                 return Err(batch::STOPPED.into());
             }
@@ -609,7 +616,8 @@ impl Pace for Pacer<'_, '_> {
         self.run.may_go_on()
     }
 
-    fn moved(&self, total: u64) {
+    fn moved(&self, bytes: u64) {
+        let total = self.moved.get() + bytes;
         self.moved.set(total);
         self.report();
         self.run.throttle.progress(total, || self.run.may_go_on());
