@@ -130,6 +130,17 @@ fn assert_strict_page(path: &str, page: &str) {
     }
 }
 
+/// On the login page: types the admin token into the field, which has the
+/// focus, sends the form with Enter, and waits for the mirrors table.
+async fn log_in_by_keyboard(browser: &Browser) {
+    let token = browser.find("input[name=token]").await;
+    browser.type_into(&token, ADMIN_TOKEN).await;
+    browser.press(ENTER).await;
+    browser
+        .wait_for("<h1>Mirrors</h1>", Duration::from_secs(20))
+        .await;
+}
+
 #[tokio::test]
 async fn nothing_of_the_console_is_reached_without_a_session() {
     let server = local_server();
@@ -320,13 +331,7 @@ async fn an_operator_syncs_and_resolves_a_conflict_in_a_browser() {
     );
     browser.screenshot("1-login").await;
     assert_accessible(&browser, "login").await;
-    // By keyboard: the token field has the focus; Enter sends the form.
-    let token = browser.find("input[name=token]").await;
-    browser.type_into(&token, ADMIN_TOKEN).await;
-    browser.press(ENTER).await;
-    browser
-        .wait_for("<h1>Mirrors</h1>", Duration::from_secs(20))
-        .await;
+    log_in_by_keyboard(&browser).await;
     assert_eq!(browser.url().await, server.url("/"));
     assert_accessible(&browser, "mirrors").await;
     let row = browser
@@ -527,12 +532,7 @@ async fn a_running_run_shows_live_progress_and_is_cancelled_from_its_page() {
     let api = Api::new(&server);
     let id = slow_mirror(&api, &http, "team/slow").await;
     browser.goto(&server.url("/login")).await;
-    let token = browser.find("input[name=token]").await;
-    browser.type_into(&token, ADMIN_TOKEN).await;
-    browser.press(ENTER).await;
-    browser
-        .wait_for("<h1>Mirrors</h1>", Duration::from_secs(20))
-        .await;
+    log_in_by_keyboard(&browser).await;
     let run = api.queue(id).await;
 
     browser.goto(&server.url("/queue")).await;

@@ -98,6 +98,16 @@ fn kept_object(repo: &Path, content: &[u8]) -> PathBuf {
         .join(oid)
 }
 
+/// The repository keeps `content` as an LFS object, whole.
+fn assert_kept(repo: &Path, content: &[u8]) {
+    let kept = std::fs::read(kept_object(repo, content)).unwrap();
+    assert!(
+        kept == content,
+        "the kept object of sha256 {} differs",
+        sha256_hex(content)
+    );
+}
+
 /// A work tree whose `*.bin` files go to LFS, pushing to `url`.
 fn lfs_work_tree(dir: &Path, url: &str) -> PathBuf {
     let work = dir.join("work");
@@ -197,10 +207,7 @@ async fn lfs_objects_travel_from_upstream_through_the_mirror_to_a_destination() 
     );
     let mirror = project_repo(&server, "org/repo");
     for content in [&one, &two] {
-        assert_eq!(
-            &std::fs::read(kept_object(&mirror, content)).unwrap(),
-            content
-        );
+        assert_kept(&mirror, content);
     }
     fsck(&mirror);
 
@@ -508,7 +515,7 @@ async fn an_object_the_server_cannot_give_fails_the_run_by_name_or_is_skipped() 
         assert_eq!(skipped.len(), 1, "{run}");
         assert!(skipped[0].as_str().unwrap().contains(&sha256_hex(&bad)));
         assert_eq!(refs_of(&repo).len(), 1);
-        assert_eq!(std::fs::read(kept_object(&repo, &good)).unwrap(), good);
+        assert_kept(&repo, &good);
         assert!(!kept_object(&repo, &bad).exists());
         assert!(
             std::fs::read_dir(repo.join("lfs/tmp"))
@@ -546,10 +553,7 @@ async fn an_expired_href_is_asked_for_again_and_429_is_waited_out() {
     // The 429, the batch, and the batch asked again for the expired href.
     assert_eq!(hostile.batches.load(Ordering::SeqCst), 3);
     let repo = project_repo(&server, "org/patient");
-    assert_eq!(
-        std::fs::read(kept_object(&repo, &expiring)).unwrap(),
-        expiring
-    );
+    assert_kept(&repo, &expiring);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -668,10 +672,7 @@ async fn the_mirror_s_credentials_open_its_upstream_s_lfs_server() {
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["lfs_objects"], 1, "{run}");
     let repo = project_repo(&server, "org/locked");
-    assert_eq!(
-        std::fs::read(kept_object(&repo, &content)).unwrap(),
-        content
-    );
+    assert_kept(&repo, &content);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -736,8 +737,8 @@ async fn taking_theirs_in_a_conflict_brings_their_lfs_objects() {
     let path = format!("/api/v1/mirrors/{mirror}/conflicts/{cid}/resolve");
     let (status, resolved) = api.post(&path, json!({"strategy": "theirs"})).await;
     assert_eq!(status, 200, "{resolved}");
-    assert_eq!(std::fs::read(kept_object(&repo, &theirs)).unwrap(), theirs);
-    assert_eq!(std::fs::read(kept_object(&repo, &first)).unwrap(), first);
+    assert_kept(&repo, &theirs);
+    assert_kept(&repo, &first);
 }
 
 /// An SSH remote names its LFS server and a token for it through
@@ -790,10 +791,7 @@ async fn an_ssh_remote_names_its_lfs_server_through_git_lfs_authenticate() {
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["lfs_objects"], 1, "{run}");
     let repo = project_repo(&server, "org/over-ssh");
-    assert_eq!(
-        std::fs::read(kept_object(&repo, &content)).unwrap(),
-        content
-    );
+    assert_kept(&repo, &content);
     assert_eq!(
         hostile.authorizations.lock().unwrap().as_slice(),
         ["RemoteAuth t0ken"],
@@ -862,10 +860,7 @@ async fn turning_lfs_on_fetches_what_the_history_already_mirrored_needs() {
         (Some("succeeded"), Some(1)),
         "{run}"
     );
-    assert_eq!(
-        std::fs::read(kept_object(&repo, &content)).unwrap(),
-        content
-    );
+    assert_kept(&repo, &content);
     let asked = hostile.batches.load(Ordering::SeqCst);
     assert_eq!(api.sync(mirror).await["lfs_objects"], 0);
     assert_eq!(
