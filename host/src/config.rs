@@ -11,6 +11,7 @@ use crate::alerts::Target;
 use crate::jobs::Caps;
 use crate::plugins::Limits;
 use crate::schedule::Policy;
+use crate::store::Location;
 use crate::store::retention::Retention;
 use crate::sync::housekeeping::Housekeeping;
 use crate::sync::packs::{ChildLimits, DEFAULT_INDEXER_MEMORY_BYTES};
@@ -45,6 +46,11 @@ pub struct Overrides {
     /// Directory for the database, the repositories and the caches [default: ./data].
     #[arg(long, env = "MIRRORHOST_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The store on PostgreSQL 15 or newer, `postgres://user@host/db`
+    /// [default: SQLite in the data dir]. Prefer the environment variable or
+    /// the file if it holds a password: a flag shows in the process list.
+    #[arg(long, env = "MIRRORHOST_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Let remotes on file://, loopback and private addresses through (tests, labs).
     #[arg(long, env = "MIRRORHOST_ALLOW_LOCAL_REMOTES")]
     pub allow_local_remotes: Option<bool>,
@@ -183,6 +189,7 @@ struct FileConfig {
     ca_bundle: Option<PathBuf>,
     https_proxy: Option<String>,
     no_proxy: Option<String>,
+    database_url: Option<String>,
     plugins: PluginLimitsFile,
 }
 
@@ -232,6 +239,8 @@ pub struct Config {
     pub ca_bundle: Option<PathBuf>,
     /// The HTTP proxy of every http(s) remote whose mirror names none.
     pub proxy: ProxySettings,
+    /// Where the store is: SQLite in the data dir, or PostgreSQL.
+    pub database: Location,
 }
 
 /// The PEM files the listener serves HTTPS with.
@@ -350,6 +359,10 @@ impl Config {
                 overrides.tls_key.or(file.tls_key),
             )?,
             ca_bundle: overrides.ca_bundle.or(file.ca_bundle),
+            database: database(
+                overrides.database_url.or(file.database_url),
+                data_dir.join("mirrorhost.db"),
+            )?,
             proxy: proxy_settings(
                 overrides.https_proxy.or(file.https_proxy),
                 overrides.no_proxy.or(file.no_proxy),
@@ -428,6 +441,7 @@ impl Config {
         })
     }
 
+    /// The SQLite file of a store that is not on PostgreSQL.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("mirrorhost.db")
     }
@@ -471,6 +485,19 @@ fn alert_target(
             message: "alerts are signed: set a secret with the alert URL",
         }),
         (Some(url), Some(secret)) => Ok(Some(Target { url, secret })),
+    }
+}
+
+fn database(url: Option<String>, sqlite: PathBuf) -> Result<Location, ConfigError> {
+    match url.filter(|u| !u.is_empty()) {
+        None => Ok(Location::Sqlite(sqlite)),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Location::Postgres(url))
+        }
+        Some(_) => Err(ConfigError::Invalid {
+            field: "database_url",
+            message: "give a postgres:// or postgresql:// URL (SQLite needs none)",
+        }),
     }
 }
 

@@ -5,7 +5,7 @@
 //! retention kept. The consecutive failure count and the last success are the
 //! summary's, so they outlive the history.
 
-use rusqlite::Connection;
+use crate::store::Db;
 use serde::Serialize;
 
 use crate::store::health::{self as rows, KEPT_RUNS, Outcome, Summary};
@@ -75,7 +75,7 @@ fn figures(runs: &[Outcome]) -> Figures {
 
 /// The last `window` finished runs of `mirror_id`, newest first.
 fn window_of(
-    conn: &Connection,
+    conn: &Db,
     mirror_id: i64,
     summary: &Summary,
     window: u32,
@@ -88,7 +88,7 @@ fn window_of(
 }
 
 /// The health of `mirror` over its last `window` finished runs.
-pub fn of(conn: &Connection, mirror: &Mirror, window: u32) -> Result<Health, StoreError> {
+pub fn of(conn: &Db, mirror: &Mirror, window: u32) -> Result<Health, StoreError> {
     let id = mirror.mirror_id;
     let summary = rows::summary(conn, id)?;
     let f = figures(&window_of(conn, id, &summary, window)?);
@@ -128,11 +128,7 @@ pub fn of(conn: &Connection, mirror: &Mirror, window: u32) -> Result<Health, Sto
 /// whatever their rate. Mirrors without a finished run have no rate and are not
 /// listed. One pass over the kept summaries picks them; only those are read
 /// in full.
-pub fn unhealthy(
-    conn: &Connection,
-    window: u32,
-    min_success_rate: f64,
-) -> Result<Vec<Health>, StoreError> {
+pub fn unhealthy(conn: &Db, window: u32, min_success_rate: f64) -> Result<Vec<Health>, StoreError> {
     let mut picked: Vec<i64> = store::schedules::all_hard_failed(conn)?;
     if window as usize <= KEPT_RUNS {
         for (id, total, ok) in rows::window_counts(conn, window as usize)? {

@@ -186,7 +186,7 @@ fn client_command(command: impl Future<Output = Result<(), cli::CliError>>) -> a
 fn rotate_key(config: Config) -> anyhow::Result<()> {
     let from_env = std::env::var("MIRRORHOST_MASTER_KEY").ok();
     let old = MasterKey::load(from_env.as_deref(), &config.data_dir)?;
-    let store = Store::open(&config.database_path())?;
+    let store = Store::open_at(&config.database)?;
     let new = MasterKey::generate();
     let key_in_file = from_env.is_none();
     let moved = secrets::rotate(&store, &config.data_dir, &old, &new, key_in_file)?;

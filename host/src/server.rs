@@ -87,7 +87,7 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
     }
     let git = crate::sync::housekeeping::check_git()?;
     tracing::debug!(%git, "git for housekeeping");
-    let store = Store::open(&config.database_path())?;
+    let store = Store::open_at(&config.database)?;
     let interrupted = store.with(crate::store::runs::recover)?;
     if interrupted > 0 {
         tracing::warn!(

@@ -264,11 +264,23 @@ async fn password_and_token_auth_pull_and_push_and_never_leak() {
     }
 }
 
+/// No secret in any file under the data dir `dir`, nor in its store.
 pub fn assert_no_secret_in(dir: &Path, secrets: &[&str]) {
+    assert_no_secret_in_files(dir, secrets);
+    let database = crate::support::database_bytes(dir);
+    for secret in secrets {
+        let found = database
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes());
+        assert!(!found, "secret found in the store");
+    }
+}
+
+fn assert_no_secret_in_files(dir: &Path, secrets: &[&str]) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            assert_no_secret_in(&path, secrets);
+            assert_no_secret_in_files(&path, secrets);
         } else {
             let bytes = std::fs::read(&path).unwrap();
             for secret in secrets {

@@ -506,8 +506,8 @@ async fn the_first_page_of_twenty_thousand_mirrors_renders_in_under_a_second() {
 
 /// `n` pull mirrors written straight into a new data dir's database.
 fn seed_mirrors(data: &std::path::Path, n: usize) {
-    use mirrorhost::store::{MirrorSettings, Store, mirrors};
-    let store = Store::open(&data.join("mirrorhost.db")).unwrap();
+    use mirrorhost::store::{MirrorSettings, mirrors};
+    let store = crate::support::store_of(data);
     for i in 0..n {
         let url = format!("https://git.example.com/group-{}/repo-{i}.git", i % 97);
         let settings = MirrorSettings::pull(

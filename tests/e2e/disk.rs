@@ -164,28 +164,32 @@ async fn a_full_disk_fails_runs_not_the_service_and_loses_nothing() {
         .status();
     small.commit("main", "while-full");
     small.push(&["main"]);
-    // The run cannot even be queued: the answer says why, and nothing moved.
-    let (status, answer) = api
-        .post(&format!("/api/v1/mirrors/{kept}/sync"), json!({}))
-        .await;
-    assert_eq!(status, 507, "{answer}");
-    assert_eq!(answer["error"]["code"], "disk_full", "{answer}");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("disk is full"),
-        "{answer}"
-    );
-    let (status, _) = api.get("/api/v1/mirrors").await;
-    assert_eq!(status, 200, "the API answers on a full disk");
-    // The console too: its pages read, and its actions say why they cannot.
-    let operator = crate::console::login(&server).await;
-    let form = [("csrf", operator.csrf.as_str())];
-    let path = format!("/mirrors/{kept}/sync");
-    let answer = crate::console::post_form(&server, &operator.cookie, &path, &form).await;
-    assert_eq!(answer.status(), 507);
-    assert!(answer.text().await.unwrap().contains("disk is full"));
+    // On SQLite the store shares the full disk: a run cannot even be queued.
+    // (On PostgreSQL the store is elsewhere and has room.)
+    if crate::test_postgres::url().is_none() {
+        // The run cannot even be queued: the answer says why, and nothing moved.
+        let (status, answer) = api
+            .post(&format!("/api/v1/mirrors/{kept}/sync"), json!({}))
+            .await;
+        assert_eq!(status, 507, "{answer}");
+        assert_eq!(answer["error"]["code"], "disk_full", "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("disk is full"),
+            "{answer}"
+        );
+        let (status, _) = api.get("/api/v1/mirrors").await;
+        assert_eq!(status, 200, "the API answers on a full disk");
+        // The console too: its pages read, and its actions say why they cannot.
+        let operator = crate::console::login(&server).await;
+        let form = [("csrf", operator.csrf.as_str())];
+        let path = format!("/mirrors/{kept}/sync");
+        let answer = crate::console::post_form(&server, &operator.cookie, &path, &form).await;
+        assert_eq!(answer.status(), 507);
+        assert!(answer.text().await.unwrap().contains("disk is full"));
+    }
     assert_eq!(refs_of(&project_repo(&server, "disk/small")), small_refs);
 
     tokio::time::sleep(Duration::from_secs(2)).await;

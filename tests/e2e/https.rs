@@ -329,7 +329,7 @@ async fn a_remote_demanding_a_client_certificate_gets_the_mirrors() {
     // The key is sealed at rest and opens again after a key rotation.
     let key_body = key.lines().nth(1).unwrap().to_string();
     let data_dir = server.stop();
-    let database = std::fs::read(data_dir.path().join("mirrorhost.db")).unwrap();
+    let database = crate::support::database_bytes(data_dir.path());
     assert!(!String::from_utf8_lossy(&database).contains(&key_body));
     let out = crate::support::rotate_master_key(data_dir.path());
     assert!(String::from_utf8_lossy(&out.stderr).contains("re-sealed 3 stored secrets"));

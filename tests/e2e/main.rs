@@ -40,6 +40,8 @@ mod serve;
 mod ssh;
 mod sshd;
 mod support;
+#[path = "../fixtures/postgres.rs"]
+mod test_postgres;
 mod timeouts;
 mod webdriver;
 mod webhooks;

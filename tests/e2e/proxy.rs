@@ -271,7 +271,7 @@ async fn a_mirror_proxy_is_checked_before_it_is_stored() {
         "{shown}"
     );
     assert!(!shown.to_string().contains("s3cret-pw"));
-    let database = std::fs::read(server.data_dir.path().join("mirrorhost.db")).unwrap();
+    let database = crate::support::database_bytes(server.data_dir.path());
     let clear = database.windows(9).any(|w| w == b"s3cret-pw");
     assert!(!clear, "proxy credentials are stored sealed");
     // Another proxy drops the credentials of the first.

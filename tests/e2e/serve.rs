@@ -101,7 +101,9 @@ async fn without_a_token_one_is_generated_privately_and_never_logged() {
             0o600
         );
     }
-    assert!(server.data_dir.path().join("mirrorhost.db").exists());
+    let sqlite = server.data_dir.path().join("mirrorhost.db");
+    // In the PostgreSQL pass the store is there, and no SQLite file is made.
+    assert_eq!(sqlite.exists(), crate::test_postgres::url().is_none());
     let resp = client()
         .get(server.url("/api/v1/plugins"))
         .bearer_auth(token.trim())

@@ -62,6 +62,7 @@ impl Server {
             .stderr(Stdio::piped())
             // Its own group: `crash` takes the service's children down with it.
             .process_group(0);
+        database_of(&mut cmd, data_dir.path());
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -191,16 +192,42 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// `refname oid` of every ref of a repository, as `git for-each-ref` sees it.
+/// In the PostgreSQL pass, points `cmd` at the store of `data_dir` in the
+/// test database; otherwise it finds SQLite in the data dir.
+fn database_of(cmd: &mut Command, data_dir: &Path) {
+    let schema = crate::test_postgres::schema_of_dir(data_dir);
+    if let Some(url) = crate::test_postgres::schema_url(&schema) {
+        cmd.env("MIRRORHOST_DATABASE_URL", url);
+    }
+}
+
+/// Every byte the store of `data_dir` holds: the SQLite file, or in the
+/// PostgreSQL pass the dump of its schema.
+pub fn database_bytes(data_dir: &Path) -> Vec<u8> {
+    crate::test_postgres::dump_of_dir(data_dir)
+        .unwrap_or_else(|| std::fs::read(data_dir.join("mirrorhost.db")).unwrap())
+}
+
+/// The store of `data_dir`, as the service opens it.
+pub fn store_of(data_dir: &Path) -> mirrorhost::store::Store {
+    use mirrorhost::store::{Location, Store};
+    let schema = crate::test_postgres::schema_of_dir(data_dir);
+    let location = match crate::test_postgres::schema_url(&schema) {
+        Some(url) => Location::Postgres(url),
+        None => Location::Sqlite(data_dir.join("mirrorhost.db")),
+    };
+    Store::open_at(&location).unwrap()
+}
+
 /// `mirrorhost secrets rotate-key` on a stopped service's data dir (its key
 /// in `master.key`); the command's output, after checking it succeeded.
 pub fn rotate_master_key(data_dir: &Path) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_mirrorhost"))
-        .args(["secrets", "rotate-key", "--data-dir"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mirrorhost"));
+    cmd.args(["secrets", "rotate-key", "--data-dir"])
         .arg(data_dir)
-        .env_remove("MIRRORHOST_MASTER_KEY")
-        .output()
-        .unwrap();
+        .env_remove("MIRRORHOST_MASTER_KEY");
+    database_of(&mut cmd, data_dir);
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -13,6 +13,8 @@ pub mod child;
 pub mod git_cli;
 #[path = "../../../tests/fixtures/app.rs"]
 mod in_process;
+#[path = "../../../tests/fixtures/postgres.rs"]
+mod test_postgres;
 
 use git_cli::git;
 

@@ -1,6 +1,6 @@
 //! Per-mirror transfer limits.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, Optional, params};
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
@@ -22,7 +22,7 @@ pub struct Bandwidth {
     pub throttle_on_failure: bool,
 }
 
-pub fn get(conn: &Connection, mirror_id: i64) -> Result<Bandwidth, StoreError> {
+pub fn get(conn: &Db, mirror_id: i64) -> Result<Bandwidth, StoreError> {
     Ok(conn
         .query_row(
             "SELECT max_bytes_per_second, max_concurrent_updates, throttle_on_failure \
@@ -31,7 +31,7 @@ pub fn get(conn: &Connection, mirror_id: i64) -> Result<Bandwidth, StoreError> {
             |row| {
                 Ok(Bandwidth {
                     max_bytes_per_second: row
-                        .get::<_, Option<i64>>(0)?
+                        .get::<Option<i64>>(0)?
                         .and_then(|n| u64::try_from(n).ok()),
                     max_concurrent_updates: row.get(1)?,
                     throttle_on_failure: row.get(2)?,
@@ -42,7 +42,7 @@ pub fn get(conn: &Connection, mirror_id: i64) -> Result<Bandwidth, StoreError> {
         .unwrap_or_default())
 }
 
-pub fn set(conn: &Connection, mirror_id: i64, b: &Bandwidth) -> Result<(), StoreError> {
+pub fn set(conn: &Db, mirror_id: i64, b: &Bandwidth) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO bandwidth (mirror_id, max_bytes_per_second, max_concurrent_updates, throttle_on_failure) \
          VALUES (?1, ?2, ?3, ?4) ON CONFLICT(mirror_id) DO UPDATE SET \

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use super::db::{Db, Optional, Row, params};
 use serde::{Deserialize, Serialize};
 
 use super::text::text_enum;
@@ -68,7 +68,7 @@ pub struct NewConflict {
 const COLUMNS: &str = "id, mirror_id, run_id, ref_name, local_oid, remote_oid, merge_base, ahead, \
      behind, strategy, status, resolution, detected_at, resolved_at";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<Conflict> {
+fn from_row(row: &Row<'_>) -> Result<Conflict, StoreError> {
     Ok(Conflict {
         conflict_id: row.get(0)?,
         mirror_id: row.get(1)?,
@@ -91,7 +91,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Conflict> {
 /// same ref and the same two tips is not recorded twice; one the run settled
 /// closes the ref's earlier open ones (a dry run may have opened them) the same way.
 pub fn record(
-    conn: &mut Connection,
+    conn: &mut Db,
     mirror_id: i64,
     run_id: i64,
     conflicts: &[NewConflict],
@@ -103,11 +103,11 @@ pub fn record(
             continue;
         }
         if c.status == ConflictStatus::Resolved {
-            tx.prepare_cached(
+            tx.execute(
                 "UPDATE conflicts SET status = 'resolved', resolution = ?3, resolved_at = ?4 \
                  WHERE mirror_id = ?1 AND ref_name = ?2 AND status = 'open'",
-            )?
-            .execute(params![mirror_id, c.ref_name, c.resolution, at])?;
+                params![mirror_id, c.ref_name, c.resolution, at],
+            )?;
         }
         insert(&tx, mirror_id, Some(run_id), c, &at)?;
     }
@@ -119,7 +119,7 @@ pub fn record(
 /// would do with it, so an operator can settle it; one already open for the
 /// same ref and tips is reused. The conflicts, in the order given.
 pub fn record_detected(
-    conn: &mut Connection,
+    conn: &mut Db,
     mirror_id: i64,
     found: &[NewConflict],
 ) -> Result<Vec<Conflict>, StoreError> {
@@ -147,100 +147,88 @@ pub fn record_detected(
 }
 
 /// The open conflict on record for this ref and these two tips, if any.
-fn open_one(conn: &Connection, mirror_id: i64, c: &NewConflict) -> Result<Option<i64>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT id FROM conflicts WHERE mirror_id = ?1 AND ref_name = ?2 \
+fn open_one(conn: &Db, mirror_id: i64, c: &NewConflict) -> Result<Option<i64>, StoreError> {
+    conn.query_row(
+        "SELECT id FROM conflicts WHERE mirror_id = ?1 AND ref_name = ?2 \
              AND local_oid = ?3 AND remote_oid = ?4 AND status = 'open'",
-        )?
-        .query_row(
-            params![mirror_id, c.ref_name, c.local_oid, c.remote_oid],
-            |row| row.get(0),
-        )
-        .optional()?)
+        params![mirror_id, c.ref_name, c.local_oid, c.remote_oid],
+        |row| row.get(0),
+    )
+    .optional()
 }
 
 fn insert(
-    conn: &Connection,
+    conn: &Db,
     mirror_id: i64,
     run_id: Option<i64>,
     c: &NewConflict,
     at: &str,
 ) -> Result<i64, StoreError> {
     let resolved_at = (c.status == ConflictStatus::Resolved).then_some(at);
-    conn.prepare_cached(
+    conn.query_row(
         "INSERT INTO conflicts (mirror_id, run_id, ref_name, local_oid, remote_oid, merge_base, \
          ahead, behind, strategy, status, resolution, detected_at, resolved_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?
-    .execute(params![
-        mirror_id,
-        run_id,
-        c.ref_name,
-        c.local_oid,
-        c.remote_oid,
-        c.merge_base,
-        c.ahead,
-        c.behind,
-        c.strategy,
-        c.status,
-        c.resolution,
-        at,
-        resolved_at,
-    ])?;
-    Ok(conn.last_insert_rowid())
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id",
+        params![
+            mirror_id,
+            run_id,
+            c.ref_name,
+            c.local_oid,
+            c.remote_oid,
+            c.merge_base,
+            c.ahead,
+            c.behind,
+            c.strategy,
+            c.status,
+            c.resolution,
+            at,
+            resolved_at,
+        ],
+        |row| row.get(0),
+    )
 }
 
 /// Whether an operator settled this exact divergence with `ours`: the engine
 /// then leaves the ref alone until one of the tips moves.
 pub fn kept_by_operator(
-    conn: &Connection,
+    conn: &Db,
     mirror_id: i64,
     ref_name: &str,
     local_oid: &str,
     remote_oid: &str,
 ) -> Result<bool, StoreError> {
-    Ok(conn.query_row(
+    conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM conflicts WHERE mirror_id = ?1 AND ref_name = ?2 \
          AND local_oid = ?3 AND remote_oid = ?4 AND status = 'resolved' AND resolution = ?5)",
         params![mirror_id, ref_name, local_oid, remote_oid, Resolution::Ours],
         |row| row.get(0),
-    )?)
+    )
 }
 
 /// One page of `mirror_id`'s conflicts, newest first, only those with
 /// `status` if given, and how many there are in all.
 pub fn page(
-    conn: &Connection,
+    conn: &Db,
     mirror_id: i64,
     status: Option<ConflictStatus>,
     page: super::Page,
 ) -> Result<(Vec<Conflict>, u64), StoreError> {
-    let from = "FROM conflicts WHERE mirror_id = ?1 AND (?2 IS NULL OR status = ?2)";
+    let from = "FROM conflicts WHERE mirror_id = ?1 AND (status = ?2 OR ?2 IS NULL)";
     let args = params![mirror_id, status];
     super::paged(conn, COLUMNS, from, "id DESC", args, page, from_row)
 }
 
-pub fn get(
-    conn: &Connection,
-    mirror_id: i64,
-    conflict_id: i64,
-) -> Result<Option<Conflict>, StoreError> {
+pub fn get(conn: &Db, mirror_id: i64, conflict_id: i64) -> Result<Option<Conflict>, StoreError> {
     conn.query_row(
         &format!("SELECT {COLUMNS} FROM conflicts WHERE mirror_id = ?1 AND id = ?2"),
         params![mirror_id, conflict_id],
         from_row,
     )
     .optional()
-    .map_err(Into::into)
 }
 
 /// Marks an open conflict resolved with `resolution`.
-pub fn resolve(
-    conn: &Connection,
-    conflict_id: i64,
-    resolution: Resolution,
-) -> Result<(), StoreError> {
+pub fn resolve(conn: &Db, conflict_id: i64, resolution: Resolution) -> Result<(), StoreError> {
     let changed = conn.execute(
         "UPDATE conflicts SET status = 'resolved', resolution = ?2, resolved_at = ?3 \
          WHERE id = ?1 AND status = 'open'",
@@ -253,19 +241,18 @@ pub fn resolve(
 }
 
 /// Ref name -> oid of everything this push mirror has put on its destination.
-pub fn pushed_refs(
-    conn: &Connection,
-    mirror_id: i64,
-) -> Result<BTreeMap<String, String>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT ref_name, oid FROM pushed_refs WHERE mirror_id = ?1")?;
-    let rows = stmt.query_map([mirror_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn pushed_refs(conn: &Db, mirror_id: i64) -> Result<BTreeMap<String, String>, StoreError> {
+    let rows = conn.query_map(
+        "SELECT ref_name, oid FROM pushed_refs WHERE mirror_id = ?1",
+        [mirror_id],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Applies what a push run did on the destination: `Some(oid)` pushed, `None` deleted.
 pub fn update_pushed_refs(
-    conn: &mut Connection,
+    conn: &mut Db,
     mirror_id: i64,
     changes: &[(String, Option<String>)],
 ) -> Result<(), StoreError> {

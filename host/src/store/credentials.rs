@@ -1,7 +1,7 @@
 //! Sealed credentials, one per mirror. The store never sees a plaintext secret:
 //! it keeps what `secrets` sealed plus metadata that is safe to show.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, Optional, params};
 use serde::Serialize;
 
 use super::{StoreError, now};
@@ -29,11 +29,7 @@ pub struct SealedCredential {
 }
 
 /// Stores the mirror's credential, replacing (rotating) any previous one in place.
-pub fn put(
-    conn: &Connection,
-    mirror_id: i64,
-    c: &SealedCredential,
-) -> Result<CredentialMeta, StoreError> {
+pub fn put(conn: &Db, mirror_id: i64, c: &SealedCredential) -> Result<CredentialMeta, StoreError> {
     conn.execute(
         "INSERT INTO credentials (mirror_id, kind, username, fingerprint, key_id, sealed, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
@@ -45,7 +41,7 @@ pub fn put(
     meta(conn, mirror_id)?.ok_or(StoreError::NotFound("credential"))
 }
 
-pub fn meta(conn: &Connection, mirror_id: i64) -> Result<Option<CredentialMeta>, StoreError> {
+pub fn meta(conn: &Db, mirror_id: i64) -> Result<Option<CredentialMeta>, StoreError> {
     conn.query_row(
         "SELECT kind, username, fingerprint, created_at, rotated_at FROM credentials WHERE mirror_id = ?1",
         [mirror_id],
@@ -60,20 +56,18 @@ pub fn meta(conn: &Connection, mirror_id: i64) -> Result<Option<CredentialMeta>,
         },
     )
     .optional()
-    .map_err(Into::into)
 }
 
-pub fn sealed(conn: &Connection, mirror_id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+pub fn sealed(conn: &Db, mirror_id: i64) -> Result<Option<Vec<u8>>, StoreError> {
     conn.query_row(
         "SELECT sealed FROM credentials WHERE mirror_id = ?1",
         [mirror_id],
         |row| row.get(0),
     )
     .optional()
-    .map_err(Into::into)
 }
 
-pub fn delete(conn: &Connection, mirror_id: i64) -> Result<(), StoreError> {
+pub fn delete(conn: &Db, mirror_id: i64) -> Result<(), StoreError> {
     match conn.execute("DELETE FROM credentials WHERE mirror_id = ?1", [mirror_id])? {
         0 => Err(StoreError::NotFound("credential")),
         _ => Ok(()),
@@ -91,25 +85,17 @@ pub struct HostKey {
     pub key_type: Option<String>,
 }
 
-pub fn host_keys(conn: &Connection, mirror_id: i64) -> Result<Vec<HostKey>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT fingerprint, key_type FROM ssh_host_keys WHERE mirror_id = ?1 ORDER BY added_at, fingerprint",
-    )?;
-    let rows = stmt.query_map([mirror_id], |row| {
+pub fn host_keys(conn: &Db, mirror_id: i64) -> Result<Vec<HostKey>, StoreError> {
+    conn.query_map("SELECT fingerprint, key_type FROM ssh_host_keys WHERE mirror_id = ?1 ORDER BY added_at, fingerprint", [mirror_id], |row| {
         Ok(HostKey {
             fingerprint: row.get(0)?,
             key_type: row.get(1)?,
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    })
 }
 
 /// Replaces the mirror's trusted host keys with `keys`.
-pub fn set_host_keys(
-    conn: &mut Connection,
-    mirror_id: i64,
-    keys: &[HostKey],
-) -> Result<(), StoreError> {
+pub fn set_host_keys(conn: &mut Db, mirror_id: i64, keys: &[HostKey]) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     tx.execute(
         "DELETE FROM ssh_host_keys WHERE mirror_id = ?1",
@@ -118,8 +104,8 @@ pub fn set_host_keys(
     let at = now(&tx)?;
     for key in keys {
         tx.execute(
-            "INSERT OR IGNORE INTO ssh_host_keys (mirror_id, fingerprint, key_type, added_at) \
-             VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO ssh_host_keys (mirror_id, fingerprint, key_type, added_at) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
             params![mirror_id, key.fingerprint, key.key_type, at],
         )?;
     }

@@ -1,7 +1,7 @@
 //! The rows health is computed from: finished runs, and the state each mirror
 //! was last seen in (so that alerts fire on a change, not on every failure).
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, Optional, params};
 
 use serde::{Deserialize, Serialize};
 
@@ -27,19 +27,19 @@ text_enum! {
 /// The last `window` finished runs of `mirror_id` in the run history, newest
 /// first (interrupted and cancelled runs are left out of health). One mirror
 /// never runs twice at once, so id order is finishing order.
-pub fn recent(conn: &Connection, mirror_id: i64, window: u32) -> Result<Vec<Outcome>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+pub fn recent(conn: &Db, mirror_id: i64, window: u32) -> Result<Vec<Outcome>, StoreError> {
+    conn.query_map(
         "SELECT status = 'succeeded', COALESCE(duration_ms, 0) FROM runs \
          WHERE mirror_id = ?1 AND status IN ('succeeded', 'failed') \
          ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![mirror_id, window], |row| {
-        Ok(Outcome {
-            succeeded: row.get(0)?,
-            duration_ms: row.get(1)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        params![mirror_id, window],
+        |row| {
+            Ok(Outcome {
+                succeeded: row.get(0)?,
+                duration_ms: row.get(1)?,
+            })
+        },
+    )
 }
 
 /// How many finished runs a mirror's kept summary holds: the widest health
@@ -96,26 +96,27 @@ fn unpacked(blob: &[u8]) -> impl Iterator<Item = Outcome> + '_ {
 }
 
 /// The kept summary of `mirror_id`; the default (nothing yet) if it never ran.
-pub fn summary(conn: &Connection, mirror_id: i64) -> Result<Summary, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT last_started_at, last_finished_at, last_status = 'succeeded', last_error, \
+pub fn summary(conn: &Db, mirror_id: i64) -> Result<Summary, StoreError> {
+    let found = conn
+        .query_row(
+            "SELECT last_started_at, last_finished_at, last_status = 'succeeded', last_error, \
          last_success_at, consecutive_failures, recent, lfs_objects, lfs_bytes \
          FROM mirror_health WHERE mirror_id = ?1",
-    )?;
-    let found = stmt
-        .query_row([mirror_id], |row| {
-            Ok(Summary {
-                last_started_at: row.get(0)?,
-                last_finished_at: row.get(1)?,
-                last_succeeded: row.get(2)?,
-                last_error: row.get(3)?,
-                last_success_at: row.get(4)?,
-                consecutive_failures: row.get(5)?,
-                recent: unpacked(&row.get::<_, Vec<u8>>(6)?).collect(),
-                lfs_objects: row.get(7)?,
-                lfs_bytes: row.get(8)?,
-            })
-        })
+            [mirror_id],
+            |row| {
+                Ok(Summary {
+                    last_started_at: row.get(0)?,
+                    last_finished_at: row.get(1)?,
+                    last_succeeded: row.get(2)?,
+                    last_error: row.get(3)?,
+                    last_success_at: row.get(4)?,
+                    consecutive_failures: row.get(5)?,
+                    recent: unpacked(&row.get::<Vec<u8>>(6)?).collect(),
+                    lfs_objects: row.get(7)?,
+                    lfs_bytes: row.get(8)?,
+                })
+            },
+        )
         .optional()?;
     Ok(found.unwrap_or_default())
 }
@@ -123,43 +124,45 @@ pub fn summary(conn: &Connection, mirror_id: i64) -> Result<Summary, StoreError>
 /// For every mirror that finished a run: how many of its latest `window`
 /// finished runs (at most [`KEPT_RUNS`]) there are and how many succeeded.
 /// One pass over the summaries, counting in place.
-pub fn window_counts(conn: &Connection, window: usize) -> Result<Vec<(i64, u32, u32)>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT mirror_id, recent FROM mirror_health WHERE recent != x''")?;
-    let mut rows = stmt.query([])?;
-    let mut found = Vec::new();
-    while let Some(row) = rows.next()? {
-        let blob = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-        let runs = &blob[..blob.len().min(window * 4)];
-        let ok = unpacked(runs).filter(|o| o.succeeded).count();
-        found.push((row.get(0)?, (runs.len() / 4) as u32, ok as u32));
-    }
-    Ok(found)
+pub fn window_counts(conn: &Db, window: usize) -> Result<Vec<(i64, u32, u32)>, StoreError> {
+    conn.query_map(
+        "SELECT mirror_id, recent FROM mirror_health WHERE length(recent) > 0",
+        [],
+        |row| {
+            let blob: Vec<u8> = row.get(1)?;
+            let runs = &blob[..blob.len().min(window * 4)];
+            let ok = unpacked(runs).filter(|o| o.succeeded).count();
+            Ok((row.get(0)?, (runs.len() / 4) as u32, ok as u32))
+        },
+    )
 }
 
 /// Keeps the start of a run in its mirror's summary; part of the caller's
 /// transaction.
-pub(super) fn run_started(conn: &Connection, mirror_id: i64, at: &str) -> Result<(), StoreError> {
-    conn.prepare_cached(
+pub(super) fn run_started(conn: &Db, mirror_id: i64, at: &str) -> Result<(), StoreError> {
+    conn.execute(
         "INSERT INTO mirror_health (mirror_id, last_started_at) VALUES (?1, ?2) \
          ON CONFLICT(mirror_id) DO UPDATE SET last_started_at = excluded.last_started_at",
-    )?
-    .execute(params![mirror_id, at])?;
+        params![mirror_id, at],
+    )?;
     Ok(())
 }
 
 /// Keeps a run that succeeded or failed in its mirror's summary; part of
 /// the caller's transaction.
 pub(super) fn run_finished(
-    conn: &Connection,
+    conn: &Db,
     mirror_id: i64,
     outcome: Outcome,
     at: &str,
     error: Option<&str>,
 ) -> Result<(), StoreError> {
     let old: Vec<u8> = conn
-        .prepare_cached("SELECT recent FROM mirror_health WHERE mirror_id = ?1")?
-        .query_row([mirror_id], |row| row.get(0))
+        .query_row(
+            "SELECT recent FROM mirror_health WHERE mirror_id = ?1",
+            [mirror_id],
+            |row| row.get(0),
+        )
         .optional()?
         .unwrap_or_default();
     let mut recent = Vec::with_capacity(KEPT_RUNS * 4);
@@ -170,33 +173,33 @@ pub(super) fn run_finished(
     } else {
         ("failed", None, error)
     };
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO mirror_health (mirror_id, last_finished_at, last_status, last_error, \
              last_success_at, consecutive_failures, recent) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
          ON CONFLICT(mirror_id) DO UPDATE SET last_finished_at = excluded.last_finished_at, \
              last_status = excluded.last_status, last_error = excluded.last_error, \
-             last_success_at = COALESCE(excluded.last_success_at, last_success_at), \
+             last_success_at = COALESCE(excluded.last_success_at, mirror_health.last_success_at), \
              consecutive_failures = CASE WHEN excluded.last_status = 'succeeded' THEN 0 \
-                 ELSE consecutive_failures + 1 END, \
+                 ELSE mirror_health.consecutive_failures + 1 END, \
              recent = excluded.recent",
-    )?
-    .execute(params![
-        mirror_id,
-        at,
-        status,
-        error,
-        success_at,
-        i64::from(!outcome.succeeded),
-        recent,
-    ])?;
+        params![
+            mirror_id,
+            at,
+            status,
+            error,
+            success_at,
+            i64::from(!outcome.succeeded),
+            recent,
+        ],
+    )?;
     Ok(())
 }
 
 /// Adds what a finished run moved of LFS to its mirror's totals; after
 /// [`run_finished`], in the same transaction.
 pub(super) fn lfs_moved(
-    conn: &Connection,
+    conn: &Db,
     mirror_id: i64,
     objects: i64,
     bytes: i64,
@@ -204,27 +207,26 @@ pub(super) fn lfs_moved(
     if objects == 0 && bytes == 0 {
         return Ok(());
     }
-    conn.prepare_cached(
+    conn.execute(
         "UPDATE mirror_health SET lfs_objects = lfs_objects + ?2, lfs_bytes = lfs_bytes + ?3 \
          WHERE mirror_id = ?1",
-    )?
-    .execute(params![mirror_id, objects, bytes])?;
+        params![mirror_id, objects, bytes],
+    )?;
     Ok(())
 }
 
 /// The state recorded for `mirror_id`, if one ever was.
 /// A stored value this binary does not know is an error.
-pub fn last_state(conn: &Connection, mirror_id: i64) -> Result<Option<State>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT state FROM health_states WHERE mirror_id = ?1",
-            [mirror_id],
-            |row| row.get(0),
-        )
-        .optional()?)
+pub fn last_state(conn: &Db, mirror_id: i64) -> Result<Option<State>, StoreError> {
+    conn.query_row(
+        "SELECT state FROM health_states WHERE mirror_id = ?1",
+        [mirror_id],
+        |row| row.get(0),
+    )
+    .optional()
 }
 
-pub fn set_state(conn: &Connection, mirror_id: i64, state: State) -> Result<(), StoreError> {
+pub fn set_state(conn: &Db, mirror_id: i64, state: State) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO health_states (mirror_id, state, changed_at) VALUES (?1, ?2, ?3) \
          ON CONFLICT(mirror_id) DO UPDATE SET state = excluded.state, changed_at = excluded.changed_at",

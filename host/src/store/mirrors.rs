@@ -1,6 +1,6 @@
 //! Projects and mirrors.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use super::db::{Db, Optional, Row, ToSql, params};
 use serde::{Deserialize, Serialize};
 
 use super::health::State;
@@ -247,7 +247,7 @@ const MIRROR_COLUMNS: &str = "id, project_id, direction, url, remote_host, auth_
 /// summary (GitLab's status fields come from there, not from the history).
 const MIRROR_TABLES: &str = "mirrors LEFT JOIN mirror_health h ON h.mirror_id = mirrors.id";
 
-fn mirror_from_row(row: &Row<'_>) -> rusqlite::Result<Mirror> {
+fn mirror_from_row(row: &Row<'_>) -> Result<Mirror, StoreError> {
     Ok(Mirror {
         mirror_id: row.get(0)?,
         project_id: row.get(1)?,
@@ -282,7 +282,7 @@ fn mirror_from_row(row: &Row<'_>) -> rusqlite::Result<Mirror> {
 /// GitLab's status fields from the columns at `at..`: a run going on, one
 /// pending, the latest start; the status, end and error of the latest run
 /// that succeeded or failed; the latest success.
-fn update_state(row: &Row<'_>, at: usize) -> rusqlite::Result<UpdateState> {
+fn update_state(row: &Row<'_>, at: usize) -> Result<UpdateState, StoreError> {
     let (running, pending): (bool, bool) = (row.get(at)?, row.get(at + 1)?);
     let finished: Option<RunStatus> = row.get(at + 3)?;
     let update_status = match (running, pending, finished) {
@@ -307,7 +307,7 @@ fn is_some<S: serde::Serializer>(value: &Option<Vec<u8>>, s: S) -> Result<S::Ok,
 }
 
 /// Creates the project on first use; returns it either way.
-pub fn ensure_project(conn: &Connection, project_id: &str) -> Result<Project, StoreError> {
+pub fn ensure_project(conn: &Db, project_id: &str) -> Result<Project, StoreError> {
     conn.execute(
         "INSERT INTO projects (id, created_at) VALUES (?1, ?2) ON CONFLICT(id) DO NOTHING",
         params![project_id, now(conn)?],
@@ -315,7 +315,7 @@ pub fn ensure_project(conn: &Connection, project_id: &str) -> Result<Project, St
     project(conn, project_id)?.ok_or(StoreError::NotFound("project"))
 }
 
-pub fn project(conn: &Connection, project_id: &str) -> Result<Option<Project>, StoreError> {
+pub fn project(conn: &Db, project_id: &str) -> Result<Option<Project>, StoreError> {
     conn.query_row(
         "SELECT id, protected_branches, created_at FROM projects WHERE id = ?1",
         [project_id],
@@ -330,11 +330,10 @@ pub fn project(conn: &Connection, project_id: &str) -> Result<Option<Project>, S
         },
     )
     .optional()
-    .map_err(Into::into)
 }
 
 pub fn set_protected_branches(
-    conn: &Connection,
+    conn: &Db,
     project_id: &str,
     patterns: &[String],
 ) -> Result<Project, StoreError> {
@@ -356,7 +355,7 @@ const SETTABLE: &str = "url, remote_host, auth_method, enabled, update_interval,
      tls_client_key_secret, lfs, lfs_missing";
 const SETTABLE_COUNT: usize = 21;
 
-fn settable_params(s: &MirrorSettings) -> [&dyn rusqlite::ToSql; SETTABLE_COUNT] {
+fn settable_params(s: &MirrorSettings) -> [&dyn ToSql; SETTABLE_COUNT] {
     [
         &s.url,
         &s.remote_host,
@@ -390,36 +389,36 @@ fn placeholders(from: usize, to: usize) -> String {
         .join(", ")
 }
 
-pub fn insert(conn: &mut Connection, s: &MirrorSettings) -> Result<Mirror, StoreError> {
+pub fn insert(conn: &mut Db, s: &MirrorSettings) -> Result<Mirror, StoreError> {
     let tx = conn.transaction()?;
     ensure_project(&tx, &s.project_id)?;
     let at = now(&tx)?;
-    let mut values: Vec<&dyn rusqlite::ToSql> = settable_params(s).to_vec();
-    values.extend([&s.project_id as &dyn rusqlite::ToSql, &s.direction, &at]);
-    tx.execute(
+    let mut values: Vec<&dyn ToSql> = settable_params(s).to_vec();
+    values.extend([&s.project_id as &dyn ToSql, &s.direction, &at]);
+    let id: i64 = tx.query_row(
         &format!(
             "INSERT INTO mirrors ({SETTABLE}, project_id, direction, created_at, updated_at) \
-             VALUES ({}, ?{at})",
+             VALUES ({}, ?{at}) RETURNING id",
             placeholders(1, SETTABLE_COUNT + 3),
             at = SETTABLE_COUNT + 3,
         ),
         values.as_slice(),
+        |row| row.get(0),
     )?;
-    let id = tx.last_insert_rowid();
     let mirror = get(&tx, id)?.ok_or(StoreError::NotFound("mirror"))?;
     tx.commit()?;
     Ok(mirror)
 }
 
-pub fn update(conn: &Connection, id: i64, s: &MirrorSettings) -> Result<Mirror, StoreError> {
+pub fn update(conn: &Db, id: i64, s: &MirrorSettings) -> Result<Mirror, StoreError> {
     let assignments: Vec<String> = SETTABLE
         .split(", ")
         .enumerate()
         .map(|(i, column)| format!("{} = ?{}", column.trim(), i + 1))
         .collect();
     let at = now(conn)?;
-    let mut values: Vec<&dyn rusqlite::ToSql> = settable_params(s).to_vec();
-    values.extend([&at as &dyn rusqlite::ToSql, &id]);
+    let mut values: Vec<&dyn ToSql> = settable_params(s).to_vec();
+    values.extend([&at as &dyn ToSql, &id]);
     let changed = conn.execute(
         &format!(
             "UPDATE mirrors SET {}, updated_at = ?{} WHERE id = ?{}",
@@ -435,31 +434,29 @@ pub fn update(conn: &Connection, id: i64, s: &MirrorSettings) -> Result<Mirror, 
     get(conn, id)?.ok_or(StoreError::NotFound("mirror"))
 }
 
-pub fn get(conn: &Connection, id: i64) -> Result<Option<Mirror>, StoreError> {
+pub fn get(conn: &Db, id: i64) -> Result<Option<Mirror>, StoreError> {
     conn.query_row(
         &format!("SELECT {MIRROR_COLUMNS} FROM {MIRROR_TABLES} WHERE id = ?1"),
         [id],
         mirror_from_row,
     )
     .optional()
-    .map_err(Into::into)
 }
 
 /// All mirrors, or a project's, optionally of one direction; oldest first.
 pub fn list(
-    conn: &Connection,
+    conn: &Db,
     project_id: Option<&str>,
     direction: Option<Direction>,
 ) -> Result<Vec<Mirror>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {MIRROR_COLUMNS} FROM {MIRROR_TABLES} \
-         WHERE (?1 IS NULL OR project_id = ?1) AND (?2 IS NULL OR direction = ?2) ORDER BY id"
-    ))?;
-    let rows = stmt.query_map(
+    conn.query_map(
+        &format!(
+            "SELECT {MIRROR_COLUMNS} FROM {MIRROR_TABLES} \
+         WHERE (project_id = ?1 OR ?1 IS NULL) AND (direction = ?2 OR ?2 IS NULL) ORDER BY id"
+        ),
         params![project_id, direction.map(Direction::as_str)],
         mirror_from_row,
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    )
 }
 
 /// Which mirrors a list shows; `None` is any.
@@ -520,7 +517,7 @@ impl MirrorOrder {
 
 /// A mirror's health state in SQL, as `health::of` decides it: disabled,
 /// hard-failed, failing since its last success, or healthy.
-const STATE_SQL: &str = "CASE WHEN NOT mirrors.enabled THEN 'disabled' \
+const STATE_SQL: &str = "CASE WHEN mirrors.enabled = 0 THEN 'disabled' \
      WHEN EXISTS (SELECT 1 FROM schedules s WHERE s.mirror_id = mirrors.id AND s.hard_failed = 1) \
        THEN 'hard_failed' \
      WHEN COALESCE(h.consecutive_failures, 0) > 0 THEN 'failing' ELSE 'healthy' END";
@@ -528,16 +525,16 @@ const STATE_SQL: &str = "CASE WHEN NOT mirrors.enabled THEN 'disabled' \
 /// The mirrors `filter` lets through, in `order`, one `page` of them, and
 /// how many there are in all.
 pub fn page(
-    conn: &Connection,
+    conn: &Db,
     filter: &MirrorFilter,
     (order, sort): (MirrorOrder, Sort),
     page: Page,
 ) -> Result<(Vec<Mirror>, u64), StoreError> {
     let from = format!(
-        "FROM {MIRROR_TABLES} WHERE (?1 IS NULL OR project_id = ?1) \
-         AND (?2 IS NULL OR direction = ?2) AND (?3 IS NULL OR enabled = ?3) \
-         AND (?4 IS NULL OR {STATE_SQL} = ?4) \
-         AND (?5 IS NULL OR instr(project_id, ?5) > 0 OR instr(url, ?5) > 0)"
+        "FROM {MIRROR_TABLES} WHERE (project_id = ?1 OR ?1 IS NULL) \
+         AND (direction = ?2 OR ?2 IS NULL) AND (enabled = ?3 OR ?3 IS NULL) \
+         AND ({STATE_SQL} = ?4 OR ?4 IS NULL) \
+         AND (instr(project_id, ?5) > 0 OR instr(url, ?5) > 0 OR ?5 IS NULL)"
     );
     let args = params![
         filter.project_id,
@@ -558,35 +555,33 @@ pub fn page(
 }
 
 /// Deletes the mirror with its runs, jobs, conflicts and push records.
-pub fn delete(conn: &Connection, id: i64) -> Result<(), StoreError> {
+pub fn delete(conn: &Db, id: i64) -> Result<(), StoreError> {
     match conn.execute("DELETE FROM mirrors WHERE id = ?1", [id])? {
         0 => Err(StoreError::NotFound("mirror")),
         _ => Ok(()),
     }
 }
 
-fn bad_column(column: &str, value: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        format!("unexpected {column} value {value:?}").into(),
-    )
+fn bad_column(column: &str, value: &str) -> StoreError {
+    StoreError::Decode {
+        index: 0,
+        message: format!("unexpected {column} value {value:?}"),
+    }
 }
 
 /// The fingerprint of the refs the mirror's remote advertised at its last
 /// successful run.
-pub fn remote_fingerprint(conn: &Connection, mirror_id: i64) -> Result<Option<String>, StoreError> {
+pub fn remote_fingerprint(conn: &Db, mirror_id: i64) -> Result<Option<String>, StoreError> {
     conn.query_row(
         "SELECT fingerprint FROM remote_fingerprints WHERE mirror_id = ?1",
         [mirror_id],
         |row| row.get(0),
     )
     .optional()
-    .map_err(Into::into)
 }
 
 pub fn set_remote_fingerprint(
-    conn: &Connection,
+    conn: &Db,
     mirror_id: i64,
     fingerprint: &str,
 ) -> Result<(), StoreError> {

@@ -1,5 +1,7 @@
-//! SQLite state. This module owns the connection and the schema: every table is
-//! created by a migration in `migrations.rs`, applied in order at open.
+//! The service's state, in SQLite (the embedded default) or PostgreSQL.
+//! This module owns the connection and the schema: every table is created by
+//! a migration in `migrations.rs`, applied in order at open; `db` is the one
+//! SQL API both databases serve.
 //!
 //! The connection sits behind a mutex and every method is synchronous; async
 //! callers go through `tokio::task::spawn_blocking`.
@@ -7,6 +9,7 @@
 pub mod bandwidth;
 pub mod conflicts;
 pub mod credentials;
+pub mod db;
 pub mod health;
 mod migrations;
 pub mod mirrors;
@@ -16,17 +19,17 @@ pub mod schedules;
 mod text;
 pub mod webhooks;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use rusqlite::Connection;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::hooks::Action;
 
 use crate::clock::{Clock, SystemClock, rfc3339};
 
 pub use conflicts::{Conflict, ConflictStatus, NewConflict, Resolution};
+pub use db::{Backend, Db, Optional, Row};
 pub use migrations::SCHEMA_VERSION;
 pub use mirrors::{AuthMethod, Direction, LfsMissing, Mirror, MirrorSettings, Project};
 pub use runs::{
@@ -38,6 +41,16 @@ pub use text::UnknownValue;
 pub enum StoreError {
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database: {}", postgres_message(.0))]
+    Postgres(#[from] postgres::Error),
+    #[error("database: column {index}: {message}")]
+    Decode { index: usize, message: String },
+    #[error("database: the query returned no row")]
+    NoRow,
+    #[error("database: a transaction was begun inside another")]
+    NestedTransaction,
+    #[error("database connection: {0}")]
+    Connection(String),
     #[error("database schema is version {found}, newer than this binary knows ({known})")]
     TooNew { found: u32, known: u32 },
     #[error("no such {0}")]
@@ -52,11 +65,22 @@ impl StoreError {
     /// The database could not grow: the disk (or the quota) of the data dir
     /// is full. SQLite rolled the statement back; nothing was written.
     pub fn is_disk_full(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DiskFull
-        )
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            StoreError::Postgres(e) => e.code() == Some(&postgres::error::SqlState::DISK_FULL),
+            _ => false,
+        }
+    }
+}
+
+/// The server's own words where it gave them (postgres's `Display` of a
+/// server error is only "db error").
+fn postgres_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
     }
 }
 
@@ -82,52 +106,58 @@ impl Page {
 /// gives with `args` (numbered ?1, ?2, ...), each read by `row`, and how many
 /// rows the whole selection holds.
 fn paged<T>(
-    conn: &Connection,
+    conn: &Db,
     columns: &str,
     from_where: &str,
     order: &str,
-    args: &[&dyn rusqlite::ToSql],
+    args: &[&dyn db::ToSql],
     page: Page,
-    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    row: impl FnMut(&Row<'_>) -> Result<T, StoreError>,
 ) -> Result<(Vec<T>, u64), StoreError> {
-    let total: i64 = conn
-        .prepare_cached(&format!("SELECT COUNT(*) {from_where}"))?
-        .query_row(args, |r| r.get(0))?;
+    let total: i64 =
+        conn.query_row(&format!("SELECT COUNT(*) {from_where}"), args, |r| r.get(0))?;
     let (limit, offset) = (args.len() + 1, args.len() + 2);
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {columns} {from_where} ORDER BY {order} LIMIT ?{limit} OFFSET ?{offset}"
-    ))?;
-    let (per_page, skipped) = (page.per_page, page.offset());
+    let sql =
+        format!("SELECT {columns} {from_where} ORDER BY {order} LIMIT ?{limit} OFFSET ?{offset}");
+    let (per_page, skipped) = (i64::from(page.per_page), page.offset());
     let mut all = args.to_vec();
-    all.extend([&per_page as &dyn rusqlite::ToSql, &skipped]);
-    let rows = stmt.query_map(all.as_slice(), row)?;
-    Ok((
-        rows.collect::<Result<_, _>>()?,
-        u64::try_from(total).unwrap_or(0),
-    ))
+    all.extend([&per_page as &dyn db::ToSql, &skipped]);
+    let rows = conn.query_map(&sql, all.as_slice(), row)?;
+    Ok((rows, u64::try_from(total).unwrap_or(0)))
 }
 
 /// Unix milliseconds now, by the store's clock (SQL's `clock_now_ms()`).
-pub fn now_ms(conn: &Connection) -> Result<i64, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT clock_now_ms()")?;
-    Ok(stmt.query_row([], |row| row.get(0))?)
+pub fn now_ms(conn: &Db) -> Result<i64, StoreError> {
+    conn.query_row("SELECT clock_now_ms()", [], |row| row.get(0))
 }
 
 /// Now by the store's clock, as every `*_at` column holds it.
-pub fn now(conn: &Connection) -> Result<String, StoreError> {
+pub fn now(conn: &Db) -> Result<String, StoreError> {
     Ok(rfc3339(now_ms(conn)?))
 }
 
-/// The clock behind `clock_now_ms()`; swapped by [`Store::set_clock`].
-type ClockSlot = Arc<RwLock<Arc<dyn Clock>>>;
+/// The clock behind `clock_now_ms()`, if not the system's; swapped by
+/// [`Store::set_clock`].
+type ClockSlot = Arc<RwLock<Option<Arc<dyn Clock>>>>;
+
+/// Where the store keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file, the embedded default.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server: a `postgres://` URL (or key=value settings).
+    Postgres(String),
+}
 
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Connection>,
-    /// Bumped on every row change of the tables that say which mirror a
-    /// webhook delivery reaches (`mirrors`, `projects`, `webhook_secrets`), by
-    /// SQLite's update hook, so no writer can forget to. Caches of those
-    /// tables compare it to know they are stale.
+    conn: Mutex<Db>,
+    /// SQLite: bumped on every row change of the tables that say which
+    /// mirror a webhook delivery reaches (`mirrors`, `projects`,
+    /// `webhook_secrets`), by SQLite's update hook, so no writer can forget
+    /// to. PostgreSQL keeps the count in a row its triggers bump, which
+    /// every node of a cluster sees. Caches of those tables compare it to
+    /// know they are stale.
     routing_generation: Arc<AtomicU64>,
     clock: ClockSlot,
 }
@@ -138,18 +168,39 @@ pub struct Store {
 const ROUTING_TABLES: &[&str] = &["mirrors", "projects", "webhook_secrets"];
 
 impl Store {
+    /// Opens the store at `location`, creating it if needed, and brings its
+    /// schema up to date.
+    pub fn open_at(location: &Location) -> Result<Self, StoreError> {
+        match location {
+            Location::Sqlite(path) => Self::open(path),
+            Location::Postgres(url) => Self::connect(url),
+        }
+    }
+
     /// Opens (creating if needed) the database at `path`, in WAL mode with
     /// foreign keys enforced, and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::init(Connection::open(path)?)
+        Self::init(rusqlite::Connection::open(path)?)
     }
 
     /// A private in-memory database, for tests and tools.
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(rusqlite::Connection::open_in_memory()?)
     }
 
-    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+    /// Connects to the PostgreSQL database `url` names and brings its
+    /// schema up to date (one node at a time: migrations take a lock).
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
+        let db = Db::postgres(url)?;
+        migrations::apply_postgres(&db)?;
+        Ok(Self {
+            conn: Mutex::new(db),
+            routing_generation: Arc::new(AtomicU64::new(0)),
+            clock: Arc::new(RwLock::new(None)),
+        })
+    }
+
+    fn init(mut conn: rusqlite::Connection) -> Result<Self, StoreError> {
         incremental_vacuum(&conn)?;
         // WAL lets readers proceed during a write; NORMAL sync is durable across
         // process crashes (the case we care about) and much faster than FULL.
@@ -164,13 +215,14 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", false)?;
         // Every timestamp the store writes comes from this clock, so that a
         // test (or a soak on simulated time) can drive it.
-        let clock: ClockSlot = Arc::new(RwLock::new(Arc::new(SystemClock)));
+        let clock: ClockSlot = Arc::new(RwLock::new(None));
         let read = clock.clone();
         conn.create_scalar_function("clock_now_ms", 0, FunctionFlags::SQLITE_UTF8, move |_| {
-            Ok(read.read().unwrap_or_else(PoisonError::into_inner).now_ms())
+            let clock = read.read().unwrap_or_else(PoisonError::into_inner);
+            Ok(clock
+                .as_ref()
+                .map_or_else(|| SystemClock.now_ms(), |c| c.now_ms()))
         })?;
-        migrations::apply(&mut conn)?;
-        conn.pragma_update(None, "foreign_keys", true)?;
         let routing_generation = Arc::new(AtomicU64::new(0));
         let bump = routing_generation.clone();
         conn.update_hook(Some(move |_: Action, _: &str, table: &str, _: i64| {
@@ -178,8 +230,11 @@ impl Store {
                 bump.fetch_add(1, Ordering::Release);
             }
         }))?;
+        let db = Db::sqlite(conn);
+        migrations::apply_sqlite(&db)?;
+        db.execute_batch("PRAGMA foreign_keys = ON")?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(db),
             routing_generation,
             clock,
         })
@@ -187,25 +242,62 @@ impl Store {
 
     /// Replaces the clock the store stamps rows with.
     pub fn set_clock(&self, clock: Arc<dyn Clock>) {
-        *self.clock.write().unwrap_or_else(PoisonError::into_inner) = clock;
+        *self.clock.write().unwrap_or_else(PoisonError::into_inner) = Some(clock);
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .backend()
     }
 
     /// Changes with every write to the tables webhook routing reads; see the field.
-    pub fn routing_generation(&self) -> u64 {
-        self.routing_generation.load(Ordering::Acquire)
+    pub fn routing_generation(&self) -> Result<u64, StoreError> {
+        self.with(|conn| match conn.backend() {
+            Backend::Sqlite => Ok(self.routing_generation.load(Ordering::Acquire)),
+            Backend::Postgres => {
+                let n: i64 =
+                    conn.query_row("SELECT generation FROM routing_generation", [], |r| {
+                        r.get(0)
+                    })?;
+                Ok(n as u64)
+            }
+        })
     }
 
     /// Runs `f` with the connection. A panic in an earlier holder cannot leave the
     /// connection half-changed (every change is a transaction), so a poisoned lock
     /// is still safe to use.
-    pub fn with<T, E>(&self, f: impl FnOnce(&mut Connection) -> Result<T, E>) -> Result<T, E> {
+    pub fn with<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        if conn.backend() == Backend::Postgres {
+            self.hand_clock_to_postgres(&conn)?;
+        }
         f(&mut conn)
+    }
+
+    /// PostgreSQL's `clock_now_ms()` reads the database server's clock, the
+    /// one all nodes share, unless the session names a time: a store whose
+    /// clock was replaced names its time before each use.
+    fn hand_clock_to_postgres(&self, conn: &Db) -> Result<(), StoreError> {
+        let clock = self.clock.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(clock) = clock.as_ref() {
+            conn.query_row(
+                "SELECT set_config('mirrorhost.now_ms', ?1, false)",
+                [clock.now_ms().to_string()],
+                |_| Ok(()),
+            )?;
+        }
+        Ok(())
     }
 
     /// Cheap liveness probe for `/readyz`.
     pub fn ping(&self) -> Result<(), StoreError> {
-        self.with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+        self.with(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
     }
 
     pub fn schema_version(&self) -> Result<u32, StoreError> {
@@ -213,11 +305,27 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+#[path = "../../../tests/fixtures/postgres.rs"]
+pub(crate) mod test_postgres;
+
+#[cfg(test)]
+impl Store {
+    /// A new, empty store for a test: on PostgreSQL in the PostgreSQL pass
+    /// (`tests/on-postgres.sh`), in memory on SQLite otherwise.
+    pub(crate) fn for_test() -> Self {
+        match test_postgres::schema_url(&test_postgres::fresh_schema()) {
+            Some(url) => Self::connect(&url).unwrap(),
+            None => Self::open_in_memory().unwrap(),
+        }
+    }
+}
+
 /// Makes the file one whose free pages can be handed back
 /// (`retention::reclaim`): set before the first table of a new database; an
 /// older database is rebuilt once (`VACUUM`), at the first start of a binary
 /// that retains history.
-fn incremental_vacuum(conn: &Connection) -> Result<(), StoreError> {
+fn incremental_vacuum(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     const INCREMENTAL: i64 = 2;
     let mode: i64 = conn.pragma_query_value(None, "auto_vacuum", |row| row.get(0))?;
     if mode == INCREMENTAL {
@@ -254,7 +362,7 @@ pub enum SealedOwner {
 /// sealed bytes), how a row names its owner.
 type SealedRows = (
     &'static str,
-    fn(&rusqlite::Row<'_>) -> rusqlite::Result<SealedOwner>,
+    fn(&Row<'_>) -> Result<SealedOwner, StoreError>,
 );
 
 const SEALED_ROWS: [SealedRows; 4] = [
@@ -290,46 +398,39 @@ const SEALED_ROWS: [SealedRows; 4] = [
 /// credentials, TLS client keys) in one transaction: an error from `reseal`
 /// leaves every row as it was.
 pub fn reseal_all<E: From<StoreError>>(
-    conn: &mut Connection,
+    conn: &mut Db,
     key_id: &str,
     mut reseal: impl FnMut(&SealedOwner, &[u8]) -> Result<Vec<u8>, E>,
 ) -> Result<usize, E> {
-    let tx = conn.transaction().map_err(StoreError::from)?;
+    let tx = conn.transaction()?;
     let mut rows: Vec<(SealedOwner, Vec<u8>)> = Vec::new();
     for (sql, owner) in SEALED_ROWS {
-        let mut stmt = tx.prepare(sql).map_err(StoreError::from)?;
-        let found = stmt
-            .query_map([], |row| {
-                let sealed_at = row.as_ref().column_count() - 1;
-                Ok((owner(row)?, row.get(sealed_at)?))
-            })
-            .map_err(StoreError::from)?;
-        for row in found {
-            rows.push(row.map_err(StoreError::from)?);
-        }
+        rows.extend(tx.query_map(sql, [], |row| {
+            let sealed_at = row.column_count() - 1;
+            Ok((owner(row)?, row.get(sealed_at)?))
+        })?);
     }
     for (owner, sealed) in &rows {
         let resealed = reseal(owner, sealed)?;
-        let updated = match owner {
+        match owner {
             SealedOwner::Mirror(id) => tx.execute(
                 "UPDATE credentials SET sealed = ?2, key_id = ?3 WHERE mirror_id = ?1",
-                rusqlite::params![id, resealed, key_id],
+                db::params![id, resealed, key_id],
             ),
             SealedOwner::Project(id) => tx.execute(
                 "UPDATE webhook_secrets SET sealed = ?2, key_id = ?3 WHERE project_id = ?1",
-                rusqlite::params![id, resealed, key_id],
+                db::params![id, resealed, key_id],
             ),
             SealedOwner::Proxy { mirror_id, .. } => tx.execute(
                 "UPDATE mirrors SET proxy_secret = ?2 WHERE id = ?1",
-                rusqlite::params![mirror_id, resealed],
+                db::params![mirror_id, resealed],
             ),
             SealedOwner::ClientKey { mirror_id, .. } => tx.execute(
                 "UPDATE mirrors SET tls_client_key_secret = ?2 WHERE id = ?1",
-                rusqlite::params![mirror_id, resealed],
+                db::params![mirror_id, resealed],
             ),
-        };
-        updated.map_err(StoreError::from)?;
+        }?;
     }
-    tx.commit().map_err(StoreError::from)?;
+    tx.commit()?;
     Ok(rows.len())
 }

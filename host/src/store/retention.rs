@@ -8,7 +8,7 @@
 //! held for long; the space they free goes back to the file system through
 //! SQLite's incremental vacuum.
 
-use rusqlite::{Connection, params};
+use super::db::{Db, params};
 
 use super::StoreError;
 use crate::clock::rfc3339;
@@ -59,11 +59,7 @@ fn cutoff(now_ms: i64, days: u32) -> String {
 
 /// Deletes up to [`BATCH`] rows past their age; how many of each went. Call
 /// again while it deletes a full batch of something.
-pub fn prune_by_age(
-    conn: &mut Connection,
-    keep: &Retention,
-    now_ms: i64,
-) -> Result<Pruned, StoreError> {
+pub fn prune_by_age(conn: &mut Db, keep: &Retention, now_ms: i64) -> Result<Pruned, StoreError> {
     let tx = conn.transaction()?;
     let runs = tx.execute(
         "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at < ?1 LIMIT ?2)",
@@ -92,28 +88,27 @@ pub fn prune_by_age(
 /// Returns the runs deleted and the last mirror id seen (`None` when none
 /// was left).
 pub fn trim_per_mirror(
-    conn: &mut Connection,
+    conn: &mut Db,
     keep: &Retention,
     after_id: i64,
 ) -> Result<(usize, Option<i64>), StoreError> {
     let tx = conn.transaction()?;
-    let ids: Vec<i64> = {
-        let mut stmt =
-            tx.prepare_cached("SELECT id FROM mirrors WHERE id > ?1 ORDER BY id LIMIT ?2")?;
-        let rows = stmt.query_map(params![after_id, MIRRORS_PER_BATCH], |row| row.get(0))?;
-        rows.collect::<Result<_, _>>()?
-    };
+    let ids: Vec<i64> = tx.query_map(
+        "SELECT id FROM mirrors WHERE id > ?1 ORDER BY id LIMIT ?2",
+        params![after_id, MIRRORS_PER_BATCH],
+        |row| row.get(0),
+    )?;
     let mut deleted = 0;
     {
         // The newest kept run's id, then every finished run before it.
-        let mut trim = tx.prepare_cached(
-            "DELETE FROM runs WHERE mirror_id = ?1 AND finished_at IS NOT NULL AND id < \
-             (SELECT id FROM runs WHERE mirror_id = ?1 AND finished_at IS NOT NULL \
-              ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-        )?;
         let offset = keep.runs_per_mirror.max(1) - 1;
         for id in &ids {
-            deleted += trim.execute(params![id, offset])?;
+            deleted += tx.execute(
+                "DELETE FROM runs WHERE mirror_id = ?1 AND finished_at IS NOT NULL AND id < \
+             (SELECT id FROM runs WHERE mirror_id = ?1 AND finished_at IS NOT NULL \
+              ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                params![id, offset],
+            )?;
         }
     }
     tx.commit()?;
@@ -122,15 +117,19 @@ pub fn trim_per_mirror(
 
 /// Hands free pages back to the file system once they are over a quarter of
 /// the file (below that, new rows reuse them soon). Returns the pages freed.
-pub fn reclaim(conn: &Connection) -> Result<i64, StoreError> {
+pub fn reclaim(conn: &Db) -> Result<i64, StoreError> {
+    // PostgreSQL's autovacuum keeps its tables' free space for reuse.
+    let Some(conn) = conn.as_sqlite() else {
+        return Ok(0);
+    };
     let pages: i64 = conn.pragma_query_value(None, "page_count", |row| row.get(0))?;
     let free: i64 = conn.pragma_query_value(None, "freelist_count", |row| row.get(0))?;
     if free * 4 <= pages {
         return Ok(0);
     }
     // The pragma frees pages as its rows are stepped through.
-    let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
-    let mut rows = stmt.query([])?;
+    let mut statement = conn.prepare("PRAGMA incremental_vacuum")?;
+    let mut rows = statement.query([])?;
     while rows.next()?.is_some() {}
     Ok(free)
 }
@@ -312,12 +311,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         {
-            let conn = Connection::open(&path).unwrap();
+            let conn = rusqlite::Connection::open(&path).unwrap();
             conn.execute_batch("CREATE TABLE old (x BLOB)").unwrap();
         }
         let store = Store::open(&path).unwrap();
         let mode: i64 = store
-            .with(|c| c.pragma_query_value(None, "auto_vacuum", |r| r.get(0)))
+            .with(|c| {
+                let mode = c
+                    .as_sqlite()
+                    .unwrap()
+                    .pragma_query_value(None, "auto_vacuum", |r| r.get(0));
+                Ok::<i64, StoreError>(mode?)
+            })
             .unwrap();
         assert_eq!(mode, 2);
         let id = mirror(&store, "a/a");
@@ -326,7 +331,13 @@ mod tests {
         }
         let pages = |store: &Store| -> i64 {
             store
-                .with(|c| c.pragma_query_value(None, "page_count", |r| r.get(0)))
+                .with(|c| {
+                    let pages =
+                        c.as_sqlite()
+                            .unwrap()
+                            .pragma_query_value(None, "page_count", |r| r.get(0));
+                    Ok::<i64, StoreError>(pages?)
+                })
                 .unwrap()
         };
         let before = pages(&store);

@@ -5,7 +5,7 @@
 //! that finds a pending job joins it and gets its run id, so none is lost and a
 //! burst costs at most two runs.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use super::db::{Db, Optional, Row, params};
 use serde::Serialize;
 
 use super::text::text_enum;
@@ -102,24 +102,24 @@ pub struct RunRef {
 }
 
 /// Records what run `run_id` did to its refs.
-pub fn record_refs(conn: &mut Connection, run_id: i64, refs: &[RunRef]) -> Result<(), StoreError> {
+pub fn record_refs(conn: &mut Db, run_id: i64, refs: &[RunRef]) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO run_refs (run_id, ref_name, action, local_oid, remote_oid, reason, \
-             lfs_objects, lfs_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
         for r in refs {
-            stmt.execute(params![
-                run_id,
-                r.ref_name,
-                r.action,
-                r.local_oid,
-                r.remote_oid,
-                r.reason,
-                r.lfs_objects,
-                r.lfs_bytes
-            ])?;
+            tx.execute(
+                "INSERT INTO run_refs (run_id, ref_name, action, local_oid, remote_oid, reason, \
+             lfs_objects, lfs_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    run_id,
+                    r.ref_name,
+                    r.action,
+                    r.local_oid,
+                    r.remote_oid,
+                    r.reason,
+                    r.lfs_objects,
+                    r.lfs_bytes
+                ],
+            )?;
         }
     }
     tx.commit()?;
@@ -127,23 +127,23 @@ pub fn record_refs(conn: &mut Connection, run_id: i64, refs: &[RunRef]) -> Resul
 }
 
 /// What run `run_id` did to its refs, by name.
-pub fn refs(conn: &Connection, run_id: i64) -> Result<Vec<RunRef>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+pub fn refs(conn: &Db, run_id: i64) -> Result<Vec<RunRef>, StoreError> {
+    conn.query_map(
         "SELECT ref_name, action, local_oid, remote_oid, reason, lfs_objects, lfs_bytes \
          FROM run_refs WHERE run_id = ?1 ORDER BY ref_name",
-    )?;
-    let rows = stmt.query_map([run_id], |row| {
-        Ok(RunRef {
-            ref_name: row.get(0)?,
-            action: row.get(1)?,
-            local_oid: row.get(2)?,
-            remote_oid: row.get(3)?,
-            reason: row.get(4)?,
-            lfs_objects: row.get(5)?,
-            lfs_bytes: row.get(6)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        [run_id],
+        |row| {
+            Ok(RunRef {
+                ref_name: row.get(0)?,
+                action: row.get(1)?,
+                local_oid: row.get(2)?,
+                remote_oid: row.get(3)?,
+                reason: row.get(4)?,
+                lfs_objects: row.get(5)?,
+                lfs_bytes: row.get(6)?,
+            })
+        },
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -212,7 +212,7 @@ const RUN_COLUMNS: &str = "id, mirror_id, trigger, status, queued_at, started_at
      duration_ms, bytes_transferred, refs_created, refs_updated, refs_deleted, refs_skipped, \
      conflicts, error, lfs_objects, lfs_bytes, lfs_skipped";
 
-fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
+fn run_from_row(row: &Row<'_>) -> Result<Run, StoreError> {
     Ok(Run {
         run_id: row.get(0)?,
         mirror_id: row.get(1)?,
@@ -236,11 +236,12 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
 }
 
 /// The skipped LFS objects, kept as a JSON array (NULL for none).
-fn skipped_from(row: &Row<'_>, at: usize) -> rusqlite::Result<Vec<String>> {
-    match row.get::<_, Option<String>>(at)? {
+fn skipped_from(row: &Row<'_>, at: usize) -> Result<Vec<String>, StoreError> {
+    match row.get::<Option<String>>(at)? {
         None => Ok(Vec::new()),
-        Some(json) => serde_json::from_str(&json).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(at, rusqlite::types::Type::Text, Box::new(e))
+        Some(json) => serde_json::from_str(&json).map_err(|e| StoreError::Decode {
+            index: at,
+            message: e.to_string(),
         }),
     }
 }
@@ -250,11 +251,7 @@ fn skipped_to(skipped: &[String]) -> Option<String> {
 }
 
 /// Queues a run of `mirror_id`, or joins the one already pending.
-pub fn enqueue(
-    conn: &mut Connection,
-    mirror_id: i64,
-    trigger: Trigger,
-) -> Result<Enqueued, StoreError> {
+pub fn enqueue(conn: &mut Db, mirror_id: i64, trigger: Trigger) -> Result<Enqueued, StoreError> {
     enqueue_spaced(conn, mirror_id, trigger, None)
 }
 
@@ -262,7 +259,7 @@ pub fn enqueue(
 /// after the mirror's latest run started (so a sustained flood of triggers
 /// costs a run per `spacing`, and a lone one starts at once).
 pub fn enqueue_spaced(
-    conn: &mut Connection,
+    conn: &mut Db,
     mirror_id: i64,
     trigger: Trigger,
     spacing: Option<std::time::Duration>,
@@ -283,11 +280,12 @@ pub fn enqueue_spaced(
     }
     let now_at = now_ms(&tx)?;
     let at = rfc3339(now_at);
-    tx.execute(
-        "INSERT INTO runs (mirror_id, trigger, status, queued_at) VALUES (?1, ?2, 'queued', ?3)",
+    let run_id: i64 = tx.query_row(
+        "INSERT INTO runs (mirror_id, trigger, status, queued_at) VALUES (?1, ?2, 'queued', ?3) \
+         RETURNING id",
         params![mirror_id, trigger, at],
+        |row| row.get(0),
     )?;
-    let run_id = tx.last_insert_rowid();
     let not_before = match spacing {
         Some(spacing) => latest_start_ms(&tx, mirror_id)?
             .map(|started| started + i64::try_from(spacing.as_millis()).unwrap_or(i64::MAX))
@@ -307,7 +305,7 @@ pub fn enqueue_spaced(
 }
 
 /// When the mirror's latest run started, in Unix milliseconds.
-fn latest_start_ms(conn: &Connection, mirror_id: i64) -> Result<Option<i64>, StoreError> {
+fn latest_start_ms(conn: &Db, mirror_id: i64) -> Result<Option<i64>, StoreError> {
     let started: Option<String> = conn
         .query_row(
             "SELECT started_at FROM runs WHERE mirror_id = ?1 AND started_at IS NOT NULL \
@@ -320,7 +318,7 @@ fn latest_start_ms(conn: &Connection, mirror_id: i64) -> Result<Option<i64>, Sto
 }
 
 /// How long until the first pending job that waits may start, if one waits.
-pub fn next_start_in(conn: &Connection) -> Result<Option<std::time::Duration>, StoreError> {
+pub fn next_start_in(conn: &Db) -> Result<Option<std::time::Duration>, StoreError> {
     let now = now_ms(conn)?;
     let at: Option<i64> = conn.query_row(
         "SELECT MIN(not_before) FROM jobs WHERE state = 'pending' AND not_before > ?1",
@@ -332,30 +330,30 @@ pub fn next_start_in(conn: &Connection) -> Result<Option<std::time::Duration>, S
 
 /// Pending jobs whose mirror has nothing running and that need not wait
 /// longer, oldest first.
-pub fn startable(conn: &Connection) -> Result<Vec<PendingJob>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+pub fn startable(conn: &Db) -> Result<Vec<PendingJob>, StoreError> {
+    conn.query_map(
         "SELECT j.id, j.run_id, j.mirror_id, m.remote_host, r.trigger, b.max_concurrent_updates \
          FROM jobs j JOIN mirrors m ON m.id = j.mirror_id JOIN runs r ON r.id = j.run_id \
          LEFT JOIN bandwidth b ON b.mirror_id = j.mirror_id \
          WHERE j.state = 'pending' AND COALESCE(j.not_before, 0) <= ?1 AND NOT EXISTS \
            (SELECT 1 FROM jobs r WHERE r.mirror_id = j.mirror_id AND r.state = 'running') \
          ORDER BY j.id",
-    )?;
-    let rows = stmt.query_map([now_ms(conn)?], |row| {
-        Ok(PendingJob {
-            job_id: row.get(0)?,
-            run_id: row.get(1)?,
-            mirror_id: row.get(2)?,
-            remote_host: row.get(3)?,
-            trigger: row.get(4)?,
-            host_cap: row.get(5)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        [now_ms(conn)?],
+        |row| {
+            Ok(PendingJob {
+                job_id: row.get(0)?,
+                run_id: row.get(1)?,
+                mirror_id: row.get(2)?,
+                remote_host: row.get(3)?,
+                trigger: row.get(4)?,
+                host_cap: row.get(5)?,
+            })
+        },
+    )
 }
 
 /// Marks a pending job and its run as running.
-pub fn start(conn: &mut Connection, job: &PendingJob) -> Result<(), StoreError> {
+pub fn start(conn: &mut Db, job: &PendingJob) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     tx.execute(
         "UPDATE jobs SET state = 'running' WHERE id = ?1",
@@ -372,12 +370,7 @@ pub fn start(conn: &mut Connection, job: &PendingJob) -> Result<(), StoreError> 
 }
 
 /// Records the outcome of a run and removes its job.
-pub fn finish(
-    conn: &mut Connection,
-    job_id: i64,
-    run_id: i64,
-    o: &RunOutcome,
-) -> Result<Run, StoreError> {
+pub fn finish(conn: &mut Db, job_id: i64, run_id: i64, o: &RunOutcome) -> Result<Run, StoreError> {
     let tx = conn.transaction()?;
     let status = match (o.cancelled, o.succeeded) {
         (true, _) => RunStatus::Cancelled,
@@ -433,7 +426,7 @@ pub struct ExternalUpdate {
 /// `external`) that ended now and started `duration_ms` before; it counts in
 /// the mirror's health like any run.
 pub fn record_external(
-    conn: &mut Connection,
+    conn: &mut Db,
     mirror_id: i64,
     update: &ExternalUpdate,
 ) -> Result<Run, StoreError> {
@@ -447,9 +440,9 @@ pub fn record_external(
         true => RunStatus::Succeeded,
         false => RunStatus::Failed,
     };
-    tx.execute(
+    let run_id: i64 = tx.query_row(
         "INSERT INTO runs (mirror_id, trigger, status, queued_at, started_at, finished_at, \
-         duration_ms, error) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
+         duration_ms, error) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7) RETURNING id",
         params![
             mirror_id,
             Trigger::External,
@@ -459,8 +452,8 @@ pub fn record_external(
             update.duration_ms,
             update.error,
         ],
+        |row| row.get(0),
     )?;
-    let run_id = tx.last_insert_rowid();
     super::health::run_started(&tx, mirror_id, &started)?;
     let outcome = super::health::Outcome {
         succeeded: update.succeeded,
@@ -474,7 +467,7 @@ pub fn record_external(
 
 /// Cancels run `run_id` if it is still queued: its job goes, the run ends
 /// `cancelled`. Whether it was queued.
-pub fn cancel_queued(conn: &mut Connection, run_id: i64) -> Result<bool, StoreError> {
+pub fn cancel_queued(conn: &mut Db, run_id: i64) -> Result<bool, StoreError> {
     let tx = conn.transaction()?;
     let removed = tx.execute(
         "DELETE FROM jobs WHERE run_id = ?1 AND state = 'pending'",
@@ -499,14 +492,13 @@ pub fn cancel_queued(conn: &mut Connection, run_id: i64) -> Result<bool, StoreEr
 /// After a crash: runs that were running are marked `interrupted`, and their jobs
 /// go back to pending under a fresh run (or join the job already pending).
 /// Returns how many runs were interrupted.
-pub fn recover(conn: &mut Connection) -> Result<usize, StoreError> {
+pub fn recover(conn: &mut Db) -> Result<usize, StoreError> {
     let tx = conn.transaction()?;
-    let running: Vec<(i64, i64, i64)> = {
-        let mut stmt =
-            tx.prepare("SELECT id, mirror_id, run_id FROM jobs WHERE state = 'running'")?;
-        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-        rows.collect::<Result<_, _>>()?
-    };
+    let running: Vec<(i64, i64, i64)> = tx.query_map(
+        "SELECT id, mirror_id, run_id FROM jobs WHERE state = 'running'",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
     let at = now(&tx)?;
     for (job_id, mirror_id, run_id) in &running {
         tx.execute(
@@ -521,11 +513,12 @@ pub fn recover(conn: &mut Connection) -> Result<usize, StoreError> {
             |row| row.get(0),
         )?;
         if !has_pending {
-            tx.execute(
-                "INSERT INTO runs (mirror_id, trigger, status, queued_at) VALUES (?1, ?2, 'queued', ?3)",
+            let retry_run: i64 = tx.query_row(
+                "INSERT INTO runs (mirror_id, trigger, status, queued_at) \
+                 VALUES (?1, ?2, 'queued', ?3) RETURNING id",
                 params![mirror_id, Trigger::Retry, at],
+                |row| row.get(0),
             )?;
-            let retry_run = tx.last_insert_rowid();
             tx.execute(
                 "INSERT INTO jobs (mirror_id, run_id, state, created_at) VALUES (?1, ?2, 'pending', ?3)",
                 params![mirror_id, retry_run, at],
@@ -537,34 +530,33 @@ pub fn recover(conn: &mut Connection) -> Result<usize, StoreError> {
 }
 
 /// How many jobs are pending and how many running.
-pub fn job_counts(conn: &Connection) -> Result<(i64, i64), StoreError> {
-    Ok(conn.query_row(
+pub fn job_counts(conn: &Db) -> Result<(i64, i64), StoreError> {
+    conn.query_row(
         "SELECT COUNT(*) FILTER (WHERE state = 'pending'), COUNT(*) FILTER (WHERE state = 'running') \
          FROM jobs",
         [],
         |row| Ok((row.get(0)?, row.get(1)?)),
-    )?)
+    )
 }
 
-pub fn get(conn: &Connection, run_id: i64) -> Result<Option<Run>, StoreError> {
+pub fn get(conn: &Db, run_id: i64) -> Result<Option<Run>, StoreError> {
     conn.query_row(
         &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
         [run_id],
         run_from_row,
     )
     .optional()
-    .map_err(Into::into)
 }
 
 /// One page of `mirror_id`'s runs, newest first, only those with `status`
 /// if given, and how many there are in all.
 pub fn page(
-    conn: &Connection,
+    conn: &Db,
     mirror_id: i64,
     status: Option<RunStatus>,
     page: super::Page,
 ) -> Result<(Vec<Run>, u64), StoreError> {
-    let from = "FROM runs WHERE mirror_id = ?1 AND (?2 IS NULL OR status = ?2)";
+    let from = "FROM runs WHERE mirror_id = ?1 AND (status = ?2 OR ?2 IS NULL)";
     let args = params![mirror_id, status];
     super::paged(conn, RUN_COLUMNS, from, "id DESC", args, page, run_from_row)
 }
@@ -579,20 +571,22 @@ pub struct InFlight {
 /// The runs going on, then the queued ones, oldest first, at most `limit`:
 /// picked through `jobs`, which holds only those, so a long history costs
 /// nothing.
-pub fn in_flight(conn: &Connection, limit: u32) -> Result<Vec<InFlight>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {RUN_COLUMNS}, \
+pub fn in_flight(conn: &Db, limit: u32) -> Result<Vec<InFlight>, StoreError> {
+    conn.query_map(
+        &format!(
+            "SELECT {RUN_COLUMNS}, \
          (SELECT project_id FROM mirrors WHERE mirrors.id = runs.mirror_id) AS project_id \
          FROM runs WHERE id IN (SELECT run_id FROM jobs) \
          ORDER BY status = 'queued', id LIMIT ?1"
-    ))?;
-    let rows = stmt.query_map([limit], |row| {
-        Ok(InFlight {
-            run: run_from_row(row)?,
-            project_id: row.get("project_id")?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        ),
+        [limit],
+        |row| {
+            Ok(InFlight {
+                run: run_from_row(row)?,
+                project_id: row.get(row.column_count() - 1)?,
+            })
+        },
+    )
 }
 
 #[cfg(test)]
@@ -601,7 +595,7 @@ mod tests {
     use crate::store::{MirrorSettings, Store, mirrors};
 
     fn store_with_mirror() -> (Store, i64) {
-        let store = Store::open_in_memory().unwrap();
+        let store = Store::for_test();
         let settings = MirrorSettings::pull("a/b", "https://example.com/a/b.git", "example.com");
         let mirror = store.with(|c| mirrors::insert(c, &settings)).unwrap();
         (store, mirror.mirror_id)

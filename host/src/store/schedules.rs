@@ -1,7 +1,7 @@
 //! Schedules of pull mirrors. Times are Unix milliseconds, chosen by the
 //! caller: the scheduler's clock is injectable, so tests drive it.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use super::db::{Db, Optional, Row, params};
 use serde::Serialize;
 
 use super::StoreError;
@@ -28,7 +28,7 @@ pub enum Cadence {
     Cron(String),
 }
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
+fn from_row(row: &Row<'_>) -> Result<Schedule, StoreError> {
     Ok(Schedule {
         mirror_id: row.get(0)?,
         interval_seconds: row.get(1)?,
@@ -43,19 +43,18 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
 const COLUMNS: &str =
     "mirror_id, interval_seconds, cron, enabled, next_run_at, consecutive_failures, hard_failed";
 
-pub fn get(conn: &Connection, mirror_id: i64) -> Result<Option<Schedule>, StoreError> {
+pub fn get(conn: &Db, mirror_id: i64) -> Result<Option<Schedule>, StoreError> {
     conn.query_row(
         &format!("SELECT {COLUMNS} FROM schedules WHERE mirror_id = ?1"),
         [mirror_id],
         from_row,
     )
     .optional()
-    .map_err(Into::into)
 }
 
 /// Sets the cadence and the first run; a settings change clears any failure state.
 pub fn set(
-    conn: &Connection,
+    conn: &Db,
     mirror_id: i64,
     cadence: &Cadence,
     enabled: bool,
@@ -78,35 +77,39 @@ pub fn set(
 
 /// Enabled, not hard-failed schedules of enabled mirrors, due at `now`. A
 /// disabled mirror's schedule stays due and fires once the mirror is enabled.
-pub fn due(conn: &Connection, now: i64) -> Result<Vec<Schedule>, StoreError> {
+pub fn due(conn: &Db, now: i64) -> Result<Vec<Schedule>, StoreError> {
     let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("s.{c}")).collect();
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {} FROM schedules s JOIN mirrors m ON m.id = s.mirror_id \
+    conn.query_map(
+        &format!(
+            "SELECT {} FROM schedules s JOIN mirrors m ON m.id = s.mirror_id \
          WHERE s.enabled = 1 AND s.hard_failed = 0 AND m.enabled = 1 AND s.next_run_at <= ?1 \
          ORDER BY s.next_run_at",
-        columns.join(", ")
-    ))?;
-    let rows = stmt.query_map([now], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+            columns.join(", ")
+        ),
+        [now],
+        from_row,
+    )
 }
 
 /// Whether the mirror is hard-failed: it waits for a manual sync or a
 /// settings change, whatever would trigger it.
-pub fn hard_failed(conn: &Connection, mirror_id: i64) -> Result<bool, StoreError> {
+pub fn hard_failed(conn: &Db, mirror_id: i64) -> Result<bool, StoreError> {
     Ok(get(conn, mirror_id)?.is_some_and(|s| s.hard_failed))
 }
 
 /// Every hard-failed mirror.
-pub fn all_hard_failed(conn: &Connection) -> Result<Vec<i64>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT mirror_id FROM schedules WHERE hard_failed = 1")?;
-    let rows = stmt.query_map([], |row| row.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn all_hard_failed(conn: &Db) -> Result<Vec<i64>, StoreError> {
+    conn.query_map(
+        "SELECT mirror_id FROM schedules WHERE hard_failed = 1",
+        [],
+        |row| row.get(0),
+    )
 }
 
 /// Records a failure of a mirror that has no schedule row yet: a row with
 /// no cadence, holding the failure state and the retry.
 pub fn record_first_failure(
-    conn: &Connection,
+    conn: &Db,
     mirror_id: i64,
     hard_failed: bool,
     retry_at: Option<i64>,
@@ -121,7 +124,7 @@ pub fn record_first_failure(
 
 /// Forgets the failure state of a mirror without a cadence (its row only
 /// held that).
-pub fn clear_retry(conn: &Connection, mirror_id: i64) -> Result<(), StoreError> {
+pub fn clear_retry(conn: &Db, mirror_id: i64) -> Result<(), StoreError> {
     conn.execute(
         "DELETE FROM schedules WHERE mirror_id = ?1 AND interval_seconds IS NULL AND cron IS NULL",
         [mirror_id],
@@ -131,7 +134,7 @@ pub fn clear_retry(conn: &Connection, mirror_id: i64) -> Result<(), StoreError> 
 
 /// Records the outcome of a run and the next time the schedule fires.
 pub fn record(
-    conn: &Connection,
+    conn: &Db,
     mirror_id: i64,
     consecutive_failures: u32,
     hard_failed: bool,
@@ -145,11 +148,7 @@ pub fn record(
     Ok(())
 }
 
-pub fn set_next(
-    conn: &Connection,
-    mirror_id: i64,
-    next_run_at: Option<i64>,
-) -> Result<(), StoreError> {
+pub fn set_next(conn: &Db, mirror_id: i64, next_run_at: Option<i64>) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE schedules SET next_run_at = ?2 WHERE mirror_id = ?1",
         params![mirror_id, next_run_at],

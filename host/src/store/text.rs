@@ -10,7 +10,7 @@ pub struct UnknownValue {
 }
 
 /// Declares an enum with its stored names: `as_str`, `FromStr` (strict),
-/// `Display`, and rusqlite's `ToSql`/`FromSql`. Serde derives stay on the
+/// `Display`, and the store's `ToSql`/`FromSql`. Serde derives stay on the
 /// declaration (utoipa reads their attributes); `store`'s tests check that
 /// serde and the stored names agree.
 macro_rules! text_enum {
@@ -57,20 +57,15 @@ macro_rules! text_enum {
             }
         }
 
-        impl rusqlite::types::ToSql for $name {
-            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-                Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
+        impl $crate::store::db::ToSql for $name {
+            fn to_value(&self) -> $crate::store::db::Value<'_> {
+                $crate::store::db::Value::Text(self.as_str())
             }
         }
 
-        impl rusqlite::types::FromSql for $name {
-            fn column_result(
-                value: rusqlite::types::ValueRef<'_>,
-            ) -> rusqlite::types::FromSqlResult<Self> {
-                value
-                    .as_str()?
-                    .parse()
-                    .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+        impl $crate::store::db::FromSql for $name {
+            fn from_value(value: $crate::store::db::Value<'_>) -> Result<Self, String> {
+                String::from_value(value)?.parse().map_err(|e: $crate::store::text::UnknownValue| e.to_string())
             }
         }
     };
@@ -114,7 +109,7 @@ mod tests {
 
     #[test]
     fn an_unknown_stored_value_is_an_error_not_a_default() {
-        let store = Store::open_in_memory().unwrap();
+        let store = Store::for_test();
         let settings = crate::store::MirrorSettings::pull("a/b", "https://h/a/b", "h");
         let mirror = store
             .with(|c| crate::store::mirrors::insert(c, &settings))

@@ -1,7 +1,7 @@
 //! Webhook secrets (sealed by `secrets`, bound to the project id) and the
 //! delivery ids already acted on.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, Optional, params};
 
 use super::{StoreError, mirrors, now};
 
@@ -11,7 +11,7 @@ pub fn aad(project_id: &str) -> Vec<u8> {
 }
 
 pub fn set_secret(
-    conn: &Connection,
+    conn: &Db,
     project_id: &str,
     sealed: &[u8],
     key_id: &str,
@@ -26,32 +26,30 @@ pub fn set_secret(
     Ok(())
 }
 
-pub fn secret(conn: &Connection, project_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+pub fn secret(conn: &Db, project_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
     conn.query_row(
         "SELECT sealed FROM webhook_secrets WHERE project_id = ?1",
         [project_id],
         |row| row.get(0),
     )
     .optional()
-    .map_err(Into::into)
 }
 
 /// Records a delivery; false when it was recorded before (a replay).
-pub fn first_delivery(
-    conn: &Connection,
-    source: &str,
-    delivery_id: &str,
-) -> Result<bool, StoreError> {
+pub fn first_delivery(conn: &Db, source: &str, delivery_id: &str) -> Result<bool, StoreError> {
     let inserted = conn.execute(
-        "INSERT OR IGNORE INTO webhook_deliveries (source, delivery_id, received_at) VALUES (?1, ?2, ?3)",
+        "INSERT INTO webhook_deliveries (source, delivery_id, received_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT DO NOTHING",
         params![source, delivery_id, now(conn)?],
     )?;
     Ok(inserted == 1)
 }
 
 /// Every project's sealed webhook secret.
-pub fn all_secrets(conn: &Connection) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT project_id, sealed FROM webhook_secrets")?;
-    let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn all_secrets(conn: &Db) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    conn.query_map(
+        "SELECT project_id, sealed FROM webhook_secrets",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
 }

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use rusqlite::Connection;
+use crate::store::Db;
 
 use crate::store::{self, Direction, Mirror, Store, StoreError};
 use crate::sync::remote;
@@ -63,7 +63,7 @@ impl RoutingCache {
     fn routing(&self, store: &Store) -> Result<Arc<Routing>, StoreError> {
         // Read the generation before the tables: a write racing the load makes
         // the new routing look stale, never a stale one look fresh.
-        let generation = store.routing_generation();
+        let generation = store.routing_generation()?;
         {
             let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(routing) = current.as_ref().filter(|r| r.generation == generation) {
@@ -100,7 +100,7 @@ fn key(source: &str, delivery: &str) -> String {
 }
 
 impl Routing {
-    fn load(conn: &mut Connection, generation: u64) -> Result<Self, StoreError> {
+    fn load(conn: &mut Db, generation: u64) -> Result<Self, StoreError> {
         let mut by_url: HashMap<String, Vec<Arc<Mirror>>> = HashMap::new();
         for mirror in store::mirrors::list(conn, None, Some(Direction::Pull))? {
             if let Some(url) = remote::normalize(&mirror.url) {
@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn every_write_to_mirrors_or_secrets_is_seen_by_the_next_delivery() {
-        let store = Store::open_in_memory().unwrap();
+        let store = Store::for_test();
         let cache = RoutingCache::default();
         let urls = vec!["https://GitHub.com/acme/widgets/".to_string()];
         assert!(cache.candidates(&store, &urls).unwrap().is_empty());
