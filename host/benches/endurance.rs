@@ -121,11 +121,15 @@ fn run_all(store: &Store, ids: &[i64], fails: impl Fn(i64) -> bool) {
             .with(|c| store::runs::enqueue(c, *id, Trigger::Schedule))
             .expect("enqueue");
     }
+    let terms = store::cluster::Terms {
+        global: ids.len(),
+        per_host: ids.len(),
+        lease_ms: 60_000,
+    };
     let jobs = store
-        .with(|c| store::runs::startable(c))
-        .expect("startable");
+        .with(|c| store::cluster::claim(c, "bench", terms, |_| true))
+        .expect("claim");
     for job in jobs {
-        store.with(|c| store::runs::start(c, &job)).expect("start");
         let failed = fails(job.mirror_id);
         let outcome = RunOutcome {
             succeeded: !failed,

@@ -631,6 +631,7 @@ impl Service {
                 allow_local: true,
                 allow_http: true,
             },
+            lease: None,
         }
     }
 }

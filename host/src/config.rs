@@ -51,6 +51,14 @@ pub struct Overrides {
     /// the file if it holds a password: a flag shows in the process list.
     #[arg(long, env = "MIRRORHOST_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// This node's name among the nodes sharing a PostgreSQL database; keep
+    /// it across restarts [default: generated once, kept in <data-dir>/node-id].
+    #[arg(long, env = "MIRRORHOST_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Seconds a node's lease on a project lasts unless renewed; a node silent
+    /// this long is taken for dead and its projects move [default: 30].
+    #[arg(long, env = "MIRRORHOST_LEASE_SECONDS")]
+    pub lease_seconds: Option<u64>,
     /// Let remotes on file://, loopback and private addresses through (tests, labs).
     #[arg(long, env = "MIRRORHOST_ALLOW_LOCAL_REMOTES")]
     pub allow_local_remotes: Option<bool>,
@@ -190,6 +198,8 @@ struct FileConfig {
     https_proxy: Option<String>,
     no_proxy: Option<String>,
     database_url: Option<String>,
+    node_id: Option<String>,
+    lease_seconds: Option<u64>,
     plugins: PluginLimitsFile,
 }
 
@@ -241,6 +251,10 @@ pub struct Config {
     pub proxy: ProxySettings,
     /// Where the store is: SQLite in the data dir, or PostgreSQL.
     pub database: Location,
+    /// This node's name, if given; else the one kept in the data dir.
+    pub node_id: Option<String>,
+    /// How long a project's lease lasts unless renewed.
+    pub lease: Duration,
 }
 
 /// The PEM files the listener serves HTTPS with.
@@ -363,6 +377,14 @@ impl Config {
                 overrides.database_url.or(file.database_url),
                 data_dir.join("mirrorhost.db"),
             )?,
+            node_id: node_id(overrides.node_id.or(file.node_id))?,
+            lease: Duration::from_secs(
+                overrides
+                    .lease_seconds
+                    .or(file.lease_seconds)
+                    .unwrap_or(30)
+                    .max(3),
+            ),
             proxy: proxy_settings(
                 overrides.https_proxy.or(file.https_proxy),
                 overrides.no_proxy.or(file.no_proxy),
@@ -485,6 +507,24 @@ fn alert_target(
             message: "alerts are signed: set a secret with the alert URL",
         }),
         (Some(url), Some(secret)) => Ok(Some(Target { url, secret })),
+    }
+}
+
+fn node_id(id: Option<String>) -> Result<Option<String>, ConfigError> {
+    match id {
+        Some(id)
+            if id.is_empty()
+                || id.len() > 64
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            Err(ConfigError::Invalid {
+                field: "node_id",
+                message: "1 to 64 letters, digits, '-', '_' or '.'",
+            })
+        }
+        id => Ok(id),
     }
 }
 

@@ -1,9 +1,10 @@
 //! From trigger to run: every trigger becomes a durable job (`store::runs`), and
 //! the dispatcher starts jobs as slots free up, under a global cap and a
-//! per-remote-host cap, never two runs of one mirror at once. What a run does
-//! is the service's ([`Executor`]); when it is done is this module's.
+//! per-remote-host cap, never two runs of one mirror at once, and only runs
+//! of projects this node holds the lease of (`store::cluster::claim`, which
+//! counts the caps across every node on the database). What a run does is
+//! the service's ([`Executor`]); when it is done is this module's.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,21 +29,58 @@ impl Default for Caps {
     }
 }
 
+/// This node among the nodes sharing the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Stable across restarts: a restarted node finds its leases and its
+    /// interrupted runs again.
+    pub id: String,
+    /// How long a project's lease lasts unless renewed; a node silent this
+    /// long is taken for dead.
+    pub lease: Duration,
+    /// How often the dispatcher looks at the queue when nothing woke it:
+    /// what another node queued reaches this one by a database notice, this
+    /// is the backstop (a lease that expired, a notice lost to a reconnect).
+    pub poll: Duration,
+}
+
+impl Node {
+    /// The one node of an embedded (SQLite) service: nothing but itself
+    /// queues runs, so it polls only for runs told to wait.
+    pub fn alone(id: String, lease: Duration) -> Self {
+        Self {
+            id,
+            lease,
+            poll: IDLE_WAKE,
+        }
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
 /// The handle the rest of the service uses to queue runs and hear of their end.
 #[derive(Debug)]
 pub struct Queue {
     wake: Notify,
     finished: broadcast::Sender<i64>,
     caps: Caps,
+    node: Node,
 }
 
 impl Queue {
-    pub fn new(caps: Caps) -> Self {
+    pub fn new(caps: Caps, node: Node) -> Self {
         Self {
             wake: Notify::new(),
             finished: broadcast::channel(1024).0,
             caps,
+            node,
         }
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
     }
 
     /// Queues a run of `mirror_id` (or joins the pending one) and wakes the dispatcher.
@@ -83,6 +121,9 @@ pub trait Executor: Send + Sync + 'static {
     /// Runs a started job to its end and records it. Blocking: the dispatcher
     /// calls it on the blocking pool, inside the run's span.
     fn execute(&self, job: &PendingJob);
+    /// Whether this node holds a copy of the project's repository: a push
+    /// mirror takes its project over only where it does.
+    fn holds_copy(&self, project_id: &str) -> bool;
 }
 
 /// How long the dispatcher sleeps when nothing wakes it and no job waits.
@@ -90,48 +131,21 @@ const IDLE_WAKE: Duration = Duration::from_secs(3600);
 
 /// Starts jobs until the service stops.
 pub async fn dispatch<E: Executor>(service: Arc<E>) {
-    let caps = service.queue().caps;
-    let mut running: JoinSet<(i64, String)> = JoinSet::new();
-    let mut busy_mirrors: HashSet<i64> = HashSet::new();
-    let mut per_host: HashMap<String, usize> = HashMap::new();
+    let mut running: JoinSet<()> = JoinSet::new();
     loop {
-        // One read: the jobs that may start now, and how long until one that
-        // was told to wait (webhook spacing) may.
+        // One transaction claims what may start now; then, how long until a
+        // job that was told to wait (webhook spacing) may.
         let read = {
             let service = service.clone();
-            tokio::task::spawn_blocking(move || {
-                service.store().with(|c| {
-                    Ok::<_, StoreError>((
-                        store::runs::startable(c)?,
-                        store::runs::next_start_in(c)?,
-                    ))
-                })
-            })
-            .await
+            tokio::task::spawn_blocking(move || claim(&*service)).await
         };
-        let mut until_next = IDLE_WAKE;
+        let poll = service.queue().node.poll;
+        let mut until_next = poll;
         match read {
             Ok(Ok((jobs, waiting))) => {
-                until_next = waiting.unwrap_or(IDLE_WAKE);
+                until_next = waiting.map_or(poll, |w| w.min(poll));
                 for job in jobs {
-                    let host_load = per_host.get(&job.remote_host).copied().unwrap_or(0);
-                    let host_cap = job
-                        .host_cap
-                        .map_or(caps.per_host, |cap| caps.per_host.min(cap as usize));
-                    if running.len() >= caps.global
-                        || host_load >= host_cap
-                        || busy_mirrors.contains(&job.mirror_id)
-                    {
-                        continue;
-                    }
-                    busy_mirrors.insert(job.mirror_id);
-                    *per_host.entry(job.remote_host.clone()).or_default() += 1;
-                    let service = service.clone();
-                    running.spawn(async move {
-                        let key = (job.mirror_id, job.remote_host.clone());
-                        execute(service, job).await;
-                        key
-                    });
+                    running.spawn(execute(service.clone(), job));
                 }
             }
             Ok(Err(error)) => tracing::error!(%error, "cannot read the job queue"),
@@ -140,20 +154,29 @@ pub async fn dispatch<E: Executor>(service: Arc<E>) {
         tokio::select! {
             () = tokio::time::sleep(until_next) => {}
             () = service.queue().wake.notified() => {}
-            Some(done) = running.join_next() => {
-                if let Ok((mirror_id, host)) = done {
-                    busy_mirrors.remove(&mirror_id);
-                    if let Some(load) = per_host.get_mut(&host) {
-                        *load = load.saturating_sub(1);
-                    }
-                }
-            }
+            Some(_) = running.join_next() => {}
         }
     }
 }
 
-/// Marks the job running and has the service carry it out, in one span with
-/// the mirror, the run and the trigger; then tells waiters the run ended.
+/// The jobs this node starts now, and how long until a waiting one may.
+fn claim<E: Executor>(service: &E) -> Result<(Vec<PendingJob>, Option<Duration>), StoreError> {
+    let queue = service.queue();
+    let terms = store::cluster::Terms {
+        global: queue.caps.global,
+        per_host: queue.caps.per_host,
+        lease_ms: queue.node.lease_ms(),
+    };
+    service.store().with(|c| {
+        let jobs = store::cluster::claim(c, &queue.node.id, terms, |project| {
+            service.holds_copy(project)
+        })?;
+        Ok((jobs, store::runs::next_start_in(c)?))
+    })
+}
+
+/// Has the service carry a claimed job out, in one span with the mirror,
+/// the run and the trigger; then tells waiters the run ended.
 async fn execute<E: Executor>(service: Arc<E>, job: PendingJob) {
     let span = tracing::info_span!(
         "run",
@@ -166,10 +189,7 @@ async fn execute<E: Executor>(service: Arc<E>, job: PendingJob) {
     let result = tokio::task::spawn_blocking(move || {
         // The blocking pool does not inherit the task's span: carry it over.
         let _entered = span.enter();
-        match worker.store().with(|c| store::runs::start(c, &job)) {
-            Ok(()) => worker.execute(&job),
-            Err(error) => tracing::error!(%error, "cannot mark the job running"),
-        }
+        worker.execute(&job);
     })
     .await;
     if let Err(error) = result {

@@ -121,16 +121,21 @@ pub fn cadence_of(schedule: &Schedule) -> Option<Cadence> {
 /// is not queued twice. Returns how many fired.
 pub fn tick(store: &Store, queue: &Queue, now: i64) -> Result<usize, StoreError> {
     let due = store.with(|c| schedules::due(c, now))?;
+    let mut fired = 0;
     for schedule in &due {
         // A retry fires once; a cadence moves on to its next run.
         let (next, trigger) = match cadence_of(schedule) {
             Some(cadence) => (next_after(&cadence, now, rand::random()), Trigger::Schedule),
             None => (None, Trigger::Retry),
         };
-        store.with(|c| schedules::set_next(c, schedule.mirror_id, next))?;
-        queue.trigger(store, schedule.mirror_id, trigger)?;
+        // Every node ticks: the one that moves the schedule on fires it.
+        let due_at = schedule.next_run_at.unwrap_or(now);
+        if store.with(|c| schedules::move_on(c, schedule.mirror_id, due_at, next))? {
+            queue.trigger(store, schedule.mirror_id, trigger)?;
+            fired += 1;
+        }
     }
-    Ok(due.len())
+    Ok(fired)
 }
 
 /// One reconciliation sweep: each enabled pull mirror's remote ref listing is

@@ -13,11 +13,11 @@ use crate::alerts::Alerts;
 use crate::api;
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::jobs::Queue;
+use crate::jobs::{Node, Queue};
 use crate::plugins::{PluginError, Registry, Runtime, uploaded};
 use crate::secrets::{AdminToken, MasterKey, SecretsError, TokenSource};
 use crate::service::{self, App, LiveRuns};
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError};
 use crate::sync::throttle::Bucket;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,9 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
     let git = crate::sync::housekeeping::check_git()?;
     tracing::debug!(%git, "git for housekeeping");
     let store = Store::open_at(&config.database)?;
-    let interrupted = store.with(crate::store::runs::recover)?;
+    let node = node_of(&config, store.backend())?;
+    tracing::info!(node = %node.id, "this node");
+    let interrupted = store.with(|c| crate::store::runs::recover(c, &node.id))?;
     if interrupted > 0 {
         tracing::warn!(
             interrupted,
@@ -130,7 +132,7 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
     let alerts = config.alerts.clone();
     Ok(App {
         repos_dir: config.repos_dir(),
-        jobs: Queue::new(config.caps),
+        jobs: Queue::new(config.caps, node),
         config,
         store,
         plugins,
@@ -145,6 +147,38 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
         webhook_routing: Default::default(),
         webhook_tally: Default::default(),
         project_locks: Default::default(),
+    })
+}
+
+/// This node: its name from the settings, or the one kept in the data dir
+/// (made up at the first start), so that a restarted node finds its leases.
+/// On PostgreSQL other nodes queue runs too; the dispatcher then looks at
+/// the queue a few times per lease term besides the database's notices.
+fn node_of(config: &Config, backend: Backend) -> Result<Node, ServerError> {
+    let kept = config.data_dir.join("node-id");
+    let id = match &config.node_id {
+        Some(id) => id.clone(),
+        None => match std::fs::read_to_string(&kept) {
+            Ok(id) if !id.trim().is_empty() => id.trim().to_string(),
+            _ => {
+                let id = format!("node-{}", hex::encode(rand::random::<[u8; 6]>()));
+                crate::fsutil::write_private(&kept, id.as_bytes()).map_err(|source| {
+                    ServerError::DataDir {
+                        path: kept.clone(),
+                        source,
+                    }
+                })?;
+                id
+            }
+        },
+    };
+    Ok(match backend {
+        Backend::Sqlite => Node::alone(id, config.lease),
+        Backend::Postgres => Node {
+            id,
+            lease: config.lease,
+            poll: config.lease / 3,
+        },
     })
 }
 

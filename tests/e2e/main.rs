@@ -11,6 +11,7 @@ mod auth;
 mod bandwidth;
 mod cancel;
 mod cli;
+mod cluster;
 mod console;
 mod disk;
 #[path = "../fixtures/git.rs"]

@@ -10,7 +10,7 @@ use sha2::Sha256;
 use crate::http_git::HttpGit;
 use crate::support::{Api, Server, Upstream, bare_repo, client, git, local_server, refs_of};
 
-const SECRET: &str = "hook-secret-Vb7q";
+pub(crate) const SECRET: &str = "hook-secret-Vb7q";
 
 fn sign(body: &[u8], secret: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -19,7 +19,7 @@ fn sign(body: &[u8], secret: &str) -> String {
 }
 
 /// A push event as GitHub sends it (the fields mirrorhost reads, and their neighbours).
-fn github_push(clone_url: &str, after: &str) -> Value {
+pub(crate) fn github_push(clone_url: &str, after: &str) -> Value {
     let html_url = clone_url.trim_end_matches(".git");
     json!({
         "ref": "refs/heads/main",
@@ -72,7 +72,7 @@ async fn deliver(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn github(
+pub(crate) async fn github(
     server: &Server,
     event: &str,
     delivery: &str,

@@ -1,15 +1,17 @@
 //! The service's own tasks: the dispatcher that starts queued runs, the
-//! scheduler tick, the reconciliation sweep, a minute's chores (the webhook
-//! log summary, handing freed memory back) and the hourly retention pass. Started by `server::serve`,
-//! stopped when the [`Background`] handle is dropped.
+//! node's heartbeat (its leases renewed, the runs of silent nodes retried),
+//! the cluster's notices (PostgreSQL), the scheduler tick, the
+//! reconciliation sweep, a minute's chores (the webhook log summary, handing
+//! freed memory back) and the hourly retention pass. Started by
+//! `server::serve`, stopped when the [`Background`] handle is dropped.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 use super::App;
-use crate::{jobs, schedule};
+use crate::{jobs, schedule, store};
 
 /// The running tasks; aborted on drop. Runs they cut off are marked
 /// interrupted and retried at the next start.
@@ -27,8 +29,10 @@ impl Drop for Background {
 /// Starts the dispatcher, the scheduler, the minute's and the hour's chores
 /// and (if configured) the sweep.
 pub fn start(app: &Arc<App>) -> Background {
+    listen(app);
     let mut tasks = vec![
         tokio::spawn(jobs::dispatch(app.clone())),
+        tokio::spawn(keep_leases(app.clone())),
         tokio::spawn(tick_schedules(app.clone())),
         tokio::spawn(every_minute(app.clone())),
         tokio::spawn(every_hour(app.clone())),
@@ -37,6 +41,63 @@ pub fn start(app: &Arc<App>) -> Background {
         tasks.push(tokio::spawn(reconcile(app.clone(), every)));
     }
     Background(tasks)
+}
+
+/// The cluster's notices: a queued job or a freed slot wakes the dispatcher;
+/// a cancel of a run this node runs cancels it.
+fn listen(app: &Arc<App>) {
+    let app: Weak<App> = Arc::downgrade(app);
+    if let Some(strong) = app.upgrade() {
+        let app = app.clone();
+        strong.store.listen(move |channel, payload| {
+            let Some(app) = app.upgrade() else { return };
+            if channel == store::cluster::CANCEL_CHANNEL {
+                let live = payload.parse().ok().and_then(|id| app.live.progress(id));
+                if let Some(progress) = live {
+                    progress.cancel();
+                    tracing::info!(run_id = payload, "run cancelled from another node");
+                }
+            } else {
+                app.jobs.wake();
+            }
+        });
+    }
+}
+
+/// Three times per lease term: this node's heartbeat and its leases
+/// renewed, and the runs of nodes silent for a whole term interrupted and
+/// queued again (the dispatcher is woken for them).
+async fn keep_leases(app: Arc<App>) {
+    let node = app.jobs.node().clone();
+    let lease_ms = i64::try_from(node.lease.as_millis()).unwrap_or(i64::MAX);
+    let mut ticker = tokio::time::interval(node.lease / 3);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let app = app.clone();
+        let id = node.id.clone();
+        let kept = tokio::task::spawn_blocking(move || {
+            app.store
+                .with(|c| store::cluster::heartbeat(c, &id, lease_ms))?;
+            let reclaimed = app
+                .store
+                .with(|c| store::cluster::reclaim_silent(c, lease_ms))?;
+            if reclaimed > 0 {
+                tracing::warn!(
+                    reclaimed,
+                    "runs of a silent node interrupted and queued again"
+                );
+                app.jobs.wake();
+            }
+            Ok::<_, store::StoreError>(())
+        })
+        .await;
+        match kept {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "heartbeat failed"),
+            Err(error) => tracing::error!(%error, "heartbeat task failed"),
+        }
+    }
 }
 
 /// Queues every due schedule's mirror, once a second.

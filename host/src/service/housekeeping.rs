@@ -54,6 +54,7 @@ impl App {
         {
             return Err(ServiceError::NotFound(format!("no project {project_id}")));
         }
+        self.refuse_unless_owner(project_id)?;
         Ok(self.housekeep(project_id)?)
     }
 

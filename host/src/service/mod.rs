@@ -161,6 +161,7 @@ impl App {
             timeouts: &self.config.timeouts,
             proxy: &self.config.proxy,
             remote_policy: self.config.remote_policy(),
+            lease: None,
         }
     }
 

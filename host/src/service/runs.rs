@@ -9,7 +9,7 @@ use crate::store::{
     self, Conflict, ConflictStatus, Direction, Enqueued, ExternalUpdate, Mirror, PendingJob,
     Resolution, Run, RunOutcome, RunRef, Store, StoreError, Trigger,
 };
-use crate::sync::{Action, Engine, Report, SyncError};
+use crate::sync::{Action, Engine, LeaseCheck, Report, SyncError};
 use crate::{schedule, telemetry};
 
 impl Executor for App {
@@ -25,6 +25,10 @@ impl Executor for App {
         if let Err(error) = self.run(job) {
             tracing::error!(%error, "cannot record the run");
         }
+    }
+
+    fn holds_copy(&self, project_id: &str) -> bool {
+        crate::sync::repo_path(&self.repos_dir, project_id).is_dir()
     }
 }
 
@@ -68,8 +72,19 @@ impl App {
         })?;
         tracing::info!(direction = %mirror.direction, "run started");
         let progress = self.live.start(job.run_id);
+        let node = &self.jobs.node().id;
+        let holds_lease = || {
+            let held = self
+                .store
+                .with(|c| store::cluster::holds_lease(c, &project.project_id, node, job.fence));
+            held.unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot check the project's lease");
+                false
+            })
+        };
         let engine = Engine {
             progress: Some(&progress),
+            lease: Some(LeaseCheck(&holds_lease)),
             ..self.engine()
         };
         let result = self
@@ -215,6 +230,20 @@ impl App {
                 tracing::info!(run_id, mirror_id = run.mirror_id, "run asked to stop");
                 Ok(true)
             }
+            // Running on another node: that node's listener cancels it.
+            None if self
+                .store
+                .with(|c| store::cluster::running_elsewhere(c, run_id, &self.jobs.node().id))? =>
+            {
+                self.store
+                    .with(|c| store::cluster::announce_cancel(c, run_id))?;
+                tracing::info!(
+                    run_id,
+                    mirror_id = run.mirror_id,
+                    "run's node asked to stop it"
+                );
+                Ok(true)
+            }
             // Between its start and its first transfer, or just ending.
             None => Err(ServiceError::Conflict(format!(
                 "run {run_id} is starting or ending; try again"
@@ -227,6 +256,7 @@ impl App {
     /// would do with it), so an operator can settle it by id.
     pub fn detect_conflicts(&self, id: i64) -> Result<Detected, ServiceError> {
         let (mirror, project) = self.mirror_with_project(id)?;
+        self.refuse_unless_owner(&project.project_id)?;
         let engine = self.engine();
         let report = self
             .project_locks
@@ -267,6 +297,7 @@ impl App {
         resolution: Resolution,
     ) -> Result<Option<Conflict>, ServiceError> {
         let (mirror, project) = self.mirror_with_project(id)?;
+        self.refuse_unless_owner(&project.project_id)?;
         let conflict = self
             .store
             .with(|c| store::conflicts::get(c, id, conflict_id))?
@@ -291,6 +322,21 @@ impl App {
         Ok(self
             .store
             .with(|c| store::conflicts::get(c, id, conflict_id))?)
+    }
+}
+
+impl App {
+    /// What works on a project's repository (a dry run, an operator's
+    /// answer, housekeeping) works on the copy of the node that owns it: on
+    /// another node it is refused, naming the owner.
+    pub(super) fn refuse_unless_owner(&self, project_id: &str) -> Result<(), ServiceError> {
+        let node = &self.jobs.node().id;
+        match self.store.with(|c| store::cluster::owner(c, project_id))? {
+            Some(owner) if owner != *node => Err(ServiceError::Conflict(format!(
+                "project {project_id} is kept by node {owner}; ask that node"
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -358,6 +358,29 @@ impl postgres::types::ToSql for Bound<'_> {
     to_sql_checked!();
 }
 
+/// What [`Db::lock`] serialises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// Migrations: nodes starting together apply each once.
+    Migrations,
+    /// Claiming jobs, so that the caps are counted exactly.
+    Claims,
+    /// Queuing a run of one mirror: one pending job however many nodes ask.
+    Mirror(i64),
+}
+
+impl Lock {
+    fn key(self) -> i64 {
+        // Distinct ranges: mirror ids are positive and below 2^40.
+        const MIRRORS: i64 = 1 << 40;
+        match self {
+            Lock::Migrations => 0x6d69_7272_6f72, // "mirror"
+            Lock::Claims => 1,
+            Lock::Mirror(id) => MIRRORS + id,
+        }
+    }
+}
+
 /// Which database a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -481,6 +504,16 @@ impl Db {
             Conn::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
             Conn::Postgres(pg) => pg.ask(Work::Batch, sql, &[]).map(|_| ()),
         }
+    }
+
+    /// Serialises this transaction with every other holding `lock`, across
+    /// all the nodes of a cluster, until it ends (PostgreSQL's transaction
+    /// advisory lock). SQLite has one writer at a time already: nothing to do.
+    pub fn lock(&self, lock: Lock) -> Result<(), StoreError> {
+        if self.backend() == Backend::Postgres {
+            self.execute("SELECT pg_advisory_xact_lock(?1)", [lock.key()])?;
+        }
+        Ok(())
     }
 
     /// Begins a transaction: committed by [`Tx::commit`], rolled back when

@@ -9,7 +9,7 @@
 //! built (no PostgreSQL store is older); a later change is appended to both.
 
 use super::StoreError;
-use super::db::{Db, Optional};
+use super::db::{Db, Lock, Optional};
 
 const MIGRATIONS: &[&str] = &[
     // 1: projects, the unit that owns a bare repository and its mirrors.
@@ -285,6 +285,22 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE mirror_health ADD COLUMN lfs_bytes INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE run_refs ADD COLUMN lfs_objects INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE run_refs ADD COLUMN lfs_bytes INTEGER NOT NULL DEFAULT 0;",
+    // 22: several nodes on one database: each node's heartbeat, the lease
+    // by which one node at a time owns a project (its fencing number moves
+    // on with every new holder), which node runs a job and ran a run.
+    "CREATE TABLE nodes (
+        id            TEXT PRIMARY KEY NOT NULL,
+        heartbeat_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE project_leases (
+        project_id     TEXT PRIMARY KEY NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        node           TEXT NOT NULL,
+        fence          INTEGER NOT NULL,
+        expires_at_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX project_leases_by_node ON project_leases(node);
+    ALTER TABLE jobs ADD COLUMN node TEXT;
+    ALTER TABLE runs ADD COLUMN node TEXT;",
 ];
 
 /// The schema version this binary writes.
@@ -292,7 +308,26 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// PostgreSQL's migrations: each the version it brings the schema to, and
 /// its statements.
-const POSTGRES_MIGRATIONS: &[(u32, &str)] = &[(21, POSTGRES_SCHEMA_21)];
+const POSTGRES_MIGRATIONS: &[(u32, &str)] = &[
+    (21, POSTGRES_SCHEMA_21),
+    (
+        22,
+        r#"CREATE TABLE nodes (
+            id            TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+            heartbeat_ms  BIGINT NOT NULL
+        );
+        CREATE TABLE project_leases (
+            project_id     TEXT COLLATE "C" PRIMARY KEY NOT NULL
+                           REFERENCES projects(id) ON DELETE CASCADE,
+            node           TEXT COLLATE "C" NOT NULL,
+            fence          BIGINT NOT NULL,
+            expires_at_ms  BIGINT NOT NULL
+        );
+        CREATE INDEX project_leases_by_node ON project_leases(node);
+        ALTER TABLE jobs ADD COLUMN node TEXT COLLATE "C";
+        ALTER TABLE runs ADD COLUMN node TEXT COLLATE "C";"#,
+    ),
+];
 
 /// The schema of SQLite's migrations 1 to 21, in PostgreSQL's types:
 /// integers are BIGINT (booleans too, 0 or 1, as SQLite keeps them, so the
@@ -534,9 +569,8 @@ pub(super) fn apply_sqlite(conn: &Db) -> Result<(), StoreError> {
 /// PostgreSQL's migrations, under a transaction-scoped advisory lock so
 /// that nodes starting together apply each one once.
 pub(super) fn apply_postgres(conn: &Db) -> Result<(), StoreError> {
-    const MIGRATION_LOCK: i64 = 0x6d69_7272_6f72; // "mirror"
     let tx = conn.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock(?1)", [MIGRATION_LOCK])?;
+    tx.lock(Lock::Migrations)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS mirrorhost_schema (version BIGINT NOT NULL)")?;
     let found = refuse_newer(current_version(&tx)?)?;
     for &(version, sql) in POSTGRES_MIGRATIONS.iter().filter(|(v, _)| *v > found) {

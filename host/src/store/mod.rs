@@ -7,6 +7,7 @@
 //! callers go through `tokio::task::spawn_blocking`.
 
 pub mod bandwidth;
+pub mod cluster;
 pub mod conflicts;
 pub mod credentials;
 pub mod db;
@@ -152,6 +153,8 @@ pub enum Location {
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Db>,
+    /// Where it is, for the listener's own connection.
+    location: Location,
     /// SQLite: bumped on every row change of the tables that say which
     /// mirror a webhook delivery reaches (`mirrors`, `projects`,
     /// `webhook_secrets`), by SQLite's update hook, so no writer can forget
@@ -180,12 +183,14 @@ impl Store {
     /// Opens (creating if needed) the database at `path`, in WAL mode with
     /// foreign keys enforced, and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::init(rusqlite::Connection::open(path)?)
+        let location = Location::Sqlite(path.to_path_buf());
+        Self::init(rusqlite::Connection::open(path)?, location)
     }
 
     /// A private in-memory database, for tests and tools.
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::init(rusqlite::Connection::open_in_memory()?)
+        let location = Location::Sqlite(PathBuf::from(":memory:"));
+        Self::init(rusqlite::Connection::open_in_memory()?, location)
     }
 
     /// Connects to the PostgreSQL database `url` names and brings its
@@ -195,12 +200,13 @@ impl Store {
         migrations::apply_postgres(&db)?;
         Ok(Self {
             conn: Mutex::new(db),
+            location: Location::Postgres(url.to_string()),
             routing_generation: Arc::new(AtomicU64::new(0)),
             clock: Arc::new(RwLock::new(None)),
         })
     }
 
-    fn init(mut conn: rusqlite::Connection) -> Result<Self, StoreError> {
+    fn init(mut conn: rusqlite::Connection, location: Location) -> Result<Self, StoreError> {
         incremental_vacuum(&conn)?;
         // WAL lets readers proceed during a write; NORMAL sync is durable across
         // process crashes (the case we care about) and much faster than FULL.
@@ -235,9 +241,18 @@ impl Store {
         db.execute_batch("PRAGMA foreign_keys = ON")?;
         Ok(Self {
             conn: Mutex::new(db),
+            location,
             routing_generation,
             clock,
         })
+    }
+
+    /// On PostgreSQL, hands the cluster's notices to `on_notice(channel,
+    /// payload)` ([`cluster::listen`]); SQLite has no other node to hear.
+    pub fn listen(&self, on_notice: impl FnMut(&str, &str) + Send + 'static) {
+        if let Location::Postgres(url) = &self.location {
+            cluster::listen(url.clone(), on_notice);
+        }
     }
 
     /// Replaces the clock the store stamps rows with.

@@ -5,7 +5,7 @@
 //! that finds a pending job joins it and gets its run id, so none is lost and a
 //! burst costs at most two runs.
 
-use super::db::{Db, Optional, Row, params};
+use super::db::{Db, Lock, Optional, Row, params};
 use serde::Serialize;
 
 use super::text::text_enum;
@@ -199,6 +199,8 @@ pub struct PendingJob {
     pub trigger: Trigger,
     /// The mirror's own cap on runs against its remote host, if it set one.
     pub host_cap: Option<u32>,
+    /// The fencing number of the project's lease the job was claimed under.
+    pub fence: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,6 +267,8 @@ pub fn enqueue_spaced(
     spacing: Option<std::time::Duration>,
 ) -> Result<Enqueued, StoreError> {
     let tx = conn.transaction()?;
+    // Two nodes queuing one mirror at once: the second joins the first's job.
+    tx.lock(Lock::Mirror(mirror_id))?;
     let pending: Option<i64> = tx
         .query_row(
             "SELECT run_id FROM jobs WHERE mirror_id = ?1 AND state = 'pending'",
@@ -297,6 +301,7 @@ pub fn enqueue_spaced(
          VALUES (?1, ?2, 'pending', ?3, ?4)",
         params![mirror_id, run_id, at, not_before],
     )?;
+    super::cluster::announce_jobs(&tx)?;
     tx.commit()?;
     Ok(Enqueued {
         run_id,
@@ -326,47 +331,6 @@ pub fn next_start_in(conn: &Db) -> Result<Option<std::time::Duration>, StoreErro
         |row| row.get(0),
     )?;
     Ok(at.map(|at| std::time::Duration::from_millis(u64::try_from(at - now).unwrap_or(1))))
-}
-
-/// Pending jobs whose mirror has nothing running and that need not wait
-/// longer, oldest first.
-pub fn startable(conn: &Db) -> Result<Vec<PendingJob>, StoreError> {
-    conn.query_map(
-        "SELECT j.id, j.run_id, j.mirror_id, m.remote_host, r.trigger, b.max_concurrent_updates \
-         FROM jobs j JOIN mirrors m ON m.id = j.mirror_id JOIN runs r ON r.id = j.run_id \
-         LEFT JOIN bandwidth b ON b.mirror_id = j.mirror_id \
-         WHERE j.state = 'pending' AND COALESCE(j.not_before, 0) <= ?1 AND NOT EXISTS \
-           (SELECT 1 FROM jobs r WHERE r.mirror_id = j.mirror_id AND r.state = 'running') \
-         ORDER BY j.id",
-        [now_ms(conn)?],
-        |row| {
-            Ok(PendingJob {
-                job_id: row.get(0)?,
-                run_id: row.get(1)?,
-                mirror_id: row.get(2)?,
-                remote_host: row.get(3)?,
-                trigger: row.get(4)?,
-                host_cap: row.get(5)?,
-            })
-        },
-    )
-}
-
-/// Marks a pending job and its run as running.
-pub fn start(conn: &mut Db, job: &PendingJob) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
-    tx.execute(
-        "UPDATE jobs SET state = 'running' WHERE id = ?1",
-        [job.job_id],
-    )?;
-    let at = now(&tx)?;
-    tx.execute(
-        "UPDATE runs SET status = 'running', started_at = ?2 WHERE id = ?1",
-        params![job.run_id, at],
-    )?;
-    super::health::run_started(&tx, job.mirror_id, &at)?;
-    tx.commit()?;
-    Ok(())
 }
 
 /// Records the outcome of a run and removes its job.
@@ -410,6 +374,8 @@ pub fn finish(conn: &mut Db, job_id: i64, run_id: i64, o: &RunOutcome) -> Result
         super::health::run_finished(&tx, run.mirror_id, outcome, &at, o.error.as_deref())?;
         super::health::lfs_moved(&tx, run.mirror_id, o.lfs_objects, o.lfs_bytes)?;
     }
+    // A slot is free: another node's dispatcher may start something.
+    super::cluster::announce_jobs(&tx)?;
     tx.commit()?;
     Ok(run)
 }
@@ -489,22 +455,36 @@ pub fn cancel_queued(conn: &mut Db, run_id: i64) -> Result<bool, StoreError> {
     Ok(true)
 }
 
-/// After a crash: runs that were running are marked `interrupted`, and their jobs
-/// go back to pending under a fresh run (or join the job already pending).
+/// After a crash: the runs node `node` was running (or any run no node
+/// claimed, from before nodes) are marked `interrupted`, and their jobs go
+/// back to pending under a fresh run (or join the job already pending).
 /// Returns how many runs were interrupted.
-pub fn recover(conn: &mut Db) -> Result<usize, StoreError> {
+pub fn recover(conn: &mut Db, node: &str) -> Result<usize, StoreError> {
     let tx = conn.transaction()?;
+    tx.lock(Lock::Claims)?;
     let running: Vec<(i64, i64, i64)> = tx.query_map(
-        "SELECT id, mirror_id, run_id FROM jobs WHERE state = 'running'",
-        [],
+        "SELECT id, mirror_id, run_id FROM jobs \
+         WHERE state = 'running' AND (node = ?1 OR node IS NULL)",
+        [node],
         |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
     )?;
-    let at = now(&tx)?;
-    for (job_id, mirror_id, run_id) in &running {
+    interrupt(
+        &tx,
+        &running,
+        "the service stopped during this run; it is retried",
+    )?;
+    tx.commit()?;
+    Ok(running.len())
+}
+
+/// Marks each `(job, mirror, run)` interrupted with `why`, removes its job,
+/// and queues a retry of its mirror unless one is pending already.
+pub(super) fn interrupt(tx: &Db, running: &[(i64, i64, i64)], why: &str) -> Result<(), StoreError> {
+    let at = now(tx)?;
+    for (job_id, mirror_id, run_id) in running {
         tx.execute(
-            "UPDATE runs SET status = 'interrupted', finished_at = ?2, \
-             error = 'the service stopped during this run; it is retried' WHERE id = ?1",
-            params![run_id, at],
+            "UPDATE runs SET status = 'interrupted', finished_at = ?2, error = ?3 WHERE id = ?1",
+            params![run_id, at, why],
         )?;
         tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;
         let has_pending: bool = tx.query_row(
@@ -525,8 +505,10 @@ pub fn recover(conn: &mut Db) -> Result<usize, StoreError> {
             )?;
         }
     }
-    tx.commit()?;
-    Ok(running.len())
+    if !running.is_empty() {
+        super::cluster::announce_jobs(tx)?;
+    }
+    Ok(())
 }
 
 /// How many jobs are pending and how many running.
@@ -590,7 +572,7 @@ pub fn in_flight(conn: &Db, limit: u32) -> Result<Vec<InFlight>, StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::{MirrorSettings, Store, mirrors};
 
@@ -611,15 +593,10 @@ mod tests {
             .with(|c| mirrors::insert(c, &other))
             .unwrap()
             .mirror_id;
-        let queued = store.with(|c| enqueue(c, first, Trigger::Manual)).unwrap();
         store.with(|c| enqueue(c, second, Trigger::Manual)).unwrap();
-        let job = store
-            .with(|c| startable(c))
-            .unwrap()
-            .into_iter()
-            .find(|j| j.mirror_id == second)
-            .unwrap();
-        store.with(|c| start(c, &job)).unwrap();
+        let queued = store.with(|c| enqueue(c, first, Trigger::Manual)).unwrap();
+        let job = claim(&store, 1).remove(0);
+        assert_eq!(job.mirror_id, second);
         let listed: Vec<(i64, RunStatus, String)> = store
             .with(|c| in_flight(c, 10))
             .unwrap()
@@ -636,10 +613,21 @@ mod tests {
         assert_eq!(store.with(|c| in_flight(c, 1)).unwrap().len(), 1);
     }
 
+    /// What node "node" claims under a cap of `global`.
+    pub(crate) fn claim(store: &Store, global: usize) -> Vec<PendingJob> {
+        let terms = crate::store::cluster::Terms {
+            global,
+            per_host: global,
+            lease_ms: 60_000,
+        };
+        store
+            .with(|c| crate::store::cluster::claim(c, "node", terms, |_| true))
+            .unwrap()
+    }
+
     fn run_once(store: &Store, id: i64, outcome: RunOutcome) {
         store.with(|c| enqueue(c, id, Trigger::Manual)).unwrap();
-        let job = store.with(|c| startable(c)).unwrap().remove(0);
-        store.with(|c| start(c, &job)).unwrap();
+        let job = claim(store, 10).remove(0);
         store
             .with(|c| finish(c, job.job_id, job.run_id, &outcome))
             .unwrap();
@@ -724,15 +712,14 @@ mod tests {
         assert!(!first.coalesced && second.coalesced);
         assert_eq!(first.run_id, second.run_id);
 
-        let job = store.with(|c| startable(c)).unwrap().remove(0);
-        store.with(|c| start(c, &job)).unwrap();
-        assert!(store.with(|c| startable(c)).unwrap().is_empty());
+        let job = claim(&store, 10).remove(0);
+        assert!(claim(&store, 10).is_empty());
         let third = store.with(|c| enqueue(c, id, Trigger::Manual)).unwrap();
         let fourth = store.with(|c| enqueue(c, id, Trigger::Manual)).unwrap();
         assert!(!third.coalesced && fourth.coalesced);
         assert_ne!(third.run_id, first.run_id);
         // The pending job waits while its mirror has one running.
-        assert!(store.with(|c| startable(c)).unwrap().is_empty());
+        assert!(claim(&store, 10).is_empty());
 
         let done = store
             .with(|c| {
@@ -748,30 +735,35 @@ mod tests {
             })
             .unwrap();
         assert_eq!(done.status, RunStatus::Succeeded);
-        assert_eq!(
-            store.with(|c| startable(c)).unwrap()[0].run_id,
-            third.run_id
-        );
+        assert_eq!(claim(&store, 10)[0].run_id, third.run_id);
     }
 
     #[test]
     fn recovery_marks_running_runs_interrupted_and_requeues_them() {
         let (store, id) = store_with_mirror();
         let queued = store.with(|c| enqueue(c, id, Trigger::Manual)).unwrap();
-        let job = store.with(|c| startable(c)).unwrap().remove(0);
-        store.with(|c| start(c, &job)).unwrap();
+        claim(&store, 10).remove(0);
 
-        assert_eq!(store.with(recover).unwrap(), 1);
+        assert_eq!(store.with(|c| recover(c, "node")).unwrap(), 1);
         let interrupted = store.with(|c| get(c, queued.run_id)).unwrap().unwrap();
         assert_eq!(interrupted.status, RunStatus::Interrupted);
         assert!(interrupted.error.unwrap().contains("retried"));
-        let retry = store.with(|c| startable(c)).unwrap();
+        assert_eq!(
+            store.with(|c| recover(c, "node")).unwrap(),
+            0,
+            "recovery is idempotent"
+        );
+        let retry = claim(&store, 10);
         assert_eq!(retry.len(), 1);
         let run = store.with(|c| get(c, retry[0].run_id)).unwrap().unwrap();
         assert_eq!(
             (run.trigger, run.status),
-            (Trigger::Retry, RunStatus::Queued)
+            (Trigger::Retry, RunStatus::Running)
         );
-        assert_eq!(store.with(recover).unwrap(), 0, "recovery is idempotent");
+        assert_eq!(
+            store.with(|c| recover(c, "another")).unwrap(),
+            0,
+            "another node's runs are its own"
+        );
     }
 }

@@ -148,10 +148,17 @@ pub fn record(
     Ok(())
 }
 
-pub fn set_next(conn: &Db, mirror_id: i64, next_run_at: Option<i64>) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE schedules SET next_run_at = ?2 WHERE mirror_id = ?1",
-        params![mirror_id, next_run_at],
+/// Moves a schedule that was due at `due` on to `next_run_at`; false when
+/// it was not due then any more (another node fired it first).
+pub fn move_on(
+    conn: &Db,
+    mirror_id: i64,
+    due: i64,
+    next_run_at: Option<i64>,
+) -> Result<bool, StoreError> {
+    let moved = conn.execute(
+        "UPDATE schedules SET next_run_at = ?3 WHERE mirror_id = ?1 AND next_run_at = ?2",
+        params![mirror_id, due, next_run_at],
     )?;
-    Ok(())
+    Ok(moved == 1)
 }

@@ -236,6 +236,21 @@ pub struct Engine<'a> {
     pub proxy: &'a proxy::ProxySettings,
     /// Which remotes are allowed: also the LFS endpoints a repository names.
     pub remote_policy: remote::Policy,
+    /// Whether this node still owns the project (its lease, under the
+    /// fencing number the run started with): asked just before a pull
+    /// writes its refs and before a push sends, so a node that lost the
+    /// project while it ran changes nothing. `None`: no one else could own it.
+    pub lease: Option<LeaseCheck<'a>>,
+}
+
+/// Asks whether this node still owns the run's project ([`Engine::lease`]).
+#[derive(Clone, Copy)]
+pub struct LeaseCheck<'a>(pub &'a dyn Fn() -> bool);
+
+impl std::fmt::Debug for LeaseCheck<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeaseCheck")
+    }
 }
 
 /// Default of `max_object_bytes`: ten times GitHub's hard limit on a file.
@@ -489,6 +504,15 @@ impl<'a> Run<'a> {
         false
     }
 
+    /// Whether this node still owns the project: the last check before a
+    /// ref is written or sent (see [`Engine::lease`]).
+    fn still_owner(&self) -> Result<(), SyncError> {
+        match self.engine.lease {
+            Some(LeaseCheck(holds)) if !holds() => Err(SyncError::Git(LEASE_LOST.to_string())),
+            _ => Ok(()),
+        }
+    }
+
     /// The error of a run that may not go on ([`Run::may_go_on`]).
     fn stopped(&self) -> SyncError {
         SyncError::Git(
@@ -502,6 +526,10 @@ impl<'a> Run<'a> {
 
 /// The error of a run an operator cancelled.
 pub const CANCELLED: &str = "cancelled by an operator; no ref was changed";
+
+/// Why a run of a node that lost its project's lease ends.
+pub const LEASE_LOST: &str =
+    "this node no longer holds the project's lease (another node took it over); no ref was changed";
 
 /// A failing mirror with `throttle_on_failure` and no cap of its own moves at
 /// most this fast, halved per consecutive failure (down to a sixteenth).

@@ -124,6 +124,7 @@ impl Run<'_> {
         if !self.may_go_on() {
             return Err(self.stopped());
         }
+        self.still_owner()?;
         refs::apply(self.repo, updates, &self.tips.found())?;
         match default_branch.filter(|b| holds_after(local, updates, b)) {
             Some(branch) => refs::point_head(self.repo, &branch),

@@ -63,6 +63,7 @@ impl Run<'_> {
         if !self.may_go_on() {
             return Err(self.stopped());
         }
+        self.still_owner()?;
         report.lfs = self.push_lfs(&pushed_tips(&report), &known_tips(self.repo, &destination)?)?;
         report.bytes_transferred += report.lfs.bytes;
         self.count_lfs_per_ref(&mut report.plan, |p| p.local_oid, &report.lfs);
