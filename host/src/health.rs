@@ -6,6 +6,7 @@
 //! summary's, so they outlive the history.
 
 use crate::store::Db;
+use crate::store::db::Lock;
 use serde::Serialize;
 
 use crate::store::health::{self as rows, KEPT_RUNS, Outcome, Summary};
@@ -171,15 +172,20 @@ pub struct Change {
 /// starts out healthy.
 pub fn observe(store: &Store, window: u32, mirror_id: i64) -> Result<Option<Change>, StoreError> {
     let change = store.with(|conn| -> Result<_, StoreError> {
-        let Some(mirror) = store::mirrors::get(conn, mirror_id)? else {
+        // One observer of a mirror at a time, on any node: a change is
+        // seen, recorded and alerted once.
+        let tx = conn.transaction()?;
+        tx.lock(Lock::Mirror(mirror_id))?;
+        let Some(mirror) = store::mirrors::get(&tx, mirror_id)? else {
             return Ok(None);
         };
-        let health = of(conn, &mirror, window)?;
-        let from = rows::last_state(conn, mirror_id)?.unwrap_or(State::Healthy);
+        let health = of(&tx, &mirror, window)?;
+        let from = rows::last_state(&tx, mirror_id)?.unwrap_or(State::Healthy);
         if from == health.state {
             return Ok(None);
         }
-        rows::set_state(conn, mirror_id, health.state)?;
+        rows::set_state(&tx, mirror_id, health.state)?;
+        tx.commit()?;
         Ok(Some(Change {
             from,
             to: health.state,

@@ -55,7 +55,7 @@ impl Node {
         }
     }
 
-    fn lease_ms(&self) -> i64 {
+    pub fn lease_ms(&self) -> i64 {
         i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
     }
 }

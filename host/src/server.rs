@@ -91,6 +91,9 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
     let node = node_of(&config, store.backend())?;
     tracing::info!(node = %node.id, "this node");
     let interrupted = store.with(|c| crate::store::runs::recover(c, &node.id))?;
+    // Beat before the first claim, so no other node takes this one's first
+    // runs for a silent node's.
+    store.with(|c| crate::store::cluster::heartbeat(c, &node.id, node.lease_ms()))?;
     if interrupted > 0 {
         tracing::warn!(
             interrupted,

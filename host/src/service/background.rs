@@ -65,11 +65,12 @@ fn listen(app: &Arc<App>) {
 }
 
 /// Three times per lease term: this node's heartbeat and its leases
-/// renewed, and the runs of nodes silent for a whole term interrupted and
-/// queued again (the dispatcher is woken for them).
+/// renewed, the runs of nodes silent for a whole term interrupted and
+/// queued again (the dispatcher is woken for them), and this node's own
+/// runs that were taken for lost stopped.
 async fn keep_leases(app: Arc<App>) {
     let node = app.jobs.node().clone();
-    let lease_ms = i64::try_from(node.lease.as_millis()).unwrap_or(i64::MAX);
+    let lease_ms = node.lease_ms();
     let mut ticker = tokio::time::interval(node.lease / 3);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -88,6 +89,17 @@ async fn keep_leases(app: Arc<App>) {
                     "runs of a silent node interrupted and queued again"
                 );
                 app.jobs.wake();
+            }
+            // This node was the silent one: what it still runs was retried
+            // elsewhere, and writes nothing (the lease check); stop it now.
+            let lost = app
+                .store
+                .with(|c| store::cluster::lost_runs(c, &id, &app.live.ids()))?;
+            for run_id in lost {
+                if let Some(progress) = app.live.progress(run_id) {
+                    tracing::warn!(run_id, "this node's run was taken for lost: stopping it");
+                    progress.cancel();
+                }
             }
             Ok::<_, store::StoreError>(())
         })

@@ -128,6 +128,11 @@ impl LiveRuns {
         self.lock().get(&run_id).map(|p| p.snapshot())
     }
 
+    /// The runs in flight here.
+    pub fn ids(&self) -> Vec<i64> {
+        self.lock().keys().copied().collect()
+    }
+
     /// The live state of a running run, to cancel it.
     pub fn progress(&self, run_id: i64) -> Option<Arc<Progress>> {
         self.lock().get(&run_id).cloned()

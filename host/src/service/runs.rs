@@ -74,9 +74,9 @@ impl App {
         let progress = self.live.start(job.run_id);
         let node = &self.jobs.node().id;
         let holds_lease = || {
-            let held = self
-                .store
-                .with(|c| store::cluster::holds_lease(c, &project.project_id, node, job.fence));
+            let held = self.store.with(|c| {
+                store::cluster::holds_lease(c, &project.project_id, node, job.fence, job.run_id)
+            });
             held.unwrap_or_else(|error| {
                 tracing::error!(%error, "cannot check the project's lease");
                 false

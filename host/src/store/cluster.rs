@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use super::db::{Backend, Db, Lock, params};
 use super::runs::{PendingJob, interrupt};
-use super::{Direction, StoreError, now, now_ms};
+use super::{StoreError, now, now_ms};
 
 /// The channel whose notices wake the dispatchers: a job was queued, or a
 /// running one ended and freed a slot.
@@ -57,8 +57,8 @@ pub struct Terms {
 }
 
 /// Node `node` is alive: its heartbeat now, and its leases renewed for
-/// `lease_ms` (a lease already expired stays expired: another node may have
-/// it by now).
+/// `lease_ms` (even one that expired: a row that still names this node was
+/// taken by no other since, so no other node wrote under it).
 pub fn heartbeat(conn: &mut Db, node: &str, lease_ms: i64) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     let at = now_ms(&tx)?;
@@ -68,8 +68,8 @@ pub fn heartbeat(conn: &mut Db, node: &str, lease_ms: i64) -> Result<(), StoreEr
         params![node, at],
     )?;
     tx.execute(
-        "UPDATE project_leases SET expires_at_ms = ?2 + ?3 WHERE node = ?1 AND expires_at_ms > ?2",
-        params![node, at, lease_ms],
+        "UPDATE project_leases SET expires_at_ms = ?2 WHERE node = ?1",
+        params![node, at + lease_ms],
     )?;
     tx.commit()
 }
@@ -96,20 +96,40 @@ pub fn reclaim_silent(conn: &mut Db, lease_ms: i64) -> Result<usize, StoreError>
     Ok(silent.len())
 }
 
-/// Whether `node` still holds `project_id`'s lease under fencing number
-/// `fence`, unexpired.
+/// Whether run `run_id` of `node` may still write: `node` holds
+/// `project_id`'s lease under fencing number `fence`, unexpired, and the
+/// run's job is still its own (not taken for lost and retried).
 pub fn holds_lease(
     conn: &Db,
     project_id: &str,
     node: &str,
     fence: i64,
+    run_id: i64,
 ) -> Result<bool, StoreError> {
     conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM project_leases WHERE project_id = ?1 AND node = ?2 \
-         AND fence = ?3 AND expires_at_ms > clock_now_ms())",
-        params![project_id, node, fence],
+         AND fence = ?3 AND expires_at_ms > clock_now_ms()) \
+         AND EXISTS (SELECT 1 FROM jobs WHERE run_id = ?4 AND node = ?2 AND state = 'running')",
+        params![project_id, node, fence, run_id],
         |row| row.get(0),
     )
+}
+
+/// Of `run_ids`, running here, those whose jobs are no longer this node's
+/// (taken for lost while this node was silent): they must stop.
+pub fn lost_runs(conn: &Db, node: &str, run_ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+    let mut lost = Vec::new();
+    for run_id in run_ids {
+        let ours: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE run_id = ?1 AND node = ?2)",
+            params![run_id, node],
+            |row| row.get(0),
+        )?;
+        if !ours {
+            lost.push(*run_id);
+        }
+    }
+    Ok(lost)
 }
 
 /// Whether run `run_id` is running on a node other than `node`.
@@ -146,7 +166,7 @@ struct Lease {
 /// first, whose mirror runs nothing, within `terms`' caps, whose project's
 /// lease is ours or free (taken then). A push job takes a free lease only
 /// where `holds_copy(project)` (it pushes from the local copy; a pull
-/// fetches afresh). Each claimed job is marked running on `node`.
+/// fetches afresh), unless no pull fills the project. Each claimed job is marked running on `node`.
 pub fn claim(
     conn: &mut Db,
     node: &str,
@@ -172,7 +192,7 @@ pub fn claim(
         .collect();
     let mut leases: HashMap<String, i64> = HashMap::new();
     let mut claimed = Vec::new();
-    for (mut job, project_id, direction) in pending(&tx, at_ms)? {
+    for (mut job, project_id, may_start_anywhere) in pending(&tx, at_ms)? {
         if running >= terms.global {
             break;
         }
@@ -190,7 +210,7 @@ pub fn claim(
         let fence = match leases.get(&project_id) {
             Some(fence) => *fence,
             None => {
-                let may_take = direction == Direction::Pull || holds_copy(&project_id);
+                let may_take = may_start_anywhere || holds_copy(&project_id);
                 match lease_for(&tx, &project_id, node, at_ms, terms.lease_ms, may_take)? {
                     Some(fence) => fence,
                     None => continue,
@@ -209,11 +229,14 @@ pub fn claim(
 }
 
 /// Pending jobs whose mirror has nothing running and that need not wait
-/// longer, oldest first, with their project and direction.
-fn pending(tx: &Db, at_ms: i64) -> Result<Vec<(PendingJob, String, Direction)>, StoreError> {
+/// longer, oldest first, with their project and whether any node may take
+/// the project for them: a pull fetches afresh, and a push of a project
+/// no pull fills has nothing to wait for; other pushes need the copy.
+fn pending(tx: &Db, at_ms: i64) -> Result<Vec<(PendingJob, String, bool)>, StoreError> {
     tx.query_map(
         "SELECT j.id, j.run_id, j.mirror_id, m.remote_host, r.trigger, b.max_concurrent_updates, \
-         m.project_id, m.direction \
+         m.project_id, m.direction = 'pull' OR NOT EXISTS (SELECT 1 FROM mirrors p \
+           WHERE p.project_id = m.project_id AND p.direction = 'pull') \
          FROM jobs j JOIN mirrors m ON m.id = j.mirror_id JOIN runs r ON r.id = j.run_id \
          LEFT JOIN bandwidth b ON b.mirror_id = j.mirror_id \
          WHERE j.state = 'pending' AND COALESCE(j.not_before, 0) <= ?1 AND NOT EXISTS \
@@ -261,7 +284,8 @@ fn lease_for(
         .pop();
     let expires = at_ms + lease_ms;
     match found {
-        Some(lease) if lease.expires_at_ms > at_ms && lease.node == node => {
+        // Ours, even expired: no other node took it since.
+        Some(lease) if lease.node == node => {
             tx.execute(
                 "UPDATE project_leases SET expires_at_ms = ?2 WHERE project_id = ?1",
                 params![project_id, expires],
@@ -341,30 +365,12 @@ pub fn listen(url: String, mut on_notice: impl FnMut(&str, &str) + Send + 'stati
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicI64, Ordering};
-
     use super::*;
-    use crate::clock::Clock;
-    use crate::store::{MirrorSettings, RunOutcome, RunStatus, Store, Trigger, mirrors, runs};
-
-    #[derive(Debug)]
-    struct Driven(AtomicI64);
-
-    impl Clock for Driven {
-        fn now_ms(&self) -> i64 {
-            self.0.load(Ordering::SeqCst)
-        }
-    }
+    use crate::store::{
+        Direction, MirrorSettings, RunOutcome, RunStatus, Store, Trigger, mirrors, runs,
+    };
 
     const LEASE_MS: i64 = 30_000;
-
-    fn cluster() -> (Store, Arc<Driven>) {
-        let store = Store::for_test();
-        let clock = Arc::new(Driven(1_800_000_000_000.into()));
-        store.set_clock(clock.clone());
-        (store, clock)
-    }
 
     fn mirror(store: &Store, project: &str, host: &str, direction: Direction) -> i64 {
         let mut settings =
@@ -402,15 +408,15 @@ mod tests {
             .unwrap();
     }
 
-    fn holds(store: &Store, project: &str, node: &str, fence: i64) -> bool {
+    fn holds(store: &Store, project: &str, node: &str, fence: i64, run_id: i64) -> bool {
         store
-            .with(|c| holds_lease(c, project, node, fence))
+            .with(|c| holds_lease(c, project, node, fence, run_id))
             .unwrap()
     }
 
     #[test]
     fn a_project_runs_on_its_lease_holder_and_moves_when_the_lease_expires() {
-        let (store, clock) = cluster();
+        let (store, clock) = Store::driven_for_test();
         let (one, two) = (
             mirror(&store, "p/a", "h", Direction::Pull),
             mirror(&store, "p/a", "h", Direction::Pull),
@@ -418,7 +424,7 @@ mod tests {
         queue(&store, one);
         let first = claim_as(&store, "a", 10, true);
         assert_eq!((first.len(), first[0].fence), (1, 1));
-        assert!(holds(&store, "p/a", "a", 1));
+        assert!(holds(&store, "p/a", "a", 1, first[0].run_id));
         queue(&store, two);
         assert!(claim_as(&store, "b", 10, true).is_empty(), "a holds p/a");
         finish(&store, &first[0]);
@@ -428,21 +434,83 @@ mod tests {
         );
         let again = claim_as(&store, "a", 10, true);
         assert_eq!((again[0].mirror_id, again[0].fence), (two, 1));
-        finish(&store, &again[0]);
 
         // a falls silent: its lease expires and b takes the project over,
         // under a new fencing number that a's runs no longer match.
-        clock.0.fetch_add(LEASE_MS + 1, Ordering::SeqCst);
+        clock.advance(LEASE_MS + 1);
         queue(&store, one);
         let taken = claim_as(&store, "b", 10, true);
         assert_eq!((taken[0].mirror_id, taken[0].fence), (one, 2));
-        assert!(!holds(&store, "p/a", "a", 1));
-        assert!(holds(&store, "p/a", "b", 2));
+        assert!(
+            !holds(&store, "p/a", "a", 1, again[0].run_id),
+            "a's run is fenced off"
+        );
+        assert!(holds(&store, "p/a", "b", 2, taken[0].run_id));
+        finish(&store, &again[0]);
+    }
+
+    /// Two stores on one database, as two nodes have: PostgreSQL in the
+    /// PostgreSQL pass, a SQLite file otherwise.
+    fn two_nodes() -> (Store, Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = crate::store::test_postgres::fresh_schema();
+        match crate::store::test_postgres::schema_url(&schema) {
+            Some(url) => (
+                Store::connect(&url).unwrap(),
+                Store::connect(&url).unwrap(),
+                dir,
+            ),
+            None => {
+                let path = dir.path().join("shared.db");
+                (
+                    Store::open(&path).unwrap(),
+                    Store::open(&path).unwrap(),
+                    dir,
+                )
+            }
+        }
+    }
+
+    #[test]
+    fn nodes_queuing_one_mirror_at_once_make_one_job_and_a_schedule_fires_once() {
+        let (a, b, _dir) = two_nodes();
+        let id = mirror(&a, "u/v", "h", Direction::Pull);
+        let both = std::thread::scope(|scope| {
+            let runs: Vec<_> = [&a, &b]
+                .into_iter()
+                .map(|store| {
+                    scope.spawn(move || {
+                        (0..50)
+                            .map(|_| {
+                                store
+                                    .with(|c| runs::enqueue(c, id, Trigger::Webhook))
+                                    .unwrap()
+                                    .run_id
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            runs.into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect::<std::collections::BTreeSet<_>>()
+        });
+        assert_eq!(both.len(), 1, "one pending run: {both:?}");
+
+        let schedule = crate::store::schedules::Cadence::Interval(60);
+        a.with(|c| crate::store::schedules::set(c, id, &schedule, true, Some(1_000)))
+            .unwrap();
+        let fired = [&a, &b].map(|store| {
+            store
+                .with(|c| crate::store::schedules::move_on(c, id, 1_000, Some(61_000)))
+                .unwrap()
+        });
+        assert_eq!(fired, [true, false], "the second node finds it moved on");
     }
 
     #[test]
     fn the_caps_count_the_runs_of_every_node() {
-        let (store, _) = cluster();
+        let (store, _) = Store::driven_for_test();
         let ids: Vec<i64> = ["x/1", "x/2", "x/3", "x/4"]
             .iter()
             .map(|p| mirror(&store, p, "h", Direction::Pull))
@@ -460,16 +528,21 @@ mod tests {
 
     #[test]
     fn a_push_takes_a_free_project_only_where_its_copy_is() {
-        let (store, _) = cluster();
+        let (store, _) = Store::driven_for_test();
+        mirror(&store, "q/r", "up", Direction::Pull);
         let push = mirror(&store, "q/r", "dest", Direction::Push);
         queue(&store, push);
         assert!(claim_as(&store, "a", 10, false).is_empty());
         assert_eq!(claim_as(&store, "b", 10, true).len(), 1);
+        // A project no pull fills may go anywhere.
+        let alone = mirror(&store, "only/push", "dest", Direction::Push);
+        queue(&store, alone);
+        assert_eq!(claim_as(&store, "a", 10, false).len(), 1);
     }
 
     #[test]
     fn a_silent_nodes_runs_are_interrupted_and_retried_elsewhere() {
-        let (store, clock) = cluster();
+        let (store, clock) = Store::driven_for_test();
         let id = mirror(&store, "s/t", "h", Direction::Pull);
         let run = queue(&store, id);
         store.with(|c| heartbeat(c, "a", LEASE_MS)).unwrap();
@@ -480,7 +553,7 @@ mod tests {
             RunStatus::Running,
             "a beats"
         );
-        clock.0.fetch_add(LEASE_MS + 1, Ordering::SeqCst);
+        clock.advance(LEASE_MS + 1);
         store.with(|c| heartbeat(c, "b", LEASE_MS)).unwrap();
         assert_eq!(store.with(|c| reclaim_silent(c, LEASE_MS)).unwrap(), 1);
         let cut = store.with(|c| runs::get(c, run)).unwrap().unwrap();

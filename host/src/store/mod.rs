@@ -21,8 +21,8 @@ mod text;
 pub mod webhooks;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
 
 use rusqlite::functions::FunctionFlags;
 use rusqlite::hooks::Action;
@@ -152,7 +152,9 @@ pub enum Location {
 
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Db>,
+    /// SQLite: the one connection. PostgreSQL: a few, so that runs of one
+    /// node do not wait in line for one another's round trips.
+    conns: Vec<Mutex<Db>>,
     /// Where it is, for the listener's own connection.
     location: Location,
     /// SQLite: bumped on every row change of the tables that say which
@@ -163,7 +165,13 @@ pub struct Store {
     /// know they are stale.
     routing_generation: Arc<AtomicU64>,
     clock: ClockSlot,
+    /// Which connection a caller who found none free waits for.
+    turn: AtomicUsize,
 }
+
+/// Connections of a node to PostgreSQL (besides the listener's): as many as
+/// runs that commonly touch the store at once; more only queue in the server.
+const POSTGRES_CONNECTIONS: usize = 4;
 
 /// Tables whose changes bump [`Store::routing_generation`]. All are rowid
 /// tables (the update hook skips WITHOUT ROWID ones) and none is ever emptied
@@ -198,11 +206,16 @@ impl Store {
     pub fn connect(url: &str) -> Result<Self, StoreError> {
         let db = Db::postgres(url)?;
         migrations::apply_postgres(&db)?;
+        let mut conns = vec![Mutex::new(db)];
+        for _ in 1..POSTGRES_CONNECTIONS {
+            conns.push(Mutex::new(Db::postgres(url)?));
+        }
         Ok(Self {
-            conn: Mutex::new(db),
+            conns,
             location: Location::Postgres(url.to_string()),
             routing_generation: Arc::new(AtomicU64::new(0)),
             clock: Arc::new(RwLock::new(None)),
+            turn: AtomicUsize::new(0),
         })
     }
 
@@ -240,10 +253,11 @@ impl Store {
         migrations::apply_sqlite(&db)?;
         db.execute_batch("PRAGMA foreign_keys = ON")?;
         Ok(Self {
-            conn: Mutex::new(db),
+            conns: vec![Mutex::new(db)],
             location,
             routing_generation,
             clock,
+            turn: AtomicUsize::new(0),
         })
     }
 
@@ -261,10 +275,10 @@ impl Store {
     }
 
     pub fn backend(&self) -> Backend {
-        self.conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .backend()
+        match self.location {
+            Location::Sqlite(_) => Backend::Sqlite,
+            Location::Postgres(_) => Backend::Postgres,
+        }
     }
 
     /// Changes with every write to the tables webhook routing reads; see the field.
@@ -281,14 +295,25 @@ impl Store {
         })
     }
 
-    /// Runs `f` with the connection. A panic in an earlier holder cannot leave the
-    /// connection half-changed (every change is a transaction), so a poisoned lock
-    /// is still safe to use.
+    /// Runs `f` with a connection: a free one, else the next in turn when
+    /// it is free. A panic in an earlier holder cannot leave the connection
+    /// half-changed (every change is a transaction), so a poisoned lock is
+    /// still safe to use.
     pub fn with<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&mut Db) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let free = self.conns.iter().find_map(|conn| match conn.try_lock() {
+            Ok(conn) => Some(conn),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        });
+        let mut conn = free.unwrap_or_else(|| {
+            let turn = self.turn.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+            self.conns[turn]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        });
         if conn.backend() == Backend::Postgres {
             self.hand_clock_to_postgres(&conn)?;
         }
@@ -333,6 +358,14 @@ impl Store {
             Some(url) => Self::connect(&url).unwrap(),
             None => Self::open_in_memory().unwrap(),
         }
+    }
+
+    /// [`Store::for_test`] on a clock the test moves.
+    pub(crate) fn driven_for_test() -> (Self, Arc<crate::clock::Driven>) {
+        let store = Self::for_test();
+        let clock = Arc::new(crate::clock::Driven::default());
+        store.set_clock(clock.clone());
+        (store, clock)
     }
 }
 

@@ -136,33 +136,12 @@ pub fn reclaim(conn: &Db) -> Result<i64, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicI64, Ordering};
-
     use super::*;
     use crate::clock::Clock;
     use crate::store::{
         ConflictStatus, MirrorSettings, NewConflict, Page, RunOutcome, Store, Trigger, conflicts,
         mirrors, runs, webhooks,
     };
-
-    #[derive(Debug)]
-    struct Driven(AtomicI64);
-
-    impl Clock for Driven {
-        fn now_ms(&self) -> i64 {
-            self.0.load(Ordering::SeqCst)
-        }
-    }
-
-    const START: i64 = 1_800_000_000_000;
-
-    fn driven_store() -> (Store, Arc<Driven>) {
-        let store = Store::for_test();
-        let clock = Arc::new(Driven(START.into()));
-        store.set_clock(clock.clone());
-        (store, clock)
-    }
 
     fn mirror(store: &Store, name: &str) -> i64 {
         let settings = MirrorSettings::pull(name, &format!("https://example.com/{name}"), "h");
@@ -214,7 +193,7 @@ mod tests {
 
     #[test]
     fn each_mirror_keeps_its_newest_runs_and_every_unfinished_one() {
-        let (store, _) = driven_store();
+        let (store, _) = Store::driven_for_test();
         let (a, b) = (mirror(&store, "a/a"), mirror(&store, "b/b"));
         let a_runs: Vec<i64> = (0..7).map(|_| finished_run(&store, a)).collect();
         let b_runs: Vec<i64> = (0..2).map(|_| finished_run(&store, b)).collect();
@@ -237,7 +216,7 @@ mod tests {
 
     #[test]
     fn rows_past_their_age_go_and_open_conflicts_stay() {
-        let (store, clock) = driven_store();
+        let (store, clock) = Store::driven_for_test();
         let id = mirror(&store, "a/a");
         let old_run = finished_run(&store, id);
         let conflict = |status| NewConflict {
@@ -262,7 +241,7 @@ mod tests {
             .with(|c| webhooks::first_delivery(c, "github", "old"))
             .unwrap();
         let keep = Retention::default();
-        clock.0.fetch_add(8 * DAY_MS, Ordering::SeqCst);
+        clock.advance(8 * DAY_MS);
         store
             .with(|c| webhooks::first_delivery(c, "github", "new"))
             .unwrap();
@@ -288,7 +267,7 @@ mod tests {
                 .unwrap()
         );
 
-        clock.0.fetch_add(90 * DAY_MS, Ordering::SeqCst);
+        clock.advance(90 * DAY_MS);
         let new_run = finished_run(&store, id);
         let pruned = store
             .with(|c| prune_by_age(c, &keep, clock.now_ms()))

@@ -342,6 +342,13 @@ pub fn finish(conn: &mut Db, job_id: i64, run_id: i64, o: &RunOutcome) -> Result
         (false, false) => RunStatus::Failed,
     };
     let at = now(&tx)?;
+    // A run whose job is gone was taken for lost (its node fell silent) and
+    // is on record as interrupted, its retry queued: that record stands.
+    if tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])? == 0 {
+        let run = get(&tx, run_id)?.ok_or(StoreError::NotFound("run"))?;
+        tx.commit()?;
+        return Ok(run);
+    }
     tx.execute(
         "UPDATE runs SET status = ?2, finished_at = ?3, duration_ms = ?4, bytes_transferred = ?5, \
          refs_created = ?6, refs_updated = ?7, refs_deleted = ?8, refs_skipped = ?9, \
@@ -364,7 +371,6 @@ pub fn finish(conn: &mut Db, job_id: i64, run_id: i64, o: &RunOutcome) -> Result
             skipped_to(&o.lfs_skipped),
         ],
     )?;
-    tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;
     let run = get(&tx, run_id)?.ok_or(StoreError::NotFound("run"))?;
     if !o.cancelled {
         let outcome = super::health::Outcome {
