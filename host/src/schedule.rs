@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::jobs::Queue;
 use crate::store::schedules::{self, Cadence, Schedule};
-use crate::store::{Direction, Store, StoreError, Trigger, mirrors};
+use crate::store::{Direction, Store, StoreError, Trigger, cluster, mirrors};
 use crate::sync::Engine;
 
 /// The scheduler's settings.
@@ -143,7 +143,8 @@ pub fn tick(store: &Store, queue: &Queue, now: i64) -> Result<usize, StoreError>
 /// where they differ. Catches pushes that sent no webhook (GitHub sends none
 /// for more than three tags at once, GitLab none for more than three refs).
 /// A mirror that is hard-failed or backing off at `now` is left alone: the
-/// sweep must not undo the slow-down. Returns (mirrors checked, mirrors queued).
+/// sweep must not undo the slow-down. In a cluster, each node sweeps the
+/// projects it owns. Returns (mirrors checked, mirrors queued).
 pub fn sweep(
     store: &Store,
     queue: &Queue,
@@ -153,6 +154,11 @@ pub fn sweep(
     let pulls = store.with(|c| mirrors::list(c, None, Some(Direction::Pull)))?;
     let mut changed = 0;
     for mirror in pulls.iter().filter(|m| m.enabled) {
+        // Each project is swept by the node that owns it (or any, if none does).
+        let owner = store.with(|c| cluster::owner(c, &mirror.project_id))?;
+        if owner.is_some_and(|owner| owner != queue.node().id) {
+            continue;
+        }
         let schedule = store.with(|c| schedules::get(c, mirror.mirror_id))?;
         if schedule.is_some_and(|s| held_back(&s, now)) {
             continue;

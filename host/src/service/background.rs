@@ -49,16 +49,16 @@ fn listen(app: &Arc<App>) {
     let app: Weak<App> = Arc::downgrade(app);
     if let Some(strong) = app.upgrade() {
         let app = app.clone();
-        strong.store.listen(move |channel, payload| {
+        strong.store.listen(move |notice| {
             let Some(app) = app.upgrade() else { return };
-            if channel == store::cluster::CANCEL_CHANNEL {
-                let live = payload.parse().ok().and_then(|id| app.live.progress(id));
-                if let Some(progress) = live {
-                    progress.cancel();
-                    tracing::info!(run_id = payload, "run cancelled from another node");
+            match notice {
+                store::cluster::Notice::Jobs => app.jobs.wake(),
+                store::cluster::Notice::Cancel(run_id) => {
+                    if let Some(progress) = app.live.progress(run_id) {
+                        progress.cancel();
+                        tracing::info!(run_id, "run cancelled from another node");
+                    }
                 }
-            } else {
-                app.jobs.wake();
             }
         });
     }

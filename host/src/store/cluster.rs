@@ -20,16 +20,27 @@ use super::runs::{PendingJob, interrupt};
 use super::{StoreError, now, now_ms};
 
 /// The channel whose notices wake the dispatchers: a job was queued, or a
-/// running one ended and freed a slot.
-pub const JOBS_CHANNEL: &str = "mirrorhost_jobs";
-/// The channel that asks the node running a run to cancel it (payload: the run id).
-pub const CANCEL_CHANNEL: &str = "mirrorhost_cancel";
+/// running one ended and freed a slot. Payload: the schema (several
+/// clusters may share a database, one schema each).
+const JOBS_CHANNEL: &str = "mirrorhost_jobs";
+/// The channel that asks the node running a run to cancel it. Payload: the
+/// schema and the run id.
+const CANCEL_CHANNEL: &str = "mirrorhost_cancel";
+
+/// What a node hears from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// A job may be startable: look at the queue.
+    Jobs,
+    /// Cancel this run if it runs here.
+    Cancel(i64),
+}
 
 /// Wakes every node's dispatcher when the transaction commits (PostgreSQL's
 /// NOTIFY; one process on SQLite wakes itself).
 pub fn announce_jobs(conn: &Db) -> Result<(), StoreError> {
     if conn.backend() == Backend::Postgres {
-        conn.execute_batch(&format!("NOTIFY {JOBS_CHANNEL}"))?;
+        conn.execute("SELECT pg_notify(?1, current_schema())", [JOBS_CHANNEL])?;
     }
     Ok(())
 }
@@ -38,11 +49,23 @@ pub fn announce_jobs(conn: &Db) -> Result<(), StoreError> {
 pub fn announce_cancel(conn: &Db, run_id: i64) -> Result<(), StoreError> {
     if conn.backend() == Backend::Postgres {
         conn.execute(
-            "SELECT pg_notify(?1, ?2)",
+            "SELECT pg_notify(?1, current_schema() || ' ' || CAST(?2 AS TEXT))",
             params![CANCEL_CHANNEL, run_id.to_string()],
         )?;
     }
     Ok(())
+}
+
+/// What a notice on `channel` with `payload` says to a node of `schema`;
+/// `None` for another schema's, or what it cannot read.
+fn notice(schema: &str, channel: &str, payload: &str) -> Option<Notice> {
+    match (channel, payload.split_once(' ')) {
+        (JOBS_CHANNEL, None) if payload == schema => Some(Notice::Jobs),
+        (CANCEL_CHANNEL, Some((of, run_id))) if of == schema => {
+            run_id.parse().ok().map(Notice::Cancel)
+        }
+        _ => None,
+    }
 }
 
 /// The caps and the lease term a claim works under.
@@ -321,37 +344,35 @@ fn mark_running(tx: &Db, job: &PendingJob, node: &str) -> Result<(), StoreError>
     super::health::run_started(tx, job.mirror_id, &at)
 }
 
-/// Hands every notice on [`JOBS_CHANNEL`] and [`CANCEL_CHANNEL`] to
-/// `on_notice(channel, payload)`, from a thread of its own with its own
-/// connection to `url`, for as long as the process lives. A lost connection
-/// is made again (a second later); notices sent meanwhile are lost, so it
-/// then calls `on_notice(JOBS_CHANNEL, "")`: whoever listens looks again.
-pub fn listen(url: String, mut on_notice: impl FnMut(&str, &str) + Send + 'static) {
+/// Hands every [`Notice`] for this store's schema to `on_notice`, from a
+/// thread of its own with its own connection to `url`, for as long as the
+/// process lives. A lost connection is made again (a second later); notices
+/// sent meanwhile are lost, so each connection begins with a
+/// [`Notice::Jobs`]: whoever listens looks again.
+pub fn listen(url: String, mut on_notice: impl FnMut(Notice) + Send + 'static) {
     let listening = move || loop {
-        match postgres::Client::connect(&url, postgres::NoTls) {
-            Ok(mut client) => {
-                let subscribed = client
-                    .batch_execute(&format!("LISTEN {JOBS_CHANNEL}; LISTEN {CANCEL_CHANNEL}"));
-                if let Err(error) = subscribed {
-                    tracing::warn!(%error, "cannot listen for the cluster's notices");
-                } else {
-                    on_notice(JOBS_CHANNEL, "");
-                    let mut notices = client.notifications();
-                    let mut notices = notices.blocking_iter();
-                    loop {
-                        use postgres::fallible_iterator::FallibleIterator;
-                        match notices.next() {
-                            Ok(Some(notice)) => on_notice(notice.channel(), notice.payload()),
-                            Ok(None) => break,
-                            Err(error) => {
-                                tracing::warn!(%error, "the notice connection broke");
-                                break;
+        match subscribe(&url) {
+            Ok((mut client, schema)) => {
+                on_notice(Notice::Jobs);
+                let mut notices = client.notifications();
+                let mut notices = notices.blocking_iter();
+                loop {
+                    use postgres::fallible_iterator::FallibleIterator;
+                    match notices.next() {
+                        Ok(Some(heard)) => {
+                            if let Some(n) = notice(&schema, heard.channel(), heard.payload()) {
+                                on_notice(n);
                             }
+                        }
+                        Ok(None) => break,
+                        Err(error) => {
+                            tracing::warn!(%error, "the notice connection broke");
+                            break;
                         }
                     }
                 }
             }
-            Err(error) => tracing::warn!(%error, "cannot connect to listen for notices"),
+            Err(error) => tracing::warn!(%error, "cannot listen for the cluster's notices"),
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
     };
@@ -361,6 +382,16 @@ pub fn listen(url: String, mut on_notice: impl FnMut(&str, &str) + Send + 'stati
     {
         tracing::error!(%error, "cannot start the notice listener");
     }
+}
+
+/// A connection listening on both channels, and the schema it serves.
+fn subscribe(url: &str) -> Result<(postgres::Client, String), postgres::Error> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    client.batch_execute(&format!("LISTEN {JOBS_CHANNEL}; LISTEN {CANCEL_CHANNEL}"))?;
+    let schema: String = client
+        .query_one("SELECT current_schema()::TEXT", &[])?
+        .get(0);
+    Ok((client, schema))
 }
 
 #[cfg(test)]
@@ -506,6 +537,16 @@ mod tests {
                 .unwrap()
         });
         assert_eq!(fired, [true, false], "the second node finds it moved on");
+    }
+
+    #[test]
+    fn a_node_hears_only_its_own_schemas_notices() {
+        assert_eq!(notice("a", JOBS_CHANNEL, "a"), Some(Notice::Jobs));
+        assert_eq!(notice("a", JOBS_CHANNEL, "b"), None);
+        assert_eq!(notice("a", CANCEL_CHANNEL, "a 7"), Some(Notice::Cancel(7)));
+        assert_eq!(notice("a", CANCEL_CHANNEL, "b 7"), None);
+        assert_eq!(notice("a", CANCEL_CHANNEL, "a x"), None);
+        assert_eq!(notice("a", "other", "a"), None);
     }
 
     #[test]

@@ -580,7 +580,11 @@ impl Pg {
                         // NORMAL sync in WAL mode makes the same trade). A
                         // lost run record is a run retried, which finds its
                         // refs landed. 1.5x the dispatch rate (BENCHMARKS.md).
-                        if let Err(e) = client.batch_execute("SET synchronous_commit = off") {
+                        // The server's notices ("already exists, skipping")
+                        // are not the operator's news.
+                        let session =
+                            "SET synchronous_commit = off; SET client_min_messages = warning";
+                        if let Err(e) = client.batch_execute(session) {
                             let _ = ready.send(Err(StoreError::from(e)));
                             return;
                         }

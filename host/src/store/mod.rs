@@ -261,9 +261,9 @@ impl Store {
         })
     }
 
-    /// On PostgreSQL, hands the cluster's notices to `on_notice(channel,
-    /// payload)` ([`cluster::listen`]); SQLite has no other node to hear.
-    pub fn listen(&self, on_notice: impl FnMut(&str, &str) + Send + 'static) {
+    /// On PostgreSQL, hands the cluster's notices to `on_notice`
+    /// ([`cluster::listen`]); SQLite has no other node to hear.
+    pub fn listen(&self, on_notice: impl FnMut(cluster::Notice) + Send + 'static) {
         if let Location::Postgres(url) = &self.location {
             cluster::listen(url.clone(), on_notice);
         }
