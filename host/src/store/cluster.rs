@@ -252,7 +252,7 @@ pub fn claim(
 }
 
 /// Pending jobs whose mirror has nothing running and that need not wait
-/// longer, oldest first, with their project and whether any node may take
+/// longer, oldest first (a retried job as old as the one it retries), with their project and whether any node may take
 /// the project for them: a pull fetches afresh, and a push of a project
 /// no pull fills has nothing to wait for; other pushes need the copy.
 fn pending(tx: &Db, at_ms: i64) -> Result<Vec<(PendingJob, String, bool)>, StoreError> {
@@ -264,7 +264,7 @@ fn pending(tx: &Db, at_ms: i64) -> Result<Vec<(PendingJob, String, bool)>, Store
          LEFT JOIN bandwidth b ON b.mirror_id = j.mirror_id \
          WHERE j.state = 'pending' AND COALESCE(j.not_before, 0) <= ?1 AND NOT EXISTS \
            (SELECT 1 FROM jobs r WHERE r.mirror_id = j.mirror_id AND r.state = 'running') \
-         ORDER BY j.id",
+         ORDER BY j.created_at, j.id",
         [at_ms],
         |row| {
             let job = PendingJob {

@@ -492,7 +492,11 @@ pub(super) fn interrupt(tx: &Db, running: &[(i64, i64, i64)], why: &str) -> Resu
             "UPDATE runs SET status = 'interrupted', finished_at = ?2, error = ?3 WHERE id = ?1",
             params![run_id, at, why],
         )?;
-        tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;
+        let queued_at: String = tx.query_row(
+            "DELETE FROM jobs WHERE id = ?1 RETURNING created_at",
+            [job_id],
+            |row| row.get(0),
+        )?;
         let has_pending: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE mirror_id = ?1 AND state = 'pending')",
             [mirror_id],
@@ -505,9 +509,11 @@ pub(super) fn interrupt(tx: &Db, running: &[(i64, i64, i64)], why: &str) -> Resu
                 params![mirror_id, Trigger::Retry, at],
                 |row| row.get(0),
             )?;
+            // The retry keeps the cut-off job's place in the queue (claims
+            // go oldest job first), not the back of it.
             tx.execute(
                 "INSERT INTO jobs (mirror_id, run_id, state, created_at) VALUES (?1, ?2, 'pending', ?3)",
-                params![mirror_id, retry_run, at],
+                params![mirror_id, retry_run, queued_at],
             )?;
         }
     }
