@@ -189,7 +189,8 @@ struct Lease {
 /// first, whose mirror runs nothing, within `terms`' caps, whose project's
 /// lease is ours or free (taken then). A push job takes a free lease only
 /// where `holds_copy(project)` (it pushes from the local copy; a pull
-/// fetches afresh), unless no pull fills the project. Each claimed job is marked running on `node`.
+/// fetches afresh), unless no pull fills the project. Each claimed job is
+/// marked running on `node`.
 pub fn claim(
     conn: &mut Db,
     node: &str,
@@ -252,9 +253,10 @@ pub fn claim(
 }
 
 /// Pending jobs whose mirror has nothing running and that need not wait
-/// longer, oldest first (a retried job as old as the one it retries), with their project and whether any node may take
-/// the project for them: a pull fetches afresh, and a push of a project
-/// no pull fills has nothing to wait for; other pushes need the copy.
+/// longer, oldest first (a retried job as old as the one it retries), with
+/// their project and whether any node may take the project for them: a pull
+/// fetches afresh, and a push of a project no pull fills has nothing to
+/// wait for; other pushes need the copy.
 fn pending(tx: &Db, at_ms: i64) -> Result<Vec<(PendingJob, String, bool)>, StoreError> {
     tx.query_map(
         "SELECT j.id, j.run_id, j.mirror_id, m.remote_host, r.trigger, b.max_concurrent_updates, \
