@@ -463,11 +463,6 @@ impl Config {
         })
     }
 
-    /// The SQLite file of a store that is not on PostgreSQL.
-    pub fn database_path(&self) -> PathBuf {
-        self.data_dir.join("mirrorhost.db")
-    }
-
     /// Uploaded plugins, and components an operator drops in.
     pub fn plugins_dir(&self) -> PathBuf {
         self.data_dir.join("plugins")

@@ -17,7 +17,8 @@ use std::collections::HashMap;
 
 use super::db::{Backend, Db, Lock, params};
 use super::runs::{PendingJob, interrupt};
-use super::{StoreError, now, now_ms};
+use super::{StoreError, now_ms};
+use crate::clock::rfc3339;
 
 /// The channel whose notices wake the dispatchers: a job was queued, or a
 /// running one ended and freed a slot. Payload: the schema (several
@@ -200,6 +201,7 @@ pub fn claim(
     let tx = conn.transaction()?;
     tx.lock(Lock::Claims)?;
     let at_ms = now_ms(&tx)?;
+    let at = rfc3339(at_ms);
     let mut running: usize = tx.query_row(
         "SELECT COUNT(*) FROM jobs WHERE state = 'running'",
         [],
@@ -224,11 +226,8 @@ pub fn claim(
             .host_cap
             .map_or(terms.per_host, |cap| terms.per_host.min(cap as usize));
         let load = per_host.entry(job.remote_host.clone()).or_default();
-        if *load >= host_cap
-            || claimed
-                .iter()
-                .any(|j: &PendingJob| j.mirror_id == job.mirror_id)
-        {
+        // A mirror is listed once: it has at most one pending job.
+        if *load >= host_cap {
             continue;
         }
         let fence = match leases.get(&project_id) {
@@ -243,7 +242,7 @@ pub fn claim(
         };
         leases.insert(project_id, fence);
         job.fence = fence;
-        mark_running(&tx, &job, node)?;
+        mark_running(&tx, &job, node, &at)?;
         *load += 1;
         running += 1;
         claimed.push(job);
@@ -332,18 +331,17 @@ fn lease_for(
     }
 }
 
-/// Marks a claimed job and its run as running on `node`.
-fn mark_running(tx: &Db, job: &PendingJob, node: &str) -> Result<(), StoreError> {
+/// Marks a claimed job and its run as running on `node`, started `at`.
+fn mark_running(tx: &Db, job: &PendingJob, node: &str, at: &str) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE jobs SET state = 'running', node = ?2 WHERE id = ?1",
         params![job.job_id, node],
     )?;
-    let at = now(tx)?;
     tx.execute(
         "UPDATE runs SET status = 'running', started_at = ?2, node = ?3 WHERE id = ?1",
         params![job.run_id, at, node],
     )?;
-    super::health::run_started(tx, job.mirror_id, &at)
+    super::health::run_started(tx, job.mirror_id, at)
 }
 
 /// Hands every [`Notice`] for this store's schema to `on_notice`, from a

@@ -446,7 +446,7 @@ impl Db {
                 .execute(rusqlite::params_from_iter(values.iter()))?),
             Conn::Postgres(pg) => match pg.ask(Work::Execute, sql, &values)? {
                 Answer::Changed(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-                _ => Err(StoreError::NoRow),
+                _ => Err(StoreError::Connection(ANSWER_MISMATCH.into())),
             },
         }
     }
@@ -474,7 +474,7 @@ impl Db {
                     .iter()
                     .map(|cells| read(&Row(RowOf::Postgres(cells))))
                     .collect(),
-                _ => Err(StoreError::NoRow),
+                _ => Err(StoreError::Connection(ANSWER_MISMATCH.into())),
             },
         }
     }
@@ -538,6 +538,10 @@ impl Db {
         })
     }
 }
+
+/// The client thread answers each request with its work's kind of answer;
+/// another would be a bug here, never "no row" (which `optional` forgives).
+const ANSWER_MISMATCH: &str = "the client thread answered another kind of request";
 
 /// The PostgreSQL client's thread, reached by a channel: the [`Db`] asks,
 /// the thread answers, one statement at a time.

@@ -283,16 +283,17 @@ impl Store {
 
     /// Changes with every write to the tables webhook routing reads; see the field.
     pub fn routing_generation(&self) -> Result<u64, StoreError> {
-        self.with(|conn| match conn.backend() {
+        match self.backend() {
+            // The update hook's count: no connection needed.
             Backend::Sqlite => Ok(self.routing_generation.load(Ordering::Acquire)),
-            Backend::Postgres => {
+            Backend::Postgres => self.with(|conn| {
                 let n: i64 =
                     conn.query_row("SELECT generation FROM routing_generation", [], |r| {
                         r.get(0)
                     })?;
                 Ok(n as u64)
-            }
-        })
+            }),
+        }
     }
 
     /// Runs `f` with a connection: a free one, else the next in turn when
