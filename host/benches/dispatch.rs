@@ -96,23 +96,9 @@ fn main() {
 
 /// A schema of its own in the bench database, and the URL that uses it.
 fn fresh_schema(base: &str, root: &Path) -> String {
-    let name = format!(
-        "bench_{}_{}",
-        std::process::id(),
-        root.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("x")
-            .to_lowercase()
-    );
-    let (url, create) = (base.to_string(), format!("CREATE SCHEMA {name}"));
-    std::thread::spawn(move || {
-        let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("PostgreSQL");
-        client.batch_execute(&create).expect("schema");
-    })
-    .join()
-    .expect("schema thread");
-    let separator = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{separator}options=-csearch_path%3D{name}")
+    let setup = root.file_name().and_then(|n| n.to_str()).unwrap_or("x");
+    let name = format!("bench_{}_{}", std::process::id(), setup.to_lowercase());
+    common::test_postgres::schema_in(base, &name)
 }
 
 /// Runs per second of `rounds` rounds of no-op syncs of `mirrors` mirrors.

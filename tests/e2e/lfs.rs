@@ -109,6 +109,26 @@ fn assert_kept(repo: &Path, content: &[u8]) {
 }
 
 /// A work tree whose `*.bin` files go to LFS, pushing to `url`.
+/// A manual sync of `mirror`, waited for: it succeeded, moving `objects`
+/// LFS objects.
+async fn synced(api: &Api<'_>, mirror: i64, objects: i64) {
+    let run = api.sync(mirror).await;
+    assert_eq!(
+        (run["status"].as_str(), run["lfs_objects"].as_i64()),
+        (Some("succeeded"), Some(objects)),
+        "{run}"
+    );
+}
+
+/// Turns LFS on for `mirror`.
+async fn turn_lfs_on(api: &Api<'_>, mirror: i64) {
+    let path = format!("/api/v1/mirrors/{mirror}");
+    let (status, answer) = api
+        .call(reqwest::Method::PATCH, &path, Some(json!({"lfs": true})))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+}
+
 fn lfs_work_tree(dir: &Path, url: &str) -> PathBuf {
     let work = dir.join("work");
     git(dir, &["init", "-q", "-b", "main", "work"]);
@@ -217,11 +237,7 @@ async fn lfs_objects_travel_from_upstream_through_the_mirror_to_a_destination() 
 
     // A sync that brings nothing does no LFS work.
     let asked = upstream.lfs_requests();
-    let run = api.sync(pull).await;
-    assert_eq!(
-        (run["status"].as_str(), run["lfs_objects"].as_i64()),
-        (Some("succeeded"), Some(0))
-    );
+    synced(&api, pull, 0).await;
     assert_eq!(
         upstream.lfs_requests(),
         asked,
@@ -260,12 +276,7 @@ async fn lfs_objects_travel_from_upstream_through_the_mirror_to_a_destination() 
             json!({"project_id": "org/repo", "url": format!("file://{}", local.display())}),
         )
         .await;
-    let run = api.sync(to_local).await;
-    assert_eq!(
-        (run["status"].as_str(), run["lfs_objects"].as_i64()),
-        (Some("succeeded"), Some(2)),
-        "{run}"
-    );
+    synced(&api, to_local, 2).await;
     clone_holds(roots.path(), local.to_str().unwrap(), files);
 
     // An incremental pull looks only at what its fetch brought.
@@ -718,12 +729,7 @@ async fn taking_theirs_in_a_conflict_brings_their_lfs_objects() {
     std::fs::write(up.work().join("f0.bin"), pointer_text(&theirs)).unwrap();
     git(&up.work(), &["commit", "-q", "--amend", "-am", "rewritten"]);
     git(&up.work(), &["push", "-q", "--force", "origin", "main"]);
-    let run = api.sync(mirror).await;
-    assert_eq!(
-        (run["status"].as_str(), run["lfs_objects"].as_i64()),
-        (Some("succeeded"), Some(0)),
-        "{run}"
-    );
+    synced(&api, mirror, 0).await;
     let repo = project_repo(&server, "org/diverged");
     assert!(
         !kept_object(&repo, &theirs).exists(),
@@ -840,26 +846,12 @@ async fn turning_lfs_on_fetches_what_the_history_already_mirrored_needs() {
         )
         .await;
     // With LFS off, no LFS server is asked and no object kept.
-    let run = api.sync(mirror).await;
-    assert_eq!(
-        (run["status"].as_str(), run["lfs_objects"].as_i64()),
-        (Some("succeeded"), Some(0)),
-        "{run}"
-    );
+    synced(&api, mirror, 0).await;
     assert_eq!(hostile.batches.load(Ordering::SeqCst), 0);
     let repo = project_repo(&server, "org/later");
     assert!(!kept_object(&repo, &content).exists());
-    let path = format!("/api/v1/mirrors/{mirror}");
-    let (status, _) = api
-        .call(reqwest::Method::PATCH, &path, Some(json!({"lfs": true})))
-        .await;
-    assert_eq!(status, 200);
-    let run = api.sync(mirror).await;
-    assert_eq!(
-        (run["status"].as_str(), run["lfs_objects"].as_i64()),
-        (Some("succeeded"), Some(1)),
-        "{run}"
-    );
+    turn_lfs_on(&api, mirror).await;
+    synced(&api, mirror, 1).await;
     assert_kept(&repo, &content);
     let asked = hostile.batches.load(Ordering::SeqCst);
     assert_eq!(api.sync(mirror).await["lfs_objects"], 0);
@@ -904,28 +896,14 @@ async fn turning_lfs_on_uploads_what_a_push_mirror_pushed_before() {
             json!({"project_id": "org/repo", "url": destination.url("org/repo.git"), "lfs": false}),
         )
         .await;
-    let run = api.sync(push).await;
-    assert_eq!(
-        (run["status"].as_str(), run["lfs_objects"].as_i64()),
-        (Some("succeeded"), Some(0)),
-        "{run}"
-    );
+    synced(&api, push, 0).await;
     assert_eq!(
         std::fs::read_dir(&destination_lfs.storage).unwrap().count(),
         0
     );
 
-    let path = format!("/api/v1/mirrors/{push}");
-    let (status, _) = api
-        .call(reqwest::Method::PATCH, &path, Some(json!({"lfs": true})))
-        .await;
-    assert_eq!(status, 200);
-    let run = api.sync(push).await;
-    assert_eq!(
-        (run["status"].as_str(), run["lfs_objects"].as_i64()),
-        (Some("succeeded"), Some(1)),
-        "{run}"
-    );
+    turn_lfs_on(&api, push).await;
+    synced(&api, push, 1).await;
     clone_holds(
         roots.path(),
         &destination.url("org/repo.git"),

@@ -195,8 +195,7 @@ pub fn client() -> reqwest::Client {
 /// In the PostgreSQL pass, points `cmd` at the store of `data_dir` in the
 /// test database; otherwise it finds SQLite in the data dir.
 fn database_of(cmd: &mut Command, data_dir: &Path) {
-    let schema = crate::test_postgres::schema_of_dir(data_dir);
-    if let Some(url) = crate::test_postgres::schema_url(&schema) {
+    if let Some(url) = crate::test_postgres::url_of_dir(data_dir) {
         cmd.env("MIRRORHOST_DATABASE_URL", url);
     }
 }
@@ -211,8 +210,7 @@ pub fn database_bytes(data_dir: &Path) -> Vec<u8> {
 /// The store of `data_dir`, as the service opens it.
 pub fn store_of(data_dir: &Path) -> mirrorhost::store::Store {
     use mirrorhost::store::{Location, Store};
-    let schema = crate::test_postgres::schema_of_dir(data_dir);
-    let location = match crate::test_postgres::schema_url(&schema) {
+    let location = match crate::test_postgres::url_of_dir(data_dir) {
         Some(url) => Location::Postgres(url),
         None => Location::Sqlite(data_dir.join("mirrorhost.db")),
     };

@@ -14,7 +14,7 @@ pub mod git_cli;
 #[path = "../../../tests/fixtures/app.rs"]
 mod in_process;
 #[path = "../../../tests/fixtures/postgres.rs"]
-mod test_postgres;
+pub mod test_postgres;
 
 use git_cli::git;
 
