@@ -27,18 +27,27 @@ async fn cancel(api: &Api<'_>, run_id: i64) -> (u16, Value) {
         .await
 }
 
+/// Over smart HTTP and over file:// (`sync::local_fetch`, whose copy of
+/// pack-objects' output is the service's own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_run_stops_within_two_seconds_and_changes_nothing() {
     let root = tempfile::tempdir().unwrap();
     let http = slow_upstream(root.path()).await;
+    let file = format!("file://{}", root.path().join("big.git").display());
     let server = Server::start(LOCAL_REMOTES);
     let api = Api::new(&server);
-    let id = slow_mirror(&api, &http, "cancel/running").await;
+    for (url, project) in [(http.url("big.git"), "cancel/http"), (file, "cancel/file")] {
+        stops_within_two_seconds(&api, &server, &url, project).await;
+    }
+}
+
+async fn stops_within_two_seconds(api: &Api<'_>, server: &Server, url: &str, project: &str) {
+    let id = slow_mirror(api, url, project).await;
     let run_id = api.queue(id).await;
-    transferring(&api, run_id).await;
+    transferring(api, run_id).await;
 
     let asked = Instant::now();
-    let (status, run) = cancel(&api, run_id).await;
+    let (status, run) = cancel(api, run_id).await;
     assert_eq!(status, 200, "{run}");
     assert_eq!(run["status"], "cancelled", "{run}");
     assert!(
@@ -51,7 +60,7 @@ async fn a_running_run_stops_within_two_seconds_and_changes_nothing() {
         "{run}"
     );
 
-    let local = project_repo(&server, "cancel/running");
+    let local = project_repo(server, project);
     assert!(refs_of(&local).is_empty(), "no ref changed");
     let pack_dir = local.join("objects/pack");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -72,7 +81,7 @@ async fn a_running_run_stops_within_two_seconds_and_changes_nothing() {
         (&json!("healthy"), &json!(0)),
         "{health}"
     );
-    let (status, err) = cancel(&api, run_id).await;
+    let (status, err) = cancel(api, run_id).await;
     assert_eq!(status, 409, "an ended run is not cancelled again: {err}");
 }
 
@@ -84,8 +93,8 @@ async fn a_queued_run_is_cancelled_at_once() {
     envs.push(("MIRRORHOST_MAX_CONCURRENT_RUNS", "1"));
     let server = Server::start(&envs);
     let api = Api::new(&server);
-    let first = slow_mirror(&api, &http, "cancel/first").await;
-    let second = slow_mirror(&api, &http, "cancel/second").await;
+    let first = slow_mirror(&api, &http.url("big.git"), "cancel/first").await;
+    let second = slow_mirror(&api, &http.url("big.git"), "cancel/second").await;
     let running = api.queue(first).await;
     transferring(&api, running).await;
     let queued = api.queue(second).await;

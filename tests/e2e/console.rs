@@ -530,7 +530,7 @@ async fn a_running_run_shows_live_progress_and_is_cancelled_from_its_page() {
     let http = slow_upstream(root.path()).await;
     let server = local_server();
     let api = Api::new(&server);
-    let id = slow_mirror(&api, &http, "team/slow").await;
+    let id = slow_mirror(&api, &http.url("big.git"), "team/slow").await;
     browser.goto(&server.url("/login")).await;
     log_in_by_keyboard(&browser).await;
     let run = api.queue(id).await;

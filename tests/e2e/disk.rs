@@ -146,7 +146,7 @@ async fn a_full_disk_fails_runs_not_the_service_and_loses_nothing() {
     // block: it fails, and still gets recorded once there is room.
     let root = tempfile::tempdir().unwrap();
     let http = slow_upstream(root.path()).await;
-    let slow = slow_mirror(&api, &http, "disk/slow").await;
+    let slow = slow_mirror(&api, &http.url("big.git"), "disk/slow").await;
     let slow_run = api.queue(slow).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

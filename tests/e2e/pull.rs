@@ -721,3 +721,77 @@ async fn file_remotes_are_reached_through_gits_own_programs() {
     fsck(&local);
     fsck(&dest);
 }
+
+/// A file:// pull has pack-objects make its pack in the remote's repository
+/// (`sync::local_fetch`), leaving out what the mirror's refs reach: a later
+/// pull moves only the new objects, and one whose old tip is gone upstream
+/// still lands; a remote that cannot make its pack fails the run in git's
+/// words, leaving no pack and no ref behind.
+#[tokio::test]
+async fn file_pulls_send_only_what_the_mirror_lacks() {
+    let server = local_server();
+    let api = Api::new(&server);
+    let up = Upstream::new();
+    for i in 0..30 {
+        up.commit("main", &format!("f{i}"));
+    }
+    up.commit("stable", "s");
+    up.push(&["main", "stable"]);
+    let id = api.create("pull", pull_body(&up, json!({}))).await;
+    let first = api.sync(id).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let local = project_repo(&server, PROJECT);
+
+    up.commit("main", "f30");
+    up.push(&["main"]);
+    let second = api.sync(id).await;
+    assert_eq!(second["status"], "succeeded", "{second}");
+    let bytes = |run: &Value| run["bytes_transferred"].as_i64().unwrap();
+    assert!(
+        bytes(&second) * 5 < bytes(&first),
+        "one commit's objects, not the history: {first} then {second}"
+    );
+    assert_eq!(refs_of(&local), refs_of(&up.bare()));
+    fsck(&local);
+
+    // main rewritten upstream and its old commits pruned there: the mirror's
+    // tip of main is no longer a have, stable's still is.
+    git(&up.work(), &["checkout", "-q", "main"]);
+    git(&up.work(), &["reset", "-q", "--hard", "HEAD~5"]);
+    let rewritten = up.commit("main", "rewritten");
+    git(&up.work(), &["push", "-q", "--force", "origin", "main"]);
+    git(&up.bare(), &["reflog", "expire", "--expire=now", "--all"]);
+    git(&up.bare(), &["gc", "-q", "--prune=now"]);
+    let run = api.sync(id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    git(&local, &["cat-file", "-e", &rewritten]);
+    fsck(&local);
+
+    // A blob of the new commit is missing upstream: pack-objects stops
+    // halfway through the pack.
+    up.commit("main", "broken");
+    up.push(&["main"]);
+    let blob = git(&up.bare(), &["rev-parse", "main:broken"]);
+    let blob = blob.trim();
+    std::fs::remove_file(up.bare().join("objects").join(&blob[..2]).join(&blob[2..])).unwrap();
+    let (refs, packs) = (refs_of(&local), pack_dir(&local));
+    let run = api.sync(id).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let error = run["error"].as_str().unwrap();
+    assert!(
+        error.contains("git pack-objects in the remote's repository failed") && error.contains(blob),
+        "{error}"
+    );
+    assert_eq!(refs_of(&local), refs);
+    assert_eq!(pack_dir(&local), packs, "no pack, partial or whole, is left");
+}
+
+/// The names in a repository's pack directory, sorted.
+fn pack_dir(repo: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo.join("objects/pack"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}

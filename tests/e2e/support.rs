@@ -472,11 +472,11 @@ pub async fn slow_upstream(root: &Path) -> crate::http_git::HttpGit {
     crate::http_git::HttpGit::start(root).await
 }
 
-pub async fn slow_mirror(api: &Api<'_>, http: &crate::http_git::HttpGit, project: &str) -> i64 {
+pub async fn slow_mirror(api: &Api<'_>, url: &str, project: &str) -> i64 {
     let id = api
         .create(
             "pull",
-            serde_json::json!({"project_id": project, "url": http.url("big.git")}),
+            serde_json::json!({"project_id": project, "url": url}),
         )
         .await;
     let (status, _) = api

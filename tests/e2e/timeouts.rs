@@ -156,20 +156,23 @@ fn fill_accept_queue(addr: SocketAddr) -> Vec<TcpStream> {
 
 /// A transfer that goes on longer than the run may take is stopped at the
 /// run's limit, even while bytes still arrive (here slowly, by a bandwidth
-/// cap).
+/// cap), over smart HTTP and over file:// alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_past_its_limit_is_stopped() {
     let root = tempfile::tempdir().unwrap();
     let http = slow_upstream(root.path()).await;
+    let file = format!("file://{}", root.path().join("big.git").display());
     let server = server(&[("MIRRORHOST_RUN_TIMEOUT_SECONDS", "2")]);
     let api = Api::new(&server);
-    let id = slow_mirror(&api, &http, "slow/p").await;
-    let run = api.sync(id).await;
-    failed_at_the_limit(&run, "longer than 2 s and was stopped (run timeout");
-    let (_, refs) = api
-        .get(&format!("/api/v1/runs/{}/refs", run["run_id"]))
-        .await;
-    assert_eq!(refs["refs"], json!([]), "nothing landed");
+    for (url, project) in [(http.url("big.git"), "slow/http"), (file, "slow/file")] {
+        let id = slow_mirror(&api, &url, project).await;
+        let run = api.sync(id).await;
+        failed_at_the_limit(&run, "longer than 2 s and was stopped (run timeout");
+        let (_, refs) = api
+            .get(&format!("/api/v1/runs/{}/refs", run["run_id"]))
+            .await;
+        assert_eq!(refs["refs"], json!([]), "nothing landed");
+    }
 }
 
 /// Over SSH too: libssh2 waits for the server's banner no longer than the

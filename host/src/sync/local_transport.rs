@@ -4,6 +4,11 @@
 //! every delta (tokio's history: 45.6 s and 490 MiB against 2.3 s for `git
 //! fetch`); upload-pack reuses the remote's packs, and the pack reaches our
 //! indexer child as from any other remote.
+//!
+//! A pull lists a local repository in-process ([`listing_url`]) and fetches
+//! from it without a protocol ([`local_fetch`](super::local_fetch)); what
+//! goes through here is pushes and the other downloads (a resolution's, a
+//! push's look at a destination's diverged tips).
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -78,7 +83,7 @@ impl SmartSubtransport for GitPrograms {
 /// The URL a pull lists `url`'s refs through: for file:// of a directory,
 /// the bare path, which libgit2 reads in-process (a no-op sync then starts
 /// no program; its local transport is slow only at building packs, which the
-/// fetch leaves to upload-pack through `url` itself). Anything else, a
+/// fetch leaves to pack-objects in that directory). Anything else, a
 /// missing path included (upload-pack then says what is wrong), as it is.
 pub(super) fn listing_url(url: &str) -> String {
     let path = file_path(url).filter(|path| url.starts_with("file://") && path.is_dir());

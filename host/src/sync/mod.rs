@@ -16,6 +16,7 @@ pub mod housekeeping;
 pub mod index_pack;
 pub mod lfs;
 mod listing;
+mod local_fetch;
 pub mod local_transport;
 pub mod packs;
 mod per_thread;
@@ -440,7 +441,7 @@ struct Run<'a> {
     engine: &'a Engine<'a>,
     repo: &'a git2::Repository,
     /// The kinds of the tips this run's downloads brought.
-    tips: &'a packs::Tips,
+    tips: &'a Arc<packs::Tips>,
     mirror: &'a Mirror,
     project: &'a Project,
     mode: Mode,

@@ -199,6 +199,7 @@ struct Writepack {
 }
 
 /// A child indexer and what the service keeps of it.
+#[derive(Debug)]
 struct Indexing {
     child: Child,
     /// Closed by `commit` (end of the pack) or `free` (abandoned).
@@ -228,10 +229,7 @@ extern "C" fn writepack(
     // SAFETY: libgit2 passes back the vtable `install` registered, which is the
     // first field of a live `Backend`.
     let backend = unsafe { &*backend.cast::<Backend>() };
-    let indexing = Indexing::spawn(backend).map_err(|e| {
-        let program = backend.indexer.program.display();
-        format!("cannot start the pack indexer {program}: {e}")
-    });
+    let indexing = Indexing::spawn(&backend.indexer, &backend.objects_dir, &backend.tips);
     let pack = Box::new(Writepack {
         raw: raw::git_odb_writepack {
             backend: std::ptr::from_ref(&backend.raw).cast_mut(),
@@ -267,14 +265,9 @@ extern "C" fn append(
     if let Some(stats) = unsafe { stats.as_mut() } {
         indexing.report(stats);
     }
-    let sent = indexing.input.as_mut().map(|input| input.write_all(chunk));
-    if let Some(Ok(())) = sent {
-        return 0;
-    }
-    // The indexer stopped reading: it failed, and says why when it ends.
-    match indexing.finish() {
+    match indexing.send(chunk) {
+        Ok(()) => 0,
         Err(message) => fail(&message),
-        Ok(_) => fail("the pack indexer stopped before the end of the pack"),
     }
 }
 
@@ -308,14 +301,8 @@ unsafe extern "C" fn free_writepack(pack: *mut raw::git_odb_writepack) {
         return;
     }
     // SAFETY: made by `Box::into_raw` in `writepack`; libgit2 frees it once.
-    let mut pack = unsafe { Box::from_raw(pack.cast::<Writepack>()) };
-    // An abandoned download: the child reads the end of a partial pack,
-    // refuses it and removes its temporary file.
-    if let Ok(indexing) = &mut pack.indexing
-        && indexing.reports.is_some()
-    {
-        let _ = indexing.finish();
-    }
+    // An abandoned download's indexer is finished as it drops.
+    drop(unsafe { Box::from_raw(pack.cast::<Writepack>()) });
 }
 
 extern "C" fn foreach(
@@ -334,16 +321,62 @@ extern "C" fn free_backend(backend: *mut raw::git_odb_backend) {
     drop(unsafe { Box::from_raw(backend.cast::<Backend>()) });
 }
 
+/// A pack that reaches the service other than through libgit2's transfer
+/// (a file:// remote's `git pack-objects`), indexed as a fetched one is.
+/// Dropped before [`Receiving::finish`], the pack is abandoned: the indexer
+/// refuses the partial pack and removes its files.
+#[derive(Debug)]
+pub struct Receiving(Indexing);
+
+impl Receiving {
+    /// Starts the indexer on `repo`'s objects; it looks for the tips last
+    /// given to [`Tips::expect`] and reports them to `tips`.
+    pub fn start(
+        repo: &git2::Repository,
+        indexer: &PackIndexer,
+        tips: &Arc<Tips>,
+    ) -> Result<Self, String> {
+        Indexing::spawn(indexer, &repo.path().join("objects"), tips).map(Self)
+    }
+
+    /// Hands the indexer the next bytes of the pack; why it refused the pack
+    /// if it stopped reading.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), String> {
+        self.0.send(chunk)
+    }
+
+    /// Objects received so far, and the pack's count of them.
+    pub fn objects(&self) -> (u32, u32) {
+        let counts = &self.0.counts;
+        (
+            counts.received.load(Ordering::Relaxed),
+            counts.total.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The end of the pack: what the indexer put in place, or why it refused
+    /// the pack.
+    pub fn finish(mut self) -> Result<Indexed, String> {
+        self.0.finish()
+    }
+}
+
 impl Indexing {
-    /// Starts `program index-pack` on the backend's repository, hands it the
-    /// tips to look for, and starts a thread reading its reports.
-    fn spawn(backend: &Backend) -> io::Result<Self> {
-        let indexer = &backend.indexer;
+    /// Starts `program index-pack` on `objects_dir`, hands it the tips to
+    /// look for, and starts a thread reading its reports.
+    fn spawn(indexer: &PackIndexer, objects_dir: &Path, tips: &Arc<Tips>) -> Result<Self, String> {
+        Self::try_spawn(indexer, objects_dir, tips).map_err(|e| {
+            let program = indexer.program.display();
+            format!("cannot start the pack indexer {program}: {e}")
+        })
+    }
+
+    fn try_spawn(indexer: &PackIndexer, objects_dir: &Path, tips: &Arc<Tips>) -> io::Result<Self> {
         let mut command = Command::new(&indexer.program);
         command
             .arg(SUBCOMMAND)
             .arg("--objects-dir")
-            .arg(&backend.objects_dir)
+            .arg(objects_dir)
             .arg("--max-object-bytes")
             .arg(indexer.max_object_bytes.to_string())
             .arg("--max-memory-bytes")
@@ -363,17 +396,17 @@ impl Indexing {
             return Err(io::Error::other("the indexer's pipes are missing"));
         };
         let counts = Arc::<LiveCounts>::default();
-        let (live, tips) = (counts.clone(), backend.tips.clone());
+        let (live, found) = (counts.clone(), tips.clone());
         let reports = std::thread::Builder::new()
             .name("pack-indexer".into())
-            .spawn(move || read_reports(output, &live, &tips));
+            .spawn(move || read_reports(output, &live, &found));
         let mut indexing = match reports {
             Ok(reports) => Self {
                 child,
                 input: Some(input),
                 reports: Some(reports),
                 counts,
-                pack_dir: backend.objects_dir.join("pack"),
+                pack_dir: objects_dir.join("pack"),
             },
             Err(e) => {
                 let _ = child.kill();
@@ -381,7 +414,7 @@ impl Indexing {
                 return Err(e);
             }
         };
-        let asked = std::mem::take(&mut backend.tips.lock().next);
+        let asked = std::mem::take(&mut tips.lock().next);
         if let Err(e) = indexing.send_tips(&asked) {
             let _ = indexing.finish();
             return Err(e);
@@ -398,6 +431,19 @@ impl Indexing {
         }
         lines.push('\n');
         input.write_all(lines.as_bytes())
+    }
+
+    /// Hands the child the next bytes of the pack; if it stopped reading, it
+    /// failed, and says why as it ends.
+    fn send(&mut self, chunk: &[u8]) -> Result<(), String> {
+        let sent = self.input.as_mut().map(|input| input.write_all(chunk));
+        if let Some(Ok(())) = sent {
+            return Ok(());
+        }
+        match self.finish() {
+            Err(message) => Err(message),
+            Ok(_) => Err("the pack indexer stopped before the end of the pack".to_string()),
+        }
     }
 
     fn report(&self, stats: &mut raw::git_indexer_progress) {
@@ -430,6 +476,16 @@ impl Indexing {
             (Some(indexed), _) if status.success() => Ok(indexed),
             (_, "") => Err(format!("the pack indexer failed ({status})")),
             (_, message) => Err(format!("received pack refused: {message}")),
+        }
+    }
+}
+
+impl Drop for Indexing {
+    fn drop(&mut self) {
+        // An abandoned pack: the child reads the end of a partial pack,
+        // refuses it and removes its temporary file.
+        if self.reports.is_some() {
+            let _ = self.finish();
         }
     }
 }

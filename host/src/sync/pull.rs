@@ -1,6 +1,7 @@
 //! Pull: upstream refs land in the project's bare repository under their own names.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 
 use git2::Oid;
 
@@ -45,7 +46,7 @@ impl Run<'_> {
         // clone: 1.04x git's time, 3.9x its memory on 100,000 objects);
         // later ones are walked from what they brought, as git's fetch does.
         let first = connectivity::holds_no_objects(&self.repo.path().join("objects"));
-        let fetched = self.fetch_missing(&mut connection, &advertised, &scope, &counter)?;
+        let fetched = self.fetch_missing(&mut connection, &advertised, &local, &scope, &counter)?;
         if !first {
             connectivity::check(self.repo.path(), &fetched)?;
         }
@@ -171,6 +172,7 @@ impl Run<'_> {
         &self,
         connection: &mut git2::RemoteConnection<'_, '_, '_>,
         advertised: &BTreeMap<String, Oid>,
+        local: &BTreeMap<String, Oid>,
         scope: &HashSet<String>,
         counter: &Transfer,
     ) -> Result<Vec<Oid>, SyncError> {
@@ -183,17 +185,16 @@ impl Run<'_> {
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
-        if connection.remote().url().ok() == Some(self.mirror.url.as_str()) {
+        let listed_at = connection.remote().url().unwrap_or_default().to_string();
+        if listed_at == self.mirror.url {
             self.download_tips(connection, &wanted, counter)?;
         } else {
-            // Listed in-process (a local path): the objects come through the
-            // mirror's own URL, git's upload-pack. The listing is closed
-            // first: libgit2 keeps the remote's packs mapped (the tags it
-            // peeled) while it is open.
+            // Listed in-process (a local path): pack-objects there makes the
+            // pack. The listing is closed first: libgit2 keeps the remote's
+            // packs mapped (the tags it peeled) while it is open.
             connection.remote().disconnect()?;
-            let mut upstream = self.repo.remote_anonymous(&self.mirror.url)?;
-            let mut fetching = self.connect_fetch(&mut upstream, counter)?;
-            self.download_tips(&mut fetching, &wanted, counter)?;
+            let ours = local.values().copied();
+            self.fetch_local(Path::new(&listed_at), &wanted, ours, counter)?;
         }
         Ok(wanted.into_values().collect())
     }

@@ -127,6 +127,12 @@ impl<'r> Run<'r> {
         // The progress callbacks may not see the last bytes of a small pack:
         // take the remote's own count.
         transfer.at_least(connection.remote().stats().received_bytes() as u64);
+        self.check_sent(tips)
+    }
+
+    /// Checks, by the indexer's report, that a download brought every one
+    /// of `tips`.
+    pub(super) fn check_sent(&self, tips: &BTreeMap<&str, Oid>) -> Result<(), SyncError> {
         match tips.iter().find(|(_, oid)| self.tips.kind(**oid).is_none()) {
             Some((name, oid)) => Err(SyncError::NotSent {
                 name: name.to_string(),
