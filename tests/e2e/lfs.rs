@@ -108,7 +108,6 @@ fn assert_kept(repo: &Path, content: &[u8]) {
     );
 }
 
-/// A work tree whose `*.bin` files go to LFS, pushing to `url`.
 /// A manual sync of `mirror`, waited for: it succeeded, moving `objects`
 /// LFS objects.
 async fn synced(api: &Api<'_>, mirror: i64, objects: i64) {
@@ -129,6 +128,7 @@ async fn turn_lfs_on(api: &Api<'_>, mirror: i64) {
     assert_eq!(status, 200, "{answer}");
 }
 
+/// A work tree whose `*.bin` files go to LFS, pushing to `url`.
 fn lfs_work_tree(dir: &Path, url: &str) -> PathBuf {
     let work = dir.join("work");
     git(dir, &["init", "-q", "-b", "main", "work"]);
@@ -453,6 +453,13 @@ impl futures_core::Stream for Stalling {
 /// with one pointer file per content.
 fn upstream_pointing_at(hostile: &Hostile, contents: &[&[u8]]) -> Upstream {
     let up = Upstream::new();
+    add_pointers(&up, hostile, contents);
+    up
+}
+
+/// Commits and pushes to `up`'s main an `.lfsconfig` sending LFS to the
+/// hostile server and one pointer file per content.
+fn add_pointers(up: &Upstream, hostile: &Hostile, contents: &[&[u8]]) {
     let work = up.work();
     std::fs::write(
         work.join(".lfsconfig"),
@@ -465,7 +472,33 @@ fn upstream_pointing_at(hostile: &Hostile, contents: &[&[u8]]) -> Upstream {
     git(&work, &["add", "."]);
     git(&work, &["commit", "-q", "-m", "pointers"]);
     up.push(&["main"]);
-    up
+}
+
+/// A history without LFS is not looked at for pointers
+/// (`sync::no_lfs_pointers`): its first pull records that none came; the
+/// pull that brings the first pointer removes the record and brings the
+/// object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_pointer_after_a_history_without_lfs_brings_its_object() {
+    let hostile = Hostile::start().await;
+    let server = local_server();
+    let api = Api::new(&server);
+    let up = Upstream::with_main();
+    let mirror = api
+        .create("pull", json!({"project_id": "org/late", "url": up.url()}))
+        .await;
+    synced(&api, mirror, 0).await;
+    let repo = project_repo(&server, "org/late");
+    let record = repo.join("mirrorhost-no-lfs-pointers");
+    assert!(record.exists(), "no pointer came");
+
+    let content = random_bytes(30_000, 31);
+    hostile.hold(&content, Behaviour::Serve);
+    add_pointers(&up, &hostile, &[&content]);
+    synced(&api, mirror, 1).await;
+    assert_kept(&repo, &content);
+    assert!(!record.exists(), "a pointer came");
+    assert_eq!(refs_of(&repo), refs_of(&up.bare()));
 }
 
 /// A hostile server holding one object of `size` random bytes that it

@@ -779,11 +779,16 @@ async fn file_pulls_send_only_what_the_mirror_lacks() {
     assert_eq!(run["status"], "failed", "{run}");
     let error = run["error"].as_str().unwrap();
     assert!(
-        error.contains("git pack-objects in the remote's repository failed") && error.contains(blob),
+        error.contains("git pack-objects in the remote's repository failed")
+            && error.contains(blob),
         "{error}"
     );
     assert_eq!(refs_of(&local), refs);
-    assert_eq!(pack_dir(&local), packs, "no pack, partial or whole, is left");
+    assert_eq!(
+        pack_dir(&local),
+        packs,
+        "no pack, partial or whole, is left"
+    );
 }
 
 /// The names in a repository's pack directory, sorted.

@@ -26,7 +26,7 @@ mod resolve;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub type Oid = [u8; 20];
 
@@ -133,6 +133,41 @@ pub struct Indexed {
 pub struct Landed {
     pub pack: Indexed,
     pub tips: Vec<(Oid, Kind)>,
+    /// The pack's objects that may be Git LFS pointers: blobs under
+    /// [`LFS_POINTER_MAX_BYTES`] that start as a pointer does. A pack with
+    /// none brings no pointer, so the service need not look for any.
+    pub lfs_candidates: u32,
+}
+
+/// git-lfs reads only blobs below this size as pointers.
+pub const LFS_POINTER_MAX_BYTES: u64 = 1024;
+/// How every pointer starts: its first line is its version.
+const LFS_POINTER_START: &[u8] = b"version ";
+
+/// Whether an object may be a Git LFS pointer, by its kind, size and first
+/// bytes (a superset of what git-lfs reads as one).
+fn may_be_lfs_pointer(kind: Kind, size: u64, start: &[u8]) -> bool {
+    kind == Kind::Blob && size < LFS_POINTER_MAX_BYTES && start.starts_with(LFS_POINTER_START)
+}
+
+/// The first bytes of an object read in pieces, as many as
+/// [`may_be_lfs_pointer`] looks at.
+#[derive(Default)]
+struct ObjectStart {
+    bytes: [u8; LFS_POINTER_START.len()],
+    len: usize,
+}
+
+impl ObjectStart {
+    fn feed(&mut self, data: &[u8]) {
+        let take = (self.bytes.len() - self.len).min(data.len());
+        self.bytes[self.len..self.len + take].copy_from_slice(&data[..take]);
+        self.len += take;
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +227,39 @@ pub fn index(
     options: &Options,
     progress: &(dyn Fn(Counts) + Sync),
 ) -> Result<Landed, IndexError> {
+    stage(input, pack_dir, bases, tips, options, progress)?.publish()
+}
+
+/// A pack indexed and checked, its files still temporary: [`Staged::publish`]
+/// puts them in place; dropped, they are removed.
+#[derive(Debug)]
+pub struct Staged {
+    pack: tempfile::NamedTempFile,
+    idx: tempfile::NamedTempFile,
+    pack_dir: PathBuf,
+    /// What the pack will be once published.
+    pub landed: Landed,
+}
+
+impl Staged {
+    /// Makes the pack and its index durable and names them, so that git
+    /// (and libgit2) find the pack.
+    pub fn publish(self) -> Result<Landed, IndexError> {
+        let files = [(self.pack, "pack"), (self.idx, "idx")];
+        publish(files, &self.pack_dir, &self.landed.pack.name)?;
+        Ok(self.landed)
+    }
+}
+
+/// [`index`] up to the pack's publication, which is left to the caller.
+pub fn stage(
+    input: impl Read,
+    pack_dir: &Path,
+    bases: Option<&dyn Bases>,
+    tips: &[Oid],
+    options: &Options,
+    progress: &(dyn Fn(Counts) + Sync),
+) -> Result<Staged, IndexError> {
     let prefix = temp_prefix(std::process::id());
     let temp = |suffix| {
         tempfile::Builder::new()
@@ -229,14 +297,18 @@ pub fn index(
         .iter()
         .filter_map(|tip| Some((*tip, table.find(&by_id, tip)?)))
         .collect();
-    let name = hex::encode(table.checksum);
-    publish([(pack, "pack"), (idx, "idx")], pack_dir, &name)?;
-    Ok(Landed {
-        pack: Indexed {
-            name,
-            objects: table.len(),
+    Ok(Staged {
+        pack,
+        idx,
+        pack_dir: pack_dir.to_path_buf(),
+        landed: Landed {
+            pack: Indexed {
+                name: hex::encode(table.checksum),
+                objects: table.len(),
+            },
+            tips,
+            lfs_candidates: table.lfs_candidates,
         },
-        tips,
     })
 }
 

@@ -37,6 +37,8 @@ pub(super) struct Table {
     /// The objects the pack's objects name, when it must be self-contained
     /// (`Options::self_contained`); empty otherwise.
     pub links: HashSet<Oid>,
+    /// Objects that may be Git LFS pointers ([`super::may_be_lfs_pointer`]).
+    pub lfs_candidates: u32,
 }
 
 /// An entry's object: its id and kind once known; a delta's stay `None` until
@@ -301,8 +303,10 @@ impl<R: Read> Receiving<'_, R> {
                 let mut hasher = object_hasher(kind, header.size);
                 let mut reader = LinkReader::new(kind).filter(|_| self.links);
                 let (mut found, mut malformed) = (Vec::new(), None);
+                let mut start = super::ObjectStart::default();
                 self.inflate(header.size, offset, |data| {
                     hasher.update(data);
+                    start.feed(data);
                     if let (Some(reader), None) = (&mut reader, malformed) {
                         malformed = reader.feed(data, &mut |oid| found.push(oid)).err();
                     }
@@ -311,6 +315,9 @@ impl<R: Read> Receiving<'_, R> {
                     return Err(IndexError::malformed(offset, why));
                 }
                 self.table.links.extend(found);
+                if super::may_be_lfs_pointer(kind, header.size, start.bytes()) {
+                    self.table.lfs_candidates += 1;
+                }
                 self.counts.indexed += 1;
                 Slot {
                     oid: finish_id(hasher, offset)?,

@@ -38,6 +38,7 @@ pub(super) fn resolve(
             slots,
             claimed,
             links,
+            lfs_candidates: table.lfs_candidates,
         }),
         note_links: options.self_contained,
         next: AtomicU32::new(roots.start),
@@ -69,6 +70,7 @@ pub(super) fn resolve(
         .unwrap_or_else(PoisonError::into_inner);
     table.slots = slots.slots;
     table.links = slots.links;
+    table.lfs_candidates = slots.lfs_candidates;
     results.into_iter().collect()
 }
 
@@ -98,6 +100,8 @@ struct Slots {
     claimed: Vec<u64>,
     /// [`Table::links`], while the workers add to it.
     links: std::collections::HashSet<Oid>,
+    /// [`Table::lfs_candidates`], while the workers add to it.
+    lfs_candidates: u32,
 }
 
 impl Slots {
@@ -119,7 +123,7 @@ impl Shared<'_> {
         self.lock().slots[i as usize]
     }
 
-    fn record(&self, i: u32, oid: Oid, kind: Kind, links: Vec<Oid>) {
+    fn record(&self, i: u32, oid: Oid, kind: Kind, links: Vec<Oid>, lfs_candidate: bool) {
         let mut slots = self.lock();
         slots.slots[i as usize] = Slot {
             oid,
@@ -127,6 +131,7 @@ impl Shared<'_> {
             whole: false,
         };
         slots.links.extend(links);
+        slots.lfs_candidates += u32::from(lfs_candidate);
         drop(slots);
         let known = self.known.fetch_add(1, Ordering::Relaxed) + 1;
         if known.is_multiple_of(REPORT_EVERY) {
@@ -251,7 +256,8 @@ impl<'a> Worker<'a> {
             let offset = self.shared.table.offsets[child as usize];
             let oid = object_id(kind, &result, offset)?;
             let links = self.links_of(kind, &result, offset)?;
-            self.shared.record(child, oid, kind, links);
+            let lfs_candidate = super::may_be_lfs_pointer(kind, result.len() as u64, &result);
+            self.shared.record(child, oid, kind, links, lfs_candidate);
             let children = self.shared.children(child, &oid)?;
             if !children.is_empty() {
                 self.held += result.len();

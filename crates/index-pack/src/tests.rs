@@ -487,6 +487,57 @@ fn asked_tips_are_found_with_their_kinds() {
     );
 }
 
+/// The service looks for LFS pointers only where a pack brought a blob
+/// that may be one: small, starting `version `, whole or rebuilt from a
+/// delta; a blob at the size limit, or another kind of object starting so,
+/// is none.
+#[test]
+fn blobs_that_may_be_lfs_pointers_are_counted() {
+    let (_work, _source, out) = work();
+    let pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:".to_vec();
+    let whole =
+        |kind: u8, data: &[u8]| [entry_header(kind, data.len() as u64), deflated(data)].concat();
+    let blob = whole(3, &pointer);
+    let suffix = [b"ab".repeat(32).as_slice(), b"\nsize 12\n"].concat();
+    let delta = delta_appending(&pointer, &suffix);
+    let rebuilt = [
+        entry_header(6, delta.len() as u64),
+        ofs_distance(blob.len()),
+        deflated(&delta),
+    ]
+    .concat();
+    let at_limit = [b"version ".as_slice(), &[b'x'; 1016]].concat();
+    let entries = [
+        blob,
+        rebuilt,
+        whole(3, &at_limit),
+        whole(3, &at_limit[..1023]),
+        whole(3, b"no pointer\n"),
+        whole(1, b"version of a commit, not a blob"),
+    ];
+    let landed = index(
+        &raw_pack(&entries)[..],
+        &out,
+        None,
+        &[],
+        &options(),
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(landed.lfs_candidates, 3, "whole, rebuilt, and 1023 bytes");
+
+    let plain = index(
+        &raw_pack(&entries[4..5])[..],
+        &out,
+        None,
+        &[],
+        &options(),
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(plain.lfs_candidates, 0);
+}
+
 /// git's verdict on `data` as a mirror's first fetch needs it: `git
 /// index-pack` accepts it as a clone asks (every object it names in it) and
 /// `git fsck --full` then passes on a repository holding it. Ok(name).

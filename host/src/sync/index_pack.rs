@@ -9,9 +9,10 @@ use std::fmt;
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use mirror_index_pack::{Bases, IndexError, Options, index};
+use mirror_index_pack::{Bases, IndexError, Landed, Options, Staged, stage};
 pub use mirror_index_pack::{Counts, Indexed, Kind, Oid, temp_prefix};
 
+use super::no_lfs_pointers;
 use crate::sync::packs::ChildLimits;
 
 /// Why the child stopped.
@@ -133,7 +134,7 @@ pub fn serve(
         self_contained: super::connectivity::holds_no_objects(objects_dir),
         ..Options::new(max_object_bytes)
     };
-    let landed = index(
+    let staged = stage(
         input,
         &pack_dir,
         Some(&bases as &dyn Bases),
@@ -141,11 +142,27 @@ pub fn serve(
         &options,
         &|counts| report(Report::Progress(counts)),
     )?;
+    let landed = publish(staged, objects_dir, options.self_contained)?;
     for (oid, kind) in landed.tips {
         report(Report::Tip(oid, kind));
     }
     report(Report::Done(landed.pack));
     Ok(())
+}
+
+/// Puts the pack in place, keeping the repository's record of LFS pointers
+/// true ([`no_lfs_pointers`]); `first`: the repository held no object.
+fn publish(staged: Staged, objects_dir: &Path, first: bool) -> Result<Landed, ServeError> {
+    let repo = objects_dir.parent().unwrap_or(objects_dir);
+    let candidates = staged.landed.lfs_candidates;
+    let _lock =
+        no_lfs_pointers::lock(repo).map_err(ServeError::io("locking the pack directory"))?;
+    no_lfs_pointers::before_publish(repo, candidates)
+        .map_err(ServeError::io("removing the record of no LFS pointers"))?;
+    let landed = staged.publish()?;
+    no_lfs_pointers::after_publish(repo, &landed.pack.name, first, candidates)
+        .map_err(ServeError::io("writing the record of no LFS pointers"))?;
+    Ok(landed)
 }
 
 /// Puts this process under `limits` before it reads anything: its address

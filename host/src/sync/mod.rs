@@ -18,6 +18,7 @@ pub mod lfs;
 mod listing;
 mod local_fetch;
 pub mod local_transport;
+pub mod no_lfs_pointers;
 pub mod packs;
 mod per_thread;
 pub mod plain_stream;

@@ -96,8 +96,8 @@ impl Run<'_> {
             true => Known::AllRefs,
             false => Known::Commits(&[]),
         };
-        let wanted: Vec<Found> = scan::pointers(self.repo.path(), &tips, known)
-            .map_err(LfsError::from)?
+        let wanted: Vec<Found> = self
+            .pointers(&tips, known)?
             .into_iter()
             .filter(|found| !kept.has(&found.pointer))
             .collect();
@@ -157,7 +157,7 @@ impl Run<'_> {
                 Known::Commits(&[])
             }
         };
-        let found = scan::pointers(self.repo.path(), &tips, known).map_err(LfsError::from)?;
+        let found = self.pointers(&tips, known)?;
         if !found.is_empty() {
             let (endpoint, headers) = self.remote_server(Operation::Upload)?;
             self.transfer(Way::Push, (&endpoint, headers), &kept, &found, &mut tally)?;
@@ -166,6 +166,15 @@ impl Run<'_> {
             kept.mark_complete(marker)?;
         }
         Ok(tally)
+    }
+
+    /// The pointers `tips` reach that `known` does not; none, without a
+    /// look, where no object of the repository may be one.
+    fn pointers(&self, tips: &[Oid], known: Known<'_>) -> Result<Vec<Found>, LfsError> {
+        if super::no_lfs_pointers::holds_none(self.repo.path()) {
+            return Ok(Vec::new());
+        }
+        Ok(scan::pointers(self.repo.path(), tips, known)?)
     }
 
     /// Moves `objects` between the mirror's store (`kept`) and the remote's
