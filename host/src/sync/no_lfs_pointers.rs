@@ -2,8 +2,8 @@
 //! file `mirrorhost-no-lfs-pointers` in the repository. While it is there,
 //! a run's LFS phase need not look for pointers: on a first pull of 100,000
 //! objects that look (a `git rev-list --objects` of the whole history, with
-//! `git cat-file` reading every small blob) took 0.6 s and 143 MiB, a
-//! quarter of git's whole clone (BENCHMARKS.md).
+//! `git cat-file` reading every small blob) took 0.7 s and 143 MiB, a
+//! third of git's whole clone's time (BENCHMARKS.md).
 //!
 //! Every object enters a repository through the indexer child
 //! ([`index_pack`](super::index_pack)), which counts the blobs of each pack
