@@ -515,27 +515,12 @@ fn blobs_that_may_be_lfs_pointers_are_counted() {
         whole(3, b"no pointer\n"),
         whole(1, b"version of a commit, not a blob"),
     ];
-    let landed = index(
-        &raw_pack(&entries)[..],
-        &out,
-        None,
-        &[],
-        &options(),
-        &|_| {},
-    )
-    .unwrap();
-    assert_eq!(landed.lfs_candidates, 3, "whole, rebuilt, and 1023 bytes");
-
-    let plain = index(
-        &raw_pack(&entries[4..5])[..],
-        &out,
-        None,
-        &[],
-        &options(),
-        &|_| {},
-    )
-    .unwrap();
-    assert_eq!(plain.lfs_candidates, 0);
+    let candidates = |entries: &[Vec<u8>]| {
+        let landed = index(&raw_pack(entries)[..], &out, None, &[], &options(), &|_| {});
+        landed.unwrap().lfs_candidates
+    };
+    assert_eq!(candidates(&entries), 3, "whole, rebuilt, and 1023 bytes");
+    assert_eq!(candidates(&entries[4..5]), 0);
 }
 
 /// git's verdict on `data` as a mirror's first fetch needs it: `git
