@@ -22,6 +22,10 @@
 //!    `cargo bench --bench sync -- lfs` runs (4) only; `--lfs-objects N
 //!    --lfs-object-kib K` changes its shape (many small objects: the cost
 //!    of each request, where git-lfs's 8 transfers at once tell).
+//! 5. `cargo bench --bench sync -- --remote <url>` runs (1) on a
+//!    repository of your own (a real project's, say, as file://): the
+//!    mirror keeps branches and tags, so give it a remote with only those
+//!    for `git clone --mirror` to fetch the same.
 //!
 //! Targets (issue 7): initial pull at most 1.0x git's time and peak memory; the
 //! no-op sync at least 10x faster.
@@ -72,6 +76,10 @@ fn main() {
         return;
     }
     let work = tempfile::tempdir().expect("temp dir");
+    if let Some(url) = common::arg("--remote") {
+        compare_initial_pulls(work.path(), "remote", &url);
+        return;
+    }
     if args.iter().any(|a| a == "lfs") {
         lfs_pull(work.path());
         return;
