@@ -108,7 +108,12 @@ enum SecretsCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The pack indexer child logs nothing: its standard error is the
+    // refusal the service quotes, and a child of every fetch starts lighter
+    // without a subscriber.
+    if !matches!(cli.command, Command::IndexPack { .. }) {
+        init_logging(cli.log_format);
+    }
     match cli.command {
         Command::Serve { overrides } => {
             let config = Config::resolve(overrides)?;
