@@ -74,3 +74,51 @@ pub(super) fn after_publish(
         false => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_with_packs(names: &[&str]) -> tempfile::TempDir {
+        let repo = tempfile::tempdir().unwrap();
+        let packs = repo.path().join("objects/pack");
+        std::fs::create_dir_all(&packs).unwrap();
+        for name in names {
+            std::fs::write(packs.join(format!("pack-{name}.pack")), b"").unwrap();
+        }
+        repo
+    }
+
+    #[test]
+    fn only_a_first_and_only_pack_without_candidates_writes_the_record() {
+        let repo = repo_with_packs(&["a"]);
+        let (path, _lock) = (repo.path(), lock(repo.path()).unwrap());
+        after_publish(path, "a", false, 0).unwrap();
+        assert!(!holds_none(path), "not the first pack");
+        after_publish(path, "a", true, 1).unwrap();
+        assert!(!holds_none(path), "a possible pointer");
+        after_publish(path, "a", true, 0).unwrap();
+        assert!(holds_none(path));
+        // Another child waits for the lock: flock holds across processes
+        // and across handles of one.
+        let other = File::open(path.join("objects/pack")).unwrap();
+        assert!(other.try_lock().is_err(), "the lock is held");
+
+        // Another run's pack landed beside the first one: no record.
+        let both = repo_with_packs(&["a", "b"]);
+        after_publish(both.path(), "a", true, 0).unwrap();
+        assert!(!holds_none(both.path()));
+    }
+
+    #[test]
+    fn a_pack_with_a_candidate_removes_the_record_before_it_lands() {
+        let repo = repo_with_packs(&["a"]);
+        let path = repo.path();
+        after_publish(path, "a", true, 0).unwrap();
+        before_publish(path, 0).unwrap();
+        assert!(holds_none(path), "nothing that may be a pointer");
+        before_publish(path, 2).unwrap();
+        assert!(!holds_none(path));
+        before_publish(path, 2).unwrap();
+    }
+}
