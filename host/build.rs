@@ -8,6 +8,8 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use sha2::{Digest, Sha256};
+
 /// Variables that cargo sets for this build and that would leak into the nested one:
 /// host rustflags, the clippy wrapper, our target dir and target triple.
 const LEAKY_VARS: &[&str] = &[
@@ -60,7 +62,17 @@ fn main() {
         let path = entry.expect("readable directory entry").path();
         if path.extension().is_some_and(|ext| ext == "wasm") {
             let name = path.file_name().expect("a file name");
-            std::fs::copy(&path, out_dir.join(name)).expect("copy component to OUT_DIR");
+            let bytes = std::fs::read(&path).expect("read a built component");
+            std::fs::write(out_dir.join(name), &bytes).expect("copy component to OUT_DIR");
+            // Its digest, embedded beside it: the service names the cached
+            // compilation by it without reading the component at start.
+            let digest: String = Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let mut digest_file = out_dir.join(name).into_os_string();
+            digest_file.push(".sha256");
+            std::fs::write(digest_file, digest).expect("write the component's digest");
         }
     }
 }

@@ -2,12 +2,24 @@
 //! embedded in the binary, so a fresh install needs nothing else.
 
 use super::World;
+use super::runtime::Wasm;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Builtin {
     pub name: &'static str,
     pub world: World,
     pub component: &'static [u8],
+    /// The component's SHA-256 in hex, computed when it was built.
+    pub sha256: &'static str,
+}
+
+impl Builtin {
+    pub fn wasm(&self) -> Wasm<'static> {
+        Wasm {
+            bytes: self.component,
+            sha256: self.sha256,
+        }
+    }
 }
 
 macro_rules! builtin {
@@ -16,6 +28,7 @@ macro_rules! builtin {
             name: $name,
             world: World::$world,
             component: include_bytes!(concat!(env!("OUT_DIR"), "/", $file, ".wasm")),
+            sha256: include_str!(concat!(env!("OUT_DIR"), "/", $file, ".wasm.sha256")),
         }
     };
 }

@@ -11,7 +11,7 @@ use super::bindings::auth_provider::AuthProviderPre;
 use super::bindings::branch_filter::BranchFilterPre;
 use super::bindings::conflict_strategy::ConflictStrategyPre;
 use super::bindings::types::PluginInfo;
-use super::runtime::{Outcome, Runtime};
+use super::runtime::{Outcome, Runtime, Wasm};
 use super::sandbox::HostState;
 use super::{
     AuthRequest, BUILTINS, Candidates, Credential, CredentialKinds, Decision, DivergedRef,
@@ -49,7 +49,7 @@ enum Code {
     /// Built-in: its component is in the binary and is prepared on first use,
     /// so that the built-ins no mirror uses take no memory.
     Embedded {
-        component: &'static [u8],
+        wasm: Wasm<'static>,
         prepared: OnceLock<Prepared>,
     },
 }
@@ -79,19 +79,14 @@ impl Registry {
     pub fn with_builtins(runtime: Runtime) -> Result<Self, PluginError> {
         let registry = Self::new(runtime);
         for builtin in BUILTINS {
-            let prepared = registry.prepare(builtin.name, builtin.world, builtin.component)?;
-            let meta = registry.describe(
-                builtin.name,
-                builtin.world,
-                builtin.component,
-                &prepared,
-                true,
-            )?;
+            let wasm = builtin.wasm();
+            let prepared = registry.prepare(builtin.name, builtin.world, wasm)?;
+            let meta = registry.describe(builtin.name, builtin.world, wasm, &prepared, true)?;
             drop(prepared);
             registry.register(
                 meta,
                 Code::Embedded {
-                    component: builtin.component,
+                    wasm,
                     prepared: OnceLock::new(),
                 },
             );
@@ -111,16 +106,21 @@ impl Registry {
         world: World,
         component: &[u8],
     ) -> Result<PluginMeta, PluginError> {
-        let prepared = self.prepare(name, world, component)?;
-        let meta = self.describe(name, world, component, &prepared, false)?;
+        let sha256 = hex::encode(Sha256::digest(component));
+        let wasm = Wasm {
+            bytes: component,
+            sha256: &sha256,
+        };
+        let prepared = self.prepare(name, world, wasm)?;
+        let meta = self.describe(name, world, wasm, &prepared, false)?;
         self.register(meta.clone(), Code::Ready(prepared));
         Ok(meta)
     }
 
-    fn prepare(&self, name: &str, world: World, component: &[u8]) -> Result<Prepared, PluginError> {
+    fn prepare(&self, name: &str, world: World, wasm: Wasm<'_>) -> Result<Prepared, PluginError> {
         let invalid =
             |reason: String| PluginError::new(name, PluginErrorKind::Invalid { world, reason });
-        let pre = self.runtime.prepare(component).map_err(invalid)?;
+        let pre = self.runtime.prepare(wasm).map_err(invalid)?;
         match world {
             World::BranchFilter => BranchFilterPre::new(pre).map(Prepared::BranchFilter),
             World::ConflictStrategy => {
@@ -136,7 +136,7 @@ impl Registry {
         &self,
         name: &str,
         world: World,
-        component: &[u8],
+        wasm: Wasm<'_>,
         prepared: &Prepared,
         builtin: bool,
     ) -> Result<PluginMeta, PluginError> {
@@ -146,8 +146,8 @@ impl Registry {
             world,
             version: info.version,
             description: info.description,
-            sha256: hex::encode(Sha256::digest(component)),
-            size_bytes: component.len(),
+            sha256: wasm.sha256.to_string(),
+            size_bytes: wasm.bytes.len(),
             builtin,
         })
     }
@@ -164,15 +164,12 @@ impl Registry {
     fn prepared<'p>(&self, plugin: &'p Plugin) -> Result<&'p Prepared, PluginError> {
         match &plugin.code {
             Code::Ready(prepared) => Ok(prepared),
-            Code::Embedded {
-                component,
-                prepared,
-            } => {
+            Code::Embedded { wasm, prepared } => {
                 if let Some(ready) = prepared.get() {
                     return Ok(ready);
                 }
                 // Two first calls at once may both prepare; one result is kept.
-                let fresh = self.prepare(&plugin.meta.name, plugin.meta.world, component)?;
+                let fresh = self.prepare(&plugin.meta.name, plugin.meta.world, *wasm)?;
                 Ok(prepared.get_or_init(|| fresh))
             }
         }

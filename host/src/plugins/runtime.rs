@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
@@ -28,6 +27,15 @@ pub struct Outcome<T> {
     pub peak_memory_bytes: usize,
     pub elapsed: Duration,
     pub log: Vec<LogLine>,
+}
+
+/// A component's bytes and its SHA-256 in hex, which names its compilation
+/// in the cache: a built-in's digest is computed when it is built, so a
+/// start that finds the cache reads none of its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Wasm<'a> {
+    pub bytes: &'a [u8],
+    pub sha256: &'a str,
 }
 
 /// Shared by every plugin: compiling, linking and calling.
@@ -94,21 +102,21 @@ impl Runtime {
         self.inner.pooling
     }
 
-    /// Compiles `bytes` (or loads the cached compilation) and links it against the
+    /// Compiles `wasm` (or loads the cached compilation) and links it against the
     /// host's imports. Fails when the bytes are not a component, or import
     /// something beyond WASI and the `mirror:plugin` host interface.
-    pub fn prepare(&self, bytes: &[u8]) -> Result<InstancePre<HostState>, String> {
-        let component = self.compile(bytes)?;
+    pub fn prepare(&self, wasm: Wasm<'_>) -> Result<InstancePre<HostState>, String> {
+        let component = self.compile(wasm)?;
         self.inner
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("{e:#}"))
     }
 
-    fn compile(&self, bytes: &[u8]) -> Result<Component, String> {
+    fn compile(&self, wasm: Wasm<'_>) -> Result<Component, String> {
         let engine = &self.inner.engine;
-        let Some(path) = self.cache_path(bytes) else {
-            return Component::new(engine, bytes).map_err(|e| format!("{e:#}"));
+        let Some(path) = self.cache_path(wasm.sha256) else {
+            return Component::new(engine, wasm.bytes).map_err(|e| format!("{e:#}"));
         };
         if path.exists() {
             // SAFETY: `deserialize_file` trusts its input to be wasmtime's own output.
@@ -121,14 +129,14 @@ impl Runtime {
                 Err(error) => tracing::warn!(%error, path = %path.display(), "recompiling"),
             }
         }
-        let component = Component::new(engine, bytes).map_err(|e| format!("{e:#}"))?;
+        let component = Component::new(engine, wasm.bytes).map_err(|e| format!("{e:#}"))?;
         if let Err(error) = store_compiled(&component, &path) {
             tracing::warn!(%error, path = %path.display(), "could not cache compiled plugin");
         }
         Ok(component)
     }
 
-    fn cache_path(&self, bytes: &[u8]) -> Option<PathBuf> {
+    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
         let dir = self.inner.cache_dir.as_ref()?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.inner
@@ -136,8 +144,7 @@ impl Runtime {
             .precompile_compatibility_hash()
             .hash(&mut hasher);
         let engine_hash = hasher.finish();
-        let sha = hex::encode(Sha256::digest(bytes));
-        Some(dir.join(format!("{sha}-{engine_hash:016x}.cwasm")))
+        Some(dir.join(format!("{sha256}-{engine_hash:016x}.cwasm")))
     }
 
     /// Runs `body` against a fresh store: fuel, deadline and memory cap set, the

@@ -440,3 +440,14 @@ fn builtins_are_listed_at_start_and_prepared_on_first_use() {
         .unwrap();
     assert!(registry.is_prepared("theirs"));
 }
+
+/// A built-in's cached compilation is named by the digest `build.rs`
+/// embedded beside it: it must be its component's.
+#[test]
+fn each_builtins_embedded_digest_is_its_components() {
+    use sha2::{Digest, Sha256};
+    for builtin in BUILTINS {
+        let digest = hex::encode(Sha256::digest(builtin.component));
+        assert_eq!(builtin.sha256, digest, "{}", builtin.name);
+    }
+}
