@@ -14,7 +14,9 @@
 //!
 //! The backend registered here implements `writepack` only; libgit2 skips it for
 //! every read and keeps reading through its own loose and pack backends, which
-//! find the new pack on their next refresh.
+//! find the new pack on their next refresh. A pack that does not come through
+//! libgit2 (a file:// pull's, `local_fetch`) goes to the same child through
+//! [`Receiving`].
 
 // The libgit2 ODB backend interface is a C vtable: this module is where the
 // engine's unsafe code lives, each block with its reason.
