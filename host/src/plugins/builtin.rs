@@ -14,6 +14,7 @@ pub struct Builtin {
 }
 
 impl Builtin {
+    /// The component with its digest, as the runtime prepares it.
     pub fn wasm(&self) -> Wasm<'static> {
         Wasm {
             bytes: self.component,

@@ -84,12 +84,8 @@ impl Run<'_> {
             };
             receiving.write(&chunk).map_err(SyncError::Git)?;
             bytes += chunk.len() as u64;
-            transfer.at_least(bytes);
-            if let Some(live) = self.engine.progress {
-                let (received, total) = receiving.objects();
-                live.update(u64::from(received), u64::from(total), bytes);
-            }
-            self.throttle.progress(bytes, || self.may_go_on());
+            let (received, total) = receiving.objects();
+            self.moved(transfer, received.into(), total.into(), bytes);
         }
     }
 }

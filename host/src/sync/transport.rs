@@ -40,27 +40,29 @@ impl<'r> Run<'r> {
         // how a run past its deadline ends while the remote still sends.
         callbacks.sideband_progress(|_| self.may_go_on());
         callbacks.transfer_progress(|progress| {
-            let bytes = progress.received_bytes() as u64;
-            transfer.bytes.set(bytes);
-            if let Some(live) = self.engine.progress {
-                live.update(
-                    progress.received_objects() as u64,
-                    progress.total_objects() as u64,
-                    bytes,
-                );
-            }
-            self.throttle.progress(bytes, || self.may_go_on());
+            self.moved(
+                transfer,
+                progress.received_objects() as u64,
+                progress.total_objects() as u64,
+                progress.received_bytes() as u64,
+            );
             self.may_go_on()
         });
         callbacks.push_transfer_progress(|current, total, bytes| {
-            transfer.bytes.set(bytes as u64);
-            if let Some(live) = self.engine.progress {
-                live.update(current as u64, total as u64, bytes as u64);
-            }
-            self.throttle.progress(bytes as u64, || self.may_go_on());
+            self.moved(transfer, current as u64, total as u64, bytes as u64);
         });
         callbacks.push_negotiation(|_| self.go_on());
         callbacks
+    }
+
+    /// A transfer's running counts: the run's bytes and the live progress
+    /// follow them, and the caps make it wait as long as they say.
+    pub(super) fn moved(&self, transfer: &Transfer, objects: u64, total: u64, bytes: u64) {
+        transfer.bytes.set(bytes);
+        if let Some(live) = self.engine.progress {
+            live.update(objects, total, bytes);
+        }
+        self.throttle.progress(bytes, || self.may_go_on());
     }
 
     /// How this run's transfers reach the remote.
