@@ -58,6 +58,7 @@ use memory::TreePeak;
 use mirrorhost::plugins::{Limits, Registry, Runtime};
 use mirrorhost::secrets::MasterKey;
 use mirrorhost::store::{self, Mirror, MirrorSettings, Project, Store};
+use mirrorhost::sync::packs::{Executable, Program};
 use mirrorhost::sync::proxy::ProxySettings;
 use mirrorhost::sync::{Engine, PackIndexer, Timeouts};
 
@@ -621,7 +622,9 @@ impl Service {
             master_key: MasterKey::generate(),
             repos: data.join("repos"),
             indexer: PackIndexer::new(
-                env!("CARGO_BIN_EXE_mirrorhost").into(),
+                Program::Dedicated(Executable::Path(
+                    env!("CARGO_BIN_EXE_mirrorhost-index-pack").into(),
+                )),
                 mirrorhost::sync::DEFAULT_MAX_OBJECT_BYTES,
             ),
         }

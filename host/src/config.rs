@@ -14,6 +14,7 @@ use crate::schedule::Policy;
 use crate::store::Location;
 use crate::store::retention::Retention;
 use crate::sync::housekeeping::Housekeeping;
+use crate::sync::packs::Program;
 use crate::sync::packs::{ChildLimits, DEFAULT_INDEXER_MEMORY_BYTES};
 use crate::sync::proxy::{ProxySettings, parse_no_proxy};
 use crate::sync::{PackIndexer, Timeouts};
@@ -92,11 +93,11 @@ pub struct Overrides {
     /// past it the child dies and the fetch fails [default: 4294967296, 4 GiB].
     #[arg(long, env = "MIRRORHOST_INDEXER_MEMORY_BYTES")]
     pub indexer_memory_bytes: Option<u64>,
-    /// The mirrorhost executable that indexes fetched packs (`index-pack`):
+    /// The executable that indexes fetched packs: the one installed beside
     /// this one unless given. Not a flag: tests and benches, whose own
-    /// executable is not mirrorhost, name the binary here.
+    /// executable is not mirrorhost's, name the binary here.
     #[arg(skip)]
-    pub indexer_program: Option<PathBuf>,
+    pub indexer_program: Option<Program>,
     /// Seconds between reconciliation sweeps; 0 turns them off [default: 300].
     #[arg(long, env = "MIRRORHOST_RECONCILE_SECONDS")]
     pub reconcile_seconds: Option<u64>,
@@ -308,10 +309,8 @@ impl Config {
                     .or(file.max_object_bytes)
                     .unwrap_or(crate::sync::DEFAULT_MAX_OBJECT_BYTES)
                     .max(1);
-                let mut indexer = match overrides.indexer_program {
-                    Some(program) => PackIndexer::new(program, max_object_bytes),
-                    None => PackIndexer::this_executable(max_object_bytes),
-                };
+                let program = overrides.indexer_program.unwrap_or_else(Program::installed);
+                let mut indexer = PackIndexer::new(program, max_object_bytes);
                 indexer.limits = ChildLimits {
                     memory_bytes: overrides
                         .indexer_memory_bytes

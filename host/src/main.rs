@@ -1,7 +1,6 @@
 //! The `mirrorhost` command.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -13,7 +12,6 @@ use mirrorhost::config::{Config, Overrides};
 use mirrorhost::secrets::{self, MasterKey};
 use mirrorhost::store::Store;
 use mirrorhost::sync::index_pack;
-use mirrorhost::sync::packs::ChildLimits;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -81,19 +79,6 @@ enum Command {
         #[command(subcommand)]
         command: CredentialsCommand,
     },
-    /// Index a fetched pack read from standard input; the service runs it for
-    /// every fetch (sync/packs.rs), as git runs `git index-pack`.
-    #[command(name = "index-pack", hide = true)]
-    IndexPack {
-        #[arg(long)]
-        objects_dir: PathBuf,
-        #[arg(long)]
-        max_object_bytes: u64,
-        #[arg(long)]
-        max_memory_bytes: u64,
-        #[arg(long)]
-        max_cpu_seconds: u64,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,13 +92,15 @@ enum SecretsCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    // The pack indexer child logs nothing: its standard error is the
-    // refusal the service quotes, and a child of every fetch starts lighter
-    // without a subscriber.
-    if !matches!(cli.command, Command::IndexPack { .. }) {
-        init_logging(cli.log_format);
+    // The pack indexer child, where `mirrorhost-index-pack` is not installed
+    // beside this executable (sync/packs.rs): before the parser and the log
+    // subscriber, which a child of every fetch does without.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == index_pack::SUBCOMMAND) {
+        std::process::exit(index_pack::child_main(args));
     }
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
     match cli.command {
         Command::Serve { overrides } => {
             let config = Config::resolve(overrides)?;
@@ -151,22 +138,6 @@ fn main() -> anyhow::Result<()> {
         Command::Plugin { command } => {
             if let Err(error) = cli::plugin(command) {
                 eprintln!("error: {error}");
-                std::process::exit(1);
-            }
-        }
-        Command::IndexPack {
-            objects_dir,
-            max_object_bytes,
-            max_memory_bytes,
-            max_cpu_seconds,
-        } => {
-            let limits = ChildLimits {
-                memory_bytes: max_memory_bytes,
-                cpu_seconds: max_cpu_seconds,
-            };
-            // The message is the whole answer: the service quotes it.
-            if let Err(error) = index_pack::serve(&objects_dir, max_object_bytes, limits) {
-                eprintln!("{error}");
                 std::process::exit(1);
             }
         }

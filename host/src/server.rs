@@ -18,6 +18,7 @@ use crate::plugins::{PluginError, Registry, Runtime, uploaded};
 use crate::secrets::{AdminToken, MasterKey, SecretsError, TokenSource};
 use crate::service::{self, App, LiveRuns};
 use crate::store::{Backend, Store, StoreError};
+use crate::sync::packs::Program;
 use crate::sync::throttle::Bucket;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,13 @@ pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerE
     }
     let git = crate::sync::housekeeping::check_git()?;
     tracing::debug!(%git, "git for housekeeping");
+    match &config.pack_indexer.program {
+        Program::Dedicated(_) => tracing::info!("pack indexer: mirrorhost-index-pack"),
+        Program::Subcommand(_) => tracing::info!(
+            "pack indexer: `mirrorhost index-pack` (mirrorhost-index-pack, which starts in \
+             less memory, is not installed beside this executable)"
+        ),
+    }
     let store = Store::open_at(&config.database)?;
     let node = node_of(&config, store.backend())?;
     tracing::info!(node = %node.id, "this node");

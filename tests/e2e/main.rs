@@ -22,6 +22,7 @@ mod history;
 mod housekeeping;
 mod http_git;
 mod https;
+mod indexer_program;
 mod layers;
 mod lfs;
 mod lfs_server;

@@ -8,15 +8,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mirrorhost::sync::index_pack::Kind;
-use mirrorhost::sync::packs::Tips;
+use mirrorhost::sync::packs::{Program, Tips};
 use mirrorhost::sync::{DEFAULT_MAX_OBJECT_BYTES, PackIndexer, open_project_repo, packs};
 
 use crate::pack_objects::pack_objects;
 use crate::support::git;
 
+/// `mirrorhost index-pack`, as the service starts it where
+/// `mirrorhost-index-pack` is not installed: the suite's other tests go
+/// through the latter.
 fn indexer() -> PackIndexer {
     PackIndexer::new(
-        env!("CARGO_BIN_EXE_mirrorhost").into(),
+        Program::Subcommand(env!("CARGO_BIN_EXE_mirrorhost").into()),
         DEFAULT_MAX_OBJECT_BYTES,
     )
 }
@@ -227,7 +230,7 @@ fn a_first_pack_must_hold_every_object_it_names() {
 fn a_fetch_whose_indexer_cannot_start_fails_instead_of_falling_back() {
     let Upstream { work, source, .. } = upstream(1);
     let missing = PackIndexer {
-        program: work.path().join("no-such-mirrorhost"),
+        program: Program::Subcommand(work.path().join("no-such-mirrorhost")),
         ..indexer()
     };
     let repo = mirror(&work.path().join("mirror.git"), &missing);

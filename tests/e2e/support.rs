@@ -37,6 +37,11 @@ impl Server {
         )
     }
 
+    /// Starts `executable` (a `mirrorhost` installed elsewhere).
+    pub fn start_installed(executable: &Path, envs: &[(&str, &str)]) -> Self {
+        Self::launch(Command::new(executable), tempfile::tempdir().unwrap(), envs)
+    }
+
     /// Starts allowed at most `limit` open files, as a service manager may
     /// start it (systemd's default soft limit is 1024).
     pub fn start_with_open_file_limit(limit: u32, envs: &[(&str, &str)]) -> Self {

@@ -1,10 +1,13 @@
-//! `mirrorhost index-pack`: the indexer as the child process the service starts
-//! for every fetch (see `sync::packs`, the parent's side). Standard input
-//! brings `tip <id>` lines for the objects the fetch asked for, an empty line,
-//! and the pack; standard output carries [`Report`] lines; on failure the exit
-//! status is 1 and standard error holds the reason, which the service quotes.
+//! The indexer as the child process the service starts for every fetch (see
+//! `sync::packs`, the parent's side): `mirrorhost-index-pack`, or
+//! `mirrorhost index-pack` where that is not installed. Its arguments are
+//! [`Args`]; standard input brings `tip <id>` lines for the objects the fetch
+//! asked for, an empty line, and the pack; standard output carries [`Report`]
+//! lines; on failure the exit status is 1 and standard error holds the
+//! reason, which the service quotes.
 
 use std::cell::OnceCell;
+use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -27,11 +30,114 @@ pub enum ServeError {
     },
     #[error("the service asked about a tip as {0:?}, not `tip <id>`")]
     BadTip(String),
+    #[error("the pack indexer was started with {0}")]
+    BadArgs(String),
+    #[error(
+        "this pack indexer speaks protocol {ours}, the service {theirs}: \
+         restart the service after an upgrade"
+    )]
+    Protocol { ours: u32, theirs: String },
 }
 
 impl ServeError {
     fn io(context: &'static str) -> impl FnOnce(io::Error) -> Self {
         move |source| Self::Io { context, source }
+    }
+}
+
+/// The subcommand of `mirrorhost` that runs the child.
+pub const SUBCOMMAND: &str = "index-pack";
+
+/// The version of what parent and child say to each other (arguments,
+/// preamble, reports). The service starts a child from a file an upgrade
+/// may have replaced; a child of another protocol refuses to start rather
+/// than misread its parent.
+pub const PROTOCOL: u32 = 1;
+
+/// What the service tells a child on its command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    pub objects_dir: PathBuf,
+    pub max_object_bytes: u64,
+    pub limits: ChildLimits,
+}
+
+impl Args {
+    /// The command line, as [`Args::parse`] reads it back.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["--protocol".into(), PROTOCOL.to_string().into()];
+        args.extend(["--objects-dir".into(), self.objects_dir.clone().into()]);
+        for (flag, value) in [
+            ("--max-object-bytes", self.max_object_bytes),
+            ("--max-memory-bytes", self.limits.memory_bytes),
+            ("--max-cpu-seconds", self.limits.cpu_seconds),
+        ] {
+            args.extend([flag.into(), value.to_string().into()]);
+        }
+        args
+    }
+
+    /// Reads what [`Args::to_args`] wrote: each flag once, in any order, the
+    /// protocol first checked.
+    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Self, ServeError> {
+        let mut given = std::collections::BTreeMap::new();
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            let flag = flag.into_string().map_err(|f| {
+                ServeError::BadArgs(format!("an argument that is not UTF-8: {f:?}"))
+            })?;
+            let value = args
+                .next()
+                .ok_or_else(|| ServeError::BadArgs(format!("{flag} without a value")))?;
+            if given.insert(flag.clone(), value).is_some() {
+                return Err(ServeError::BadArgs(format!("{flag} twice")));
+            }
+        }
+        let mut take = |flag: &str| {
+            given
+                .remove(flag)
+                .ok_or_else(|| ServeError::BadArgs(format!("no {flag}")))
+        };
+        let protocol = take("--protocol")?;
+        if protocol.to_str() != Some(PROTOCOL.to_string().as_str()) {
+            return Err(ServeError::Protocol {
+                ours: PROTOCOL,
+                theirs: protocol.to_string_lossy().into_owned(),
+            });
+        }
+        let mut number = |flag: &str| {
+            let value = take(flag)?;
+            value
+                .to_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| ServeError::BadArgs(format!("{flag} {value:?}, not a number")))
+        };
+        let parsed = Self {
+            max_object_bytes: number("--max-object-bytes")?,
+            limits: ChildLimits {
+                memory_bytes: number("--max-memory-bytes")?,
+                cpu_seconds: number("--max-cpu-seconds")?,
+            },
+            objects_dir: take("--objects-dir")?.into(),
+        };
+        match given.keys().next() {
+            Some(unknown) => Err(ServeError::BadArgs(format!("an unknown flag {unknown}"))),
+            None => Ok(parsed),
+        }
+    }
+}
+
+/// The child's whole life: `args` (after the program, and the subcommand if
+/// any), the pack served, and the exit status. No log subscriber, no
+/// argument parser: the child of every fetch starts as light as it can, and
+/// its standard error is the whole answer, which the service quotes.
+pub fn child_main(args: impl IntoIterator<Item = OsString>) -> i32 {
+    match Args::parse(args).and_then(|args| serve(&args)) {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("{error}");
+            1
+        }
     }
 }
 
@@ -109,11 +215,13 @@ fn read_tips(input: &mut impl BufRead) -> Result<Vec<Oid>, ServeError> {
 }
 
 /// Indexes the pack on standard input into `objects_dir/pack`.
-pub fn serve(
-    objects_dir: &Path,
-    max_object_bytes: u64,
-    limits: ChildLimits,
-) -> Result<(), ServeError> {
+fn serve(args: &Args) -> Result<(), ServeError> {
+    let Args {
+        objects_dir,
+        max_object_bytes,
+        limits,
+    } = args;
+    let (max_object_bytes, limits) = (*max_object_bytes, *limits);
     limit_self(limits)?;
     let pack_dir = objects_dir.join("pack");
     std::fs::create_dir_all(&pack_dir).map_err(ServeError::io("creating the pack directory"))?;
@@ -241,6 +349,71 @@ impl Bases for RepositoryObjects {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args() -> Args {
+        Args {
+            objects_dir: "/srv/mirrorhost/repos/a/b.git/objects".into(),
+            max_object_bytes: 1 << 30,
+            limits: ChildLimits {
+                memory_bytes: 4 << 30,
+                cpu_seconds: 3600,
+            },
+        }
+    }
+
+    fn words(line: &str) -> Vec<OsString> {
+        line.split(' ').map(OsString::from).collect()
+    }
+
+    #[test]
+    fn arguments_read_back_as_written() {
+        assert_eq!(Args::parse(args().to_args()).unwrap(), args());
+        let reordered = words(
+            "--max-cpu-seconds 3600 --objects-dir /srv/mirrorhost/repos/a/b.git/objects \
+             --max-memory-bytes 4294967296 --protocol 1 --max-object-bytes 1073741824",
+        );
+        assert_eq!(Args::parse(reordered).unwrap(), args());
+    }
+
+    #[test]
+    fn a_child_of_another_protocol_refuses_to_start() {
+        let mut other = args().to_args();
+        other[1] = "2".into();
+        let error = Args::parse(other).unwrap_err().to_string();
+        assert!(
+            error.contains("speaks protocol 1, the service 2"),
+            "{error}"
+        );
+        assert!(error.contains("restart the service"), "{error}");
+    }
+
+    #[test]
+    fn arguments_the_service_never_writes_are_refused_by_name() {
+        let full = args().to_args();
+        for (cut, expected) in [
+            (vec![], "no --protocol"),
+            (
+                full[..full.len() - 1].to_vec(),
+                "--max-cpu-seconds without a value",
+            ),
+            (full[..full.len() - 2].to_vec(), "no --max-cpu-seconds"),
+            (
+                [full.clone(), words("--objects-dir /tmp")].concat(),
+                "--objects-dir twice",
+            ),
+            (
+                [full.clone(), words("--verbose yes")].concat(),
+                "an unknown flag --verbose",
+            ),
+            (
+                [full[..4].to_vec(), words("--max-object-bytes 1G")].concat(),
+                "--max-object-bytes \"1G\", not a number",
+            ),
+        ] {
+            let error = Args::parse(cut).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}, not {expected}");
+        }
+    }
 
     #[test]
     fn reports_read_back_as_written() {

@@ -1,6 +1,6 @@
 //! Received packs: the pack stream of every fetch goes to our own indexer
 //! ([`index_pack`](super::index_pack)), run as a child process
-//! (`mirrorhost index-pack`), instead of libgit2's.
+//! (`mirrorhost-index-pack`, see [`Program`]), instead of libgit2's.
 //!
 //! libgit2 hands a fetch's pack to the object database's `writepack`. Its own
 //! indexer hashes every object on the fetching thread and keeps two maps and a
@@ -24,7 +24,10 @@
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_int, c_void};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -34,19 +37,18 @@ use std::thread::JoinHandle;
 use git2::Binding;
 use libgit2_sys as raw;
 
-use super::index_pack::{Indexed, Kind, Report};
+use super::index_pack::{self, Indexed, Kind, Report};
 
 /// Above libgit2's loose (1) and pack (2) backends, so that fetches write here.
 const PRIORITY: c_int = 100;
-/// The subcommand of `mirrorhost` that indexes a pack from its standard input.
-const SUBCOMMAND: &str = "index-pack";
+/// The indexer's own executable, looked for beside the service's.
+const DEDICATED: &str = "mirrorhost-index-pack";
 
-/// How fetched packs are indexed: `program index-pack`, refusing objects over
-/// `max_object_bytes`, under `limits`.
+/// How fetched packs are indexed: by a child running `program`, refusing
+/// objects over `max_object_bytes`, under `limits`.
 #[derive(Debug, Clone)]
 pub struct PackIndexer {
-    /// The mirrorhost executable.
-    pub program: PathBuf,
+    pub program: Program,
     /// The largest object a fetch may bring.
     pub max_object_bytes: u64,
     /// What the child may take of the machine.
@@ -75,21 +77,85 @@ impl Default for ChildLimits {
 /// `max_object_bytes`) twice over, with room for the threads and the code.
 pub const DEFAULT_INDEXER_MEMORY_BYTES: u64 = 4 << 30;
 
+/// The executable a pack indexer child runs.
+#[derive(Debug, Clone)]
+pub enum Program {
+    /// `mirrorhost-index-pack`: the indexer alone, which starts in about
+    /// half the memory of the whole service's executable.
+    Dedicated(Executable),
+    /// `mirrorhost index-pack`.
+    Subcommand(PathBuf),
+}
+
+/// An executable file, by path or held open.
+#[derive(Debug, Clone)]
+pub enum Executable {
+    Path(PathBuf),
+    /// Started through `/proc/self/fd`: an upgrade that replaces the file
+    /// does not change what this service starts, as `/proc/self/exe` keeps
+    /// starting the service's own binary.
+    Pinned(Arc<File>),
+}
+
+impl Executable {
+    fn path(&self) -> PathBuf {
+        match self {
+            Self::Path(path) => path.clone(),
+            Self::Pinned(file) => PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
+        }
+    }
+}
+
+impl Program {
+    /// What the service runs: `mirrorhost-index-pack` beside its own
+    /// executable when that is there, held open from now on; otherwise
+    /// itself (`/proc/self/exe`, which stays the running binary after an
+    /// upgrade replaced the file). A child of another build refuses to start
+    /// (`index_pack::PROTOCOL`), so a mix-up fails a fetch, never misreads it.
+    pub fn installed() -> Self {
+        let dedicated =
+            std::env::current_exe().and_then(|exe| File::open(exe.with_file_name(DEDICATED)));
+        match dedicated {
+            Ok(file) => Self::Dedicated(Executable::Pinned(Arc::new(file))),
+            Err(_) => Self::Subcommand(PathBuf::from("/proc/self/exe")),
+        }
+    }
+
+    /// The command that starts a child, before its arguments.
+    fn command(&self) -> Command {
+        match self {
+            Self::Dedicated(executable) => {
+                let mut command = Command::new(executable.path());
+                command.arg0(DEDICATED);
+                command
+            }
+            Self::Subcommand(path) => {
+                let mut command = Command::new(path);
+                command.arg(index_pack::SUBCOMMAND);
+                command
+            }
+        }
+    }
+
+    /// The executable, for messages.
+    fn describe(&self) -> String {
+        match self {
+            Self::Dedicated(Executable::Path(path)) | Self::Subcommand(path) => {
+                path.display().to_string()
+            }
+            Self::Dedicated(Executable::Pinned(_)) => DEDICATED.to_string(),
+        }
+    }
+}
+
 impl PackIndexer {
     /// `program` with the default limits.
-    pub fn new(program: PathBuf, max_object_bytes: u64) -> Self {
+    pub fn new(program: Program, max_object_bytes: u64) -> Self {
         Self {
             program,
             max_object_bytes,
             limits: ChildLimits::default(),
         }
-    }
-
-    /// The running executable. `/proc/self/exe` rather than its path: after an
-    /// upgrade replaced or removed the file, it still starts the binary that is
-    /// running, so parent and child always speak the same protocol.
-    pub fn this_executable(max_object_bytes: u64) -> Self {
-        Self::new(PathBuf::from("/proc/self/exe"), max_object_bytes)
     }
 }
 
@@ -368,23 +434,20 @@ impl Indexing {
     /// look for, and starts a thread reading its reports.
     fn spawn(indexer: &PackIndexer, objects_dir: &Path, tips: &Arc<Tips>) -> Result<Self, String> {
         Self::try_spawn(indexer, objects_dir, tips).map_err(|e| {
-            let program = indexer.program.display();
+            let program = indexer.program.describe();
             format!("cannot start the pack indexer {program}: {e}")
         })
     }
 
     fn try_spawn(indexer: &PackIndexer, objects_dir: &Path, tips: &Arc<Tips>) -> io::Result<Self> {
-        let mut command = Command::new(&indexer.program);
+        let args = index_pack::Args {
+            objects_dir: objects_dir.to_path_buf(),
+            max_object_bytes: indexer.max_object_bytes,
+            limits: indexer.limits,
+        };
+        let mut command = indexer.program.command();
         command
-            .arg(SUBCOMMAND)
-            .arg("--objects-dir")
-            .arg(objects_dir)
-            .arg("--max-object-bytes")
-            .arg(indexer.max_object_bytes.to_string())
-            .arg("--max-memory-bytes")
-            .arg(indexer.limits.memory_bytes.to_string())
-            .arg("--max-cpu-seconds")
-            .arg(indexer.limits.cpu_seconds.to_string())
+            .args(args.to_args())
             .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -494,7 +557,7 @@ impl Drop for Indexing {
 
 /// Removes the temporary files the indexer child `pid` left in `pack_dir`.
 fn remove_files_of(pack_dir: &Path, pid: u32) {
-    let prefix = super::index_pack::temp_prefix(pid);
+    let prefix = index_pack::temp_prefix(pid);
     remove_named(pack_dir, |name| name.starts_with(&prefix));
 }
 
