@@ -64,6 +64,7 @@ pub enum ServerError {
 /// Everything the service holds, built from `config`. Separate from [`serve`] so
 /// that tests and tools can build the same state without a socket.
 pub async fn build(config: Config, secrets: &Secrets<'_>) -> Result<App, ServerError> {
+    crate::memory::bound_retention();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
         source,

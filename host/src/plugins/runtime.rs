@@ -119,21 +119,32 @@ impl Runtime {
             return Component::new(engine, wasm.bytes).map_err(|e| format!("{e:#}"));
         };
         if path.exists() {
-            // SAFETY: `deserialize_file` trusts its input to be wasmtime's own output.
-            // The file sits in our private cache dir, was written by `serialize` below
-            // (renamed into place only once complete), and its name binds it to the
-            // component's sha256 and this engine's compatibility hash.
-            #[allow(unsafe_code)]
-            match unsafe { Component::deserialize_file(engine, &path) } {
+            match load_compiled(engine, &path) {
                 Ok(component) => return Ok(component),
                 Err(error) => tracing::warn!(%error, path = %path.display(), "recompiling"),
             }
         }
-        let component = Component::new(engine, wasm.bytes).map_err(|e| format!("{e:#}"))?;
-        if let Err(error) = store_compiled(&component, &path) {
-            tracing::warn!(%error, path = %path.display(), "could not cache compiled plugin");
-        }
-        Ok(component)
+        // Compiled by an engine of its own, dropped with the compiler's
+        // working memory (cranelift keeps contexts, one per compiling thread,
+        // as long as their engine lives, and their blocks pinned pages of
+        // freed memory: a first start held 20 MiB more than the next one);
+        // the runtime's engine maps the code from the cache file as it runs,
+        // as after a restart.
+        let compiled = Engine::new(&engine_config(&self.inner.limits, false))
+            .and_then(|compiler| compiler.precompile_component(wasm.bytes))
+            .map_err(|e| format!("{e:#}"))?;
+        let component = match store_compiled(&compiled, &path) {
+            Ok(()) => load_compiled(engine, &path),
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "could not cache compiled plugin");
+                // SAFETY: the bytes are wasmtime's own output, just made.
+                #[allow(unsafe_code)]
+                unsafe {
+                    Component::deserialize(engine, &compiled)
+                }
+            }
+        };
+        component.map_err(|e| format!("{e:#}"))
     }
 
     fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
@@ -290,8 +301,19 @@ fn deadline_ticks(timeout: Duration) -> u64 {
     u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
 }
 
-fn store_compiled(component: &Component, path: &Path) -> std::io::Result<()> {
-    let bytes = component.serialize().map_err(std::io::Error::other)?;
+/// A compiled component from the cache, mapped from its file.
+fn load_compiled(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: `deserialize_file` trusts its input to be wasmtime's own output.
+    // The file sits in our private cache dir, was written by `store_compiled`
+    // (renamed into place only once complete), and its name binds it to the
+    // component's sha256 and this engine's compatibility hash.
+    #[allow(unsafe_code)]
+    unsafe {
+        Component::deserialize_file(engine, path)
+    }
+}
+
+fn store_compiled(bytes: &[u8], path: &Path) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)

@@ -451,3 +451,45 @@ fn each_builtins_embedded_digest_is_its_components() {
         assert_eq!(builtin.sha256, digest, "{}", builtin.name);
     }
 }
+
+/// A first start compiles into the cache (on an engine of its own, dropped
+/// after) and runs the component from the file it wrote; the next start
+/// runs the same file without compiling.
+#[test]
+fn a_component_compiled_into_an_empty_cache_runs_from_its_file() {
+    let cache = tempfile::tempdir().unwrap();
+    let start = || {
+        let runtime = Runtime::new(Limits::default(), Some(cache.path().to_path_buf())).unwrap();
+        let registry = Registry::with_builtins(runtime).unwrap();
+        let kept = registry
+            .filter("regex-filter", &ctx(), "", &candidates(REFS, &[]))
+            .unwrap();
+        assert!(!kept.value.is_empty());
+    };
+    // Each cached file and when it was written, in name order.
+    let compiled = || {
+        let mut files: Vec<_> = std::fs::read_dir(cache.path())
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                (
+                    entry.file_name(),
+                    entry.metadata().unwrap().modified().unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    start();
+    let first = compiled();
+    assert!(!first.is_empty());
+    assert!(
+        first
+            .iter()
+            .all(|f| f.0.to_string_lossy().ends_with(".cwasm")),
+        "{first:?}"
+    );
+    start();
+    assert_eq!(compiled(), first);
+}
