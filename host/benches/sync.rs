@@ -12,8 +12,9 @@
 //!    15's target: within 1.5x of git's time and at most its memory).
 //! 2. A no-op sync of 200 mirrors against a `git fetch` loop over the same 200.
 //! 3. The initial pull of (1) over https from one TLS front, with a CA the
-//!    bench makes: `git clone --mirror` (curl) against the engine with our TLS
-//!    stream (`sync::tls_stream`) and with libgit2's own OpenSSL stream.
+//!    bench makes: `git clone --mirror` (curl) against the engine with its
+//!    TLS stream (`sync::tls_stream`; libgit2 is built without one of its
+//!    own).
 //!    `cargo bench --bench sync -- https` runs (1) and (3) only.
 //! 4. The initial pull of a repository with 200 MB of LFS objects (40 of 5
 //!    MB) from giftless behind `git http-backend`, against `git clone
@@ -70,10 +71,8 @@ const TIMED_ROUNDS: usize = 3;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(CHILD) {
-        let tls = args
-            .get(4)
-            .map(|ca| (Path::new(ca), args.get(5).map(String::as_str)));
-        child_pull(&args[2], Path::new(&args[3]), tls);
+        let ca = args.get(4).map(Path::new);
+        child_pull(&args[2], Path::new(&args[3]), ca);
         return;
     }
     let work = tempfile::tempdir().expect("temp dir");
@@ -248,9 +247,6 @@ fn lfs_files(repo: &Path) -> Vec<(String, u64)> {
     files
 }
 
-/// Which TLS stream a child pull uses.
-const LIBGIT2_STREAM: &str = "libgit2";
-
 /// (3): the pull of `big.git` (made by `initial_pull`) over https.
 fn https_pull(work: &Path) {
     let tls_dir = work.join("tls");
@@ -267,49 +263,35 @@ fn https_pull(work: &Path) {
             .arg(dir.join("clone.git"));
         cmd
     };
-    let engine_side = |dir: &Path, stream: &str| {
+    let engine_side = |dir: &Path| {
         let mut cmd = Command::new(&exe);
-        cmd.args([CHILD, &url])
-            .arg(dir.join(stream))
-            .arg(&ca)
-            .arg(stream);
+        cmd.args([CHILD, &url]).arg(dir.join("engine")).arg(&ca);
         cmd
     };
-    let mut times: [Vec<Duration>; 3] = Default::default();
+    let mut times: [Vec<Duration>; 2] = Default::default();
     for round in 0..TIMED_ROUNDS {
         let dir = work.join(format!("https-{round}"));
         std::fs::create_dir_all(&dir).expect("run dir");
         times[0].push(measure(&mut git_side(&dir), false).wall);
-        times[1].push(measure(&mut engine_side(&dir, "ours"), false).wall);
-        times[2].push(measure(&mut engine_side(&dir, LIBGIT2_STREAM), false).wall);
+        times[1].push(measure(&mut engine_side(&dir), false).wall);
     }
     let sampled = work.join("https-sampled");
     std::fs::create_dir_all(&sampled).expect("run dir");
     let memory = [
         measure(&mut git_side(&sampled), true).memory,
-        measure(&mut engine_side(&sampled, "ours"), true).memory,
-        measure(&mut engine_side(&sampled, LIBGIT2_STREAM), true).memory,
+        measure(&mut engine_side(&sampled), true).memory,
     ];
-    let names = [
-        "git clone --mirror (https)",
-        "mirrorhost, our TLS stream",
-        "mirrorhost, libgit2's stream",
-    ];
+    let names = ["git clone --mirror (https)", "mirrorhost (https)"];
     let medians: Vec<Duration> = times.iter_mut().map(|t| median(t)).collect();
     for ((name, time), memory) in names.iter().zip(&medians).zip(&memory) {
         report(name, *time, memory);
     }
     let refs = |repo: &str| git(&sampled.join(repo), &["for-each-ref"]);
-    assert_eq!(refs("ours/repos/bench/big.git"), refs("clone.git"));
-    assert_eq!(refs("libgit2/repos/bench/big.git"), refs("clone.git"));
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    assert_eq!(refs("engine/repos/bench/big.git"), refs("clone.git"));
     println!(
-        "https pull time: ours vs git {:.2}x, ours vs libgit2's stream {:.2}x; \
-         peak memory of the whole tree: ours vs git {:.2}x, vs libgit2's stream {:.2}x",
-        ratio(medians[1], medians[0]),
-        ratio(medians[1], medians[2]),
+        "https pull ratio vs git: time {:.2}x, peak memory of the whole tree {:.2}x",
+        medians[1].as_secs_f64() / medians[0].as_secs_f64(),
         memory[1].total_kib as f64 / memory[0].total_kib as f64,
-        memory[1].total_kib as f64 / memory[2].total_kib as f64,
     );
 }
 
@@ -338,17 +320,11 @@ fn tls_files(dir: &Path) -> (PathBuf, mirrorhost::config::TlsFiles) {
     (dir.join("ca.pem"), files)
 }
 
-/// Makes the child's https connections trust `ca`, through our TLS stream or
-/// libgit2's own.
-#[allow(unsafe_code)]
-fn trust(ca: &Path, stream: Option<&str>) {
-    if stream == Some(LIBGIT2_STREAM) {
-        // SAFETY: before this process's first transfer.
-        unsafe { git2::opts::set_ssl_cert_file(ca) }.expect("libgit2 CA file");
-    } else {
-        mirrorhost::sync::tls_stream::register().expect("our TLS stream");
-        mirrorhost::sync::tls::trust_bundle(ca).expect("CA file");
-    }
+/// Makes the child's https connections trust `ca`, through our TLS stream
+/// as the service registers it.
+fn trust(ca: &Path) {
+    mirrorhost::sync::tls_stream::register().expect("our TLS stream");
+    mirrorhost::sync::tls::trust_bundle(ca).expect("CA file");
 }
 
 fn initial_pull(work: &Path) {
@@ -451,10 +427,10 @@ fn compare_initial_pulls(work: &Path, scheme: &str, url: &str) {
 }
 
 /// Runs in the re-executed child: one pull of `url` into a fresh service
-/// state, trusting `tls`'s CA through the stream it names.
-fn child_pull(url: &str, data: &Path, tls: Option<(&Path, Option<&str>)>) {
-    if let Some((ca, stream)) = tls {
-        trust(ca, stream);
+/// state, trusting `ca` if given.
+fn child_pull(url: &str, data: &Path, ca: Option<&Path>) {
+    if let Some(ca) = ca {
+        trust(ca);
     }
     mirrorhost::sync::local_transport::register().expect("file:// transport");
     mirrorhost::sync::plain_stream::register().expect("socket stream");
