@@ -7,7 +7,7 @@
 //! pack. This one keeps 34 bytes per object (offset, CRC, id and kind) and the
 //! delta lists, reads the pack back with `pread` (page cache, not resident
 //! memory), and holds delta bases only along the chain being resolved, under a
-//! budget. mirrorhost runs it in a child process (`mirrorhost index-pack`,
+//! budget. mirrorhost runs it in a child process (`mirrorhost-index-pack`,
 //! see its `sync::packs`), so that parsing untrusted input cannot take the
 //! service down with it. Its own crate so that it can be fuzzed without the
 //! rest of the service (`fuzz/`).
@@ -15,11 +15,13 @@
 //! Two passes, as git's: `receive` parses the stream as it arrives (writes it
 //! to a temporary file, hashes whole objects, checks every claimed size), then
 //! `resolve` rebuilds deltas from their bases on every core. A thin pack's
-//! missing bases come from the repository and are appended (`complete_thin`).
+//! missing bases come from the repository (`Bases`, `RepositoryObjects`) and
+//! are appended (`complete_thin`).
 
 mod delta;
 mod idx;
 mod links;
+mod objects;
 mod receive;
 mod resolve;
 
@@ -27,6 +29,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+pub use objects::RepositoryObjects;
 
 pub type Oid = [u8; 20];
 

@@ -32,16 +32,16 @@ fn history(dir: &Path, commits: usize) -> Vec<String> {
 }
 
 /// A bare repository's objects as thin packs' bases, read with
-/// `git cat-file` (the service reads them with libgit2).
-struct RepositoryObjects(PathBuf);
+/// `git cat-file` (the service reads them with [`RepositoryObjects`]).
+struct CatFile(PathBuf);
 
-impl RepositoryObjects {
+impl CatFile {
     fn new(repo: &Path) -> Self {
         Self(repo.to_path_buf())
     }
 }
 
-impl Bases for RepositoryObjects {
+impl Bases for CatFile {
     fn find(&self, oid: &Oid) -> Option<(Kind, Vec<u8>)> {
         let id = hex::encode(oid);
         let cat = |args: &[&str]| {
@@ -190,7 +190,7 @@ fn a_thin_pack_is_completed_from_the_repository() {
     git(work.path(), &["init", "-q", "--bare", "have.git"]);
     let refspec = format!("{}:refs/heads/main", commits[5]);
     git(&source, &["push", "-q", have.to_str().unwrap(), &refspec]);
-    let bases = RepositoryObjects::new(&have);
+    let bases = CatFile::new(&have);
     let indexed = run(&thin, &out, Some(&bases), &options()).unwrap();
     // `git verify-pack` recomputes every id and checks both checksums.
     let pack_path = out.join(format!("pack-{}.pack", indexed.name));
@@ -669,7 +669,7 @@ fn a_thin_pack_whose_delta_comes_before_its_bases_delta_is_completed() {
         .output()
         .unwrap();
     assert!(git_said.status.success(), "{git_said:?}");
-    let bases = RepositoryObjects::new(&have);
+    let bases = CatFile::new(&have);
     let indexed = run(&pack, &out, Some(&bases), &options()).unwrap();
     let pack_path = out.join(format!("pack-{}.pack", indexed.name));
     let listing = git(&out, &["verify-pack", "-v", pack_path.to_str().unwrap()]);
@@ -704,7 +704,7 @@ fn a_thin_pack_whose_delta_comes_before_its_bases_delta_is_completed() {
     }
     let empty = work.path().join("empty.git");
     git(work.path(), &["init", "-q", "--bare", "empty.git"]);
-    let nothing = RepositoryObjects::new(&empty);
+    let nothing = CatFile::new(&empty);
     let error = run(&pack, &out, Some(&nothing), &options()).unwrap_err();
     assert!(matches!(error, IndexError::MissingBases { .. }), "{error}");
     assert_eq!(files(&out), Vec::<String>::new());
@@ -944,4 +944,100 @@ fn the_fuzz_corpus_is_judged_as_git_judges_it() {
         let name = input.file_name().unwrap().to_string_lossy().into_owned();
         agrees_with_git(&name, &std::fs::read(&input).unwrap());
     }
+}
+
+/// Every object of `repo` as git reads it: id, kind, data.
+fn objects_by_git(repo: &Path) -> Vec<(Oid, Kind, Vec<u8>)> {
+    let listed = git(
+        repo,
+        &[
+            "cat-file",
+            "--batch-all-objects",
+            "--batch-check=%(objectname) %(objecttype)",
+        ],
+    );
+    listed
+        .lines()
+        .map(|line| {
+            let (id, kind) = line.split_once(' ').unwrap();
+            let kind = Kind::from_name(kind).unwrap();
+            let data = git_cli::command(repo)
+                .args(["cat-file", kind.name(), id])
+                .output()
+                .unwrap()
+                .stdout;
+            let oid: Oid = hex::decode(id).unwrap().try_into().unwrap();
+            (oid, kind, data)
+        })
+        .collect()
+}
+
+/// The bases a thin pack needs are read from the repository as git reads
+/// them: entries of two packs (ofs-deltas 50 deep; ref-deltas, as a pack
+/// written without offsets holds them) and loose objects.
+#[test]
+fn a_repositorys_objects_are_read_as_git_reads_them() {
+    for ofs in [true, false] {
+        let work = tempfile::tempdir().unwrap();
+        let repo = work.path();
+        history(repo, 40);
+        let offsets = format!("repack.useDeltaBaseOffset={ofs}");
+        git(repo, &["-c", &offsets, "repack", "-adfq", "--depth=50"]);
+        std::fs::write(repo.join("c"), "a second pack\n").unwrap();
+        git(repo, &["add", "c"]);
+        git(repo, &["commit", "-qm", "packed later"]);
+        git(repo, &["-c", &offsets, "repack", "-dq"]);
+        std::fs::write(repo.join("d"), "loose\n").unwrap();
+        git(repo, &["add", "d"]);
+        git(repo, &["commit", "-qm", "loose"]);
+        let expected = objects_by_git(repo);
+        assert!(expected.len() > 120, "{}", expected.len());
+        let objects = RepositoryObjects::new(&repo.join(".git/objects"), 1 << 30);
+        for (oid, kind, data) in &expected {
+            let found = objects.find(oid);
+            assert_eq!(
+                found.as_ref(),
+                Some(&(*kind, data.clone())),
+                "{}",
+                hex::encode(oid)
+            );
+        }
+        assert_eq!(objects.find(&[0x5a; 20]), None);
+    }
+}
+
+/// A damaged pack may lose objects, never change one: each object read is
+/// checked against its id.
+#[test]
+fn a_damaged_repository_never_gives_a_wrong_object() {
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path();
+    history(repo, 20);
+    git(repo, &["repack", "-adfq"]);
+    let expected = objects_by_git(repo);
+    let pack_dir = repo.join(".git/objects/pack");
+    let pack = std::fs::read_dir(&pack_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "pack"))
+        .unwrap();
+    let original = std::fs::read(&pack).unwrap();
+    let mut permissions = std::fs::metadata(&pack).unwrap().permissions();
+    permissions.set_mode(0o644);
+    std::fs::set_permissions(&pack, permissions).unwrap();
+    let mut lost = 0;
+    // Every 97th byte of the entries (past the header, before the trailer).
+    for at in (12..original.len() - 20).step_by(97) {
+        let mut damaged = original.clone();
+        damaged[at] ^= 0x5a;
+        std::fs::write(&pack, &damaged).unwrap();
+        let objects = RepositoryObjects::new(&repo.join(".git/objects"), 1 << 30);
+        for (oid, kind, data) in &expected {
+            match objects.find(oid) {
+                Some(found) => assert_eq!(found, (*kind, data.clone()), "byte {at}"),
+                None => lost += 1,
+            }
+        }
+    }
+    assert!(lost > 0, "no damage was noticed");
 }

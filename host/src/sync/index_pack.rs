@@ -6,13 +6,12 @@
 //! lines; on failure the exit status is 1 and standard error holds the
 //! reason, which the service quotes.
 
-use std::cell::OnceCell;
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use mirror_index_pack::{Bases, IndexError, Landed, Options, Staged, stage};
+use mirror_index_pack::{Bases, IndexError, Landed, Options, RepositoryObjects, Staged, stage};
 pub use mirror_index_pack::{Counts, Indexed, Kind, Oid, temp_prefix};
 
 use super::no_lfs_pointers;
@@ -225,11 +224,7 @@ fn serve(args: &Args) -> Result<(), ServeError> {
     limit_self(limits)?;
     let pack_dir = objects_dir.join("pack");
     std::fs::create_dir_all(&pack_dir).map_err(ServeError::io("creating the pack directory"))?;
-    let bases = RepositoryObjects {
-        objects_dir: objects_dir.to_path_buf(),
-        memory_bytes: limits.memory_bytes,
-        odb: OnceCell::new(),
-    };
+    let bases = RepositoryObjects::new(objects_dir, max_object_bytes);
     let stdout = io::stdout();
     // A parent that stopped listening ends the child through its input, so a
     // report that cannot be written is no reason to stop.
@@ -294,56 +289,6 @@ fn limit_self(limits: ChildLimits) -> Result<(), ServeError> {
     };
     set(libc::RLIMIT_AS, limits.memory_bytes)?;
     set(libc::RLIMIT_CPU, limits.cpu_seconds)
-}
-
-/// The repository's own objects, for the bases a thin pack leaves out. Opened
-/// on the first base asked for: an initial pull never needs libgit2 here.
-struct RepositoryObjects {
-    objects_dir: PathBuf,
-    /// The child's address space, a quarter of which libgit2 may map.
-    memory_bytes: u64,
-    odb: OnceCell<Option<git2::Odb<'static>>>,
-}
-
-impl RepositoryObjects {
-    fn odb(&self) -> Option<&git2::Odb<'static>> {
-        let open = || -> Result<git2::Odb<'static>, git2::Error> {
-            // libgit2 is started only for a thin pack's bases (starting it
-            // costs memory a pack that is whole does not need), and maps pack
-            // windows of at most a quarter of the address space it may use.
-            let windows = usize::try_from(self.memory_bytes / 4).unwrap_or(usize::MAX);
-            // SAFETY: set before this process reads anything with libgit2;
-            // the resolving threads reach the odb only through this cell.
-            #[allow(unsafe_code)]
-            unsafe {
-                git2::opts::set_mwindow_mapped_limit(windows)?;
-            }
-            let odb = git2::Odb::new()?;
-            let dir = self
-                .objects_dir
-                .to_str()
-                .ok_or_else(|| git2::Error::from_str("the objects directory is not valid UTF-8"))?;
-            odb.add_disk_alternate(dir)?;
-            Ok(odb)
-        };
-        // Without the repository's objects a thin pack is refused, which is
-        // what it deserves when there are none.
-        self.odb.get_or_init(|| open().ok()).as_ref()
-    }
-}
-
-impl Bases for RepositoryObjects {
-    fn find(&self, oid: &Oid) -> Option<(Kind, Vec<u8>)> {
-        let object = self.odb()?.read(git2::Oid::from_bytes(oid).ok()?).ok()?;
-        let kind = match object.kind() {
-            git2::ObjectType::Commit => Kind::Commit,
-            git2::ObjectType::Tree => Kind::Tree,
-            git2::ObjectType::Blob => Kind::Blob,
-            git2::ObjectType::Tag => Kind::Tag,
-            _ => return None,
-        };
-        Some((kind, object.data().to_vec()))
-    }
 }
 
 #[cfg(test)]
