@@ -80,8 +80,8 @@ pub const DEFAULT_INDEXER_MEMORY_BYTES: u64 = 4 << 30;
 /// The executable a pack indexer child runs.
 #[derive(Debug, Clone)]
 pub enum Program {
-    /// `mirrorhost-index-pack`: the indexer alone, which starts in about
-    /// half the memory of the whole service's executable.
+    /// `mirrorhost-index-pack`: the indexer alone, which starts in a
+    /// quarter of the memory of the whole service's executable.
     Dedicated(Executable),
     /// `mirrorhost index-pack`.
     Subcommand(PathBuf),
