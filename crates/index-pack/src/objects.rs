@@ -13,10 +13,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use flate2::{Decompress, FlushDecompress, Status};
-
-use crate::receive::{What, parse_header};
-use crate::{Bases, IndexError, Kind, Oid, delta, object_id};
+use crate::receive::What;
+use crate::resolve::EntryReader;
+use crate::{Bases, Kind, Oid, delta, object_id};
 
 /// The longest delta chain followed, past git's default depth of 50 and its
 /// `--depth` limit of 4095: a longer one is taken for a cycle.
@@ -35,6 +34,8 @@ pub struct RepositoryObjects {
 #[derive(Debug)]
 struct Pack {
     pack: File,
+    /// The pack file's length: no entry reaches past it.
+    end: u64,
     idx: File,
     /// The `.idx`'s fan-out table: how many ids start with each byte or less.
     fanout: [u32; 256],
@@ -67,12 +68,6 @@ impl RepositoryObjects {
         })
     }
 
-    /// `oid`'s kind and data, checked against its id.
-    fn read(&self, oid: &Oid) -> Option<(Kind, Vec<u8>)> {
-        let (kind, data) = self.rebuild(oid)?;
-        (object_id(kind, &data, 0).ok()? == *oid).then_some((kind, data))
-    }
-
     /// Which pack holds `oid`, and where.
     fn locate(&self, oid: &Oid) -> Option<(&Pack, u64)> {
         self.packs()
@@ -84,6 +79,7 @@ impl RepositoryObjects {
     /// base (through other packs and loose objects for a ref-delta's), then
     /// rebuilt upwards. No recursion: a cycle ends at [`MAX_CHAIN`].
     fn rebuild(&self, oid: &Oid) -> Option<(Kind, Vec<u8>)> {
+        let mut entries = EntryReader::new();
         let mut deltas = Vec::new();
         let mut wanted = *oid;
         let mut place = self.locate(&wanted);
@@ -94,8 +90,8 @@ impl RepositoryObjects {
             let Some((pack, at)) = place else {
                 break self.read_loose(&wanted)?;
             };
-            let (what, data) = pack.entry(at, self.limit)?;
-            match what {
+            let (header, data) = entries.read(&pack.pack, at, pack.end, self.limit).ok()?;
+            match header.what {
                 What::Whole(kind) => break (kind, data),
                 What::OfsDelta { distance } => {
                     deltas.push(data);
@@ -136,8 +132,10 @@ impl RepositoryObjects {
 }
 
 impl Bases for RepositoryObjects {
+    /// `oid`'s kind and data, checked against its id.
     fn find(&self, oid: &Oid) -> Option<(Kind, Vec<u8>)> {
-        self.read(oid)
+        let (kind, data) = self.rebuild(oid)?;
+        (object_id(kind, &data, 0).ok()? == *oid).then_some((kind, data))
     }
 }
 
@@ -145,6 +143,7 @@ impl Pack {
     fn open(idx_path: &Path) -> Option<Self> {
         let idx = File::open(idx_path).ok()?;
         let pack = File::open(idx_path.with_extension("pack")).ok()?;
+        let end = pack.metadata().ok()?.len();
         let mut head = [0u8; IDS_AT as usize];
         idx.read_exact_at(&mut head, 0).ok()?;
         // Version 2: "\377tOc", then 2.
@@ -156,7 +155,12 @@ impl Pack {
             let at = 8 + 4 * i;
             *count = u32::from_be_bytes(head[at..at + 4].try_into().ok()?);
         }
-        Some(Self { pack, idx, fanout })
+        Some(Self {
+            pack,
+            end,
+            idx,
+            fanout,
+        })
     }
 
     fn count(&self) -> u64 {
@@ -200,64 +204,5 @@ impl Pack {
         let at = offsets + n * 4 + u64::from(small & 0x7fff_ffff) * 8;
         self.idx.read_exact_at(&mut large, at).ok()?;
         Some(u64::from_be_bytes(large))
-    }
-
-    /// The entry at `at`: what it is and its inflated data (a delta's
-    /// instructions, for a delta), refused past `limit` bytes.
-    fn entry(&self, at: u64, limit: u64) -> Option<(What, Vec<u8>)> {
-        let mut chunk = vec![0u8; 64 << 10];
-        let mut len = self.fill(&mut chunk, at)?;
-        let mut pos = 0;
-        let header = parse_header(
-            || {
-                let byte = chunk[..len].get(pos).copied();
-                pos += 1;
-                byte.ok_or_else(|| IndexError::malformed(at, "entry header is cut short"))
-            },
-            at,
-        )
-        .ok()?;
-        if header.size > limit {
-            return None;
-        }
-        let size = usize::try_from(header.size).ok()?;
-        // One byte over the claimed size shows a stream that runs longer.
-        let mut out = Vec::with_capacity(size + 1);
-        let mut z = Decompress::new(true);
-        let mut next = at + pos as u64;
-        loop {
-            let before = z.total_in();
-            let status = z
-                .decompress_vec(&chunk[pos..len], &mut out, FlushDecompress::None)
-                .ok()?;
-            let used = usize::try_from(z.total_in() - before).ok()?;
-            pos += used;
-            next += used as u64;
-            if status == Status::StreamEnd || out.len() > size {
-                break;
-            }
-            if pos == len {
-                len = self.fill(&mut chunk, next)?;
-                pos = 0;
-            } else if used == 0 {
-                break;
-            }
-        }
-        (out.len() == size).then_some((header.what, out))
-    }
-
-    /// Reads the pack from `at` into `chunk`, as much as there is; none is
-    /// the end of the file, which an entry never reaches.
-    fn fill(&self, chunk: &mut [u8], at: u64) -> Option<usize> {
-        let mut len = 0;
-        while len < chunk.len() {
-            match self.pack.read_at(&mut chunk[len..], at + len as u64) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        }
-        (len > 0).then_some(len)
     }
 }

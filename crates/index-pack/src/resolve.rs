@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::links::LinkReader;
-use super::receive::{REPORT_EVERY, Slot, Table, parse_header};
+use super::receive::{Header, REPORT_EVERY, Slot, Table, parse_header};
 use super::{Counts, IndexError, Kind, Oid, Options, delta, object_id};
 
 /// Reads from the pack file in pieces of this size.
@@ -186,8 +186,7 @@ struct Frame {
 
 struct Worker<'a> {
     shared: &'a Shared<'a>,
-    z: Decompress,
-    chunk: Vec<u8>,
+    entries: EntryReader,
     stack: Vec<Frame>,
     /// Bytes of object data held by `stack`.
     held: usize,
@@ -197,8 +196,7 @@ impl<'a> Worker<'a> {
     fn new(shared: &'a Shared<'a>) -> Self {
         Self {
             shared,
-            z: Decompress::new(true),
-            chunk: vec![0; CHUNK],
+            entries: EntryReader::new(),
             stack: Vec::new(),
             held: 0,
         }
@@ -357,11 +355,42 @@ impl<'a> Worker<'a> {
 
     /// Entry `i`'s inflated data, read back from the pack file.
     fn read(&mut self, i: u32) -> Result<Vec<u8>, IndexError> {
-        let table = self.shared.table;
+        let (table, shared) = (self.shared.table, self.shared);
         let start = table.offsets[i as usize];
-        let end = table.end_of(i);
+        let read = self
+            .entries
+            .read(shared.pack, start, table.end_of(i), shared.limit)?;
+        Ok(read.1)
+    }
+}
+
+/// Reads entries back from a pack file with `pread`, through one buffer and
+/// one inflater kept between entries.
+pub(super) struct EntryReader {
+    z: Decompress,
+    chunk: Vec<u8>,
+}
+
+impl EntryReader {
+    pub(super) fn new() -> Self {
+        Self {
+            z: Decompress::new(true),
+            chunk: vec![0; CHUNK],
+        }
+    }
+
+    /// The entry at `start` of `pack` (which ends by `end`): its header and
+    /// inflated data (a delta's instructions, for a delta), refused past
+    /// `limit` bytes before any is set aside.
+    pub(super) fn read(
+        &mut self,
+        pack: &File,
+        start: u64,
+        end: u64,
+        limit: u64,
+    ) -> Result<(Header, Vec<u8>), IndexError> {
         let io = IndexError::io("reading the pack back");
-        let mut len = self.fill(start, end).map_err(io)?;
+        let mut len = self.fill(pack, start, end).map_err(io)?;
         let mut pos = 0;
         let header = parse_header(
             || {
@@ -371,6 +400,13 @@ impl<'a> Worker<'a> {
             },
             start,
         )?;
+        if header.size > limit {
+            return Err(IndexError::TooLarge {
+                offset: start,
+                size: header.size,
+                limit,
+            });
+        }
         let size = usize::try_from(header.size)
             .map_err(|_| IndexError::malformed(start, "entry too large"))?;
         let mut out = Vec::with_capacity(size + 1);
@@ -390,7 +426,7 @@ impl<'a> Worker<'a> {
             }
             if pos == len {
                 len = self
-                    .fill(at, end)
+                    .fill(pack, at, end)
                     .map_err(IndexError::io("reading the pack back"))?;
                 pos = 0;
                 if len == 0 {
@@ -403,16 +439,16 @@ impl<'a> Worker<'a> {
         if out.len() != size {
             return Err(IndexError::malformed(start, "entry changed on disk"));
         }
-        Ok(out)
+        Ok((header, out))
     }
 
-    /// Reads the pack from `at` (up to `end`) into `chunk`; how much it read.
-    fn fill(&mut self, at: u64, end: u64) -> std::io::Result<usize> {
+    /// Reads `pack` from `at` (up to `end`) into `chunk`; how much it read.
+    fn fill(&mut self, pack: &File, at: u64, end: u64) -> std::io::Result<usize> {
         let n = self
             .chunk
             .len()
             .min(usize::try_from(end - at).unwrap_or(usize::MAX));
-        self.shared.pack.read_exact_at(&mut self.chunk[..n], at)?;
+        pack.read_exact_at(&mut self.chunk[..n], at)?;
         Ok(n)
     }
 }
