@@ -19,19 +19,19 @@ const STAND_IN_REFUSAL: &str = "unexpected argument '--protocol'";
 
 /// A directory the service is installed in: links to the built binaries
 /// (beside the target directory, so that hard links reach them).
-fn install(name: &str, with_indexer: bool) -> (tempfile::TempDir, PathBuf) {
+fn install(with_indexer: bool) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let link = |built: &str, installed: &str| {
         std::fs::hard_link(built, dir.path().join(installed)).unwrap();
     };
-    link(env!("CARGO_BIN_EXE_mirrorhost"), name);
+    link(env!("CARGO_BIN_EXE_mirrorhost"), "mirrorhost");
     if with_indexer {
         link(
             env!("CARGO_BIN_EXE_mirrorhost-index-pack"),
             "mirrorhost-index-pack",
         );
     }
-    let exe = dir.path().join(name);
+    let exe = dir.path().join("mirrorhost");
     (dir, exe)
 }
 
@@ -51,7 +51,7 @@ async fn pull(api: &Api<'_>, up: &Upstream, project: &str) -> serde_json::Value 
 
 #[tokio::test]
 async fn without_the_indexer_beside_it_the_service_indexes_with_itself() {
-    let (_dir, exe) = install("mirrorhost", false);
+    let (_dir, exe) = install(false);
     let server = Server::start_installed(&exe, LOCAL_REMOTES);
     let said = server.seen.iter().any(|line| {
         line.contains("pack indexer: `mirrorhost index-pack`")
@@ -68,7 +68,7 @@ async fn without_the_indexer_beside_it_the_service_indexes_with_itself() {
 
 #[tokio::test]
 async fn the_indexer_beside_the_service_is_the_one_it_starts() {
-    let (dir, exe) = install("mirrorhost", false);
+    let (dir, exe) = install(false);
     replace_with_stand_in(&dir.path().join("mirrorhost-index-pack"));
     let server = Server::start_installed(&exe, LOCAL_REMOTES);
     let api = Api::new(&server);
@@ -81,7 +81,7 @@ async fn the_indexer_beside_the_service_is_the_one_it_starts() {
 
 #[tokio::test]
 async fn an_upgrade_that_replaces_the_indexer_changes_nothing_until_a_restart() {
-    let (dir, exe) = install("mirrorhost", true);
+    let (dir, exe) = install(true);
     let server = Server::start_installed(&exe, LOCAL_REMOTES);
     let api = Api::new(&server);
     let up = Upstream::with_main();
