@@ -313,10 +313,17 @@ fn load_compiled(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     }
 }
 
+/// Puts `bytes` at `path` whole or not at all. The temporary file's name is
+/// its own: two threads of one process may compile the same component at
+/// once (two first calls of a built-in), and with a name shared per process
+/// one truncated the file the other was renaming into place, which the
+/// runtime then failed to load.
 fn store_compiled(bytes: &[u8], path: &Path) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 fn runtime_error(error: impl std::fmt::Display) -> PluginError {

@@ -493,3 +493,20 @@ fn a_component_compiled_into_an_empty_cache_runs_from_its_file() {
     start();
     assert_eq!(compiled(), first);
 }
+
+/// Threads of one process that compile the same component at once (two
+/// first calls of a built-in) each store it whole and run it from the file.
+#[test]
+fn a_component_compiled_by_several_threads_at_once_loads_in_each() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(Limits::default(), Some(cache.path().to_path_buf())).unwrap();
+    let builtin = BUILTINS.iter().find(|b| b.name == "regex-filter").unwrap();
+    std::thread::scope(|scope| {
+        let compiling: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| runtime.prepare(builtin.wasm()).map(drop)))
+            .collect();
+        for thread in compiling {
+            assert_eq!(thread.join().unwrap(), Ok(()));
+        }
+    });
+}
