@@ -376,7 +376,11 @@ async fn metrics_count_runs_bytes_plugins_and_webhooks() {
     let api = Api::new(&server);
     let up = Upstream::with_main();
     let id = api
-        .create("pull", json!({"project_id": "metrics/p", "url": up.url()}))
+        .create(
+            "pull",
+            // A branch regex: a mirror that configures no filter runs no plugin.
+            json!({"project_id": "metrics/p", "url": up.url(), "mirror_branch_regex": "^main$"}),
+        )
         .await;
     let broken = api
         .create(

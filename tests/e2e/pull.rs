@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 
 use crate::history::{History, generate};
 use crate::support::{
-    Api, LOCAL_REMOTES, Server, Upstream, bare_repo, fsck, git, local_server, project_repo, refs_of,
+    Api, LOCAL_REMOTES, Server, Upstream, bare_repo, fsck, git, local_server, project_repo,
+    refs_of, sample, scrape,
 };
 
 const PROJECT: &str = "acme/widgets";
@@ -389,6 +390,45 @@ async fn scope_by_regex_and_protected_branches() {
         .into_keys()
         .collect();
     assert_eq!(names, ["refs/heads/main", "refs/heads/release/1.0"]);
+}
+
+/// A mirror that configures no filter takes the upstream's branches and
+/// tags, and nothing else it advertises (review refs, notes), without
+/// running a plugin.
+#[tokio::test]
+async fn without_a_filter_branches_and_tags_are_in_scope_and_no_plugin_runs() {
+    let up = Upstream::new();
+    up.commit("main", "a");
+    up.commit("topic", "b");
+    git(&up.work(), &["tag", "v1", "main"]);
+    git(&up.work(), &["notes", "add", "-m", "note", "main"]);
+    up.push(&[
+        "main",
+        "topic",
+        "v1",
+        "refs/notes/commits",
+        "topic:refs/pull/1/head",
+    ]);
+    let server = local_server();
+    let api = Api::new(&server);
+    let id = api.create("pull", pull_body(&up, json!({}))).await;
+    let calls = async || {
+        sample(
+            &scrape(&server).await.0,
+            "mirrorhost_plugin_calls_total",
+            &[],
+        )
+    };
+    let before = calls().await;
+    assert_eq!(api.sync(id).await["status"], "succeeded");
+    let names: Vec<String> = refs_of(&project_repo(&server, PROJECT))
+        .into_keys()
+        .collect();
+    assert_eq!(
+        names,
+        ["refs/heads/main", "refs/heads/topic", "refs/tags/v1"]
+    );
+    assert_eq!(calls().await, before, "a plugin ran");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

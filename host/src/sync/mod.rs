@@ -572,15 +572,26 @@ impl Run<'_> {
 
     /// The names among `candidates` that every configured filter keeps: the
     /// protected-only filter, the regex, then the mirror's own plugin. With no
-    /// filter configured, branches and tags are in scope.
+    /// filter configured, branches and tags are in scope, decided here: no
+    /// plugin runs for a mirror that configures none (the default's instance
+    /// cost every pull, and the service that ran one kept wasmtime resident).
     fn scope(&self, candidates: &[(String, git2::Oid)]) -> Result<HashSet<String>, SyncError> {
+        let filters = self.filters();
+        if filters.is_empty() {
+            return Ok(candidates
+                .iter()
+                .map(|(name, _)| name)
+                .filter(|name| name.starts_with("refs/heads/") || name.starts_with("refs/tags/"))
+                .cloned()
+                .collect());
+        }
         let ctx = self.context();
         let mut refs = Candidates::new();
         for (name, oid) in candidates {
             let protected = is_protected(name, &self.project.protected_branches);
             refs.push(name, &oid.to_string(), protected);
         }
-        for (plugin, config) in self.filters() {
+        for (plugin, config) in filters {
             let kept: HashSet<String> = self
                 .engine
                 .plugins
@@ -607,9 +618,6 @@ impl Run<'_> {
         }
         if let Some(plugin) = &m.branch_filter {
             filters.push((plugin.as_str(), m.branch_filter_config.clone()));
-        }
-        if filters.is_empty() {
-            filters.push(("regex-filter", String::new()));
         }
         filters
     }
