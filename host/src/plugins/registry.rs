@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::Store;
 
@@ -28,6 +28,33 @@ pub struct PluginMeta {
     pub sha256: String,
     pub size_bytes: usize,
     pub builtin: bool,
+}
+
+/// What a plugin says of itself (its info call), as the registry lists it;
+/// the runtime keeps a built-in's in its cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Described {
+    pub version: String,
+    pub description: String,
+}
+
+/// What the registry lists for a plugin, partly from the plugin itself.
+fn meta(
+    name: &str,
+    world: World,
+    wasm: Wasm<'_>,
+    described: Described,
+    builtin: bool,
+) -> PluginMeta {
+    PluginMeta {
+        name: name.to_string(),
+        world,
+        version: described.version,
+        description: described.description,
+        sha256: wasm.sha256.to_string(),
+        size_bytes: wasm.bytes.len(),
+        builtin,
+    }
 }
 
 /// A component linked and type-checked against its world, ready to instantiate.
@@ -74,17 +101,27 @@ impl Registry {
         }
     }
 
-    /// A registry holding the nine built-in plugins. Each is checked and asked
-    /// for its info now, one at a time, and prepared again when first used.
+    /// A registry holding the nine built-in plugins, each prepared on first
+    /// use. What a built-in says of itself (its info) is asked once per
+    /// component and kept in the runtime's cache, named by its digest: a
+    /// start that finds it there loads no component at all (the instance,
+    /// the WASI linker and wasmtime's code held a service that never calls a
+    /// plugin about a megabyte larger for good).
     pub fn with_builtins(runtime: Runtime) -> Result<Self, PluginError> {
         let registry = Self::new(runtime);
         for builtin in BUILTINS {
             let wasm = builtin.wasm();
-            let prepared = registry.prepare(builtin.name, builtin.world, wasm)?;
-            let meta = registry.describe(builtin.name, builtin.world, wasm, &prepared, true)?;
-            drop(prepared);
+            let described = match registry.runtime.recall(wasm.sha256) {
+                Some(described) => described,
+                None => {
+                    let prepared = registry.prepare(builtin.name, builtin.world, wasm)?;
+                    let described = registry.describe(builtin.name, &prepared)?;
+                    registry.runtime.remember(wasm.sha256, &described);
+                    described
+                }
+            };
             registry.register(
-                meta,
+                meta(builtin.name, builtin.world, wasm, described, true),
                 Code::Embedded {
                     wasm,
                     prepared: OnceLock::new(),
@@ -112,7 +149,7 @@ impl Registry {
             sha256: &sha256,
         };
         let prepared = self.prepare(name, world, wasm)?;
-        let meta = self.describe(name, world, wasm, &prepared, false)?;
+        let meta = meta(name, world, wasm, self.describe(name, &prepared)?, false);
         self.register(meta.clone(), Code::Ready(prepared));
         Ok(meta)
     }
@@ -131,24 +168,12 @@ impl Registry {
         .map_err(|e| invalid(format!("{e:#}")))
     }
 
-    /// What the registry lists for a plugin, partly from the plugin itself.
-    fn describe(
-        &self,
-        name: &str,
-        world: World,
-        wasm: Wasm<'_>,
-        prepared: &Prepared,
-        builtin: bool,
-    ) -> Result<PluginMeta, PluginError> {
+    /// What the plugin says of itself.
+    fn describe(&self, name: &str, prepared: &Prepared) -> Result<Described, PluginError> {
         let info = self.info(name, prepared)?;
-        Ok(PluginMeta {
-            name: name.to_string(),
-            world,
+        Ok(Described {
             version: info.version,
             description: info.description,
-            sha256: wasm.sha256.to_string(),
-            size_bytes: wasm.bytes.len(),
-            builtin,
         })
     }
 

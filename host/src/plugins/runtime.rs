@@ -3,7 +3,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
@@ -12,6 +12,7 @@ use wasmtime::{
 };
 
 use super::bindings::log;
+use super::registry::Described;
 use super::sandbox::{HostState, Limits, LogLine};
 use super::{PluginError, PluginErrorKind};
 
@@ -45,61 +46,100 @@ pub struct Runtime {
 }
 
 struct Inner {
-    engine: Engine,
-    linker: Linker<HostState>,
     limits: Limits,
     cache_dir: Option<PathBuf>,
+    /// Built on first use, once: a service whose mirrors call no plugin
+    /// never builds the engine or the WASI linker, whose code (about 2 MiB
+    /// of it) stayed resident in the service for good.
+    wasmtime: OnceLock<Result<Wasmtime, String>>,
+}
+
+/// The engine and the host's imports, shared by every component.
+struct Wasmtime {
+    engine: Engine,
+    linker: Linker<HostState>,
     pooling: bool,
+}
+
+impl Wasmtime {
+    /// The engine (pooling allocator when the machine grants the address
+    /// space, on-demand otherwise) with its epoch ticker, and the linker.
+    fn build(limits: &Limits) -> Result<Self, String> {
+        let run = |pooling| Engine::new(&engine_config(limits, Role::Run { pooling }));
+        let (engine, pooling) = match run(true) {
+            Ok(engine) => (engine, true),
+            Err(error) => {
+                tracing::warn!(%error, "pooling allocator unavailable, using on-demand instances");
+                (run(false).map_err(|e| format!("{e:#}"))?, false)
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| format!("{e:#}"))?;
+        log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(|e| format!("{e:#}"))?;
+        spawn_epoch_ticker(&engine);
+        Ok(Self {
+            engine,
+            linker,
+            pooling,
+        })
+    }
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pooling = self
+            .inner
+            .wasmtime
+            .get()
+            .map(|built| built.as_ref().map(|w| w.pooling));
         f.debug_struct("Runtime")
             .field("limits", &self.inner.limits)
             .field("cache_dir", &self.inner.cache_dir)
-            .field("pooling", &self.inner.pooling)
+            .field("pooling", &pooling)
             .finish()
     }
 }
 
 impl Runtime {
-    /// Builds the engine (pooling allocator when the machine grants the address
-    /// space, on-demand otherwise) and starts its epoch ticker.
-    /// `cache_dir` keeps compiled components across restarts.
+    /// A runtime whose engine is built when first needed. `cache_dir` keeps
+    /// compiled components, and what they say of themselves, across
+    /// restarts.
     pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
-        let (engine, pooling) = match Engine::new(&engine_config(&limits, true)) {
-            Ok(engine) => (engine, true),
-            Err(error) => {
-                tracing::warn!(%error, "pooling allocator unavailable, using on-demand instances");
-                let engine = Engine::new(&engine_config(&limits, false)).map_err(runtime_error)?;
-                (engine, false)
-            }
-        };
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime_error)?;
-        log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
-            .map_err(runtime_error)?;
-        spawn_epoch_ticker(&engine);
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir).map_err(runtime_error)?;
         }
         Ok(Self {
             inner: Arc::new(Inner {
-                engine,
-                linker,
                 limits,
                 cache_dir,
-                pooling,
+                wasmtime: OnceLock::new(),
             }),
         })
+    }
+
+    /// Whether the engine has been built.
+    #[cfg(test)]
+    pub(super) fn has_engine(&self) -> bool {
+        self.inner.wasmtime.get().is_some()
+    }
+
+    fn wasmtime(&self) -> Result<&Wasmtime, String> {
+        self.inner
+            .wasmtime
+            .get_or_init(|| Wasmtime::build(&self.inner.limits))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
     }
 
+    /// Whether the engine (built now if it was not) uses the pooling
+    /// allocator.
     pub fn uses_pooling(&self) -> bool {
-        self.inner.pooling
+        self.wasmtime().is_ok_and(|wasmtime| wasmtime.pooling)
     }
 
     /// Compiles `wasm` (or loads the cached compilation) and links it against the
@@ -107,19 +147,17 @@ impl Runtime {
     /// something beyond WASI and the `mirror:plugin` host interface.
     pub fn prepare(&self, wasm: Wasm<'_>) -> Result<InstancePre<HostState>, String> {
         let component = self.compile(wasm)?;
-        self.inner
+        self.wasmtime()?
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("{e:#}"))
     }
 
     fn compile(&self, wasm: Wasm<'_>) -> Result<Component, String> {
-        let engine = &self.inner.engine;
-        let Some(path) = self.cache_path(wasm.sha256) else {
-            return Component::new(engine, wasm.bytes).map_err(|e| format!("{e:#}"));
-        };
-        if path.exists() {
-            match load_compiled(engine, &path) {
+        let engine = &self.wasmtime()?.engine;
+        let path = self.cache_path(engine, wasm.sha256);
+        if let Some(path) = path.as_deref().filter(|path| path.exists()) {
+            match load_compiled(engine, path) {
                 Ok(component) => return Ok(component),
                 Err(error) => tracing::warn!(%error, path = %path.display(), "recompiling"),
             }
@@ -128,34 +166,59 @@ impl Runtime {
         // working memory (cranelift keeps contexts, one per compiling thread,
         // as long as their engine lives, and their blocks pinned pages of
         // freed memory: a first start held 20 MiB more than the next one);
-        // the runtime's engine maps the code from the cache file as it runs,
-        // as after a restart.
-        let compiled = Engine::new(&engine_config(&self.inner.limits, false))
+        // the runtime's engine, which has no compiler, maps the code from the
+        // cache file as it runs, as after a restart.
+        let compiled = Engine::new(&engine_config(&self.inner.limits, Role::Compile))
             .and_then(|compiler| compiler.precompile_component(wasm.bytes))
             .map_err(|e| format!("{e:#}"))?;
-        let component = match store_compiled(&compiled, &path) {
-            Ok(()) => load_compiled(engine, &path),
-            Err(error) => {
+        let cached = path
+            .as_deref()
+            .map(|path| (path, write_whole(&compiled, path)));
+        match cached {
+            Some((path, Ok(()))) => load_compiled(engine, path),
+            Some((path, Err(error))) => {
                 tracing::warn!(%error, path = %path.display(), "could not cache compiled plugin");
-                // SAFETY: the bytes are wasmtime's own output, just made.
-                #[allow(unsafe_code)]
-                unsafe {
-                    Component::deserialize(engine, &compiled)
-                }
+                deserialize_compiled(engine, &compiled)
             }
-        };
-        component.map_err(|e| format!("{e:#}"))
+            None => deserialize_compiled(engine, &compiled),
+        }
+        .map_err(|e| format!("{e:#}"))
     }
 
-    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
+    fn cache_path(&self, engine: &Engine, sha256: &str) -> Option<PathBuf> {
         let dir = self.inner.cache_dir.as_ref()?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.inner
-            .engine
-            .precompile_compatibility_hash()
-            .hash(&mut hasher);
+        engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = hasher.finish();
         Some(dir.join(format!("{sha256}-{engine_hash:016x}.cwasm")))
+    }
+
+    /// What a component said of itself, if a start before this one kept it
+    /// (see [`Runtime::remember`]); `None` when unknown or unreadable.
+    pub(super) fn recall(&self, sha256: &str) -> Option<Described> {
+        let bytes = std::fs::read(self.described_path(sha256)?).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Keeps what the component of digest `sha256` said of itself, for the
+    /// next start; without a cache, or when it cannot be written, the next
+    /// start asks the component again.
+    pub(super) fn remember(&self, sha256: &str, described: &Described) {
+        let Some(path) = self.described_path(sha256) else {
+            return;
+        };
+        let written = serde_json::to_vec(described)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| write_whole(&bytes, &path));
+        if let Err(error) = written {
+            tracing::warn!(%error, path = %path.display(), "could not cache a plugin's info");
+        }
+    }
+
+    /// Independent of the engine: the component alone answers.
+    fn described_path(&self, sha256: &str) -> Option<PathBuf> {
+        let dir = self.inner.cache_dir.as_ref()?;
+        Some(dir.join(format!("{sha256}.info.json")))
     }
 
     /// Runs `body` against a fresh store: fuel, deadline and memory cap set, the
@@ -193,8 +256,9 @@ impl Runtime {
                 limit: limits.max_input_bytes,
             }));
         }
+        let engine = &self.wasmtime().map_err(|e| fail(runtime_kind(e)))?.engine;
         let started = Instant::now();
-        let mut store = Store::new(&self.inner.engine, HostState::new(limits));
+        let mut store = Store::new(engine, HostState::new(limits));
         store.limiter(|state| state);
         store
             .set_fuel(limits.fuel)
@@ -234,13 +298,24 @@ impl Runtime {
     }
 }
 
-fn engine_config(limits: &Limits, pooling: bool) -> Config {
+/// What an engine is made for. The runtime's engine runs components and
+/// never compiles one: with a compiler, building it ran cranelift's setup,
+/// which kept about a megabyte of its code resident in the service for good.
+/// A component is compiled by an engine made for that, then dropped.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Run { pooling: bool },
+    Compile,
+}
+
+fn engine_config(limits: &Limits, role: Role) -> Config {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
         .consume_fuel(true)
-        .epoch_interruption(true);
-    if pooling {
+        .epoch_interruption(true)
+        .enable_compiler(matches!(role, Role::Compile));
+    if let Role::Run { pooling: true } = role {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(256)
             .total_core_instances(1024)
@@ -304,12 +379,23 @@ fn deadline_ticks(timeout: Duration) -> u64 {
 /// A compiled component from the cache, mapped from its file.
 fn load_compiled(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: `deserialize_file` trusts its input to be wasmtime's own output.
-    // The file sits in our private cache dir, was written by `store_compiled`
-    // (renamed into place only once complete), and its name binds it to the
+    // The file sits in our private cache dir, was written whole by
+    // `write_whole` (renamed into place once complete), and its name binds it to the
     // component's sha256 and this engine's compatibility hash.
     #[allow(unsafe_code)]
     unsafe {
         Component::deserialize_file(engine, path)
+    }
+}
+
+/// A component just compiled, from memory (no cache, or it could not be
+/// written).
+fn deserialize_compiled(engine: &Engine, compiled: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: the bytes are wasmtime's own output, just made by
+    // `precompile_component` with this engine's settings.
+    #[allow(unsafe_code)]
+    unsafe {
+        Component::deserialize(engine, compiled)
     }
 }
 
@@ -318,7 +404,7 @@ fn load_compiled(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
 /// once (two first calls of a built-in), and with a name shared per process
 /// one truncated the file the other was renaming into place, which the
 /// runtime then failed to load.
-fn store_compiled(bytes: &[u8], path: &Path) -> std::io::Result<()> {
+fn write_whole(bytes: &[u8], path: &Path) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, bytes)?;

@@ -1,7 +1,7 @@
 //! The built-in plugins, loaded from the embedded components and called through
 //! the runtime exactly as the sync engine calls them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::*;
@@ -484,10 +484,16 @@ fn a_component_compiled_into_an_empty_cache_runs_from_its_file() {
     start();
     let first = compiled();
     assert!(!first.is_empty());
-    assert!(
+    let named = |suffix: &str| {
         first
             .iter()
-            .all(|f| f.0.to_string_lossy().ends_with(".cwasm")),
+            .filter(|f| f.0.to_string_lossy().ends_with(suffix))
+            .count()
+    };
+    assert_eq!(named(".info.json"), BUILTINS.len(), "{first:?}");
+    assert_eq!(
+        named(".cwasm") + named(".info.json"),
+        first.len(),
         "{first:?}"
     );
     start();
@@ -509,4 +515,46 @@ fn a_component_compiled_by_several_threads_at_once_loads_in_each() {
             assert_eq!(thread.join().unwrap(), Ok(()));
         }
     });
+}
+
+/// A start that finds what the built-ins said of themselves in the cache
+/// lists them without loading one (no engine built, nothing compiled); a
+/// damaged note is asked of the component again and mended.
+#[test]
+fn a_start_that_finds_the_builtins_info_in_the_cache_loads_no_component() {
+    let cache = tempfile::tempdir().unwrap();
+    let start = || {
+        let runtime = Runtime::new(Limits::default(), Some(cache.path().to_path_buf())).unwrap();
+        Registry::with_builtins(runtime).unwrap()
+    };
+    let files = |suffix: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(cache.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.to_string_lossy().ends_with(suffix))
+            .collect()
+    };
+    let listed = start().list();
+    assert!(listed.iter().all(|p| !p.version.is_empty()), "{listed:?}");
+    // Without the compiled components, a start that loaded one would
+    // compile it again.
+    for compiled in files(".cwasm") {
+        std::fs::remove_file(compiled).unwrap();
+    }
+    let registry = start();
+    assert_eq!(registry.list(), listed);
+    assert!(!registry.runtime().has_engine());
+    assert!(files(".cwasm").is_empty());
+
+    for note in files(".info.json") {
+        std::fs::write(note, "{\"version\": 1").unwrap();
+    }
+    assert_eq!(start().list(), listed);
+    for note in files(".info.json") {
+        let text = std::fs::read_to_string(&note).unwrap();
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+            "{text}"
+        );
+    }
 }
