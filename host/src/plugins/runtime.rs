@@ -49,8 +49,8 @@ struct Inner {
     limits: Limits,
     cache_dir: Option<PathBuf>,
     /// Built on first use, once: a service whose mirrors call no plugin
-    /// never builds the engine or the WASI linker, whose code (about 2 MiB
-    /// of it) stayed resident in the service for good.
+    /// never builds the engine or the WASI linker, whose setup kept about
+    /// 3 MiB of wasmtime's code resident in the service for good.
     wasmtime: OnceLock<Result<Wasmtime, String>>,
 }
 
