@@ -408,7 +408,7 @@ fn compare_initial_pulls(work: &Path, scheme: &str, url: &str) {
         .map(|kib| kib.parse::<f64>().expect("number") / 1024.0)
         .collect();
     println!(
-        "  the service before the transfer (engine, plugins, store): {:.1} MiB \
+        "  the service before the transfer (plugins listed, store open): {:.1} MiB \
          (anonymous {:.1}, file-backed {:.1}); highest during it: anonymous {:.1}, file-backed {:.1}",
         memory[0] + memory[1],
         memory[0],

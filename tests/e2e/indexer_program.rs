@@ -42,10 +42,15 @@ fn replace_with_stand_in(path: &Path) {
     std::fs::rename(&new, path).unwrap();
 }
 
+/// A pull mirror of `up` for `project`: its id.
+async fn mirror(api: &Api<'_>, up: &Upstream, project: &str) -> i64 {
+    api.create("pull", json!({"project_id": project, "url": up.url()}))
+        .await
+}
+
+/// A pull mirror of `up` for `project`, synced once: the run.
 async fn pull(api: &Api<'_>, up: &Upstream, project: &str) -> serde_json::Value {
-    let id = api
-        .create("pull", json!({"project_id": project, "url": up.url()}))
-        .await;
+    let id = mirror(api, up, project).await;
     api.sync(id).await
 }
 
@@ -85,12 +90,7 @@ async fn an_upgrade_that_replaces_the_indexer_changes_nothing_until_a_restart() 
     let server = Server::start_installed(&exe, LOCAL_REMOTES);
     let api = Api::new(&server);
     let up = Upstream::with_main();
-    let id = api
-        .create(
-            "pull",
-            json!({"project_id": "installed/upgraded", "url": up.url()}),
-        )
-        .await;
+    let id = mirror(&api, &up, "installed/upgraded").await;
     assert_eq!(api.sync(id).await["status"], "succeeded");
     replace_with_stand_in(&dir.path().join("mirrorhost-index-pack"));
     up.commit("main", "b");

@@ -131,7 +131,7 @@ impl Args {
 /// argument parser: the child of every fetch starts as light as it can, and
 /// its standard error is the whole answer, which the service quotes.
 pub fn child_main(args: impl IntoIterator<Item = OsString>) -> i32 {
-    match Args::parse(args).and_then(|args| serve(&args)) {
+    match Args::parse(args).and_then(serve) {
         Ok(()) => 0,
         Err(error) => {
             eprintln!("{error}");
@@ -214,17 +214,16 @@ fn read_tips(input: &mut impl BufRead) -> Result<Vec<Oid>, ServeError> {
 }
 
 /// Indexes the pack on standard input into `objects_dir/pack`.
-fn serve(args: &Args) -> Result<(), ServeError> {
+fn serve(args: Args) -> Result<(), ServeError> {
     let Args {
         objects_dir,
         max_object_bytes,
         limits,
     } = args;
-    let (max_object_bytes, limits) = (*max_object_bytes, *limits);
     limit_self(limits)?;
     let pack_dir = objects_dir.join("pack");
     std::fs::create_dir_all(&pack_dir).map_err(ServeError::io("creating the pack directory"))?;
-    let bases = RepositoryObjects::new(objects_dir, max_object_bytes);
+    let bases = RepositoryObjects::new(&objects_dir, max_object_bytes);
     let stdout = io::stdout();
     // A parent that stopped listening ends the child through its input, so a
     // report that cannot be written is no reason to stop.
@@ -234,7 +233,7 @@ fn serve(args: &Args) -> Result<(), ServeError> {
     let mut input = io::stdin().lock();
     let tips = read_tips(&mut input)?;
     let options = Options {
-        self_contained: super::connectivity::holds_no_objects(objects_dir),
+        self_contained: super::connectivity::holds_no_objects(&objects_dir),
         ..Options::new(max_object_bytes)
     };
     let staged = stage(
@@ -245,7 +244,7 @@ fn serve(args: &Args) -> Result<(), ServeError> {
         &options,
         &|counts| report(Report::Progress(counts)),
     )?;
-    let landed = publish(staged, objects_dir, options.self_contained)?;
+    let landed = publish(staged, &objects_dir, options.self_contained)?;
     for (oid, kind) in landed.tips {
         report(Report::Tip(oid, kind));
     }
